@@ -1,0 +1,1 @@
+"""The chatroom console client and its Python API."""

@@ -1,0 +1,1 @@
+"""The pure core: codecs, sequencer, directory and timed behaviours; no I/O."""

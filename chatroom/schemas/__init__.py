@@ -1,0 +1,1 @@
+"""SQL schema files for the history store, one per version."""
