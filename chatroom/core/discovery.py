@@ -1,0 +1,900 @@
+"""Discovery datagrams: announcement, goodbye, query and answer, to and from bytes.
+
+The wire format is specified in ``docs/protocol-discovery.rst``; this module
+follows that document.  Every datagram starts with the same six-byte header
+(magic ``CRDS``, version, kind).  Announcements and goodbyes end with one
+Ed25519 signature over every byte before it, made by the host key ``Q`` that
+the datagram itself carries.  Queries and answers are unsigned; an answer
+carries the host's signed announcement verbatim, so anybody can relay one and
+nobody can forge one.
+
+Parsing is strict about the canonical form, so that
+``X.from_bytes(data).to_bytes() == data`` for every datagram that parses, and a
+relayed announcement is byte-for-byte the one the host signed.  Every
+malformed input raises :class:`ParseError` and nothing else.
+
+This module is pure: no sockets, no clock, no Twisted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import struct
+from typing import Iterable, Iterator, Sequence, Union
+
+import attrs
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+MAGIC = b"CRDS"
+"""The first four bytes of every discovery datagram ("ChatRoom DiScovery")."""
+
+VERSION = 1
+"""The only protocol version this module speaks; others are refused."""
+
+KIND_ANNOUNCEMENT = 1
+KIND_GOODBYE = 2
+KIND_QUERY = 3
+KIND_ANSWER = 4
+
+HEADER_SIZE = 6
+KEY_SIZE = 32
+SIGNATURE_SIZE = 64
+QUERY_ID_SIZE = 8
+
+MAX_DATAGRAM_SIZE = 1199
+"""Every discovery datagram is smaller than 1200 bytes (one IPv6 minimum MTU
+minus headers, comfortably)."""
+
+MAX_ANNOUNCEMENT_SIZE = 1024
+"""An announcement (and a goodbye) must leave room to be wrapped in an answer."""
+
+MAX_ROOM_NAME_BYTES = 64
+MAX_ADDRESSES = 8
+MAX_LIFETIME = 86400
+"""Longest lifetime an announcement may claim, in seconds (one day)."""
+
+MAX_COUNTER = 2**64 - 1
+
+TLV_ROOM_NAME = 1
+TLV_ADDRESS = 2
+TLV_FINGERPRINT_PREFIX = 3
+TLV_PADDING = 127
+
+FLAG_PRIVATE = 0x01
+FLAG_MULTICAST_DELIVERY = 0x02
+
+SHORT_FINGERPRINT_HEX = 16
+"""Length of a short fingerprint in hex digits (the first 8 bytes of the
+SHA-256 of the raw key)."""
+
+_HEADER = struct.Struct("!4sBB")
+_TLV_HEAD = struct.Struct("!BH")
+_ANNOUNCEMENT_FIXED = struct.Struct("!32sQIB")
+_GOODBYE_FIXED = struct.Struct("!32sQ")
+_ANSWER_FIXED = struct.Struct("!8sIH")
+
+# Characters that cannot appear in an IRC channel name (RFC 2812 section
+# 1.3), plus every other control character.  The room is the channel "#R".
+_FORBIDDEN_IN_ROOM = frozenset(
+    [chr(c) for c in range(0x20)] + ["\x7f", " ", ","]
+)
+
+
+class ParseError(ValueError):
+    """A discovery datagram (or a field of one) is malformed and was not used.
+
+    ``reason`` is a short stable token (``"truncated"``, ``"bad-signature"``,
+    ...) suitable as a counter name; the message is a sentence for people.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def key_fingerprint(q: bytes) -> str:
+    """Return the fingerprint of a raw 32-byte Ed25519 public key.
+
+    The fingerprint is the lowercase hex SHA-256 of the 32 raw key bytes
+    (64 hex digits).
+    """
+    return hashlib.sha256(q).hexdigest()
+
+
+def short_fingerprint(q: bytes) -> str:
+    """Return the short fingerprint of a raw key: the first 16 hex digits.
+
+    This is what people read and type (``chatroom find 1a2b.../lobby``); it
+    is a prefix of :func:`key_fingerprint`.
+    """
+    return key_fingerprint(q)[:SHORT_FINGERPRINT_HEX]
+
+
+def fingerprint_prefix_from_hex(text: str) -> bytes:
+    """Turn a typed fingerprint (any even number of hex digits, at most 64,
+    colons allowed) into the prefix bytes a :class:`Query` carries.
+
+    Raises :class:`ParseError` with a sentence when the text is not hex.
+    """
+    cleaned = text.replace(":", "").strip().lower()
+    if len(cleaned) % 2 or len(cleaned) > 64:
+        raise ParseError(
+            "A key fingerprint is an even number of hex digits, at most 64;"
+            f" {text!r} is not one.",
+            "bad-fingerprint",
+        )
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError:
+        raise ParseError(
+            f"A key fingerprint is written in hex digits; {text!r} is not.",
+            "bad-fingerprint",
+        ) from None
+
+
+def raw_public_key(private_key: Ed25519PrivateKey) -> bytes:
+    """Return the raw 32-byte public key ``Q`` of an Ed25519 private key."""
+    return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def check_room_name(room: str) -> str:
+    """Return ``room`` if it is a valid room name, else raise :class:`ParseError`.
+
+    A room name is 1 to 64 bytes of UTF-8 without control characters,
+    spaces or commas (so that ``#room`` is a valid IRC channel).
+    """
+    if not isinstance(room, str):
+        raise ParseError("A room name must be text.", "bad-room-name")
+    try:
+        encoded = room.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParseError(
+            "A room name must be valid Unicode text.", "bad-room-name"
+        ) from None
+    if not 1 <= len(encoded) <= MAX_ROOM_NAME_BYTES:
+        raise ParseError(
+            f"A room name is 1 to {MAX_ROOM_NAME_BYTES} bytes of UTF-8;"
+            f" this one is {len(encoded)}.",
+            "bad-room-name",
+        )
+    if _FORBIDDEN_IN_ROOM.intersection(room):
+        raise ParseError(
+            "A room name cannot contain spaces, commas or control characters.",
+            "bad-room-name",
+        )
+    return room
+
+
+def _validate_room(instance: object, attribute: object, value: str) -> None:
+    check_room_name(value)
+
+
+def _validate_key(instance: object, attribute: object, value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != KEY_SIZE:
+        raise ParseError("A host key is 32 raw bytes.", "bad-key")
+
+
+def _validate_counter(instance: object, attribute: object, value: int) -> None:
+    if not isinstance(value, int) or not 0 <= value <= MAX_COUNTER:
+        raise ParseError(
+            "An announcement counter is an unsigned 64-bit number.", "bad-counter"
+        )
+
+
+def _validate_query_id(instance: object, attribute: object, value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != QUERY_ID_SIZE:
+        raise ParseError("A query id is 8 bytes.", "bad-query-id")
+
+
+def _validate_signature(instance: object, attribute: object, value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != SIGNATURE_SIZE:
+        raise ParseError("A signature is 64 bytes.", "bad-signature")
+
+
+def _validate_extensions(
+    instance: object, attribute: object, value: tuple[tuple[int, bytes], ...]
+) -> None:
+    for item in value:
+        if (
+            not isinstance(item, tuple)
+            or len(item) != 2
+            or not isinstance(item[0], int)
+            or not isinstance(item[1], bytes)
+        ):
+            raise ParseError(
+                "An extension field is a (type, bytes) pair.", "bad-extension"
+            )
+        kind, payload = item
+        if kind in _KNOWN_TLV_TYPES or not 0 <= kind <= 255:
+            raise ParseError(
+                f"Field type {kind} is not an unknown extension type.",
+                "bad-extension",
+            )
+        if len(payload) > 0xFFFF:
+            raise ParseError("An extension field is too long.", "bad-extension")
+    types = [kind for kind, _ in value]
+    if types != sorted(types):
+        raise ParseError(
+            "Extension fields must be in ascending type order.", "bad-extension"
+        )
+
+
+_KNOWN_TLV_TYPES = frozenset(
+    [TLV_ROOM_NAME, TLV_ADDRESS, TLV_FINGERPRINT_PREFIX, TLV_PADDING]
+)
+
+
+def _to_extensions(value: Iterable[tuple[int, bytes]]) -> tuple[tuple[int, bytes], ...]:
+    return tuple(tuple(item) for item in value)  # type: ignore[misc]
+
+
+@attrs.frozen
+class RoomAddress:
+    """Where a room's TLS server listens: an IPv4 or IPv6 address and a port.
+
+    ``host`` is kept in the canonical text form of :mod:`ipaddress`
+    (``"192.0.2.10"``, ``"2001:db8::10"``); ``str()`` gives ``host:port``
+    with IPv6 hosts in brackets.
+    """
+
+    host: str = attrs.field(converter=lambda h: str(ipaddress.ip_address(h)))
+    port: int = attrs.field()
+
+    @port.validator
+    def _check_port(self, attribute: object, value: int) -> None:
+        if not isinstance(value, int) or not 1 <= value <= 65535:
+            raise ParseError("A port is a number from 1 to 65535.", "bad-address")
+
+    @classmethod
+    def parse(cls, text: str) -> RoomAddress:
+        """Read ``host:port`` or ``[v6host]:port`` as a people would type it."""
+        try:
+            if text.startswith("["):
+                host, _, port = text[1:].partition("]:")
+            else:
+                host, _, port = text.rpartition(":")
+            return cls(host, int(port))
+        except (ValueError, TypeError):
+            raise ParseError(
+                f"{text!r} is not an address; write host:port or [v6host]:port.",
+                "bad-address",
+            ) from None
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    def to_bytes(self) -> bytes:
+        """Encode as the value of an address field: family, address, port."""
+        ip = ipaddress.ip_address(self.host)
+        return bytes([ip.version]) + ip.packed + struct.pack("!H", self.port)
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> RoomAddress:
+        """Decode the value of an address field; :class:`ParseError` if bad."""
+        if len(value) == 7 and value[0] == 4:
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(
+                value[1:5]
+            )
+        elif len(value) == 19 and value[0] == 6:
+            ip = ipaddress.IPv6Address(value[1:17])
+        else:
+            raise ParseError("An address field is malformed.", "bad-address")
+        (port,) = struct.unpack("!H", value[-2:])
+        if port == 0:
+            raise ParseError("An address field has port 0.", "bad-address")
+        return cls(str(ip), port)
+
+
+def _to_addresses(value: Iterable[RoomAddress | str]) -> tuple[RoomAddress, ...]:
+    return tuple(
+        a if isinstance(a, RoomAddress) else RoomAddress.parse(a) for a in value
+    )
+
+
+def _validate_addresses(
+    instance: object, attribute: object, value: tuple[RoomAddress, ...]
+) -> None:
+    if not 1 <= len(value) <= MAX_ADDRESSES:
+        raise ParseError(
+            f"An announcement lists 1 to {MAX_ADDRESSES} addresses.", "bad-address"
+        )
+
+
+def _validate_lifetime(instance: object, attribute: object, value: int) -> None:
+    if not isinstance(value, int) or not 1 <= value <= MAX_LIFETIME:
+        raise ParseError(
+            f"An announcement lifetime is 1 to {MAX_LIFETIME} seconds.",
+            "bad-lifetime",
+        )
+
+
+def _validate_flags(instance: object, attribute: object, value: int) -> None:
+    if not isinstance(value, int) or not 0 <= value <= 255:
+        raise ParseError("Announcement flags are one byte.", "bad-flags")
+
+
+# ---------------------------------------------------------------------------
+# Low-level reading and writing.
+
+
+def _tlv(kind: int, value: bytes) -> bytes:
+    return _TLV_HEAD.pack(kind, len(value)) + value
+
+
+def _header(kind: int) -> bytes:
+    return _HEADER.pack(MAGIC, VERSION, kind)
+
+
+def _iter_tlvs(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """Yield (type, value) pairs, checking framing and ascending order."""
+    offset = 0
+    previous = -1
+    while offset < len(body):
+        if len(body) - offset < _TLV_HEAD.size:
+            raise ParseError("A field header is cut short.", "truncated")
+        kind, length = _TLV_HEAD.unpack_from(body, offset)
+        offset += _TLV_HEAD.size
+        if len(body) - offset < length:
+            raise ParseError("A field is cut short.", "truncated")
+        if kind < previous:
+            raise ParseError(
+                "Fields are not in ascending type order.", "not-canonical"
+            )
+        previous = kind
+        yield kind, body[offset : offset + length]
+        offset += length
+
+
+def _check_header(data: bytes, kind: int | None) -> None:
+    if not isinstance(data, bytes):
+        raise ParseError("A datagram is a bytes object.", "not-bytes")
+    if len(data) > MAX_DATAGRAM_SIZE:
+        raise ParseError(
+            f"A discovery datagram is at most {MAX_DATAGRAM_SIZE} bytes;"
+            f" this one is {len(data)}.",
+            "oversized",
+        )
+    if len(data) < HEADER_SIZE:
+        raise ParseError("The datagram is shorter than its header.", "truncated")
+    magic, version, found_kind = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise ParseError("This is not a chatroom discovery datagram.", "bad-magic")
+    if version != VERSION:
+        raise ParseError(
+            f"Discovery protocol version {version} is not supported"
+            f" (this program speaks version {VERSION}).",
+            "unsupported-version",
+        )
+    if kind is not None and found_kind != kind:
+        raise ParseError(
+            f"Expected datagram kind {kind}, found {found_kind}.", "wrong-kind"
+        )
+
+
+def _room_from_tlv(value: bytes) -> str:
+    try:
+        room = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("A room name is not valid UTF-8.", "bad-room-name") from None
+    return check_room_name(room)
+
+
+def _verify(q: bytes, signed: bytes, signature: bytes) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(q).verify(signature, signed)
+    except (InvalidSignature, ValueError):
+        raise ParseError(
+            "The signature does not match the host key in the datagram.",
+            "bad-signature",
+        ) from None
+
+
+def _sign(private_key: Ed25519PrivateKey, signed: bytes) -> bytes:
+    return private_key.sign(signed)
+
+
+# ---------------------------------------------------------------------------
+# The four datagram kinds.
+
+
+@attrs.frozen
+class Announcement:
+    """A host's signed statement: key ``q`` hosts ``room`` at ``addresses``.
+
+    ``counter`` is the host's persisted counter ``T``: a higher value for the
+    same ``(q, room)`` replaces every lower one.  ``lifetime`` (seconds) is
+    how long listeners keep it without hearing it again.  ``flags`` is the
+    raw flag byte (bits the program does not know are kept and ignored);
+    use :attr:`private` and :attr:`multicast_delivery` to read it.
+    ``extensions`` holds unknown fields, kept so a relay stays verbatim.
+
+    Build one with :meth:`sign`; read one with :meth:`from_bytes`, which
+    checks the signature.
+    """
+
+    q: bytes = attrs.field(validator=_validate_key)
+    room: str = attrs.field(validator=_validate_room)
+    addresses: tuple[RoomAddress, ...] = attrs.field(
+        converter=_to_addresses, validator=_validate_addresses
+    )
+    counter: int = attrs.field(validator=_validate_counter)
+    lifetime: int = attrs.field(validator=_validate_lifetime)
+    flags: int = attrs.field(validator=_validate_flags)
+    signature: bytes = attrs.field(validator=_validate_signature, repr=False)
+    extensions: tuple[tuple[int, bytes], ...] = attrs.field(
+        default=(), converter=_to_extensions, validator=_validate_extensions
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.to_bytes()) > MAX_ANNOUNCEMENT_SIZE:
+            raise ParseError(
+                f"An announcement is at most {MAX_ANNOUNCEMENT_SIZE} bytes.",
+                "oversized",
+            )
+
+    @property
+    def key(self) -> tuple[bytes, str]:
+        """The room's identity ``(Q, R)``."""
+        return (self.q, self.room)
+
+    @property
+    def private(self) -> bool:
+        """True if joining needs a password or an allow-listed client key."""
+        return bool(self.flags & FLAG_PRIVATE)
+
+    @property
+    def multicast_delivery(self) -> bool:
+        """True if the host can deliver room events by multicast."""
+        return bool(self.flags & FLAG_MULTICAST_DELIVERY)
+
+    @property
+    def short_fingerprint(self) -> str:
+        """The host key's short fingerprint (see :func:`short_fingerprint`)."""
+        return short_fingerprint(self.q)
+
+    @classmethod
+    def sign(
+        cls,
+        private_key: Ed25519PrivateKey,
+        room: str,
+        addresses: Sequence[RoomAddress | str],
+        counter: int,
+        lifetime: int,
+        private: bool = False,
+        multicast_delivery: bool = False,
+    ) -> Announcement:
+        """Make and sign an announcement with the host's private key."""
+        flags = (FLAG_PRIVATE if private else 0) | (
+            FLAG_MULTICAST_DELIVERY if multicast_delivery else 0
+        )
+        unsigned = cls(
+            q=raw_public_key(private_key),
+            room=room,
+            addresses=addresses,  # type: ignore[arg-type]
+            counter=counter,
+            lifetime=lifetime,
+            flags=flags,
+            signature=bytes(SIGNATURE_SIZE),
+        )
+        return attrs.evolve(
+            unsigned, signature=_sign(private_key, unsigned.signed_bytes())
+        )
+
+    def signed_bytes(self) -> bytes:
+        """Every byte the signature covers: the whole datagram minus the
+        signature."""
+        fields = [(TLV_ROOM_NAME, self.room.encode("utf-8"))]
+        fields += [(TLV_ADDRESS, a.to_bytes()) for a in self.addresses]
+        fields += list(self.extensions)
+        fields.sort(key=lambda f: f[0])
+        return (
+            _header(KIND_ANNOUNCEMENT)
+            + _ANNOUNCEMENT_FIXED.pack(self.q, self.counter, self.lifetime, self.flags)
+            + b"".join(_tlv(k, v) for k, v in fields)
+        )
+
+    def to_bytes(self) -> bytes:
+        """The datagram: :meth:`signed_bytes` followed by the signature."""
+        return self.signed_bytes() + self.signature
+
+    def verify(self) -> None:
+        """Raise :class:`ParseError` unless the signature is ``q``'s."""
+        _verify(self.q, self.signed_bytes(), self.signature)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Announcement:
+        """Parse and verify an announcement; :class:`ParseError` if anything
+        is wrong, including the signature."""
+        _check_header(data, KIND_ANNOUNCEMENT)
+        if len(data) > MAX_ANNOUNCEMENT_SIZE:
+            raise ParseError(
+                f"An announcement is at most {MAX_ANNOUNCEMENT_SIZE} bytes.",
+                "oversized",
+            )
+        fixed_end = HEADER_SIZE + _ANNOUNCEMENT_FIXED.size
+        if len(data) < fixed_end + SIGNATURE_SIZE:
+            raise ParseError("The announcement is cut short.", "truncated")
+        q, counter, lifetime, flags = _ANNOUNCEMENT_FIXED.unpack_from(
+            data, HEADER_SIZE
+        )
+        signed, signature = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
+        room = None
+        addresses = []
+        extensions = []
+        for kind, value in _iter_tlvs(signed[fixed_end:]):
+            if kind == TLV_ROOM_NAME:
+                if room is not None:
+                    raise ParseError(
+                        "The announcement names two rooms.", "not-canonical"
+                    )
+                room = _room_from_tlv(value)
+            elif kind == TLV_ADDRESS:
+                addresses.append(RoomAddress.from_bytes(value))
+            elif kind in _KNOWN_TLV_TYPES:
+                raise ParseError(
+                    f"Field type {kind} does not belong in an announcement.",
+                    "not-canonical",
+                )
+            else:
+                extensions.append((kind, value))
+        if room is None:
+            raise ParseError("The announcement names no room.", "truncated")
+        result = cls(
+            q=q,
+            room=room,
+            addresses=addresses,
+            counter=counter,
+            lifetime=lifetime,
+            flags=flags,
+            signature=signature,
+            extensions=extensions,
+        )
+        if result.signed_bytes() != signed:
+            # Cannot happen with the checks above; kept as the definition of
+            # "canonical": the bytes we would write are the bytes we read.
+            raise ParseError("The announcement is not canonical.", "not-canonical")
+        result.verify()
+        return result
+
+
+@attrs.frozen
+class Goodbye:
+    """A host's signed statement that it no longer hosts ``room``.
+
+    ``counter`` comes from the same counter as announcements; a goodbye
+    removes the room only if its counter is at least the announcement's.
+    """
+
+    q: bytes = attrs.field(validator=_validate_key)
+    room: str = attrs.field(validator=_validate_room)
+    counter: int = attrs.field(validator=_validate_counter)
+    signature: bytes = attrs.field(validator=_validate_signature, repr=False)
+    extensions: tuple[tuple[int, bytes], ...] = attrs.field(
+        default=(), converter=_to_extensions, validator=_validate_extensions
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.to_bytes()) > MAX_ANNOUNCEMENT_SIZE:
+            raise ParseError(
+                f"A goodbye is at most {MAX_ANNOUNCEMENT_SIZE} bytes.", "oversized"
+            )
+
+    @property
+    def key(self) -> tuple[bytes, str]:
+        """The room's identity ``(Q, R)``."""
+        return (self.q, self.room)
+
+    @classmethod
+    def sign(
+        cls, private_key: Ed25519PrivateKey, room: str, counter: int
+    ) -> Goodbye:
+        """Make and sign a goodbye with the host's private key."""
+        unsigned = cls(
+            q=raw_public_key(private_key),
+            room=room,
+            counter=counter,
+            signature=bytes(SIGNATURE_SIZE),
+        )
+        return attrs.evolve(
+            unsigned, signature=_sign(private_key, unsigned.signed_bytes())
+        )
+
+    def signed_bytes(self) -> bytes:
+        """Every byte the signature covers."""
+        fields = [(TLV_ROOM_NAME, self.room.encode("utf-8"))] + list(self.extensions)
+        fields.sort(key=lambda f: f[0])
+        return (
+            _header(KIND_GOODBYE)
+            + _GOODBYE_FIXED.pack(self.q, self.counter)
+            + b"".join(_tlv(k, v) for k, v in fields)
+        )
+
+    def to_bytes(self) -> bytes:
+        """The datagram: :meth:`signed_bytes` followed by the signature."""
+        return self.signed_bytes() + self.signature
+
+    def verify(self) -> None:
+        """Raise :class:`ParseError` unless the signature is ``q``'s."""
+        _verify(self.q, self.signed_bytes(), self.signature)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Goodbye:
+        """Parse and verify a goodbye; :class:`ParseError` if anything is
+        wrong, including the signature."""
+        _check_header(data, KIND_GOODBYE)
+        if len(data) > MAX_ANNOUNCEMENT_SIZE:
+            raise ParseError(
+                f"A goodbye is at most {MAX_ANNOUNCEMENT_SIZE} bytes.", "oversized"
+            )
+        fixed_end = HEADER_SIZE + _GOODBYE_FIXED.size
+        if len(data) < fixed_end + SIGNATURE_SIZE:
+            raise ParseError("The goodbye is cut short.", "truncated")
+        q, counter = _GOODBYE_FIXED.unpack_from(data, HEADER_SIZE)
+        signed, signature = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
+        room = None
+        extensions = []
+        for kind, value in _iter_tlvs(signed[fixed_end:]):
+            if kind == TLV_ROOM_NAME:
+                if room is not None:
+                    raise ParseError("The goodbye names two rooms.", "not-canonical")
+                room = _room_from_tlv(value)
+            elif kind in _KNOWN_TLV_TYPES:
+                raise ParseError(
+                    f"Field type {kind} does not belong in a goodbye.",
+                    "not-canonical",
+                )
+            else:
+                extensions.append((kind, value))
+        if room is None:
+            raise ParseError("The goodbye names no room.", "truncated")
+        result = cls(
+            q=q, room=room, counter=counter, signature=signature, extensions=extensions
+        )
+        result.verify()
+        return result
+
+
+def _validate_prefix(instance: object, attribute: object, value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) > 32:
+        raise ParseError(
+            "A fingerprint prefix is at most 32 bytes.", "bad-fingerprint"
+        )
+
+
+def _validate_optional_room(
+    instance: object, attribute: object, value: str | None
+) -> None:
+    if value is not None:
+        check_room_name(value)
+
+
+def _validate_padding(instance: object, attribute: object, value: int) -> None:
+    if not isinstance(value, int) or not 0 <= value <= MAX_DATAGRAM_SIZE:
+        raise ParseError("Query padding is out of range.", "bad-padding")
+
+
+@attrs.frozen
+class Query:
+    """A request: "whoever holds an announcement matching this, answer me".
+
+    ``room`` (``None`` for any room) and ``fingerprint_prefix`` (leading
+    bytes of the SHA-256 of ``Q``; empty for any key) select rooms.
+    ``query_id`` is random and echoed in answers.  ``padding`` is the
+    number of zero bytes in the padding field (``None`` for no padding
+    field): answers are never larger than three times the query, so a
+    querier pads its query to make room for the answers it expects.
+    """
+
+    query_id: bytes = attrs.field(validator=_validate_query_id)
+    room: str | None = attrs.field(default=None, validator=_validate_optional_room)
+    fingerprint_prefix: bytes = attrs.field(default=b"", validator=_validate_prefix)
+    padding: int | None = attrs.field(default=None)
+    extensions: tuple[tuple[int, bytes], ...] = attrs.field(
+        default=(), converter=_to_extensions, validator=_validate_extensions
+    )
+
+    @padding.validator
+    def _check_padding(self, attribute: object, value: int | None) -> None:
+        if value is not None:
+            _validate_padding(self, attribute, value)
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.to_bytes()) > MAX_DATAGRAM_SIZE:
+            raise ParseError(
+                f"A query is at most {MAX_DATAGRAM_SIZE} bytes.", "oversized"
+            )
+
+    def padded_to(self, size: int) -> Query:
+        """Return this query with padding so that it is at least ``size``
+        bytes long (capped at the datagram limit)."""
+        size = min(size, MAX_DATAGRAM_SIZE)
+        bare = attrs.evolve(self, padding=None)
+        missing = size - len(bare.to_bytes()) - _TLV_HEAD.size
+        if missing < 0:
+            return bare
+        return attrs.evolve(self, padding=missing)
+
+    def matches(self, announcement: Announcement) -> bool:
+        """True if ``announcement`` is one this query asks for."""
+        if self.room is not None and announcement.room != self.room:
+            return False
+        return hashlib.sha256(announcement.q).digest().startswith(
+            self.fingerprint_prefix
+        )
+
+    def to_bytes(self) -> bytes:
+        """The datagram."""
+        fields = []
+        if self.room is not None:
+            fields.append((TLV_ROOM_NAME, self.room.encode("utf-8")))
+        if self.fingerprint_prefix:
+            fields.append((TLV_FINGERPRINT_PREFIX, self.fingerprint_prefix))
+        if self.padding is not None:
+            fields.append((TLV_PADDING, bytes(self.padding)))
+        fields += list(self.extensions)
+        fields.sort(key=lambda f: f[0])
+        return (
+            _header(KIND_QUERY)
+            + self.query_id
+            + b"".join(_tlv(k, v) for k, v in fields)
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Query:
+        """Parse a query; :class:`ParseError` if it is malformed."""
+        _check_header(data, KIND_QUERY)
+        fixed_end = HEADER_SIZE + QUERY_ID_SIZE
+        if len(data) < fixed_end:
+            raise ParseError("The query is cut short.", "truncated")
+        query_id = data[HEADER_SIZE:fixed_end]
+        room = None
+        prefix = None
+        padding = None
+        extensions = []
+        for kind, value in _iter_tlvs(data[fixed_end:]):
+            if kind == TLV_ROOM_NAME:
+                if room is not None:
+                    raise ParseError("The query names two rooms.", "not-canonical")
+                room = _room_from_tlv(value)
+            elif kind == TLV_FINGERPRINT_PREFIX:
+                if prefix is not None or not 1 <= len(value) <= 32:
+                    raise ParseError(
+                        "The query's fingerprint field is malformed.",
+                        "not-canonical",
+                    )
+                prefix = value
+            elif kind == TLV_PADDING:
+                if padding is not None or value.count(0) != len(value):
+                    raise ParseError(
+                        "The query's padding field is malformed.", "not-canonical"
+                    )
+                padding = len(value)
+            elif kind in _KNOWN_TLV_TYPES:
+                raise ParseError(
+                    f"Field type {kind} does not belong in a query.",
+                    "not-canonical",
+                )
+            else:
+                extensions.append((kind, value))
+        return cls(
+            query_id=query_id,
+            room=room,
+            fingerprint_prefix=prefix or b"",
+            padding=padding,
+            extensions=extensions,
+        )
+
+
+def _validate_remaining(instance: object, attribute: object, value: int) -> None:
+    if not isinstance(value, int) or not 0 <= value <= MAX_LIFETIME:
+        raise ParseError(
+            f"An answer's remaining lifetime is 0 to {MAX_LIFETIME} seconds.",
+            "bad-lifetime",
+        )
+
+
+@attrs.frozen
+class Answer:
+    """A reply to a query: the host's signed announcement, carried verbatim.
+
+    ``query_id`` echoes the query.  ``remaining`` is how many seconds the
+    answerer would still keep the announcement; receivers keep it for the
+    smaller of that and the announcement's own lifetime, so relays cannot
+    extend a room's life.  Neither field is signed: they are hints, and the
+    worst a forger can do with them is shorten a lifetime.
+    """
+
+    query_id: bytes = attrs.field(validator=_validate_query_id)
+    remaining: int = attrs.field(validator=_validate_remaining)
+    announcement: Announcement = attrs.field(
+        validator=attrs.validators.instance_of(Announcement)
+    )
+    extensions: tuple[tuple[int, bytes], ...] = attrs.field(
+        default=(), converter=_to_extensions, validator=_validate_extensions
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.to_bytes()) > MAX_DATAGRAM_SIZE:
+            raise ParseError(
+                f"An answer is at most {MAX_DATAGRAM_SIZE} bytes.", "oversized"
+            )
+
+    @property
+    def lifetime(self) -> int:
+        """Seconds a receiver keeps the announcement this answer carries."""
+        return min(self.remaining, self.announcement.lifetime)
+
+    def to_bytes(self) -> bytes:
+        """The datagram."""
+        inner = self.announcement.to_bytes()
+        return (
+            _header(KIND_ANSWER)
+            + _ANSWER_FIXED.pack(self.query_id, self.remaining, len(inner))
+            + inner
+            + b"".join(_tlv(k, v) for k, v in self.extensions)
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Answer:
+        """Parse an answer and verify the announcement inside it;
+        :class:`ParseError` if anything is wrong."""
+        _check_header(data, KIND_ANSWER)
+        fixed_end = HEADER_SIZE + _ANSWER_FIXED.size
+        if len(data) < fixed_end:
+            raise ParseError("The answer is cut short.", "truncated")
+        query_id, remaining, length = _ANSWER_FIXED.unpack_from(data, HEADER_SIZE)
+        if len(data) < fixed_end + length:
+            raise ParseError("The answer's announcement is cut short.", "truncated")
+        inner = data[fixed_end : fixed_end + length]
+        extensions = []
+        for kind, value in _iter_tlvs(data[fixed_end + length :]):
+            if kind in _KNOWN_TLV_TYPES:
+                raise ParseError(
+                    f"Field type {kind} does not belong in an answer.",
+                    "not-canonical",
+                )
+            extensions.append((kind, value))
+        if remaining > MAX_LIFETIME:
+            raise ParseError(
+                "The answer's remaining lifetime is too long.", "bad-lifetime"
+            )
+        return cls(
+            query_id=query_id,
+            remaining=remaining,
+            announcement=Announcement.from_bytes(inner),
+            extensions=extensions,
+        )
+
+
+Datagram = Union[Announcement, Goodbye, Query, Answer]
+
+_BY_KIND: dict[int, type[Announcement] | type[Goodbye] | type[Query] | type[Answer]] = {
+    KIND_ANNOUNCEMENT: Announcement,
+    KIND_GOODBYE: Goodbye,
+    KIND_QUERY: Query,
+    KIND_ANSWER: Answer,
+}
+
+
+def parse_datagram(data: bytes) -> Datagram:
+    """Parse any discovery datagram by its kind byte.
+
+    Signed kinds (and the announcement inside an answer) are verified.
+    Raises :class:`ParseError`, and nothing else, for every malformed,
+    forged, unknown-version or unknown-kind input.
+    """
+    _check_header(data, None)
+    cls = _BY_KIND.get(data[5])
+    if cls is None:
+        raise ParseError(
+            f"Discovery datagram kind {data[5]} is unknown.", "unknown-kind"
+        )
+    return cls.from_bytes(data)
