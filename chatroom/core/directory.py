@@ -1,0 +1,327 @@
+"""The room directory: the newest valid announcement per room, with expiry and goodbyes.
+
+A listener feeds every verified announcement, goodbye and answer into a
+:class:`RoomDirectory`.  For each room ``(Q, R)`` it keeps the announcement
+with the highest counter ``T``; it drops stale and conflicting ones and
+counts why; it forgets a room when its lifetime runs out or a signed goodbye
+arrives; and it never holds more than a fixed number of entries.
+
+Pure: ``now`` (float seconds on any monotonic scale) is passed into every
+method; the directory never reads a clock.  It trusts that announcements and
+goodbyes were verified (they come from ``from_bytes`` or ``sign``).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import heapq
+import itertools
+from collections import Counter
+from typing import Iterator
+
+import attrs
+
+from chatroom.core.discovery import Announcement, Answer, Goodbye
+
+DEFAULT_MAX_ENTRIES = 4096
+DEFAULT_TOMBSTONE_LIFETIME = 600.0
+"""Seconds a goodbye keeps older announcements of its room out."""
+
+RoomKey = tuple[bytes, str]
+
+
+class Outcome(enum.Enum):
+    """What offering an announcement or goodbye did to the directory.
+
+    Outcomes whose value is a drop reason left the directory unchanged and
+    were counted in :attr:`RoomDirectory.drops`.
+    """
+
+    ADDED = "added"
+    UPDATED = "updated"
+    REFRESHED = "refreshed"
+    REMOVED = "removed"
+    EXPIRED = "expired"
+    EVICTED = "evicted"
+    TOMBSTONED = "tombstoned"
+    OLDER_COUNTER = "older-counter"
+    CONFLICTING_CONTENT = "conflicting-content"
+    AFTER_GOODBYE = "after-goodbye"
+    OLDER_GOODBYE = "older-goodbye"
+    ZERO_LIFETIME = "zero-lifetime"
+
+    @property
+    def dropped(self) -> bool:
+        """True if the offer was refused and the directory did not change."""
+        return self in _DROPS
+
+    @property
+    def changed(self) -> bool:
+        """True if the set of rooms or a room's announcement changed."""
+        return self in (
+            Outcome.ADDED,
+            Outcome.UPDATED,
+            Outcome.REMOVED,
+            Outcome.EXPIRED,
+            Outcome.EVICTED,
+        )
+
+
+_DROPS = frozenset(
+    [
+        Outcome.OLDER_COUNTER,
+        Outcome.CONFLICTING_CONTENT,
+        Outcome.AFTER_GOODBYE,
+        Outcome.OLDER_GOODBYE,
+        Outcome.ZERO_LIFETIME,
+    ]
+)
+
+
+@attrs.frozen
+class DirectoryEntry:
+    """One room as the directory knows it.
+
+    ``first_heard`` and ``last_heard`` are the ``now`` values of the first
+    offer of this room and of the last offer that was accepted (a refresh
+    counts); ``expires_at`` is when it will be forgotten.  The bytes to relay
+    are ``announcement.to_bytes()``, verbatim.
+    """
+
+    announcement: Announcement
+    first_heard: float
+    last_heard: float
+    expires_at: float
+
+    @property
+    def key(self) -> RoomKey:
+        """The room's identity ``(Q, R)``."""
+        return self.announcement.key
+
+    def remaining(self, now: float) -> float:
+        """Seconds left before this entry expires (never negative)."""
+        return max(0.0, self.expires_at - now)
+
+
+@attrs.frozen
+class _Tombstone:
+    counter: int
+    expires_at: float
+
+
+@attrs.frozen
+class DirectoryChange:
+    """A change to report to observers: what happened, and to which room.
+
+    ``entry`` is the entry as it is now (or was, for removals).
+    """
+
+    outcome: Outcome
+    entry: DirectoryEntry
+
+
+class RoomDirectory:
+    """The newest valid announcement per room ``(Q, R)``, bounded in size.
+
+    Every ``offer_*`` and ``expire`` call takes ``now``.  Drops are counted
+    by reason in :attr:`drops`; :meth:`count_drop` lets the edge count
+    reasons the directory never sees (malformed or forged datagrams) in the
+    same place.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        tombstone_lifetime: float = DEFAULT_TOMBSTONE_LIFETIME,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("The room directory must hold at least one entry.")
+        self.max_entries = max_entries
+        self.tombstone_lifetime = tombstone_lifetime
+        self.drops: Counter[str] = Counter()
+        self._entries: dict[RoomKey, DirectoryEntry | _Tombstone] = {}
+        # Min-heap of (expires_at, sequence, key); stale items (the entry
+        # changed since) are skipped when popped.
+        self._heap: list[tuple[float, int, RoomKey]] = []
+        self._sequence = itertools.count()
+
+    # -- changing ---------------------------------------------------------
+
+    def offer_announcement(
+        self,
+        announcement: Announcement,
+        now: float,
+        lifetime: float | None = None,
+    ) -> list[DirectoryChange]:
+        """Offer a verified announcement heard at ``now``.
+
+        ``lifetime`` overrides the announcement's own (an answer's remaining
+        lifetime, already capped by :attr:`Answer.lifetime`).  Returns the
+        changes made: usually one; an eviction adds one; empty when the
+        announcement was dropped (the reason is counted in :attr:`drops`).
+        """
+        changes = self.expire(now)
+        if lifetime is None:
+            lifetime = announcement.lifetime
+        lifetime = min(float(lifetime), float(announcement.lifetime))
+        if lifetime <= 0:
+            self._drop(Outcome.ZERO_LIFETIME)
+            return changes
+        key = announcement.key
+        held = self._entries.get(key)
+        expires_at = now + lifetime
+        if isinstance(held, _Tombstone):
+            if announcement.counter <= held.counter:
+                self._drop(Outcome.AFTER_GOODBYE)
+                return changes
+            held = None
+        if held is None:
+            changes += self._make_room(now)
+            entry = DirectoryEntry(announcement, now, now, expires_at)
+            self._store(key, entry)
+            changes.append(DirectoryChange(Outcome.ADDED, entry))
+            return changes
+        if announcement.counter < held.announcement.counter:
+            self._drop(Outcome.OLDER_COUNTER)
+            return changes
+        if announcement.counter == held.announcement.counter:
+            if announcement.to_bytes() != held.announcement.to_bytes():
+                self._drop(Outcome.CONFLICTING_CONTENT)
+                return changes
+            entry = attrs.evolve(
+                held, last_heard=now, expires_at=max(held.expires_at, expires_at)
+            )
+            self._store(key, entry)
+            changes.append(DirectoryChange(Outcome.REFRESHED, entry))
+            return changes
+        entry = DirectoryEntry(announcement, held.first_heard, now, expires_at)
+        self._store(key, entry)
+        changes.append(DirectoryChange(Outcome.UPDATED, entry))
+        return changes
+
+    def offer_answer(self, answer: Answer, now: float) -> list[DirectoryChange]:
+        """Offer the announcement inside a verified answer, kept for the
+        answer's capped lifetime."""
+        return self.offer_announcement(answer.announcement, now, answer.lifetime)
+
+    def offer_goodbye(self, goodbye: Goodbye, now: float) -> list[DirectoryChange]:
+        """Offer a verified goodbye heard at ``now``.
+
+        A goodbye whose counter is at least the held announcement's removes
+        the room and leaves a tombstone, so older announcements of the room
+        are dropped for :attr:`tombstone_lifetime` seconds.  An older
+        goodbye is dropped and counted.
+        """
+        changes = self.expire(now)
+        key = goodbye.key
+        held = self._entries.get(key)
+        tombstone = _Tombstone(goodbye.counter, now + self.tombstone_lifetime)
+        if isinstance(held, DirectoryEntry):
+            if goodbye.counter < held.announcement.counter:
+                self._drop(Outcome.OLDER_GOODBYE)
+                return changes
+            self._store(key, tombstone)
+            changes.append(DirectoryChange(Outcome.REMOVED, held))
+            return changes
+        if isinstance(held, _Tombstone):
+            if goodbye.counter < held.counter:
+                self._drop(Outcome.OLDER_GOODBYE)
+            elif goodbye.counter > held.counter:
+                self._store(key, tombstone)
+            return changes
+        changes += self._make_room(now)
+        self._store(key, tombstone)
+        return changes
+
+    def expire(self, now: float) -> list[DirectoryChange]:
+        """Forget every entry and tombstone whose time is up at ``now``;
+        return the rooms that expired."""
+        changes = []
+        while self._heap and self._heap[0][0] <= now:
+            expires_at, _, key = heapq.heappop(self._heap)
+            held = self._entries.get(key)
+            if held is None or held.expires_at != expires_at:
+                continue  # stale heap item
+            del self._entries[key]
+            if isinstance(held, DirectoryEntry):
+                changes.append(DirectoryChange(Outcome.EXPIRED, held))
+        return changes
+
+    def count_drop(self, reason: str) -> None:
+        """Count a dropped datagram under ``reason`` (e.g. a ParseError's)."""
+        self.drops[reason] += 1
+
+    # -- reading ----------------------------------------------------------
+
+    def lookup(self, q: bytes, room: str, now: float) -> DirectoryEntry | None:
+        """Return the live entry for room ``(q, room)``, or ``None``."""
+        held = self._entries.get((q, room))
+        if isinstance(held, DirectoryEntry) and held.expires_at > now:
+            return held
+        return None
+
+    def find(
+        self, now: float, room: str | None = None, fingerprint_prefix: bytes = b""
+    ) -> list[DirectoryEntry]:
+        """Return live entries matching ``room`` (any if ``None``) and whose
+        key fingerprint starts with ``fingerprint_prefix``, newest heard
+        first."""
+        found = [
+            entry
+            for entry in self.entries(now)
+            if (room is None or entry.announcement.room == room)
+            and hashlib.sha256(entry.announcement.q)
+            .digest()
+            .startswith(fingerprint_prefix)
+        ]
+        found.sort(key=lambda e: e.last_heard, reverse=True)
+        return found
+
+    def entries(self, now: float) -> list[DirectoryEntry]:
+        """Return every live entry, ordered by room name then key."""
+        live = [
+            held
+            for held in self._entries.values()
+            if isinstance(held, DirectoryEntry) and held.expires_at > now
+        ]
+        live.sort(key=lambda e: (e.announcement.room, e.announcement.q))
+        return live
+
+    def __len__(self) -> int:
+        """The number of entries held, tombstones included."""
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[DirectoryEntry]:
+        """Iterate over held room entries (expired ones may linger until the
+        next call that takes ``now``)."""
+        held = list(self._entries.values())
+        return (h for h in held if isinstance(h, DirectoryEntry))
+
+    # -- internals --------------------------------------------------------
+
+    def _drop(self, outcome: Outcome) -> None:
+        self.drops[outcome.value] += 1
+
+    def _store(self, key: RoomKey, held: DirectoryEntry | _Tombstone) -> None:
+        self._entries[key] = held
+        heapq.heappush(self._heap, (held.expires_at, next(self._sequence), key))
+        if len(self._heap) > 4 * len(self._entries) + 64:
+            self._heap = [
+                (h.expires_at, next(self._sequence), k)
+                for k, h in self._entries.items()
+            ]
+            heapq.heapify(self._heap)
+
+    def _make_room(self, now: float) -> list[DirectoryChange]:
+        """Evict the soonest-expiring entries until one more fits."""
+        changes = []
+        while len(self._entries) >= self.max_entries:
+            expires_at, _, key = heapq.heappop(self._heap)
+            held = self._entries.get(key)
+            if held is None or held.expires_at != expires_at:
+                continue
+            del self._entries[key]
+            if isinstance(held, DirectoryEntry):
+                changes.append(DirectoryChange(Outcome.EVICTED, held))
+        return changes
