@@ -1,0 +1,242 @@
+# -*- test-case-name: tests.test_history -*-
+"""The SQLite history store; every SQL statement of chatroom lives here.
+
+Writes run on the caller's thread (the reactor thread in the host).  The
+host commits once per reactor turn (group commit), so one fsync covers every
+event of that turn, and nothing is sent to any member before that commit.
+The database runs in WAL mode with C{synchronous=FULL}: a commit that
+returned survives a process crash and a power loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from importlib import resources
+from typing import Iterable, Sequence
+
+from zope.interface import implementer
+
+from chatroom.core.room import Event, Topic
+from chatroom.errors import HistoryStoreError
+from chatroom.interfaces import IHistoryStore
+
+#: The schema version this code writes.
+SCHEMA_VERSION = 1
+
+#: Commands that are messages, as opposed to membership and topic events.
+MESSAGE_COMMANDS = ("PRIVMSG", "NOTICE")
+
+_COLUMNS = "room, seq, time_ms, command, source, params, tags"
+
+
+def _read_schema(name: str) -> str:
+    return resources.files("chatroom.schemas").joinpath(name).read_text("utf-8")
+
+
+def _configure(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+
+
+def _create(path: str) -> None:
+    """Create a new database at C{path} atomically (create, then rename)."""
+    temporary = path + ".new"
+    if os.path.exists(temporary):
+        os.remove(temporary)
+    db = sqlite3.connect(temporary, isolation_level=None)
+    try:
+        db.executescript("BEGIN;" + _read_schema("history-v%d.sql" % (
+            SCHEMA_VERSION,)) + "COMMIT;")
+    finally:
+        db.close()
+    os.replace(temporary, path)
+
+
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    """Apply C{upgrade-to-vN.sql} for every N after C{version}, one by one."""
+    while version < SCHEMA_VERSION:
+        version += 1
+        script = _read_schema("upgrade-to-v%d.sql" % (version,))
+        db.executescript("BEGIN;" + script +
+                         "UPDATE version SET version = %d; COMMIT;" % (version,))
+
+
+def _event_from_row(row: Sequence) -> Event:
+    room, seq, time_ms, command, source, params, tags = row
+    return Event(room=room, seq=seq, time_ms=time_ms, command=command,
+                 source=source, params=tuple(json.loads(params)),
+                 client_tags=json.loads(tags))
+
+
+@implementer(IHistoryStore)
+class HistoryStore:
+    """Rooms' events, topics and counters in one SQLite database.
+
+    @param path: the database file, or C{":memory:"} for tests.
+    """
+
+    def __init__(self, path: str) -> None:
+        try:
+            if path != ":memory:" and not os.path.exists(path):
+                _create(path)
+            self._db = sqlite3.connect(path, isolation_level=None)
+            _configure(self._db)
+            if path == ":memory:":
+                self._db.executescript(_read_schema(
+                    "history-v%d.sql" % (SCHEMA_VERSION,)))
+            (version,), = self._db.execute("SELECT version FROM version")
+        except sqlite3.Error as e:
+            raise HistoryStoreError(
+                "The history database %s cannot be used (%s). Move it away "
+                "to start with an empty history." % (path, e)) from None
+        if version > SCHEMA_VERSION:
+            self._db.close()
+            raise HistoryStoreError(
+                "The history database %s was written by a newer chatroom "
+                "(schema %d; this one knows %d). Upgrade chatroom."
+                % (path, version, SCHEMA_VERSION))
+        _upgrade(self._db, version)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    # Writing
+
+    def append(self, events: Iterable[Event]) -> None:
+        """Store C{events} in one transaction: all of them, or none.
+
+        Events without a sequence number (nick changes) are not stored.
+        A C{TOPIC} event also records the room's current topic.
+        """
+        rows = []
+        topics = []
+        for event in events:
+            if event.seq is None:
+                continue
+            rows.append((event.room, event.seq, event.time_ms, event.command,
+                         event.source, json.dumps(event.params),
+                         json.dumps(event.client_tags)))
+            if event.command == "TOPIC":
+                topics.append((event.params[1], event.source, event.time_ms,
+                               event.room))
+        if not rows:
+            return
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT INTO events (%s) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                           % (_COLUMNS,), rows)
+            if topics:
+                db.executemany(
+                    "UPDATE rooms SET topic = ?, topic_setter = ?,"
+                    " topic_time_ms = ? WHERE room = ?", topics)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def add_room(self, key: str, name: str) -> None:
+        """Remember room C{key} (spelled C{name}) if it is new."""
+        self._db.execute("INSERT OR IGNORE INTO rooms (room, name) VALUES (?, ?)",
+                         (key, name))
+
+    def reserve_counter(self, name: str, count: int) -> int:
+        """Reserve C{count} values of counter C{name}; return the first.
+
+        The reservation is committed (and synced) before this returns, so a
+        value handed out is never handed out again, even after C{kill -9}.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT value FROM counters WHERE name = ?",
+                             (name,)).fetchone()
+            first = (row[0] if row else 0) + 1
+            db.execute("INSERT OR REPLACE INTO counters (name, value)"
+                       " VALUES (?, ?)", (name, first + count - 1))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return first
+
+    def prune(self, room: str, keep: int | None, before_ms: int | None) -> int:
+        """Delete old events of C{room}; return how many were deleted.
+
+        Keeps at most C{keep} newest events and none older than
+        C{before_ms}, but always the newest event, so sequence numbers are
+        never reused after a restart.
+        """
+        last = self.last_seq(room)
+        deleted = 0
+        if keep is not None:
+            deleted += self._db.execute(
+                "DELETE FROM events WHERE room = ? AND seq <= ?",
+                (room, max(last - max(keep, 1), 0))).rowcount
+        if before_ms is not None:
+            deleted += self._db.execute(
+                "DELETE FROM events WHERE room = ? AND time_ms < ? AND seq < ?",
+                (room, before_ms, last)).rowcount
+        return deleted
+
+    # Reading
+
+    def last_seq(self, room: str) -> int:
+        """The highest stored sequence number of C{room}, 0 when none."""
+        (seq,), = self._db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE room = ?", (room,))
+        return seq
+
+    def topic(self, room: str) -> Topic:
+        """The stored topic of C{room}."""
+        row = self._db.execute(
+            "SELECT topic, topic_setter, topic_time_ms FROM rooms WHERE room = ?",
+            (room,)).fetchone()
+        return Topic(*row) if row else Topic()
+
+    def rooms(self) -> list[tuple[str, str]]:
+        """Every remembered room as C{(key, name)}."""
+        return self._db.execute("SELECT room, name FROM rooms ORDER BY room"
+                                ).fetchall()
+
+    def seq_at(self, room: str, time_ms: int, after: bool) -> int:
+        """Translate a time into a sequence position for range queries.
+
+        With C{after}, the last sequence number stored before C{time_ms}
+        (so "after it" means at or after that time); otherwise the first
+        one at or after C{time_ms} (so "before it" means before that time).
+        """
+        if after:
+            (seq,), = self._db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM events"
+                " WHERE room = ? AND time_ms < ?", (room, time_ms))
+        else:
+            (seq,), = self._db.execute(
+                "SELECT COALESCE(MIN(seq), ?) FROM events"
+                " WHERE room = ? AND time_ms >= ?",
+                (self.last_seq(room) + 1, room, time_ms))
+        return seq
+
+    def between(self, room: str, after: int, before: int, limit: int,
+                newest: bool, messages_only: bool) -> list[Event]:
+        """Events with C{after < seq < before}, oldest first.
+
+        @param limit: the most events to return.
+        @param newest: take the C{limit} newest of the range, rather than
+            the C{limit} oldest.
+        @param messages_only: only C{PRIVMSG} and C{NOTICE} events.
+        """
+        where = "room = ? AND seq > ? AND seq < ?"
+        if messages_only:
+            where += " AND command IN ('PRIVMSG', 'NOTICE')"
+        order = "DESC" if newest else "ASC"
+        rows = self._db.execute(
+            "SELECT %s FROM events WHERE %s ORDER BY seq %s LIMIT ?"
+            % (_COLUMNS, where, order), (room, after, before, limit)).fetchall()
+        if newest:
+            rows.reverse()
+        return [_event_from_row(row) for row in rows]

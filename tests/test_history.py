@@ -1,0 +1,124 @@
+"""Tests for chatroom.history: the SQLite store."""
+
+import os
+import sqlite3
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatroom.core.room import Event, Topic
+from chatroom.errors import HistoryStoreError
+from chatroom.history import SCHEMA_VERSION, HistoryStore
+
+
+def message(seq, time_ms=None, room="lobby", command="PRIVMSG", text=None):
+    """A stored-form event."""
+    return Event(room=room, seq=seq, time_ms=seq * 1000 if time_ms is None else time_ms,
+                 command=command, source="a!u@h",
+                 params=("#lobby", text or "m%d" % (seq,)),
+                 client_tags={"+x": "y"})
+
+
+class HistoryStoreTests(SynchronousTestCase):
+    """Appending, reading ranges, pruning, counters."""
+
+    def setUp(self):
+        self.store = HistoryStore(":memory:")
+        self.store.add_room("lobby", "Lobby")
+        self.addCleanup(self.store.close)
+
+    def seqs(self, events):
+        return [e.seq for e in events]
+
+    def test_append_and_read_back(self):
+        """Events come back equal in every stored field."""
+        self.store.append([message(1), message(2)])
+        self.assertEqual(self.store.last_seq("lobby"), 2)
+        (first, second) = self.store.between("lobby", 0, 10, 10, False, True)
+        self.assertEqual((first.seq, first.time_ms, first.command, first.source,
+                          first.params, first.client_tags),
+                         (1, 1000, "PRIVMSG", "a!u@h", ("#lobby", "m1"), {"+x": "y"}))
+        self.assertEqual(second.seq, 2)
+
+    def test_unsequenced_not_stored(self):
+        self.store.append([Event(room=None, seq=None, time_ms=0, command="NICK",
+                                 source="a!u@h", params=("b",))])
+        self.assertEqual(self.store.last_seq("lobby"), 0)
+
+    def test_append_is_atomic(self):
+        """A batch with a duplicate sequence number stores nothing."""
+        self.store.append([message(1)])
+        self.assertRaises(sqlite3.IntegrityError, self.store.append,
+                          [message(2), message(1)])
+        self.assertEqual(self.store.last_seq("lobby"), 1)
+
+    def test_ranges(self):
+        self.store.append([message(n) for n in range(1, 11)])
+        between = self.store.between
+        self.assertEqual(self.seqs(between("lobby", 0, 11, 3, True, True)), [8, 9, 10])
+        self.assertEqual(self.seqs(between("lobby", 0, 11, 3, False, True)), [1, 2, 3])
+        self.assertEqual(self.seqs(between("lobby", 4, 8, 10, False, True)), [5, 6, 7])
+
+    def test_messages_only(self):
+        self.store.append([message(1), message(2, command="JOIN"), message(3)])
+        self.assertEqual(self.seqs(self.store.between("lobby", 0, 9, 9, False, True)),
+                         [1, 3])
+        self.assertEqual(self.seqs(self.store.between("lobby", 0, 9, 9, False, False)),
+                         [1, 2, 3])
+
+    def test_seq_at(self):
+        self.store.append([message(1, 100), message(2, 200), message(3, 300)])
+        self.assertEqual(self.store.seq_at("lobby", 200, after=True), 1)
+        self.assertEqual(self.store.seq_at("lobby", 200, after=False), 2)
+        self.assertEqual(self.store.seq_at("lobby", 999, after=False), 4)
+
+    def test_topic(self):
+        self.store.append([message(1, command="TOPIC", text="news")])
+        self.assertEqual(self.store.topic("lobby"), Topic("news", "a!u@h", 1000))
+        self.assertEqual(self.store.topic("other"), Topic())
+
+    def test_prune_keeps_newest(self):
+        """Pruning never removes a room's newest event (its numbering)."""
+        self.store.append([message(n) for n in range(1, 6)])
+        self.assertEqual(self.store.prune("lobby", 2, None), 3)
+        self.assertEqual(self.store.prune("lobby", None, 10 ** 9), 1)
+        self.assertEqual(self.store.last_seq("lobby"), 5)
+        self.assertEqual(self.store.prune("lobby", 0, None), 0)
+
+    def test_counter(self):
+        self.assertEqual(self.store.reserve_counter("T", 10), 1)
+        self.assertEqual(self.store.reserve_counter("T", 10), 11)
+
+
+class FileTests(SynchronousTestCase):
+    """The database file: creation, reopening, versions."""
+
+    def setUp(self):
+        self.path = os.path.join(self.mktemp() + ".sqlite3")
+
+    def test_persists(self):
+        store = HistoryStore(self.path)
+        store.add_room("lobby", "lobby")
+        store.append([message(1)])
+        store.reserve_counter("T", 5)
+        store.close()
+        store = HistoryStore(self.path)
+        self.addCleanup(store.close)
+        self.assertEqual(store.last_seq("lobby"), 1)
+        self.assertEqual(store.reserve_counter("T", 1), 6)
+        self.assertEqual(store.rooms(), [("lobby", "lobby")])
+        self.assertFalse(os.path.exists(self.path + ".new"))
+
+    def test_newer_schema_refused(self):
+        HistoryStore(self.path).close()
+        db = sqlite3.connect(self.path)
+        db.execute("UPDATE version SET version = ?", (SCHEMA_VERSION + 1,))
+        db.commit()
+        db.close()
+        error = self.assertRaises(HistoryStoreError, HistoryStore, self.path)
+        self.assertIn("newer chatroom", str(error))
+
+    def test_garbage_file_refused(self):
+        with open(self.path, "wb") as f:
+            f.write(b"this is not a database" * 100)
+        error = self.assertRaises(HistoryStoreError, HistoryStore, self.path)
+        self.assertIn("Move it away", str(error))

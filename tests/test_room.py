@@ -1,0 +1,114 @@
+"""Tests for chatroom.core.room: the pure sequencer."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatroom.core.room import (
+    MESSAGE_TAGS,
+    SERVER_TIME,
+    NotAMember,
+    Room,
+    casefold,
+    make_msgid,
+    parse_msgid,
+)
+
+
+class Member:
+    """A minimal member for the sequencer."""
+
+    def __init__(self, nick):
+        self.nick = nick
+        self.source = nick + "!u@h"
+
+
+class RoomTests(SynchronousTestCase):
+    """Sequence numbers, audiences and the formatted lines of events."""
+
+    def setUp(self):
+        self.room = Room("Lobby", next_seq=7)
+        self.alice, self.bob = Member("alice"), Member("bob")
+
+    def test_names(self):
+        self.assertEqual((self.room.key, self.room.channel), ("lobby", "#Lobby"))
+
+    def test_events_numbered_in_order(self):
+        """Every event takes the next number, starting at next_seq."""
+        events = [
+            self.room.join(self.alice, 1),
+            self.room.join(self.bob, 2),
+            self.room.post(self.alice, "PRIVMSG", "hi", 3),
+            self.room.set_topic(self.bob, "t", 4),
+            self.room.leave(self.alice, "PART", "bye", 5),
+        ]
+        self.assertEqual([e.seq for e in events], [7, 8, 9, 10, 11])
+        self.assertEqual(self.room.next_seq, 12)
+        self.assertEqual([e.msgid for e in events][0], "lobby:7")
+
+    def test_audience_at_event_time(self):
+        """An event goes to the members present when it happened."""
+        join = self.room.join(self.alice, 1)
+        self.assertEqual(join.audience, (self.alice,))
+        self.room.join(self.bob, 2)
+        message = self.room.post(self.alice, "PRIVMSG", "hi", 3)
+        part = self.room.leave(self.bob, "PART", None, 4)
+        self.assertEqual(message.audience, (self.alice, self.bob))
+        self.assertEqual(part.audience, (self.alice, self.bob))
+        self.assertEqual(self.room.audience, (self.alice,))
+
+    def test_audience_shared_between_membership_changes(self):
+        """Events between two membership changes share one audience tuple."""
+        self.room.join(self.alice, 1)
+        first = self.room.post(self.alice, "PRIVMSG", "a", 2)
+        second = self.room.post(self.alice, "PRIVMSG", "b", 3)
+        self.assertIs(first.audience, second.audience)
+
+    def test_non_member_refused(self):
+        """Posting, changing the topic or leaving needs membership."""
+        self.assertRaises(NotAMember, self.room.post, self.alice, "PRIVMSG", "x", 1)
+        self.assertRaises(NotAMember, self.room.set_topic, self.alice, "x", 1)
+        self.assertRaises(NotAMember, self.room.leave, self.alice, "PART", None, 1)
+        self.assertEqual(self.room.next_seq, 7)
+
+    def test_topic(self):
+        self.room.join(self.alice, 1)
+        self.room.set_topic(self.alice, "news", 5000)
+        self.assertEqual((self.room.topic.text, self.room.topic.setter,
+                          self.room.topic.time_ms), ("news", "alice!u@h", 5000))
+
+    def test_lines_per_variant(self):
+        """Each variant gets its tags; the bytes are made once and shared."""
+        self.room.join(self.alice, 1)
+        event = self.room.post(self.alice, "PRIVMSG", "hi you", 1500,
+                               client_tags={"+typing": "done"})
+        self.assertEqual(event.line(0), b":alice!u@h PRIVMSG #Lobby :hi you\r\n")
+        self.assertEqual(event.line(SERVER_TIME),
+                         b"@time=1970-01-01T00:00:01.500Z :alice!u@h PRIVMSG #Lobby"
+                         b" :hi you\r\n")
+        self.assertEqual(event.line(MESSAGE_TAGS),
+                         b"@msgid=lobby:8;+typing=done :alice!u@h PRIVMSG #Lobby"
+                         b" :hi you\r\n")
+        self.assertIs(event.line(MESSAGE_TAGS), event.line(MESSAGE_TAGS))
+
+    def test_quit_params(self):
+        self.room.join(self.alice, 1)
+        event = self.room.leave(self.alice, "QUIT", "gone", 2)
+        self.assertEqual(event.params, ("gone",))
+
+
+class NameTests(SynchronousTestCase):
+    """Case folding and message ids."""
+
+    def test_casefold_ascii(self):
+        self.assertEqual(casefold("LoBBy"), "lobby")
+        self.assertEqual(casefold("\u00c9T\u00c9"), "\u00c9t\u00c9")
+
+    @given(st.from_regex(r"[a-z0-9_.-]{1,20}", fullmatch=True),
+           st.integers(min_value=0, max_value=2**63))
+    def test_msgid_round_trip(self, room, seq):
+        self.assertEqual(parse_msgid(make_msgid(room, seq)), (room, seq))
+
+    def test_bad_msgids(self):
+        for msgid in ("lobby", "lobby:", "lobby:x", ":-1", "lobby:\u0663"):
+            self.assertIsNone(parse_msgid(msgid))
