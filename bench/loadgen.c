@@ -414,8 +414,12 @@ static void on_line(conn *c, const char *line, size_t len, int64_t now) {
         close_conn(c, why);
         return;
     }
-    /* registration or join refused: 4xx/5xx numerics before we are in */
-    if (cmdlen == 3 && (cmd[0] == '4' || cmd[0] == '5') && c->state < C_JOINED) {
+    /* registration or join refused (422 no MOTD and the like are harmless) */
+    static const char *refusals =
+        " 403 405 431 432 433 436 437 451 461 462 464 465 471 473 474 475 476 477 489 ";
+    char code[6] = {' ', 0, 0, 0, ' ', 0};
+    if (cmdlen == 3) memcpy(code + 1, cmd, 3);
+    if (cmdlen == 3 && c->state < C_JOINED && strstr(refusals, code)) {
         char why[300];
         snprintf(why, sizeof why, "refused: %.*s", (int)(len > 250 ? 250 : len), line);
         close_conn(c, why);

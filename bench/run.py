@@ -1,0 +1,649 @@
+#!/usr/bin/env python3
+"""Run the chatroom benchmark: the same IRC-over-TLS workload against ngircd and chatroom.
+
+One command, from the repository root, with the Python that has the project's
+dependencies (it is also the Python the chatroom server is started with)::
+
+    python3 bench/run.py
+
+It installs what it needs on Debian 12 (gcc, make, libssl-dev, ngircd, openssl),
+builds the C load generator (bench/loadgen.c) into bench/build/, and then, for
+every scenario and every server, starts a fresh server on 127.0.0.1 pinned to
+CPU 0, drives it with the generator pinned to CPU 1, and stops it again.  It
+prints a table (chatroom's figures also as ratios to ngircd's from the same
+run) and writes everything to bench/results/<time>.json.
+
+Only the Python standard library is used.  See docs/benchmarks.rst.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+BUILD = os.path.join(BENCH, "build")
+LOADGEN = os.path.join(BUILD, "loadgen")
+RESULTS = os.path.join(BENCH, "results")
+CHANNEL_ROOM = "bench"  # chatroom --room bench hosts the IRC channel #bench
+
+# Every scenario is one entry: a new delivery mode (multicast fan-out, later)
+# is one more entry with "delivery": "multicast" plus a DELIVERY_MODES entry.
+# "window" bounds each full-speed sender's messages that have not yet reached
+# every other member, so the run measures the server, not kernel buffers; 128
+# is the smallest value that kept ngircd at 100% CPU in N=100/K=10 here.
+SCENARIOS = [
+    {
+        "name": "n100_k10_full",
+        "title": "N=100, K=10, full speed",
+        "clients": 100, "senders": 10, "rate": 0, "window": 128,
+        "duration": 10, "delivery": "tls", "kind": "throughput",
+    },
+    {
+        "name": "n100_k10_rate20",
+        "title": "N=100, K=10, 20 msg/s each",
+        "clients": 100, "senders": 10, "rate": 20, "window": 128,
+        "duration": 10, "delivery": "tls", "kind": "latency",
+    },
+    {
+        "name": "n500_k5_full",
+        "title": "N=500, K=5, full speed",
+        "clients": 500, "senders": 5, "rate": 0, "window": 128,
+        "duration": 10, "delivery": "tls", "kind": "throughput",
+    },
+    {
+        "name": "idle_1000",
+        "title": "1000 idle registered clients",
+        "clients": 1000, "senders": 0, "rate": 0, "window": 1,
+        "duration": 5, "delivery": "tls", "kind": "memory",
+    },
+]
+
+# What each delivery mode adds to the server's and the generator's command
+# lines.  Servers list the modes they support; others are skipped.
+DELIVERY_MODES = {
+    "tls": {"chatroom_args": [], "loadgen_args": []},
+}
+
+# The chatroom options the harness relies on (checked against --help).
+CHATROOM_FLAGS = ["--data-dir", "--room", "--interface", "--port",
+                  "--no-discovery", "--flood-rate", "--max-clients"]
+
+# `python -m twisted.scripts.twistd` does nothing with Twisted 26 (the module
+# has no __main__ guard), so twistd is started the way its console script does.
+TWISTD = ["-c", "import sys; from twisted.scripts.twistd import run; "
+                "sys.argv[0] = 'twistd'; sys.exit(run())"]
+
+APT_PACKAGES = {  # command or file -> Debian package
+    "cc": "gcc", "make": "make", "openssl": "openssl", "ngircd": "ngircd",
+    "/usr/include/openssl/ssl.h": "libssl-dev",
+}
+
+
+class BenchError(Exception):
+    """A problem that stops the benchmark; the message says what to do."""
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- setup
+def missing_packages():
+    missing = []
+    for thing, pkg in APT_PACKAGES.items():
+        found = os.path.exists(thing) if thing.startswith("/") else shutil.which(thing)
+        if not found:
+            missing.append(pkg)
+    return missing
+
+
+def ensure_packages(allow_install):
+    """Install the build tools and ngircd with apt-get if any are missing."""
+    missing = missing_packages()
+    if not missing:
+        return
+    if not allow_install:
+        raise BenchError(f"missing Debian packages: {' '.join(missing)}; "
+                         f"run: apt-get install -y {' '.join(missing)}")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    if sudo and not shutil.which("sudo"):
+        raise BenchError(f"missing packages {' '.join(missing)} and not root; "
+                         f"as root run: apt-get install -y {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # Installing ngircd would start the system-wide daemon (listening on all
+    # interfaces); a policy-rc.d that denies service starts prevents that.
+    policy = "/usr/sbin/policy-rc.d"
+    made_policy = False
+    try:
+        if os.geteuid() == 0 and not os.path.exists(policy):
+            with open(policy, "w") as f:
+                f.write("#!/bin/sh\n# temporary, from chatroom bench/run.py\nexit 101\n")
+            os.chmod(policy, 0o755)
+            made_policy = True
+        log(f"installing {' '.join(missing)} with apt-get")
+        subprocess.run(sudo + ["apt-get", "update", "-q"], check=True, env=env,
+                       timeout=600)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-q"] + missing,
+                       check=True, env=env, timeout=1200)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        raise BenchError(f"apt-get failed ({e}); install by hand: "
+                         f"apt-get install -y {' '.join(missing)}")
+    finally:
+        if made_policy:
+            os.unlink(policy)
+    still = missing_packages()
+    if still:
+        raise BenchError(f"still missing after apt-get: {' '.join(still)}")
+
+
+def build_loadgen():
+    log("building bench/build/loadgen")
+    r = subprocess.run(["make", "-s", "-C", BENCH], capture_output=True, text=True,
+                       timeout=300)
+    if r.returncode != 0:
+        raise BenchError(f"building the load generator failed:\n{r.stdout}{r.stderr}")
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(cpu, nofile):
+    """preexec_fn for a server: its own CPU core and enough file descriptors."""
+    def fn():
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = max(soft, nofile)
+        if hard != resource.RLIM_INFINITY and hard < want:
+            want = hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return fn
+
+
+# ---------------------------------------------------------------- servers
+class Server:
+    """A server under test: started fresh for every scenario, stopped in finally."""
+
+    name = "?"
+    deliveries = ("tls",)
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.proc = None
+        self.logfile = None
+        self.tmp = None
+
+    def unavailable(self):
+        """None if the server can run here, else a sentence saying why not."""
+        return None
+
+    def command(self, port, delivery):
+        raise NotImplementedError
+
+    def version(self):
+        return None
+
+    def start(self, port, delivery):
+        self.tmp = tempfile.mkdtemp(prefix=f"bench-{self.name}-")
+        cmd = self.command(port, delivery)
+        self.logpath = os.path.join(self.tmp, "server.log")
+        self.logfile = open(self.logpath, "wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.cwd(), env=self.env(), stdin=subprocess.DEVNULL,
+            stdout=self.logfile, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=pinned(self.opts.server_cpu, 4096))
+        deadline = time.monotonic() + self.opts.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.proc.returncode} at "
+                                 f"start; log:\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise BenchError(f"{self.name} did not listen on 127.0.0.1:{port} within "
+                         f"{self.opts.start_timeout} s; log:\n{self.log_tail()}")
+
+    def cwd(self):
+        return self.tmp
+
+    def env(self):
+        return None
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.logpath, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode("utf-8", "replace")
+        except (OSError, AttributeError):
+            return "(no log)"
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            # The server leads its own session; signal the group while the
+            # leader is alive (and unreaped), so its id cannot have been reused.
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self.proc = None
+        if self.logfile:
+            self.logfile.close()
+            self.logfile = None
+        if self.tmp:
+            if self.opts.keep_logs:
+                log(f"{self.name} files kept in {self.tmp}")
+            else:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
+class Ngircd(Server):
+    """Debian's ngircd 26 with TLS on 127.0.0.1 and its flood limits lifted."""
+
+    name = "ngircd"
+
+    def unavailable(self):
+        if not shutil.which("ngircd"):
+            return "ngircd is not installed (apt-get install ngircd)"
+        return None
+
+    def version(self):
+        r = subprocess.run(["ngircd", "--version"], capture_output=True, text=True,
+                           timeout=30)
+        return (r.stdout or r.stderr).splitlines()[0] if r.returncode == 0 else None
+
+    def command(self, port, delivery):
+        t = self.tmp
+        key, cert, dh = (os.path.join(t, n) for n in ("key.pem", "cert.pem", "dh.pem"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out",
+                        cert, "-days", "2", "-subj", "/CN=bench.local"],
+                       check=True, capture_output=True, timeout=60)
+        # Fixed RFC 7919 group: instant, unlike generating DH parameters.
+        subprocess.run(["openssl", "genpkey", "-genparam", "-algorithm", "DH",
+                        "-pkeyopt", "group:ffdhe2048", "-out", dh],
+                       check=True, capture_output=True, timeout=60)
+        conf = os.path.join(t, "ngircd.conf")
+        plain = free_port()  # ngircd always opens a plain port; keep it local too
+        with open(conf, "w") as f:
+            f.write(f"""\
+# Written by bench/run.py: loopback only, TLS, no throttling.
+[Global]
+Name = bench.local
+Info = chatroom benchmark
+AdminInfo1 = benchmark
+AdminInfo2 = benchmark
+AdminEMail = bench@localhost
+Listen = 127.0.0.1
+Ports = {plain}
+MotdPhrase = benchmark
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+MaxJoins = 0
+MaxNickLength = 31
+# 0 disables the penalty (fake lag) that throttles fast clients.
+MaxPenaltyTime = 0
+PingTimeout = 600
+PongTimeout = 600
+[Options]
+DNS = no
+Ident = no
+PAM = no
+IncludeDir = {t}
+[SSL]
+CertFile = {cert}
+KeyFile = {key}
+DHFile = {dh}
+Ports = {port}
+""")
+        return ["ngircd", "-n", "-f", conf]
+
+
+class Chatroom(Server):
+    """This project's room host, started through its twistd plugin."""
+
+    name = "chatroom"
+
+    def env(self):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"]
+                                    if env.get("PYTHONPATH") else "")
+        return env
+
+    def cwd(self):
+        return REPO  # the twistd plugin is found from the repository root
+
+    def unavailable(self):
+        try:
+            r = subprocess.run([self.opts.python, *TWISTD, "chatroom", "--help"], cwd=REPO, env=self.env(),
+                               capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"cannot run {self.opts.python}: {e}"
+        out = r.stdout + r.stderr
+        if r.returncode != 0:
+            last = out.strip().splitlines()[-1:] or ["(no output)"]
+            return (f"`{self.opts.python} ... twistd chatroom --help` failed (is the server written yet, and does --python have the "
+                    f"project's dependencies?): {last[0]}")
+        missing = [flag for flag in CHATROOM_FLAGS if flag not in out]
+        if missing:
+            return f"twistd chatroom lacks the options {', '.join(missing)}"
+        return None
+
+    def version(self):
+        r = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=30)
+        return f"chatroom at {r.stdout.strip()}" if r.returncode == 0 else "chatroom"
+
+    def command(self, port, delivery):
+        data = os.path.join(self.tmp, "data")
+        os.mkdir(data, 0o700)
+        return [self.opts.python, *TWISTD, "-n", "--pidfile=",
+                "chatroom", "--data-dir", data, "--room", CHANNEL_ROOM,
+                "--interface", "127.0.0.1", "--port", str(port), "--no-discovery",
+                "--flood-rate", "0", "--max-clients", "2000",
+                *DELIVERY_MODES[delivery]["chatroom_args"]]
+
+
+SERVERS = {"ngircd": Ngircd, "chatroom": Chatroom}
+
+
+# ---------------------------------------------------------------- running
+def run_one(server, scenario, opts):
+    """Start the server, drive it with the generator, stop it; return a result."""
+    port = free_port()
+    duration = opts.duration if opts.duration is not None else scenario["duration"]
+    warmup = 0 if scenario["kind"] == "memory" else opts.warmup
+    connect_timeout = 120
+    timeout = connect_timeout + 2 + warmup + duration + opts.drain + 30
+    args = [LOADGEN, "--host", "127.0.0.1", "--port", str(port),
+            "--clients", str(scenario["clients"]),
+            "--senders", str(scenario["senders"]),
+            "--rate", str(scenario["rate"]), "--window", str(scenario["window"]),
+            "--duration", str(duration), "--warmup", str(warmup),
+            "--settle", "2", "--drain", str(opts.drain),
+            "--connect-timeout", str(connect_timeout), "--timeout", str(timeout),
+            "--channel", "#" + CHANNEL_ROOM, "--payload", str(opts.payload)]
+    if opts.loadgen_cpu is not None:
+        args += ["--cpu", str(opts.loadgen_cpu)]
+    if opts.nodelay:
+        args.append("--nodelay")
+    args += DELIVERY_MODES[scenario["delivery"]]["loadgen_args"]
+    try:
+        server.start(port, scenario["delivery"])
+        args += ["--server-pid", str(server.proc.pid)]
+        log(f"{scenario['name']}: {server.name} on port {port}")
+        try:
+            r = subprocess.run(args, capture_output=True, text=True,
+                               timeout=timeout + 30)
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "error": "load generator did not stop in time"}
+        try:
+            result = json.loads(r.stdout)
+        except ValueError:
+            return {"ok": False, "error": f"load generator failed ({r.returncode}): "
+                                          f"{r.stderr.strip()[-500:]}"}
+        if server.proc.poll() is not None:
+            result["ok"] = False
+            result["error"] = (f"{server.name} exited with {server.proc.returncode}; "
+                               f"log:\n{server.log_tail()}")
+        if not result.get("ok"):
+            result["server_log_tail"] = server.log_tail()
+        srv = result.get("server") or {}
+        base, end = srv.get("baseline"), srv.get("measure_end")
+        if base and end:
+            result["server_peak_kib"] = end["hwm_kb"]
+            result["rss_growth_kib"] = end["rss_kb"] - base["rss_kb"]
+            result["kib_per_client"] = round(
+                (end["rss_kb"] - base["rss_kb"]) / scenario["clients"], 2)
+        return result
+    except BenchError as e:
+        return {"ok": False, "error": str(e)}
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- report
+# (key, label, format, whether the scenario kind shows it)
+METRICS = [
+    ("deliveries_per_s", "deliveries/s", "{:,.0f}", ("throughput", "latency")),
+    ("messages_per_s", "messages/s", "{:,.0f}", ("throughput", "latency")),
+    ("latency_ms.p50", "latency p50 ms", "{:.2f}", ("throughput", "latency")),
+    ("latency_ms.p99", "latency p99 ms", "{:.2f}", ("throughput", "latency")),
+    ("latency_ms.max", "latency max ms", "{:.2f}", ("throughput", "latency")),
+    ("lost", "lost", "{:d}", ("throughput", "latency")),
+    ("duplicated", "duplicated", "{:d}", ("throughput", "latency")),
+    ("out_of_order", "out of order", "{:d}", ("throughput", "latency")),
+    ("total_order_mismatches", "total order mismatches", "{:d}",
+     ("throughput", "latency")),
+    ("server_cpu_s_per_1000_deliveries", "server CPU ms/1000 deliveries", "ms",
+     ("throughput", "latency")),
+    ("server_cpu_util", "server CPU use (cores)", "{:.2f}", ("throughput", "latency")),
+    ("generator_cpu_util", "generator CPU use (cores)", "{:.2f}",
+     ("throughput", "latency", "memory")),
+    ("server_peak_kib", "server peak memory KiB", "{:,}",
+     ("throughput", "latency", "memory")),
+    ("kib_per_client", "server KiB per client", "{:.1f}", ("memory",)),
+    ("setup_s", "connect+register+join s", "{:.2f}", ("memory",)),
+]
+
+
+def get(result, key):
+    cur = result
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def fmt(value, spec):
+    if value is None:
+        return "-"
+    if spec == "ms":  # CPU seconds per 1000 deliveries, shown in milliseconds
+        return "-" if value < 0 else f"{value * 1000:.3f}"
+    try:
+        return spec.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def ratios(results):
+    """chatroom / ngircd for every numeric metric of every scenario."""
+    out = {}
+    for scen, by_server in results.items():
+        a, b = by_server.get("chatroom"), by_server.get("ngircd")
+        if not (a and b and a.get("ok") and b.get("ok")):
+            continue
+        out[scen] = {}
+        for key, *_ in METRICS:
+            x, y = get(a, key), get(b, key)
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)) and y > 0 \
+                    and x >= 0:
+                out[scen][key] = round(x / y, 3)
+    return out
+
+
+def table(scenarios, servers, results, ratio):
+    lines = []
+    cols = servers + (["chatroom/ngircd"] if {"ngircd", "chatroom"} <= set(servers) else [])
+    width = [34] + [16] * len(cols)
+    for scen in scenarios:
+        lines.append("")
+        lines.append(f"{scen['title']}  [{scen['name']}, delivery={scen['delivery']}]")
+        head = ["metric"] + cols
+        lines.append("".join(h.ljust(w) if i == 0 else h.rjust(w)
+                             for i, (h, w) in enumerate(zip(head, width))))
+        by_server = results.get(scen["name"], {})
+        for name in servers:
+            res = by_server.get(name)
+            if res is not None and not res.get("ok"):
+                lines.append(f"  {name}: FAILED: {str(res.get('error'))[:200]}")
+        for key, label, spec, kinds in METRICS:
+            if scen["kind"] not in kinds:
+                continue
+            row = [label]
+            for name in servers:
+                res = by_server.get(name)
+                row.append(fmt(get(res, key), spec) if res and res.get("ok") else "-")
+            if len(cols) > len(servers):
+                r = ratio.get(scen["name"], {}).get(key)
+                row.append("-" if r is None else f"{r:.2f}x")
+            lines.append("".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(row, width))))
+    return "\n".join(lines)
+
+
+def machine_info():
+    info = {"kernel": platform.release(), "cpus": os.cpu_count(),
+            "python": sys.version.split()[0]}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/etc/debian_version") as f:
+            info["debian"] = f.read().strip()
+    except OSError:
+        pass
+    r = subprocess.run(["openssl", "version"], capture_output=True, text=True)
+    info["openssl"] = r.stdout.strip()
+    return info
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--servers", default="ngircd,chatroom",
+                   help="comma-separated servers to run: ngircd, chatroom "
+                        "(default: both; chatroom is skipped with a message if "
+                        "it cannot start)")
+    p.add_argument("--scenarios", default=",".join(s["name"] for s in SCENARIOS),
+                   help="comma-separated scenario names (default: all)")
+    p.add_argument("--python", default=sys.executable,
+                   help="Python with the project's dependencies, used to start "
+                        "chatroom (default: this one)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="measured seconds per scenario (default: per scenario)")
+    p.add_argument("--warmup", type=float, default=2.0,
+                   help="seconds of load before measuring (default: 2)")
+    p.add_argument("--drain", type=float, default=10.0,
+                   help="max seconds to wait for in-flight messages (default: 10)")
+    p.add_argument("--payload", type=int, default=64,
+                   help="message body bytes (default: 64)")
+    p.add_argument("--nodelay", action="store_true",
+                   help="set TCP_NODELAY on the generator's sockets (default: off, "
+                        "like ordinary IRC clients)")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--loadgen-cpu", type=int, default=1)
+    p.add_argument("--start-timeout", type=float, default=60.0)
+    p.add_argument("--no-install", action="store_true",
+                   help="do not apt-get missing packages; fail instead")
+    p.add_argument("--keep-logs", action="store_true",
+                   help="keep each server's temporary directory and log")
+    p.add_argument("--output", help="JSON file (default: bench/results/<time>.json)")
+    opts = p.parse_args(argv)
+
+    if (os.cpu_count() or 1) < 2:
+        log("warning: one CPU only; server and generator share it, the figures "
+            "mean little")
+        opts.server_cpu = opts.loadgen_cpu = None
+    wanted = [s.strip() for s in opts.servers.split(",") if s.strip()]
+    for name in wanted:
+        if name not in SERVERS:
+            p.error(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
+    by_name = {s["name"]: s for s in SCENARIOS}
+    scenarios = []
+    for name in opts.scenarios.split(","):
+        if name.strip() not in by_name:
+            p.error(f"unknown scenario {name!r}; choose from {', '.join(by_name)}")
+        scenarios.append(by_name[name.strip()])
+
+    try:
+        ensure_packages(not opts.no_install)
+        build_loadgen()
+    except BenchError as e:
+        log(str(e))
+        return 2
+
+    servers, skipped = [], {}
+    for name in wanted:
+        srv = SERVERS[name](opts)
+        why = srv.unavailable()
+        if why:
+            log(f"skipping {name}: {why}")
+            skipped[name] = why
+        else:
+            servers.append(srv)
+    if not servers:
+        log("no server to benchmark")
+        return 2
+
+    started = time.strftime("%Y%m%d-%H%M%S")
+    results = {}
+    try:
+        for scen in scenarios:
+            results[scen["name"]] = {}
+            for srv in servers:  # interleaved, so drift hits both servers alike
+                if scen["delivery"] not in srv.deliveries:
+                    continue
+                res = run_one(srv, scen, opts)
+                results[scen["name"]][srv.name] = res
+                if not res.get("ok"):
+                    log(f"{scen['name']}: {srv.name} FAILED: {res.get('error')}")
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped, partial results follow")
+    finally:
+        for srv in servers:
+            srv.stop()
+
+    names = [s.name for s in servers]
+    ratio = ratios(results)
+    report = {
+        "started": started,
+        "command": [sys.executable] + sys.argv,
+        "machine": machine_info(),
+        "git_commit": subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"],
+                                     capture_output=True, text=True).stdout.strip(),
+        "servers": {s.name: s.version() for s in servers},
+        "skipped_servers": skipped,
+        "options": {k: v for k, v in vars(opts).items()},
+        "scenarios": scenarios,
+        "delivery_modes": DELIVERY_MODES,
+        "results": results,
+        "ratios_chatroom_to_ngircd": ratio,
+    }
+    out = opts.output or os.path.join(RESULTS, f"{started}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(table(scenarios, names, results, ratio))
+    for name, why in skipped.items():
+        print(f"\n{name} not measured: {why}")
+    print(f"\nJSON: {os.path.relpath(out)}")
+    ok = all(r.get("ok") for by in results.values() for r in by.values())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
