@@ -206,14 +206,15 @@ class HistoryStore:
     def seq_at(self, room: str, time_ms: int, after: bool) -> int:
         """Translate a time into a sequence position for range queries.
 
-        With C{after}, the last sequence number stored before C{time_ms}
-        (so "after it" means at or after that time); otherwise the first
+        With C{after}, the last sequence number stored at or before
+        C{time_ms} (so "after it" means after that time); otherwise the first
         one at or after C{time_ms} (so "before it" means before that time).
+        Both ends are exclusive, as IRCv3 chathistory asks.
         """
         if after:
             (seq,), = self._db.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM events"
-                " WHERE room = ? AND time_ms < ?", (room, time_ms))
+                " WHERE room = ? AND time_ms <= ?", (room, time_ms))
         else:
             (seq,), = self._db.execute(
                 "SELECT COALESCE(MIN(seq), ?) FROM events"

@@ -67,7 +67,8 @@ class HistoryStoreTests(SynchronousTestCase):
 
     def test_seq_at(self):
         self.store.append([message(1, 100), message(2, 200), message(3, 300)])
-        self.assertEqual(self.store.seq_at("lobby", 200, after=True), 1)
+        self.assertEqual(self.store.seq_at("lobby", 200, after=True), 2)
+        self.assertEqual(self.store.seq_at("lobby", 199, after=True), 1)
         self.assertEqual(self.store.seq_at("lobby", 200, after=False), 2)
         self.assertEqual(self.store.seq_at("lobby", 999, after=False), 4)
 

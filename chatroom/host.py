@@ -1,0 +1,294 @@
+# -*- test-case-name: tests.test_ircserver -*-
+"""The room host: rooms, nicknames and the per-turn commit-then-deliver step.
+
+Connections call the rooms (the pure sequencer) and hand the resulting events
+to L{RoomHost.submit}.  Once per reactor turn the host commits every pending
+event to the history store in one transaction and only then delivers them,
+so no member is ever shown an event that a crash could lose.  Delivery is
+shaped for speed: consecutive events with the same audience are formatted
+once per capability variant and joined, so each member gets one write per
+turn whatever the number of events.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Iterable
+
+import attrs
+from twisted.logger import Logger
+
+from chatroom.core.room import POST_COMMANDS, Event, Room, casefold
+from chatroom.core.tokenbucket import TokenBucket
+
+
+@attrs.frozen
+class Limits:
+    """Every limit of the IRC side of a host, with LIMITS.md's defaults.
+
+    Times are in seconds, sizes in bytes.
+    """
+
+    handshake_timeout: float = 10.0
+    registration_timeout: float = 30.0
+    ping_after: float = 90.0
+    close_after: float = 150.0
+    pre_registration_bytes: int = 4096
+    pre_registration_lines: int = 64
+    flood_burst: int = 5
+    #: Commands per second after the burst; 0 turns flood control off.
+    flood_rate: float = 2.0
+    flood_max_delayed: int = 8192
+    #: Bytes held for a member whose connection stopped taking them.
+    sendq_hard: int = 96 * 1024
+    max_per_address: int = 5
+    new_per_minute: int = 8
+    new_refill_per_minute: int = 4
+    max_clients: int = 256
+    history_limit: int = 100
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return True  # UNIX sockets and test transports are local.
+
+
+def address_group(address: str) -> str:
+    """The key under which connections from C{address} are counted.
+
+    IPv6 addresses are grouped per /64, since one host usually holds a whole
+    /64 and could otherwise use a fresh address per connection.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network((ip, 64), strict=False))
+    return str(ip)
+
+
+class RoomHost:
+    """Everything a host's connections share: rooms, nicks, the store.
+
+    @param store: an L{IHistoryStore} (normally L{chatroom.history.HistoryStore}).
+    @param clock: an L{IReactorTime}; the flush runs at C{callLater(0)}.
+    @param server_name: the name the host uses as prefix of its replies.
+    @param rooms: the names of the rooms to host.
+    """
+
+    log = Logger()
+
+    def __init__(self, store: Any, clock: Any, server_name: str,
+                 rooms: Iterable[str], limits: Limits = Limits(),
+                 motd: Iterable[str] = ()) -> None:
+        self.store = store
+        self.clock = clock
+        self.server_name = server_name
+        self.limits = limits
+        self.motd = list(motd)
+        self.created_ms = self.now_ms()
+        self.rooms: dict[str, Room] = {}
+        self.nicks: dict[str, Any] = {}
+        self.clients = 0
+        self._per_address: dict[str, int] = {}
+        self._new_connections: dict[str, TokenBucket] = {}
+        self._pending: list[Event] = []
+        self._flush_call: Any = None
+        #: Counters an operator can read: refused input, dropped clients...
+        self.counters: dict[str, int] = {}
+        for name in rooms:
+            self.add_room(name)
+
+    # Rooms and nicks
+
+    def add_room(self, name: str) -> Room:
+        """Host room C{name}, continuing its stored history and topic."""
+        key = casefold(name)
+        room = self.rooms.get(key)
+        if room is None:
+            self.store.add_room(key, name)
+            room = Room(name, next_seq=self.store.last_seq(key) + 1,
+                        topic=self.store.topic(key))
+            self.rooms[key] = room
+        return room
+
+    def find_room(self, channel: str) -> Room | None:
+        """The room named by C{channel} (C{#name}), or C{None}."""
+        if not channel.startswith("#"):
+            return None
+        return self.rooms.get(casefold(channel[1:]))
+
+    def count(self, name: str) -> None:
+        """Add one to counter C{name}."""
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def now_ms(self) -> int:
+        """The host clock in milliseconds since the epoch."""
+        return int(self.clock.seconds() * 1000)
+
+    # Connection accounting
+
+    def admit(self, address: str) -> str | None:
+        """Count a new connection from C{address}; say why it is refused.
+
+        @return: C{None} to accept, or the reason for the C{ERROR} line.
+            An accepted connection must later be passed to L{release}.
+        """
+        if self.clients >= self.limits.max_clients:
+            self.count("refused-max-clients")
+            return "Too many clients on this host, try again later"
+        group = address_group(address)
+        if not _is_loopback(address):
+            if self._per_address.get(group, 0) >= self.limits.max_per_address:
+                self.count("refused-per-address")
+                return "Too many connections from your address"
+            bucket = self._new_connections.get(group)
+            if bucket is None:
+                bucket = self._new_connections[group] = TokenBucket(
+                    self.limits.new_per_minute,
+                    self.limits.new_refill_per_minute / 60.0)
+            if not bucket.take(self.clock.seconds()):
+                self.count("refused-connect-rate")
+                return "Too many new connections from your address"
+            if len(self._new_connections) > 4096:
+                self._forget_full_buckets()
+        self.clients += 1
+        self._per_address[group] = self._per_address.get(group, 0) + 1
+        return None
+
+    def _forget_full_buckets(self) -> None:
+        now = self.clock.seconds()
+        for group, bucket in list(self._new_connections.items()):
+            if bucket.is_full(now):
+                del self._new_connections[group]
+
+    def release(self, address: str) -> None:
+        """Forget a connection counted by L{admit}."""
+        group = address_group(address)
+        self.clients -= 1
+        left = self._per_address[group] - 1
+        if left:
+            self._per_address[group] = left
+        else:
+            del self._per_address[group]
+
+    def nick_owner(self, nick: str) -> Any:
+        """The connection using C{nick}, or C{None}."""
+        return self.nicks.get(casefold(nick))
+
+    def claim_nick(self, member: Any, old: str | None, new: str) -> None:
+        """Record that C{member} now uses C{new} instead of C{old}."""
+        if old is not None and self.nicks.get(casefold(old)) is member:
+            del self.nicks[casefold(old)]
+        self.nicks[casefold(new)] = member
+
+    def member_left(self, member: Any, reason: str) -> None:
+        """C{member} disconnected: it quits every room, its nick is free."""
+        if member.nick is not None and self.nicks.get(casefold(member.nick)) is member:
+            del self.nicks[casefold(member.nick)]
+        told = {member}
+        now = self.now_ms()
+        for room in list(member.rooms.values()):
+            event = room.leave(member, "QUIT", reason, now)
+            # One QUIT line per member who shared any room, stored per room.
+            event.audience = tuple(m for m in event.audience if m not in told)
+            event.origin = None
+            told.update(event.audience)
+            self.submit(event)
+        member.rooms.clear()
+
+    def shared_audience(self, member: Any) -> tuple[Any, ...]:
+        """Everyone who shares a room with C{member}, and C{member}."""
+        seen = {member: None}
+        for room in member.rooms.values():
+            for other in room.members:
+                seen[other] = None
+        return tuple(seen)
+
+    # Commit, then deliver
+
+    def submit(self, event: Event) -> None:
+        """Queue C{event}; it is stored and delivered at the end of the turn."""
+        self._pending.append(event)
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Commit every pending event in one transaction, then deliver them."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        events, self._pending = self._pending, []
+        if not events:
+            return
+        try:
+            self.store.append(events)
+        except Exception:
+            # Not stored means not shown: nobody sees these events, and their
+            # sequence numbers are skipped, never reused.
+            self.log.failure("Could not store {count} events; not delivering",
+                             count=len(events))
+            self.count("store-failures")
+            return
+        self._deliver(events)
+
+    def _deliver(self, events: list[Event]) -> None:
+        start = 0
+        while start < len(events):
+            audience = events[start].audience
+            end = start + 1
+            while end < len(events) and events[end].audience is audience:
+                end += 1
+            run = events[start:end]
+            _deliver_run(run, audience)
+            for event in run:
+                if event.origin is not None:
+                    event.origin.event_committed(event)
+            start = end
+
+    def stop(self) -> None:
+        """Flush what is pending; called when the service stops."""
+        self.flush()
+
+
+def _deliver_run(run: list[Event], audience: tuple[Any, ...]) -> None:
+    """Deliver events that share one audience: one write per member."""
+    special = {event.origin for event in run if event.origin is not None}
+    shared: dict[int, bytes] = {}
+    for member in audience:
+        if member in special:
+            _deliver_to_origin(run, member)
+            continue
+        variant = member.variant
+        data = shared.get(variant)
+        if data is None:
+            data = shared[variant] = b"".join([e.line(variant) for e in run])
+        if data:
+            member.deliver(data)
+
+
+def _deliver_to_origin(run: list[Event], member: Any) -> None:
+    """Deliver a run to a member who caused some of its events.
+
+    Its own messages come back only with C{echo-message}; its own labelled
+    events go to L{IRoomMember.labeled_echo} so the label can be attached.
+    """
+    variant = member.variant
+    lines = []
+    for event in run:
+        if event.origin is member:
+            if event.command in POST_COMMANDS and not member.echo:
+                continue
+            if event.label is not None:
+                if lines:
+                    member.deliver(b"".join(lines))
+                    lines = []
+                member.labeled_echo(event, event.line(variant))
+                continue
+        lines.append(event.line(variant))
+    if lines:
+        member.deliver(b"".join(lines))
+
