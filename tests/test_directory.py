@@ -43,7 +43,9 @@ class NewestCounterTests(SynchronousTestCase):
     def test_add_and_lookup(self) -> None:
         """A new room is added and found by (Q, R) and by name."""
         a = announce(1)
-        self.assertEqual(outcomes(self.directory.offer_announcement(a, 10.0)), [Outcome.ADDED])
+        self.assertEqual(
+            outcomes(self.directory.offer_announcement(a, 10.0)), [Outcome.ADDED]
+        )
         entry = self.directory.lookup(a.q, "lobby", 11.0)
         assert entry is not None
         self.assertEqual(entry.announcement, a)
@@ -67,7 +69,9 @@ class NewestCounterTests(SynchronousTestCase):
         """A replay of an older T changes nothing and is counted."""
         self.directory.offer_announcement(announce(5, port=2000), 0.0)
         before = self.directory.entries(1.0)
-        self.assertEqual(self.directory.offer_announcement(announce(4, port=1), 1.0), [])
+        self.assertEqual(
+            self.directory.offer_announcement(announce(4, port=1), 1.0), []
+        )
         self.assertEqual(self.directory.entries(1.0), before)
         self.assertEqual(self.directory.drops["older-counter"], 1)
 
@@ -84,7 +88,9 @@ class NewestCounterTests(SynchronousTestCase):
         """Equal T with different content keeps the first and is counted."""
         first = announce(3, port=1000)
         self.directory.offer_announcement(first, 0.0)
-        self.assertEqual(self.directory.offer_announcement(announce(3, port=2000), 1.0), [])
+        self.assertEqual(
+            self.directory.offer_announcement(announce(3, port=2000), 1.0), []
+        )
         entry = self.directory.lookup(first.q, "lobby", 1.0)
         assert entry is not None
         self.assertEqual(entry.announcement, first)
@@ -166,7 +172,9 @@ class GoodbyeTests(SynchronousTestCase):
         directory = RoomDirectory()
         a = announce(5)
         directory.offer_announcement(a, 0.0)
-        self.assertEqual(directory.offer_goodbye(Goodbye.sign(KEY_A, "lobby", 4), 1.0), [])
+        self.assertEqual(
+            directory.offer_goodbye(Goodbye.sign(KEY_A, "lobby", 4), 1.0), []
+        )
         self.assertIsNotNone(directory.lookup(a.q, "lobby", 1.0))
         self.assertEqual(directory.drops["older-goodbye"], 1)
 

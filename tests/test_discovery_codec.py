@@ -107,9 +107,9 @@ addresses = st.one_of(
     ),
 )
 unknown_types = st.integers(0, 255).filter(lambda t: t not in d._KNOWN_TLV_TYPES)
-extensions = st.lists(
-    st.tuples(unknown_types, st.binary(max_size=20)), max_size=3
-).map(lambda xs: sorted(xs, key=lambda x: x[0]))
+extensions = st.lists(st.tuples(unknown_types, st.binary(max_size=20)), max_size=3).map(
+    lambda xs: sorted(xs, key=lambda x: x[0])
+)
 keys = st.sampled_from([TEST_KEY, OTHER_KEY])
 
 

@@ -52,9 +52,7 @@ class AnnounceScheduleTests(SynchronousTestCase):
         self.assertFalse(schedule.bursting)
         schedule.restart()
         self.assertTrue(schedule.bursting)
-        self.assertEqual(
-            [schedule.next_delay() for _ in range(3)], [0.125, 1.0, 2.0]
-        )
+        self.assertEqual([schedule.next_delay() for _ in range(3)], [0.125, 1.0, 2.0])
 
     def test_custom_intervals(self) -> None:
         """Other initial and steady intervals are honoured, and a steady

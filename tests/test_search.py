@@ -86,9 +86,7 @@ class ExpandingRingSearchTests(SynchronousTestCase):
         h.clock.advance(0.5)
         second_id = h.sent[1][0].query_id
         self.assertTrue(h.search.answer_received(Answer(second_id, 60, LOBBY)))
-        self.assertEqual(
-            h.results, [SearchResult(SearchState.FOUND, LOBBY, 2, 2)]
-        )
+        self.assertEqual(h.results, [SearchResult(SearchState.FOUND, LOBBY, 2, 2)])
         self.assertEqual(h.clock.getDelayedCalls(), [])
         h.clock.advance(100)
         self.assertEqual(len(h.sent), 2)

@@ -81,9 +81,7 @@ _ANSWER_FIXED = struct.Struct("!8sIH")
 
 # Characters that cannot appear in an IRC channel name (RFC 2812 section
 # 1.3), plus every other control character.  The room is the channel "#R".
-_FORBIDDEN_IN_ROOM = frozenset(
-    [chr(c) for c in range(0x20)] + ["\x7f", " ", ","]
-)
+_FORBIDDEN_IN_ROOM = frozenset([chr(c) for c in range(0x20)] + ["\x7f", " ", ","])
 
 
 class ParseError(ValueError):
@@ -345,9 +343,7 @@ def _iter_tlvs(body: bytes) -> Iterator[tuple[int, bytes]]:
         if len(body) - offset < length:
             raise ParseError("A field is cut short.", "truncated")
         if kind < previous:
-            raise ParseError(
-                "Fields are not in ascending type order.", "not-canonical"
-            )
+            raise ParseError("Fields are not in ascending type order.", "not-canonical")
         previous = kind
         yield kind, body[offset : offset + length]
         offset += length
@@ -522,9 +518,7 @@ class Announcement:
         fixed_end = HEADER_SIZE + _ANNOUNCEMENT_FIXED.size
         if len(data) < fixed_end + SIGNATURE_SIZE:
             raise ParseError("The announcement is cut short.", "truncated")
-        q, counter, lifetime, flags = _ANNOUNCEMENT_FIXED.unpack_from(
-            data, HEADER_SIZE
-        )
+        q, counter, lifetime, flags = _ANNOUNCEMENT_FIXED.unpack_from(data, HEADER_SIZE)
         signed, signature = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
         room = None
         addresses = []
@@ -593,9 +587,7 @@ class Goodbye:
         return (self.q, self.room)
 
     @classmethod
-    def sign(
-        cls, private_key: Ed25519PrivateKey, room: str, counter: int
-    ) -> Goodbye:
+    def sign(cls, private_key: Ed25519PrivateKey, room: str, counter: int) -> Goodbye:
         """Make and sign a goodbye with the host's private key."""
         unsigned = cls(
             q=raw_public_key(private_key),
@@ -664,9 +656,7 @@ class Goodbye:
 
 def _validate_prefix(instance: object, attribute: object, value: bytes) -> None:
     if not isinstance(value, bytes) or len(value) > 32:
-        raise ParseError(
-            "A fingerprint prefix is at most 32 bytes.", "bad-fingerprint"
-        )
+        raise ParseError("A fingerprint prefix is at most 32 bytes.", "bad-fingerprint")
 
 
 def _validate_optional_room(
@@ -726,8 +716,8 @@ class Query:
         """True if ``announcement`` is one this query asks for."""
         if self.room is not None and announcement.room != self.room:
             return False
-        return hashlib.sha256(announcement.q).digest().startswith(
-            self.fingerprint_prefix
+        return (
+            hashlib.sha256(announcement.q).digest().startswith(self.fingerprint_prefix)
         )
 
     def to_bytes(self) -> bytes:

@@ -52,9 +52,13 @@ class Ring:
     """One ring of the search: the query's TTL and how long to wait for an
     answer before trying the next ring."""
 
-    ttl: int = attrs.field(validator=attrs.validators.and_(
-        attrs.validators.instance_of(int), attrs.validators.ge(1),
-        attrs.validators.le(255)))
+    ttl: int = attrs.field(
+        validator=attrs.validators.and_(
+            attrs.validators.instance_of(int),
+            attrs.validators.ge(1),
+            attrs.validators.le(255),
+        )
+    )
     timeout: float = attrs.field(validator=attrs.validators.gt(0))
 
 
