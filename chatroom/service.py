@@ -1,0 +1,140 @@
+# -*- test-case-name: tests.test_service -*-
+"""The host service: the one place where a room host is wired together.
+
+Store, identity, rooms, listeners and timers are built here and nowhere
+else; every part receives the reactor it should use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from twisted.application import internet, service
+from twisted.internet import defer, endpoints
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from chatroom.history import HistoryStore
+from chatroom.host import Limits, RoomHost
+from chatroom.identity import HostIdentity
+from chatroom.ircserver import IRCFactory
+from chatroom.tls import server_options
+
+#: How often old history is pruned, in seconds.
+PRUNE_INTERVAL = 3600.0
+
+
+class HostService(service.MultiService):
+    """A running room host: TLS listener, extra listeners, pruning.
+
+    @param reactor: the reactor to listen with and to use as clock.
+    @param identity: the host's L{HostIdentity}.
+    @param store: the opened L{HistoryStore}; closed when the service stops.
+    @param rooms: room names to host.
+    @param tls_port: TCP port of the TLS listener (0: any free port;
+        C{None}: no TLS listener).
+    @param tls_interface: address the TLS listener binds to (C{""}: all IPv4).
+    @param listen: extra Twisted server endpoint descriptions (plain text).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, identity: HostIdentity, store: HistoryStore,
+                 rooms: Sequence[str], tls_port: int | None = 6697,
+                 tls_interface: str = "", listen: Sequence[str] = (),
+                 limits: Limits = Limits(), server_name: str | None = None,
+                 motd: Sequence[str] = (), history_keep: int | None = None,
+                 history_days: float | None = None) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.identity = identity
+        self.store = store
+        self.history_keep = history_keep
+        self.history_days = history_days
+        name = server_name or identity.short_fingerprint + ".chatroom"
+        self.host = RoomHost(store, reactor, name, rooms, limits, motd)
+        self.factory = IRCFactory(self.host)
+        self.tls_endpoint = None
+        self._listeners: list[internet.StreamServerEndpointService] = []
+        if tls_port is not None:
+            self.tls_endpoint = endpoints.SSL4ServerEndpoint(
+                reactor, tls_port, server_options(identity),
+                interface=tls_interface)
+            self._listen(self.tls_endpoint)
+        for description in listen:
+            self._listen(endpoints.serverFromString(reactor, description))
+        if history_keep is not None or history_days is not None:
+            timer = internet.TimerService(PRUNE_INTERVAL, self.prune)
+            timer.clock = reactor
+            timer.setServiceParent(self)
+
+    def _listen(self, endpoint: Any) -> None:
+        listener = internet.StreamServerEndpointService(endpoint, self.factory)
+        # A port that cannot be opened stops the start with that error,
+        # rather than a host that runs without its listener.
+        listener._raiseSynchronously = True
+        listener.setServiceParent(self)
+        self._listeners.append(listener)
+
+    def listening_ports(self) -> defer.Deferred:
+        """Fires with the L{IListeningPort} of every listener, once started."""
+        # StreamServerEndpointService keeps its port Deferred private; this
+        # is the one place that reads it.
+        return defer.gatherResults([listener._waitingForPort
+                                    for listener in self._listeners])
+
+    def _log_ports(self, ports) -> None:
+        for port in ports:
+            address = port.getHost()
+            self.log.info("chatroom listening on {host} port {port}",
+                          host=address.host, port=address.port)
+
+    def prune(self) -> int:
+        """Apply the retention options to every room; return events deleted."""
+        before_ms = None
+        if self.history_days is not None:
+            before_ms = self.host.now_ms() - int(self.history_days * 86400000)
+        deleted = 0
+        for key in self.host.rooms:
+            deleted += self.store.prune(key, self.history_keep, before_ms)
+        return deleted
+
+    def privilegedStartService(self) -> None:
+        # Listening happens here, before twistd drops privileges.
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            _exit_cannot_listen(e)
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except CannotListenError as e:
+            _exit_cannot_listen(e)
+        self.listening_ports().addCallback(self._log_ports).addErrback(
+            lambda f: None)  # a failed listen already stopped the start
+
+    def stopService(self):
+        d = super().stopService()
+
+        def closed(result):
+            self.host.stop()
+            self.store.close()
+            return result
+        return d.addBoth(closed)
+
+
+def _exit_cannot_listen(error: CannotListenError) -> None:
+    """Stop with one sentence: twistd prints a SystemExit's message."""
+    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+    raise SystemExit(
+        "chatroom: cannot listen on %s port %s (%s); choose another --port "
+        "or --listen." % (error.interface or "all addresses", error.port,
+                          reason)) from None
+
+
+def data_paths(data_dir: str) -> tuple[str, str]:
+    """The key file and the database file inside C{data_dir}."""
+    return (os.path.join(data_dir, "host-key.pem"),
+            os.path.join(data_dir, "history.sqlite3"))

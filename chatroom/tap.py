@@ -1,0 +1,185 @@
+# -*- test-case-name: tests.test_tap -*-
+"""C{twistd chatroom}: the options of a room host and L{makeService}."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.python import usage
+
+from chatroom.errors import ChatroomError, DataDirectoryError
+from chatroom.host import Limits
+
+
+def default_data_dir() -> str:
+    """C{$XDG_DATA_HOME/chatroom}, or C{~/.local/share/chatroom}."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "chatroom")
+
+
+def _positive_int(name: str):
+    def convert(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = -1
+        if number < 0:
+            raise ValueError("%s must be a whole number, 0 or more" % (name,))
+        return number
+    convert.coerceDoc = "A whole number, 0 or more."  # type: ignore[attr-defined]
+    return convert
+
+
+def _positive_float(name: str):
+    def convert(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not number >= 0:
+            raise ValueError("%s must be a number, 0 or more" % (name,))
+        return number
+    convert.coerceDoc = "A number, 0 or more."  # type: ignore[attr-defined]
+    return convert
+
+
+class Options(usage.Options):
+    """Options of C{twistd chatroom}."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Host IRC-compatible chat rooms. Each --room NAME is the channel "
+        "#NAME. Clients connect with TLS (the certificate is bound to the "
+        "host key printed at start) and speak IRC with IRCv3 capabilities.")
+
+    optParameters = [
+        ["data-dir", "d", None,
+         "Directory for the host key and the history database "
+         "[default: $XDG_DATA_HOME/chatroom or ~/.local/share/chatroom]."],
+        ["port", "p", 6697,
+         "TCP port of the TLS listener (0: any free port, logged at start).",
+         _positive_int("--port")],
+        ["interface", "i", "",
+         "Address the TLS listener binds to [default: all IPv4 addresses; "
+         "'::' for IPv6]."],
+        ["server-name", None, None,
+         "Name the host uses in its replies [default: FINGERPRINT.chatroom]."],
+        ["motd-file", None, None, "A text file shown as message of the day."],
+        ["history-keep", None, 0,
+         "Keep at most this many events per room (0: no limit).",
+         _positive_int("--history-keep")],
+        ["history-days", None, 0,
+         "Delete events older than this many days (0: keep forever).",
+         _positive_float("--history-days")],
+        ["max-clients", None, 256, "Most clients connected at once.",
+         _positive_int("--max-clients")],
+        ["max-per-address", None, 5,
+         "Most connections at once from one address (loopback exempt).",
+         _positive_int("--max-per-address")],
+        ["flood-burst", None, 5, "Commands a client may send at once.",
+         _positive_int("--flood-burst")],
+        ["flood-rate", None, 2.0,
+         "Commands per second after the burst; excess is delayed "
+         "(0: no flood control).", _positive_float("--flood-rate")],
+    ]
+
+    optFlags = [
+        ["no-discovery", None, "Do not announce rooms on the network."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["rooms"] = []
+        self["listen"] = []
+
+    def opt_room(self, name: str) -> None:
+        """Host the room NAME (channel #NAME); repeat for more [default: lobby]."""
+        from chatroom.ircserver import CHANNELLEN
+        from chatroom.ircserver import _valid_room_name
+        if not _valid_room_name(name):
+            raise usage.UsageError(
+                "%r is not a usable room name: use up to %d letters, digits "
+                "and '-_.', without the '#'." % (name, CHANNELLEN - 1))
+        self["rooms"].append(name)
+
+    def opt_listen(self, description: str) -> None:
+        """Also listen on this endpoint (e.g. tcp:6667:interface=127.0.0.1); repeat for more."""
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        if not self["rooms"]:
+            self["rooms"] = ["lobby"]
+        if self["data-dir"] is None:
+            self["data-dir"] = default_data_dir()
+        try:
+            self["identity"], self["store"] = open_data_dir(self["data-dir"])
+        except ChatroomError as e:
+            raise usage.UsageError(str(e)) from None
+        motd = self["motd-file"]
+        self["motd"] = []
+        if motd:
+            try:
+                with open(motd, encoding="utf-8") as f:
+                    self["motd"] = f.read().splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise usage.UsageError("Cannot read the MOTD file %s: %s." % (
+                    motd, e)) from None
+
+    def limits(self) -> Limits:
+        """The L{Limits} these options ask for."""
+        return Limits(max_clients=self["max-clients"],
+                      max_per_address=self["max-per-address"],
+                      flood_burst=self["flood-burst"],
+                      flood_rate=self["flood-rate"])
+
+
+def open_data_dir(path: str):
+    """Create (mode 0700) or check C{path}; load the key, open the history.
+
+    @raise ChatroomError: with a sentence saying what is wrong and what to do.
+    """
+    from chatroom.history import HistoryStore
+    from chatroom.identity import load_or_create
+    from chatroom.service import data_paths
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise DataDirectoryError("Cannot create the data directory %s: %s." % (
+            path, e.strerror)) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DataDirectoryError(
+            "The data directory %s is not writable; choose another with "
+            "--data-dir." % (path,))
+    key_path, db_path = data_paths(path)
+    identity = load_or_create(key_path)
+    return identity, HistoryStore(db_path)
+
+
+def makeService(options: Options):
+    """Build the host service from parsed options (this touches the reactor)."""
+    from twisted.internet import reactor
+
+    from chatroom.identity import colon_hex
+    from chatroom.service import HostService
+
+    identity = options["identity"]
+    host_service = HostService(
+        reactor, identity, options["store"], options["rooms"],
+        tls_port=options["port"], tls_interface=options["interface"],
+        listen=options["listen"], limits=options.limits(),
+        server_name=options["server-name"], motd=options["motd"],
+        history_keep=options["history-keep"] or None,
+        history_days=options["history-days"] or None)
+    out = sys.stdout
+    out.write("chatroom host key %s\n" % (identity.fingerprint,))
+    for name in options["rooms"]:
+        out.write("  hosting #%s (room %s/%s)\n" % (
+            name, identity.short_fingerprint, name))
+    out.write("  TLS on port %d\n" % (options["port"],))
+    out.write("  irssi pin (public key):   %s\n" % (colon_hex(identity.spki_sha256),))
+    out.write("  WeeChat pin (certificate): %s\n" % (
+        identity.certificate_sha256.hex(),))
+    out.flush()
+    return host_service
