@@ -45,7 +45,6 @@ from chatroom.core.ircline import (
 )
 from chatroom.core.room import (
     MESSAGE_TAGS,
-    POST_COMMANDS,
     SERVER_TIME,
     Event,
     NotAMember,

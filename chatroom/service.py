@@ -10,12 +10,21 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+import attrs
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from chatroom.history import HistoryStore
+from chatroom.core.discovery import RoomAddress
+from chatroom.discovery import (
+    DEFAULT_ANNOUNCE_TTL,
+    DEFAULT_GROUP,
+    DEFAULT_PORT,
+    DiscoveryService,
+    HostProtocol,
+)
+from chatroom.history import HistoryStore, ReservedCounter
 from chatroom.host import Limits, RoomHost
 from chatroom.identity import HostIdentity
 from chatroom.ircserver import IRCFactory
@@ -23,6 +32,26 @@ from chatroom.tls import server_options
 
 #: How often old history is pruned, in seconds.
 PRUNE_INTERVAL = 3600.0
+
+
+@attrs.frozen
+class DiscoverySettings:
+    """Where and how a host announces its rooms.
+
+    @ivar interface: the address of the interface to announce on; always
+        explicit, since leaving it to the kernel sends to the default route.
+    @ivar addresses: the room server addresses to announce (C{host:port});
+        empty means the TLS listener's address and actual port.
+    """
+
+    interface: str
+    group: str = DEFAULT_GROUP
+    port: int = DEFAULT_PORT
+    ttl: int = DEFAULT_ANNOUNCE_TTL
+    addresses: tuple[str, ...] = ()
+
+
+_WILDCARDS = ("", "0.0.0.0", "::")
 
 
 class HostService(service.MultiService):
@@ -36,6 +65,7 @@ class HostService(service.MultiService):
         C{None}: no TLS listener).
     @param tls_interface: address the TLS listener binds to (C{""}: all IPv4).
     @param listen: extra Twisted server endpoint descriptions (plain text).
+    @param discovery: where to announce the rooms, or C{None} not to.
     """
 
     log = Logger()
@@ -45,8 +75,12 @@ class HostService(service.MultiService):
                  tls_interface: str = "", listen: Sequence[str] = (),
                  limits: Limits = Limits(), server_name: str | None = None,
                  motd: Sequence[str] = (), history_keep: int | None = None,
-                 history_days: float | None = None) -> None:
+                 history_days: float | None = None,
+                 discovery: DiscoverySettings | None = None) -> None:
         super().__init__()
+        self.tls_interface = tls_interface
+        self.discovery = discovery
+        self.announcer: HostProtocol | None = None
         self.reactor = reactor
         self.identity = identity
         self.store = store
@@ -84,11 +118,12 @@ class HostService(service.MultiService):
         return defer.gatherResults([listener._waitingForPort
                                     for listener in self._listeners])
 
-    def _log_ports(self, ports) -> None:
+    def _log_ports(self, ports):
         for port in ports:
             address = port.getHost()
             self.log.info("chatroom listening on {host} port {port}",
                           host=address.host, port=address.port)
+        return ports
 
     def prune(self) -> int:
         """Apply the retention options to every room; return events deleted."""
@@ -112,8 +147,32 @@ class HostService(service.MultiService):
             super().startService()
         except CannotListenError as e:
             _exit_cannot_listen(e)
-        self.listening_ports().addCallback(self._log_ports).addErrback(
-            lambda f: None)  # a failed listen already stopped the start
+        ports = self.listening_ports()
+        ports.addCallback(self._log_ports)
+        if self.discovery is not None and self.announcer is None:
+            ports.addCallback(self._start_discovery)
+        ports.addErrback(lambda f: self.log.failure(
+            "Could not start announcing the rooms", f))
+
+    def _start_discovery(self, ports) -> None:
+        """Announce the rooms, now that the TLS port is known."""
+        settings = self.discovery
+        addresses = list(settings.addresses)
+        if not addresses and self.tls_endpoint is not None:
+            host = self.tls_interface
+            if host in _WILDCARDS:
+                host = settings.interface
+            addresses = [str(RoomAddress(host, ports[0].getHost().port))]
+        self.announcer = HostProtocol(
+            self.reactor, settings.group, settings.port, settings.interface,
+            self.identity.private_key,
+            ReservedCounter(self.store, "announcement"),
+            [room.channel[1:] for room in self.host.rooms.values()], addresses,
+            ttl=settings.ttl)
+        DiscoveryService(self.reactor, self.announcer).setServiceParent(self)
+        self.log.info("Announcing {rooms} room(s) on {interface} to {group} port {port}",
+                      rooms=len(self.host.rooms), interface=settings.interface,
+                      group=settings.group, port=settings.port)
 
     def stopService(self):
         d = super().stopService()

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 
 from twisted.python import usage
 
+from chatroom.discovery import DEFAULT_ANNOUNCE_TTL, DEFAULT_GROUP, DEFAULT_PORT
 from chatroom.errors import ChatroomError, DataDirectoryError
 from chatroom.host import Limits
 
@@ -89,10 +91,23 @@ class Options(usage.Options):
         ["no-discovery", None, "Do not announce rooms on the network."],
     ]
 
+    optParameters += [
+        ["discovery-interface", None, "127.0.0.1",
+         "Address of the network interface to announce rooms on. The default "
+         "keeps announcements on this machine; give the address your "
+         "neighbours reach you on to announce to the network."],
+        ["discovery-group", None, DEFAULT_GROUP, "Multicast group for discovery."],
+        ["discovery-port", None, DEFAULT_PORT, "UDP port for discovery.",
+         _positive_int("--discovery-port")],
+        ["ttl", None, DEFAULT_ANNOUNCE_TTL,
+         "Multicast TTL (router hops) of announcements.", _positive_int("--ttl")],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["rooms"] = []
         self["listen"] = []
+        self["announce-addresses"] = []
 
     def opt_room(self, name: str) -> None:
         """Host the room NAME (channel #NAME); repeat for more [default: lobby]."""
@@ -108,7 +123,24 @@ class Options(usage.Options):
         """Also listen on this endpoint (e.g. tcp:6667:interface=127.0.0.1); repeat for more."""
         self["listen"].append(description)
 
+    def opt_announce_address(self, address: str) -> None:
+        """Announce this room server address (HOST:PORT) instead of the TLS listener's; repeat for more."""
+        from chatroom.core.discovery import ParseError, RoomAddress
+        try:
+            RoomAddress.parse(address)
+        except ParseError as e:
+            raise usage.UsageError(str(e)) from None
+        self["announce-addresses"].append(address)
+
     def postOptions(self) -> None:
+        if not 1 <= self["ttl"] <= 255:
+            raise usage.UsageError("--ttl must be from 1 to 255.")
+        try:
+            if not ipaddress.ip_address(self["discovery-group"]).is_multicast:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError("--discovery-group must be an IPv4 multicast "
+                                   "address such as %s." % (DEFAULT_GROUP,)) from None
         if not self["rooms"]:
             self["rooms"] = ["lobby"]
         if self["data-dir"] is None:
@@ -126,6 +158,16 @@ class Options(usage.Options):
             except (OSError, UnicodeDecodeError) as e:
                 raise usage.UsageError("Cannot read the MOTD file %s: %s." % (
                     motd, e)) from None
+
+    def discovery(self):
+        """The L{DiscoverySettings} these options ask for, or C{None}."""
+        from chatroom.service import DiscoverySettings
+        if self["no-discovery"]:
+            return None
+        return DiscoverySettings(
+            interface=self["discovery-interface"], group=self["discovery-group"],
+            port=self["discovery-port"], ttl=self["ttl"],
+            addresses=tuple(self["announce-addresses"]))
 
     def limits(self) -> Limits:
         """The L{Limits} these options ask for."""
@@ -171,7 +213,8 @@ def makeService(options: Options):
         listen=options["listen"], limits=options.limits(),
         server_name=options["server-name"], motd=options["motd"],
         history_keep=options["history-keep"] or None,
-        history_days=options["history-days"] or None)
+        history_days=options["history-days"] or None,
+        discovery=options.discovery())
     out = sys.stdout
     out.write("chatroom host key %s\n" % (identity.fingerprint,))
     for name in options["rooms"]:

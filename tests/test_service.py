@@ -1,0 +1,73 @@
+"""The wired host service: listeners, announcing, the announcement counter."""
+
+import os
+import random
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from chatroom.core.directory import Outcome
+from chatroom.discovery import DiscoveryService, ListenerProtocol
+from chatroom.history import HistoryStore, ReservedCounter
+from chatroom.identity import HostIdentity
+from chatroom.service import DiscoverySettings, HostService
+
+
+class ReservedCounterTests(SynchronousTestCase):
+    """The announcement counter T only ever increases."""
+
+    def test_increases_across_restarts(self):
+        path = self.mktemp()
+        store = HistoryStore(path)
+        counter = ReservedCounter(store, "T", block=4)
+        first = [counter() for _ in range(6)]
+        store.close()
+        store = HistoryStore(path)
+        self.addCleanup(store.close)
+        again = ReservedCounter(store, "T", block=4)
+        later = [again() for _ in range(3)]
+        values = first + later
+        self.assertEqual(values, sorted(set(values)))
+        self.assertGreater(later[0], first[-1])
+
+
+class AnnouncingHostTests(TestCase):
+    """A host on 127.0.0.1 announces its rooms where a listener hears them."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_listener_finds_host_then_goodbye(self):
+        # A random group port so parallel runs on one machine do not meet.
+        port = random.randint(20000, 40000)
+        settings = DiscoverySettings(interface="127.0.0.1", port=port)
+        listener = ListenerProtocol(reactor, settings.group, port, "127.0.0.1")
+        listening = DiscoveryService(reactor, listener)
+        listening.startService()
+        self.addCleanup(listening.stopService)
+        yield listener.ready
+
+        identity = HostIdentity.generate()
+        data_dir = self.mktemp()
+        os.makedirs(data_dir)
+        host = HostService(reactor, identity, HistoryStore(os.path.join(
+            data_dir, "h.sqlite3")), ["lobby", "Dev"], tls_port=0,
+            tls_interface="127.0.0.1", discovery=settings)
+        host.startService()
+        (tls_port,) = yield host.listening_ports()
+        result = yield listener.search("lobby")
+        self.assertTrue(result.found)
+        announcement = result.announcement
+        self.assertEqual(announcement.q, identity.public_key)
+        self.assertEqual([str(a) for a in announcement.addresses],
+                         ["127.0.0.1:%d" % (tls_port.getHost().port,)])
+
+        gone = defer.Deferred()
+        listener.on_change = lambda change: (
+            change.outcome is Outcome.REMOVED and not gone.called
+            and gone.callback(change))
+        yield host.stopService()
+        # The goodbye is a datagram: wait until the listener has read it.
+        change = yield gone
+        self.assertEqual(change.entry.announcement.room, "lobby")
+        self.assertEqual(listener.directory.find(reactor.seconds()), [])
