@@ -662,6 +662,8 @@ static void report(void) {
     printf("  \"generator_cpu_s\": %.3f, \"generator_cpu_util\": %.3f, "
            "\"generator_cpu_total_s\": %.3f,\n",
            gen_cpu, dur > 0 ? gen_cpu / dur : 0, ru_cpu(&ru_end));
+    printf("  \"generator_cpu_s_per_1000_deliveries\": %.6f,\n",
+           deliveries_in_window ? gen_cpu * 1000.0 / (double)deliveries_in_window : -1);
     printf("  \"server_cpu_s\": %.3f, \"server_cpu_util\": %.3f,\n", srv_cpu,
            dur > 0 && srv_cpu >= 0 ? srv_cpu / dur : -1);
     printf("  \"server_cpu_s_per_1000_deliveries\": %.6f,\n",
