@@ -400,8 +400,6 @@ class HostProtocol(_MulticastSocket):
         self.rooms = tuple(
             r if isinstance(r, HostedRoom) else HostedRoom(r) for r in rooms
         )
-        if not self.rooms:
-            raise ValueError("A host announces at least one room.")
         self.addresses = tuple(
             a if isinstance(a, RoomAddress) else RoomAddress.parse(a) for a in addresses
         )
@@ -413,11 +411,13 @@ class HostProtocol(_MulticastSocket):
         """The signed announcements currently sent (empty before start)."""
         self._timer: IDelayedCall | None = None
         self._said_goodbye = False
+        self._started = False
 
     def joined(self) -> None:
         """Sign the announcements and start the announce schedule."""
         if self._said_goodbye:
             return
+        self._started = True
         self._sign_all()
         self.schedule.restart()
         self._arm()
@@ -428,12 +428,44 @@ class HostProtocol(_MulticastSocket):
         self.addresses = tuple(
             a if isinstance(a, RoomAddress) else RoomAddress.parse(a) for a in addresses
         )
-        if not self.announcements or self._said_goodbye:
+        if not self._started or self._said_goodbye:
             return
         self._sign_all()
         self.schedule.restart()
         self._cancel_timer()
         self._arm()
+
+    def add_room(self, room: HostedRoom | str) -> None:
+        """Start announcing another room at once (a user opened it)."""
+        room = room if isinstance(room, HostedRoom) else HostedRoom(room)
+        if any(r.name == room.name for r in self.rooms):
+            return
+        self.rooms += (room,)
+        if not self._started or self._said_goodbye:
+            return  # joined() signs every room
+        announcement = self._sign(room)
+        self.announcements += (announcement,)
+        self.responder.hold(announcement, None)
+        self.send_to_group(announcement.to_bytes())
+        self.stats["announcements-sent"] += 1
+
+    def remove_room(self, name: str) -> Goodbye | None:
+        """Stop announcing room C{name} and send its signed goodbye."""
+        if not any(r.name == name for r in self.rooms):
+            return None
+        self.rooms = tuple(r for r in self.rooms if r.name != name)
+        if not self._started or self._said_goodbye:
+            return None
+        for announcement in self.announcements:
+            if announcement.room == name:
+                self.responder.release(announcement.key)
+        self.announcements = tuple(
+            a for a in self.announcements if a.room != name
+        )
+        goodbye = Goodbye.sign(self.private_key, name, self.next_counter())
+        self.send_to_group(goodbye.to_bytes())
+        self.stats["goodbyes-sent"] += 1
+        return goodbye
 
     def announce_now(self) -> None:
         """Send every room's announcement to the group once, now."""
@@ -474,19 +506,19 @@ class HostProtocol(_MulticastSocket):
         self._cancel_timer()
         self.responder.stop()
 
-    def _sign_all(self) -> None:
-        self.announcements = tuple(
-            Announcement.sign(
-                self.private_key,
-                room.name,
-                self.addresses,
-                counter=self.next_counter(),
-                lifetime=self.lifetime,
-                private=room.private,
-                multicast_delivery=room.multicast_delivery,
-            )
-            for room in self.rooms
+    def _sign(self, room: HostedRoom) -> Announcement:
+        return Announcement.sign(
+            self.private_key,
+            room.name,
+            self.addresses,
+            counter=self.next_counter(),
+            lifetime=self.lifetime,
+            private=room.private,
+            multicast_delivery=room.multicast_delivery,
         )
+
+    def _sign_all(self) -> None:
+        self.announcements = tuple(self._sign(room) for room in self.rooms)
         for announcement in self.announcements:
             self.responder.hold(announcement, None)
 

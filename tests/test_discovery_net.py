@@ -858,3 +858,39 @@ class LoopbackTests(TestCase):
         self.assertEqual(change.entry.announcement.room, "lobby")
         yield listener_service.stopService()
         self.assertEqual(dict(listener.drops), {})
+
+
+class HostRoomChangeTests(SynchronousTestCase):
+    """Rooms opened and removed while the host runs."""
+
+    def datagrams(self, transport):
+        return [parse_datagram(data) for data, _, _ in transport.written]
+
+    def test_starts_with_no_rooms(self) -> None:
+        """A host with open rooms may start with none and add one later."""
+        clock = Clock()
+        counter = CounterSource()
+        host, transport = make_host(clock, rooms=(), counter=counter)
+        self.assertEqual(host.announcements, ())
+        transport.written.clear()
+        host.add_room("newroom")
+        (announcement,) = self.datagrams(transport)
+        self.assertIsInstance(announcement, Announcement)
+        self.assertEqual(announcement.room, "newroom")
+        self.assertEqual([a.room for a in host.announcements], ["newroom"])
+        clock.advance(1)
+        self.assertEqual([d.room for d in self.datagrams(transport)][-1], "newroom")
+
+    def test_add_then_remove(self) -> None:
+        clock = Clock()
+        host, transport = make_host(clock, rooms=("lobby",))
+        host.add_room("lobby")  # already announced: nothing new
+        self.assertEqual(len(host.announcements), 1)
+        host.add_room(HostedRoom("dev"))
+        transport.written.clear()
+        goodbye = host.remove_room("dev")
+        self.assertEqual(self.datagrams(transport), [goodbye])
+        self.assertEqual(goodbye.room, "dev")
+        self.assertGreater(goodbye.counter, max(a.counter for a in host.announcements))
+        self.assertEqual([a.room for a in host.announcements], ["lobby"])
+        self.assertIsNone(host.remove_room("dev"))
