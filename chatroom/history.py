@@ -16,6 +16,7 @@ import sqlite3
 from importlib import resources
 from typing import Iterable, Sequence
 
+import attrs
 from zope.interface import implementer
 
 from chatroom.core.room import Event, Topic
@@ -23,7 +24,7 @@ from chatroom.errors import HistoryStoreError
 from chatroom.interfaces import IHistoryStore
 
 #: The schema version this code writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Commands that are messages, as opposed to membership and topic events.
 MESSAGE_COMMANDS = ("PRIVMSG", "NOTICE")
@@ -69,6 +70,17 @@ def _event_from_row(row: Sequence) -> Event:
     return Event(room=room, seq=seq, time_ms=time_ms, command=command,
                  source=source, params=tuple(json.loads(params)),
                  client_tags=json.loads(tags))
+
+
+@attrs.frozen
+class RoomRecord:
+    """A room's stored state: topic, whether a user opened it, its modes."""
+
+    topic: Topic = attrs.field(factory=Topic)
+    opened: bool = False
+    modes: str = ""
+    channel_key: str = ""
+    created_ms: int = 0
 
 
 @implementer(IHistoryStore)
@@ -139,10 +151,34 @@ class HistoryStore:
             raise
         db.execute("COMMIT")
 
-    def add_room(self, key: str, name: str) -> None:
-        """Remember room C{key} (spelled C{name}) if it is new."""
-        self._db.execute("INSERT OR IGNORE INTO rooms (room, name) VALUES (?, ?)",
-                         (key, name))
+    def add_room(self, key: str, name: str, opened: bool = False,
+                 now_ms: int = 0) -> None:
+        """Remember room C{key} (spelled C{name}); host it again if removed."""
+        self._db.execute(
+            "INSERT INTO rooms (room, name, opened, created_ms) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (room) DO UPDATE SET hosted = 1,"
+            " opened = MAX(opened, excluded.opened)", (key, name, int(opened), now_ms))
+
+    def set_modes(self, key: str, modes: str, channel_key: str) -> None:
+        """Record room C{key}'s flag modes and C{+k} key."""
+        self._db.execute("UPDATE rooms SET modes = ?, channel_key = ? WHERE room = ?",
+                         (modes, channel_key, key))
+
+    def remove_room(self, key: str) -> None:
+        """Stop hosting room C{key}: its events go, but for the newest one,
+        so that its numbering continues if it is ever opened again."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.execute("UPDATE rooms SET hosted = 0, opened = 0, modes = '',"
+                       " channel_key = '', topic = '', topic_setter = '',"
+                       " topic_time_ms = 0 WHERE room = ?", (key,))
+            db.execute("DELETE FROM events WHERE room = ? AND seq < ?",
+                       (key, self.last_seq(key)))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def reserve_counter(self, name: str, count: int) -> int:
         """Reserve C{count} values of counter C{name}; return the first.
@@ -199,9 +235,29 @@ class HistoryStore:
         return Topic(*row) if row else Topic()
 
     def rooms(self) -> list[tuple[str, str]]:
-        """Every remembered room as C{(key, name)}."""
-        return self._db.execute("SELECT room, name FROM rooms ORDER BY room"
-                                ).fetchall()
+        """Every hosted room as C{(key, name)}."""
+        return self._db.execute("SELECT room, name FROM rooms WHERE hosted = 1"
+                                " ORDER BY room").fetchall()
+
+    def opened_rooms(self) -> list[str]:
+        """The names of the hosted rooms that users opened."""
+        return [name for (name,) in self._db.execute(
+            "SELECT name FROM rooms WHERE hosted = 1 AND opened = 1 ORDER BY room")]
+
+    def room_record(self, key: str) -> RoomRecord:
+        """What is stored about room C{key} besides its events."""
+        row = self._db.execute(
+            "SELECT topic, topic_setter, topic_time_ms, opened, modes, channel_key,"
+            " created_ms FROM rooms WHERE room = ?", (key,)).fetchone()
+        if row is None:
+            return RoomRecord()
+        return RoomRecord(Topic(*row[:3]), bool(row[3]), *row[4:])
+
+    def last_event_ms(self, key: str) -> int:
+        """When room C{key} last had an event (0 when never)."""
+        (time_ms,), = self._db.execute(
+            "SELECT COALESCE(MAX(time_ms), 0) FROM events WHERE room = ?", (key,))
+        return time_ms
 
     def seq_at(self, room: str, time_ms: int, after: bool) -> int:
         """Translate a time into a sequence position for range queries.

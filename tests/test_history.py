@@ -123,3 +123,55 @@ class FileTests(SynchronousTestCase):
             f.write(b"this is not a database" * 100)
         error = self.assertRaises(HistoryStoreError, HistoryStore, self.path)
         self.assertIn("Move it away", str(error))
+
+
+class UpgradeTests(SynchronousTestCase):
+    """A version 1 database is upgraded in place, keeping everything."""
+
+    def test_v1_to_current(self):
+        from importlib import resources
+        path = self.mktemp()
+        db = sqlite3.connect(path)
+        db.executescript(resources.files("chatroom.schemas").joinpath(
+            "history-v1.sql").read_text("utf-8"))
+        db.execute("INSERT INTO rooms (room, name, topic) VALUES ('lobby', 'Lobby', 't')")
+        db.execute("INSERT INTO events VALUES ('lobby', 7, 1000, 'PRIVMSG', 'a!u@h',"
+                   " ?, '{}')", ('["#Lobby", "hi"]',))
+        db.commit()
+        db.close()
+        store = HistoryStore(path)
+        self.addCleanup(store.close)
+        (version,), = store._db.execute("SELECT version FROM version")
+        self.assertEqual(version, SCHEMA_VERSION)
+        self.assertEqual(store.last_seq("lobby"), 7)
+        record = store.room_record("lobby")
+        self.assertEqual((record.topic.text, record.opened, record.modes), ("t", False, ""))
+        self.assertEqual(store.rooms(), [("lobby", "Lobby")])
+
+
+class OpenedRoomTests(SynchronousTestCase):
+    """Rooms users opened: remembered with their modes, removable."""
+
+    def setUp(self):
+        self.store = HistoryStore(":memory:")
+        self.addCleanup(self.store.close)
+
+    def test_record(self):
+        self.store.add_room("fun", "Fun", opened=True, now_ms=5000)
+        self.store.set_modes("fun", "it", "secret")
+        record = self.store.room_record("fun")
+        self.assertEqual((record.opened, record.modes, record.channel_key,
+                          record.created_ms), (True, "it", "secret", 5000))
+        self.assertEqual(self.store.opened_rooms(), ["Fun"])
+
+    def test_remove_keeps_numbering(self):
+        self.store.add_room("lobby", "lobby", opened=True)
+        self.store.append([message(n) for n in range(1, 4)])
+        self.assertEqual(self.store.last_event_ms("lobby"), 3000)
+        self.store.remove_room("lobby")
+        self.assertEqual(self.store.rooms(), [])
+        self.assertEqual(self.store.opened_rooms(), [])
+        self.assertEqual(self.store.last_seq("lobby"), 3)
+        self.assertEqual(len(self.store.between("lobby", 0, 9, 9, False, False)), 1)
+        self.store.add_room("lobby", "lobby")
+        self.assertEqual(self.store.rooms(), [("lobby", "lobby")])
