@@ -46,6 +46,17 @@ class Limits:
     new_refill_per_minute: int = 4
     max_clients: int = 256
     history_limit: int = 100
+    #: Let users open rooms by joining them (C{--open-rooms}).
+    open_rooms: bool = False
+    #: Most rooms the host serves, fixed and opened together.
+    max_rooms: int = 100
+    #: Most rooms one connection may open per hour.
+    opened_per_hour: int = 5
+    #: Longest room name, without the C{#}.
+    room_name_length: int = 32
+    #: An opened room with no event for this long, and nobody in it, is
+    #: removed.
+    room_idle_seconds: float = 30 * 86400.0
 
 
 def _is_loopback(address: str) -> bool:
@@ -83,7 +94,7 @@ class RoomHost:
 
     def __init__(self, store: Any, clock: Any, server_name: str,
                  rooms: Iterable[str], limits: Limits = Limits(),
-                 motd: Iterable[str] = ()) -> None:
+                 motd: Iterable[str] = (), observer: Any = None) -> None:
         self.store = store
         self.clock = clock
         self.server_name = server_name
@@ -99,21 +110,66 @@ class RoomHost:
         self._flush_call: Any = None
         #: Counters an operator can read: refused input, dropped clients...
         self.counters: dict[str, int] = {}
+        #: Told when users open rooms and when idle ones are removed.
+        self.observer = observer
         for name in rooms:
             self.add_room(name)
+        if limits.open_rooms:
+            for name in store.opened_rooms():
+                self.add_room(name)
 
     # Rooms and nicks
 
-    def add_room(self, name: str) -> Room:
-        """Host room C{name}, continuing its stored history and topic."""
+    def add_room(self, name: str, opened: bool = False) -> Room:
+        """Host room C{name}, continuing its stored history, topic, modes."""
         key = casefold(name)
         room = self.rooms.get(key)
         if room is None:
-            self.store.add_room(key, name)
+            self.store.add_room(key, name, opened, self.now_ms())
+            record = self.store.room_record(key)
             room = Room(name, next_seq=self.store.last_seq(key) + 1,
-                        topic=self.store.topic(key))
+                        topic=record.topic, opened=record.opened,
+                        modes=record.modes, channel_key=record.channel_key,
+                        created_ms=record.created_ms)
             self.rooms[key] = room
         return room
+
+    def open_room(self, name: str) -> Room:
+        """A user opens room C{name}: host it, remember it, announce it.
+
+        The caller has checked L{can_open_room}.
+        """
+        room = self.add_room(name, opened=True)
+        self.count("rooms-opened")
+        if self.observer is not None:
+            self.observer.room_opened(room)
+        return room
+
+    def can_open_room(self) -> bool:
+        """Whether users may open one more room here."""
+        return self.limits.open_rooms and len(self.rooms) < self.limits.max_rooms
+
+    def save_modes(self, room: Room) -> None:
+        """Record C{room}'s modes so they survive a restart."""
+        self.store.set_modes(room.key, "".join(sorted(room.modes)),
+                             room.channel_key)
+
+    def remove_idle_rooms(self) -> list[Room]:
+        """Stop hosting opened rooms that are empty and idle too long."""
+        self.flush()
+        cutoff = self.now_ms() - int(self.limits.room_idle_seconds * 1000)
+        removed = []
+        for room in list(self.rooms.values()):
+            if not room.opened or len(room):
+                continue
+            if max(self.store.last_event_ms(room.key), room.created_ms) >= cutoff:
+                continue
+            del self.rooms[room.key]
+            self.store.remove_room(room.key)
+            removed.append(room)
+            if self.observer is not None:
+                self.observer.room_removed(room)
+        return removed
 
     def find_room(self, channel: str) -> Room | None:
         """The room named by C{channel} (C{#name}), or C{None}."""

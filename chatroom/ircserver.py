@@ -47,10 +47,15 @@ from chatroom.core.room import (
     MESSAGE_TAGS,
     SERVER_TIME,
     Event,
+    MissingModeParameter,
     NotAMember,
+    NotOperator,
     Room,
+    UnknownMode,
     casefold,
+    parse_mode_changes,
     parse_msgid,
+    valid_room_name,
 )
 from chatroom.core.tokenbucket import TokenBucket
 from chatroom.host import RoomHost
@@ -62,7 +67,6 @@ CAPABILITIES = ("batch", "draft/chathistory", "draft/event-playback",
                 "server-time")
 
 NICKLEN = 30
-CHANNELLEN = 50
 TOPICLEN = 390
 TARGMAX = 4
 
@@ -71,24 +75,17 @@ TARGMAX = 4
 _NICK = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,%d}$"
                    % (NICKLEN - 1,))
 
-_ROOM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,%d}$" % (CHANNELLEN - 1,))
-
 _UNREGISTERED_COMMANDS = frozenset({"CAP", "NICK", "USER", "PING", "PONG", "QUIT"})
 _FLOOD_EXEMPT = frozenset({"PONG"})
-_PLAYBACK_COMMANDS = ("JOIN", "PART", "QUIT", "TOPIC", "KICK")
-
-
-def _valid_room_name(name: str) -> bool:
-    """Whether C{name} (without C{#}) may be hosted as a room."""
-    return bool(_ROOM_NAME.match(name))
 
 
 def isupport_tokens(limits) -> list[str]:
     """The C{005 RPL_ISUPPORT} tokens, as the protocol document lists them."""
     return [
-        "CASEMAPPING=ascii", "CHANTYPES=#", "CHANNELLEN=%d" % (CHANNELLEN,),
+        "CASEMAPPING=ascii", "CHANTYPES=#",
+        "CHANNELLEN=%d" % (limits.room_name_length + 1,),
         "NICKLEN=%d" % (NICKLEN,), "TOPICLEN=%d" % (TOPICLEN,),
-        "PREFIX=(o)@", "CHANMODES=,,,nt", "NETWORK=chatroom",
+        "PREFIX=(o)@", "CHANMODES=,k,,int", "NETWORK=chatroom",
         "TARGMAX=PRIVMSG:%d,NOTICE:%d,TAGMSG:%d,JOIN:,PART:" % (
             TARGMAX, TARGMAX, TARGMAX),
         "CHATHISTORY=%d" % (limits.history_limit,),
@@ -147,6 +144,7 @@ class IRCConnection(protocol.Protocol):
         self._label_lines: list[bytes] | None = None
         self._awaiting_labels: dict[Event, tuple[str, list[bytes]]] = {}
         self._quit_reason = "Connection closed"
+        self._opened_rooms: TokenBucket | None = None
 
     # Connection lifetime
 
@@ -561,7 +559,7 @@ class IRCConnection(protocol.Protocol):
             name, __version__))
         self.reply("003", "This server was created %s" % (
             server_time(self.host.created_ms),))
-        self.reply("004", name, "chatroom-" + __version__, "i", "nt")
+        self.reply("004", name, "chatroom-" + __version__, "i", "iknot", "ko")
         tokens = isupport_tokens(self.limits)
         for start in range(0, len(tokens), 12):
             self.reply("005", *tokens[start:start + 12],
@@ -605,7 +603,10 @@ class IRCConnection(protocol.Protocol):
         return room
 
     def irc_JOIN(self, message: Message) -> None:
-        """Join rooms (C{JOIN #a,#b}); C{JOIN 0} leaves every room."""
+        """Join rooms (C{JOIN #a,#b [key,key]}); C{JOIN 0} leaves every room.
+
+        With C{--open-rooms}, joining a room that does not exist opens it.
+        """
         if not message.params:
             self.reply("461", "JOIN", "Not enough parameters")
             return
@@ -613,12 +614,50 @@ class IRCConnection(protocol.Protocol):
             for room in list(self.rooms.values()):
                 self._leave(room, "PART", None)
             return
-        for channel in message.params[0].split(","):
-            room = self._room_or_403(channel)
-            if room is None or self in room:
+        keys = message.params[1].split(",") if len(message.params) > 1 else []
+        for index, channel in enumerate(message.params[0].split(",")):
+            room = self.host.find_room(channel)
+            if room is None:
+                room = self._open_room(channel)
+                if room is None:
+                    continue
+            if self in room:
+                continue
+            refusal = room.join_refusal(self.nick or "",
+                                        keys[index] if index < len(keys) else None)
+            if refusal == "invite-only":
+                self.reply("473", room.channel, "Cannot join channel (+i)")
+                continue
+            if refusal == "bad-key":
+                self.reply("475", room.channel, "Cannot join channel (+k)")
                 continue
             self.rooms[room.key] = room
             self._submit(room.join(self, self.host.now_ms()))
+
+    def _open_room(self, channel: str) -> Room | None:
+        """Open room C{channel} for this user, or say why not."""
+        limits = self.limits
+        if not limits.open_rooms:
+            self.reply("403", channel, "No such channel")
+            return None
+        name = channel[1:] if channel.startswith("#") else ""
+        if not valid_room_name(name, limits.room_name_length):
+            self.reply("479", channel, "Illegal channel name: use up to %d letters,"
+                       " digits and -_." % (limits.room_name_length,))
+            return None
+        if not self.host.can_open_room():
+            self.host.count("refused-max-rooms")
+            self.reply("437", channel, "Cannot open more rooms on this host")
+            return None
+        if self._opened_rooms is None:
+            self._opened_rooms = TokenBucket(limits.opened_per_hour,
+                                             limits.opened_per_hour / 3600.0)
+        if not self._opened_rooms.take(self.clock.seconds()):
+            self.host.count("refused-open-rate")
+            self.reply("437", channel,
+                       "You have opened too many rooms; try again later")
+            return None
+        return self.host.open_room(name)
 
     def _leave(self, room: Room, command: str, reason: str | None) -> None:
         del self.rooms[room.key]
@@ -652,7 +691,7 @@ class IRCConnection(protocol.Protocol):
                 self._send_names(room)
 
     def _send_names(self, room: Room) -> None:
-        nicks = [m.nick for m in room.members]
+        nicks = [("@" if room.is_operator(m) else "") + m.nick for m in room.members]
         # Keep each 353 line well inside 512 bytes.
         chunk: list[str] = []
         size = 0
@@ -691,7 +730,12 @@ class IRCConnection(protocol.Protocol):
             self.reply("442", room.channel, "You're not on that channel")
             return
         text = message.params[1][:TOPICLEN]
-        self._submit(room.set_topic(self, text, self.host.now_ms()))
+        try:
+            event = room.set_topic(self, text, self.host.now_ms())
+        except NotOperator:
+            self.reply("482", room.channel, "You're not channel operator")
+            return
+        self._submit(event)
 
     def irc_WHO(self, message: Message) -> None:
         """List a room's members, or one user (basic C{352} replies)."""
@@ -703,28 +747,22 @@ class IRCConnection(protocol.Protocol):
             owner = self.host.nick_owner(mask)
             members = (owner,) if owner is not None else ()
         for member in members:
+            flags = "H@" if room is not None and room.is_operator(member) else "H"
             self.reply("352", room.channel if room else "*", member.user,
                        member.address, self.host.server_name, member.nick,
-                       "H", "0 " + member.realname)
+                       flags, "0 " + member.realname)
         self.reply("315", mask, "End of /WHO list")
 
     def irc_MODE(self, message: Message) -> None:
-        """Answer mode queries; rooms are C{+nt}, users may set C{+i}."""
+        """Room modes (C{+i}, C{+t}, C{+k key}, C{+o nick}); users may set C{+i}."""
         if not message.params:
             self.reply("461", "MODE", "Not enough parameters")
             return
         target = message.params[0]
         if target.startswith("#"):
             room = self._room_or_403(target)
-            if room is None:
-                return
-            if len(message.params) == 1:
-                self.reply("324", room.channel, "+nt")
-                self.reply("329", room.channel, str(self.host.created_ms // 1000))
-            elif message.params[1] in ("b", "+b"):
-                self.reply("368", room.channel, "End of channel ban list")
-            else:
-                self.reply("482", room.channel, "You're not channel operator")
+            if room is not None:
+                self._room_mode(room, message.params[1:])
             return
         if casefold(target) != casefold(self.nick or ""):
             self.reply("502", "Can't change mode for other users")
@@ -733,6 +771,92 @@ class IRCConnection(protocol.Protocol):
         else:
             self.send("MODE", self.nick or "*", message.params[1],
                       prefix=self.source)
+
+    def _room_mode(self, room: Room, params: tuple[str, ...]) -> None:
+        if not params:
+            self.reply("324", room.channel, *room.mode_string(self in room))
+            self.reply("329", room.channel, str(room.created_ms // 1000))
+            return
+        if params[0] in ("b", "+b", "e", "+e", "I", "+I"):
+            # List queries: this host keeps no such lists.
+            self.reply({"b": "368", "e": "349", "I": "347"}[params[0][-1]],
+                       room.channel, "End of list")
+            return
+        try:
+            changes = parse_mode_changes(params[0], params[1:])
+        except UnknownMode as e:
+            self.reply("472", str(e), "is unknown mode char to me")
+            return
+        except MissingModeParameter:
+            self.reply("461", "MODE", "Not enough parameters")
+            return
+        try:
+            event = room.change_modes(self, changes, self.host.now_ms())
+        except NotAMember:
+            self.reply("442", room.channel, "You're not on that channel")
+            return
+        except NotOperator:
+            self.reply("482", room.channel, "You're not channel operator")
+            return
+        for change in changes:
+            if change.mode == "o" and room.member_named(change.param or "") is None:
+                self.reply("441", change.param or "*", room.channel,
+                           "They aren't on that channel")
+        if event is not None:
+            self.host.save_modes(room)
+            self._submit(event)
+
+    def irc_KICK(self, message: Message) -> None:
+        """An operator removes members: C{KICK #room nick[,nick] [:reason]}."""
+        if len(message.params) < 2:
+            self.reply("461", "KICK", "Not enough parameters")
+            return
+        room = self._room_or_403(message.params[0])
+        if room is None:
+            return
+        reason = message.params[2] if len(message.params) > 2 else self.nick or ""
+        for nick in message.params[1].split(",")[:TARGMAX]:
+            target = room.member_named(nick)
+            if target is None:
+                self.reply("441", nick, room.channel, "They aren't on that channel")
+                continue
+            try:
+                event = room.kick(self, target, reason, self.host.now_ms())
+            except NotAMember:
+                self.reply("442", room.channel, "You're not on that channel")
+                return
+            except NotOperator:
+                self.reply("482", room.channel, "You're not channel operator")
+                return
+            target.rooms.pop(room.key, None)
+            self._submit(event)
+
+    def irc_INVITE(self, message: Message) -> None:
+        """Invite a user into a room (operators only when it is C{+i})."""
+        if len(message.params) < 2:
+            self.reply("461", "INVITE", "Not enough parameters")
+            return
+        nick, channel = message.params[:2]
+        other = self.host.nick_owner(nick)
+        if other is None or not other.registered:
+            self.reply("401", nick, "No such nick/channel")
+            return
+        room = self._room_or_403(channel)
+        if room is None:
+            return
+        if other in room:
+            self.reply("443", other.nick, room.channel, "is already on channel")
+            return
+        try:
+            room.invite(self, other.nick)
+        except NotAMember:
+            self.reply("442", room.channel, "You're not on that channel")
+            return
+        except NotOperator:
+            self.reply("482", room.channel, "You're not channel operator")
+            return
+        self.reply("341", other.nick, room.channel)
+        other.send("INVITE", other.nick, room.channel, prefix=self.source)
 
     # Messages
 

@@ -30,8 +30,8 @@ from chatroom.identity import HostIdentity
 from chatroom.ircserver import IRCFactory
 from chatroom.tls import server_options
 
-#: How often old history is pruned, in seconds.
-PRUNE_INTERVAL = 3600.0
+#: How often old history is pruned and idle opened rooms removed, in seconds.
+MAINTENANCE_INTERVAL = 3600.0
 
 
 @attrs.frozen
@@ -87,7 +87,8 @@ class HostService(service.MultiService):
         self.history_keep = history_keep
         self.history_days = history_days
         name = server_name or identity.short_fingerprint + ".chatroom"
-        self.host = RoomHost(store, reactor, name, rooms, limits, motd)
+        self.host = RoomHost(store, reactor, name, rooms, limits, motd,
+                             observer=self)
         self.factory = IRCFactory(self.host)
         self.tls_endpoint = None
         self._listeners: list[internet.StreamServerEndpointService] = []
@@ -98,10 +99,10 @@ class HostService(service.MultiService):
             self._listen(self.tls_endpoint)
         for description in listen:
             self._listen(endpoints.serverFromString(reactor, description))
-        if history_keep is not None or history_days is not None:
-            timer = internet.TimerService(PRUNE_INTERVAL, self.prune)
-            timer.clock = reactor
-            timer.setServiceParent(self)
+        # Hourly upkeep, and once at start: retention and idle opened rooms.
+        timer = internet.TimerService(MAINTENANCE_INTERVAL, self.maintain)
+        timer.clock = reactor
+        timer.setServiceParent(self)
 
     def _listen(self, endpoint: Any) -> None:
         listener = internet.StreamServerEndpointService(endpoint, self.factory)
@@ -125,8 +126,25 @@ class HostService(service.MultiService):
                           host=address.host, port=address.port)
         return ports
 
+    def maintain(self) -> None:
+        """Remove idle rooms users opened, then apply the retention options."""
+        self.host.remove_idle_rooms()
+        self.prune()
+
+    def room_opened(self, room) -> None:
+        """A user opened C{room}: announce it at once."""
+        if self.announcer is not None:
+            self.announcer.add_room(room.channel[1:])
+
+    def room_removed(self, room) -> None:
+        """An opened room went idle and is gone: say goodbye for it."""
+        if self.announcer is not None:
+            self.announcer.remove_room(room.channel[1:])
+
     def prune(self) -> int:
         """Apply the retention options to every room; return events deleted."""
+        if self.history_keep is None and self.history_days is None:
+            return 0
         before_ms = None
         if self.history_days is not None:
             before_ms = self.host.now_ms() - int(self.history_days * 86400000)

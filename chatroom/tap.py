@@ -82,6 +82,17 @@ class Options(usage.Options):
          _positive_int("--max-per-address")],
         ["flood-burst", None, 5, "Commands a client may send at once.",
          _positive_int("--flood-burst")],
+        ["max-rooms", None, 100,
+         "Most rooms this host serves, fixed and opened together.",
+         _positive_int("--max-rooms")],
+        ["max-opened-per-hour", None, 5,
+         "Most rooms one connection may open per hour.",
+         _positive_int("--max-opened-per-hour")],
+        ["max-room-name-length", None, 32, "Longest room name, without the '#'.",
+         _positive_int("--max-room-name-length")],
+        ["room-idle-days", None, 30.0,
+         "Remove a room users opened after this many days without an event "
+         "(while nobody is in it).", _positive_float("--room-idle-days")],
         ["flood-rate", None, 2.0,
          "Commands per second after the burst; excess is delayed "
          "(0: no flood control).", _positive_float("--flood-rate")],
@@ -89,6 +100,9 @@ class Options(usage.Options):
 
     optFlags = [
         ["no-discovery", None, "Do not announce rooms on the network."],
+        ["open-rooms", None,
+         "Let users open rooms: joining an unknown room creates it, and its "
+         "creator becomes its operator."],
     ]
 
     optParameters += [
@@ -111,12 +125,6 @@ class Options(usage.Options):
 
     def opt_room(self, name: str) -> None:
         """Host the room NAME (channel #NAME); repeat for more [default: lobby]."""
-        from chatroom.ircserver import CHANNELLEN
-        from chatroom.ircserver import _valid_room_name
-        if not _valid_room_name(name):
-            raise usage.UsageError(
-                "%r is not a usable room name: use up to %d letters, digits "
-                "and '-_.', without the '#'." % (name, CHANNELLEN - 1))
         self["rooms"].append(name)
 
     def opt_listen(self, description: str) -> None:
@@ -133,6 +141,13 @@ class Options(usage.Options):
         self["announce-addresses"].append(address)
 
     def postOptions(self) -> None:
+        from chatroom.core.room import valid_room_name
+        for name in self["rooms"]:
+            if not valid_room_name(name, self["max-room-name-length"]):
+                raise usage.UsageError(
+                    "%r is not a usable room name: use up to %d letters, digits "
+                    "and '-_.', without the '#'." % (
+                        name, self["max-room-name-length"]))
         if not 1 <= self["ttl"] <= 255:
             raise usage.UsageError("--ttl must be from 1 to 255.")
         try:
@@ -141,7 +156,7 @@ class Options(usage.Options):
         except ValueError:
             raise usage.UsageError("--discovery-group must be an IPv4 multicast "
                                    "address such as %s." % (DEFAULT_GROUP,)) from None
-        if not self["rooms"]:
+        if not self["rooms"] and not self["open-rooms"]:
             self["rooms"] = ["lobby"]
         if self["data-dir"] is None:
             self["data-dir"] = default_data_dir()
@@ -171,7 +186,12 @@ class Options(usage.Options):
 
     def limits(self) -> Limits:
         """The L{Limits} these options ask for."""
-        return Limits(max_clients=self["max-clients"],
+        return Limits(open_rooms=self["open-rooms"],
+                      max_rooms=self["max-rooms"],
+                      opened_per_hour=self["max-opened-per-hour"],
+                      room_name_length=self["max-room-name-length"],
+                      room_idle_seconds=self["room-idle-days"] * 86400.0,
+                      max_clients=self["max-clients"],
                       max_per_address=self["max-per-address"],
                       flood_burst=self["flood-burst"],
                       flood_rate=self["flood-rate"])

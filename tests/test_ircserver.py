@@ -277,9 +277,10 @@ class RoomTests(SynchronousTestCase):
     def test_who_names_mode(self):
         self.alice.join()
         self.alice.send("WHO #lobby", "NAMES #lobby", "MODE #lobby", "MODE #lobby b",
-                        "MODE alice", "MODE #lobby +m")
+                        "MODE alice", "MODE #lobby +i", "MODE #lobby +m")
         self.assertEqual(self.alice.commands(),
-                         ["352", "315", "353", "366", "324", "329", "368", "221", "482"])
+                         ["352", "315", "353", "366", "324", "329", "368", "221", "482",
+                          "472"])
 
     def test_tagmsg_relayed_to_tag_members_only(self):
         self.alice.join()

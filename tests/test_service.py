@@ -63,11 +63,45 @@ class AnnouncingHostTests(TestCase):
                          ["127.0.0.1:%d" % (tls_port.getHost().port,)])
 
         gone = defer.Deferred()
-        listener.on_change = lambda change: (
-            change.outcome is Outcome.REMOVED and not gone.called
-            and gone.callback(change))
+
+        def changed(change):
+            if not listener.directory.find(reactor.seconds()) and not gone.called:
+                gone.callback(change)
+        listener.on_change = changed
         yield host.stopService()
-        # The goodbye is a datagram: wait until the listener has read it.
+        # The goodbyes are datagrams: wait until the listener has read them
+        # and the directory is empty.
         change = yield gone
-        self.assertEqual(change.entry.announcement.room, "lobby")
-        self.assertEqual(listener.directory.find(reactor.seconds()), [])
+        self.assertEqual(change.outcome, Outcome.REMOVED)
+
+
+class OpenedRoomAnnouncedTests(TestCase):
+    """A room a user opens is announced at once."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_opened_room_found(self):
+        from chatroom.host import Limits
+
+        port = random.randint(20000, 40000)
+        settings = DiscoverySettings(interface="127.0.0.1", port=port)
+        listener = ListenerProtocol(reactor, settings.group, port, "127.0.0.1")
+        listening = DiscoveryService(reactor, listener)
+        listening.startService()
+        self.addCleanup(listening.stopService)
+        yield listener.ready
+
+        host = HostService(reactor, HostIdentity.generate(), HistoryStore(":memory:"),
+                           [], tls_port=0, tls_interface="127.0.0.1",
+                           limits=Limits(open_rooms=True), discovery=settings)
+        host.startService()
+        self.addCleanup(host.stopService)
+        yield host.listening_ports()
+        heard = defer.Deferred()
+        listener.on_change = lambda change: (
+            change.entry.announcement.room == "fresh" and not heard.called
+            and heard.callback(change))
+        host.host.open_room("fresh")
+        change = yield heard
+        self.assertEqual(change.outcome, Outcome.ADDED)

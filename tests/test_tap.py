@@ -110,3 +110,24 @@ class PluginTests(SynchronousTestCase):
         self.assertNotEqual(result.returncode, 0)
         self.assertNotIn("Traceback", result.stdout + result.stderr)
         self.assertIn("--port must be a whole number", result.stdout + result.stderr)
+
+
+class OpenRoomsOptionsTests(SynchronousTestCase):
+    """The --open-rooms options become Limits."""
+
+    def test_open_rooms(self):
+        options = tap.Options()
+        options.parseOptions(["--data-dir", self.mktemp(), "--open-rooms",
+                              "--max-rooms", "7", "--max-opened-per-hour", "2",
+                              "--max-room-name-length", "20", "--room-idle-days", "1.5"])
+        self.addCleanup(options["store"].close)
+        self.assertEqual(options["rooms"], [])
+        limits = options.limits()
+        self.assertEqual((limits.open_rooms, limits.max_rooms, limits.opened_per_hour,
+                          limits.room_name_length, limits.room_idle_seconds),
+                         (True, 7, 2, 20, 1.5 * 86400))
+
+    def test_room_name_checked_against_length(self):
+        self.assertRaises(usage.UsageError, tap.Options().parseOptions,
+                          ["--data-dir", self.mktemp(), "--max-room-name-length", "3",
+                           "--room", "lobby"])

@@ -36,6 +36,17 @@ def _ascii_lower(name: str) -> str:
     return "".join(c.lower() if c.isascii() else c for c in name)
 
 
+#: Characters a room name may use: a conservative subset of the channel
+#: names RFC 2812 allows, safe in every client, file name and log line.
+_ROOM_NAME_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def valid_room_name(name: str, max_length: int) -> bool:
+    """Whether C{name} (without C{#}) may name a room."""
+    return 0 < len(name) <= max_length and set(name) <= _ROOM_NAME_CHARACTERS
+
+
 def make_msgid(room_key: str, seq: int) -> str:
     """The IRCv3 C{msgid} of event C{seq} in the room C{room_key}."""
     return "%s:%d" % (room_key, seq)
@@ -127,6 +138,63 @@ class NotAMember(Exception):
     """The member is not in the room."""
 
 
+class NotOperator(Exception):
+    """The member is not one of the room's operators."""
+
+
+#: Room modes without a parameter that operators may set (RFC 2811 4.2):
+#: invite-only and topic lock.  C{+n} (no messages from outside) is always
+#: on: only members may post.
+FLAG_MODES = frozenset("it")
+#: Every room mode this host knows: the flags, C{n}, the key, operators.
+KNOWN_MODES = FLAG_MODES | {"n", "k", "o"}
+
+
+@attrs.frozen
+class ModeChange:
+    """One change of a room mode: C{+i}, C{-k}, C{+o nick}..."""
+
+    adding: bool
+    mode: str
+    param: str | None = None
+
+    def __str__(self) -> str:
+        return ("+" if self.adding else "-") + self.mode
+
+
+class UnknownMode(ValueError):
+    """A mode letter this host does not know."""
+
+
+class MissingModeParameter(ValueError):
+    """A mode that needs a parameter came without one."""
+
+
+def parse_mode_changes(modes: str, params: tuple[str, ...]) -> list[ModeChange]:
+    """Read C{+it-k}, C{+k secret}, C{+o-o alice bob} into changes.
+
+    @raise UnknownMode: for a letter outside L{KNOWN_MODES}.
+    @raise MissingModeParameter: when C{+k}, C{+o} or C{-o} lacks its
+        parameter.
+    """
+    changes = []
+    adding = True
+    remaining = list(params)
+    for letter in modes:
+        if letter in "+-":
+            adding = letter == "+"
+            continue
+        if letter not in KNOWN_MODES:
+            raise UnknownMode(letter)
+        param = None
+        if letter == "o" or (letter == "k" and adding):
+            if not remaining:
+                raise MissingModeParameter(letter)
+            param = remaining.pop(0)
+        changes.append(ModeChange(adding, letter, param))
+    return changes
+
+
 class Room:
     """A chat room: its members, its topic and its sequence counter.
 
@@ -136,11 +204,20 @@ class Room:
     """
 
     def __init__(self, name: str, next_seq: int = 1,
-                 topic: Topic | None = None) -> None:
+                 topic: Topic | None = None, opened: bool = False,
+                 modes: str = "", channel_key: str = "",
+                 created_ms: int = 0) -> None:
         self.key = casefold(name)
         self.channel = "#" + name
         self.next_seq = next_seq
         self.topic = topic if topic is not None else Topic()
+        #: Whether a user opened the room (it then has operators).
+        self.opened = opened
+        self.modes = set(modes) & FLAG_MODES
+        self.channel_key = channel_key
+        self.created_ms = created_ms
+        self.operators: set[Any] = set()
+        self.invited: set[str] = set()
         self._members: dict[Any, None] = {}
         self.audience: tuple[Any, ...] = ()
 
@@ -169,8 +246,23 @@ class Room:
                      client_tags=client_tags or {}, audience=self.audience,
                      origin=member, label=label)
 
+    def join_refusal(self, nick: str, key: str | None) -> str | None:
+        """Why C{nick} may not join (C{"invite-only"}, C{"bad-key"}), or C{None}."""
+        if "i" in self.modes and casefold(nick) not in self.invited:
+            return "invite-only"
+        if self.channel_key and key != self.channel_key:
+            return "bad-key"
+        return None
+
     def join(self, member: Any, now_ms: int, label: str | None = None) -> Event:
-        """Add C{member}; the join event goes to everyone, the joiner too."""
+        """Add C{member}; the join event goes to everyone, the joiner too.
+
+        In a room a user opened, whoever joins it empty becomes its
+        operator, as on IRC networks.
+        """
+        if self.opened and not self._members:
+            self.operators.add(member)
+        self.invited.discard(casefold(member.nick))
         self._members[member] = None
         self.audience = tuple(self._members)
         return self._event("JOIN", member, (self.channel,), now_ms, label=label)
@@ -187,6 +279,7 @@ class Room:
             raise NotAMember(member)
         audience = self.audience
         del self._members[member]
+        self.operators.discard(member)
         self.audience = tuple(self._members)
         if command == "QUIT":
             params: tuple[str, ...] = (reason or "",)
@@ -215,12 +308,119 @@ class Room:
         """Change the topic.
 
         @raise NotAMember: if C{member} is not in the room.
+        @raise NotOperator: if the topic is locked (C{+t}) and C{member} is
+            not an operator.
         """
         if member not in self._members:
             raise NotAMember(member)
+        if "t" in self.modes and member not in self.operators:
+            raise NotOperator(member)
         self.topic = Topic(text, member.source, now_ms)
         return self._event("TOPIC", member, (self.channel, text), now_ms,
                            label=label)
+
+    def is_operator(self, member: Any) -> bool:
+        """Whether C{member} is one of the room's operators."""
+        return member in self.operators
+
+    def member_named(self, nick: str) -> Any:
+        """The member using C{nick}, or C{None}."""
+        folded = casefold(nick)
+        for member in self._members:
+            if casefold(member.nick) == folded:
+                return member
+        return None
+
+    def _require_operator(self, member: Any) -> None:
+        if member not in self._members:
+            raise NotAMember(member)
+        if member not in self.operators:
+            raise NotOperator(member)
+
+    def kick(self, member: Any, target: Any, reason: str, now_ms: int,
+             label: str | None = None) -> Event:
+        """Operator C{member} removes C{target} from the room.
+
+        @raise NotOperator: if C{member} is not an operator.
+        @raise NotAMember: if C{member} or C{target} is not in the room.
+        """
+        self._require_operator(member)
+        if target not in self._members:
+            raise NotAMember(target)
+        audience = self.audience
+        del self._members[target]
+        self.operators.discard(target)
+        self.audience = tuple(self._members)
+        event = self._event("KICK", member, (self.channel, target.nick, reason),
+                            now_ms, label=label)
+        event.audience = audience
+        return event
+
+    def invite(self, member: Any, nick: str) -> None:
+        """C{member} invites C{nick}; in a C{+i} room only operators may.
+
+        @raise NotAMember: if C{member} is not in the room.
+        @raise NotOperator: if the room is C{+i} and C{member} is no operator.
+        """
+        if member not in self._members:
+            raise NotAMember(member)
+        if "i" in self.modes and member not in self.operators:
+            raise NotOperator(member)
+        self.invited.add(casefold(nick))
+
+    def change_modes(self, member: Any, changes: list[ModeChange], now_ms: int,
+                     label: str | None = None) -> Event | None:
+        """Operator C{member} applies C{changes}; the event shows what changed.
+
+        Changes that change nothing (C{+i} on a C{+i} room, C{+o} of someone
+        not in the room) are left out; C{None} when nothing is left.
+
+        @raise NotOperator: if C{member} is not an operator.
+        @raise NotAMember: if C{member} is not in the room.
+        """
+        self._require_operator(member)
+        applied: list[ModeChange] = []
+        for change in changes:
+            if change.mode == "n":
+                continue  # always on
+            if change.mode in FLAG_MODES:
+                if (change.mode in self.modes) == change.adding:
+                    continue
+                (self.modes.add if change.adding else self.modes.discard)(change.mode)
+            elif change.mode == "k":
+                if change.adding:
+                    self.channel_key = change.param or ""
+                elif not self.channel_key:
+                    continue
+                else:
+                    self.channel_key = ""
+                    change = ModeChange(False, "k", "*")
+            elif change.mode == "o":
+                target = self.member_named(change.param or "")
+                if target is None or (target in self.operators) == change.adding:
+                    continue
+                (self.operators.add if change.adding else self.operators.discard)(target)
+                change = ModeChange(change.adding, "o", target.nick)
+            applied.append(change)
+        if not applied:
+            return None
+        text = ""
+        sign = None
+        for change in applied:
+            if change.adding != sign:
+                sign = change.adding
+                text += "+" if sign else "-"
+            text += change.mode
+        params = tuple(c.param for c in applied if c.param is not None)
+        return self._event("MODE", member, (self.channel, text, *params), now_ms,
+                           label=label)
+
+    def mode_string(self, show_key: bool) -> tuple[str, ...]:
+        """The room's modes for C{324}: C{("+int",)} or C{("+ik", key)}."""
+        letters = "".join(sorted(self.modes | {"n"}))
+        if self.channel_key:
+            return ("+" + letters + "k", self.channel_key if show_key else "*")
+        return ("+" + letters,)
 
     def refresh(self) -> None:
         """Rebuild the audience after a member changed (nick, capabilities).
