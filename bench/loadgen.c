@@ -94,6 +94,8 @@ static int opt_payload = 64;           /* bytes of message body in total */
 static int opt_nodelay = 0;
 static int opt_parallel = 64;          /* clients setting up at the same time */
 static const char *opt_nick_prefix = "b";
+static int opt_verbose = 0;
+static int opt_poke_ms = 200;          /* 0: never poke a stalled server */
 
 /* ------------------------------------------------------------- state */
 static conn *conns;
@@ -110,6 +112,8 @@ static uint32_t *ackring;       /* [s * ring + c % ring] receivers so far */
 static uint32_t ring;           /* power of two >= window */
 static int64_t *next_due;       /* rate mode */
 static uint64_t *sent_in_window;
+static int64_t *last_ack_ns;    /* when acked[s] last advanced */
+static int64_t *last_poke_ns;
 /* per receiver x sender */
 static int64_t *maxseen;        /* [r*K+s] highest counter seen, -1 none */
 static uint64_t *nrecv;         /* [r*K+s] distinct received */
@@ -120,9 +124,10 @@ static int ref_id;
 
 /* totals */
 static uint64_t deliveries_total, deliveries_in_window, duplicates,
-    out_of_order, bogus, self_echo, late_sends, hist_count;
+    out_of_order, bogus, self_echo, late_sends, hist_count, stall_pokes;
 static int64_t lat_max_ns;
 static uint32_t *hist;
+static int drain_timed_out;
 static int64_t t_begin, t_joined, t_warm, t0, t1, t_drained;
 
 /* /proc samples */
@@ -358,6 +363,7 @@ static void on_bench_message(conn *c, const char *p, const char *end, int64_t no
             if (*slot < need) break;
             *slot = 0;
             acked[s]++;
+            last_ack_ns[s] = now;
         }
     }
 }
@@ -536,10 +542,33 @@ static void append_message(conn *c, int s, int64_t now) {
     if (phase == P_MEASURE) sent_in_window[s]++;
 }
 
+/* Some servers (ngircd 26 with GnuTLS) can leave a sender's last commands
+ * unprocessed until more input arrives from that sender.  A sender whose
+ * messages have not all arrived and whose acknowledgements have not moved for
+ * --poke-ms sends a PING, as a live client would send something sooner or
+ * later.  The report counts these pokes. */
+static void poke_stalled(int s, conn *c, int64_t now) {
+    if (opt_poke_ms <= 0 || acked[s] >= sent[s]) return;
+    int64_t idle = (int64_t)opt_poke_ms * 1000000;
+    if (now - last_ack_ns[s] < idle || now - last_poke_ns[s] < idle) return;
+    if (opt_verbose)
+        logmsg("poke sender %d: %llu unacknowledged, %zu bytes unsent here", s,
+               (unsigned long long)(sent[s] - acked[s]), c->wlen - c->woff);
+    wappend(c, "PING :poke\r\n", 12);
+    last_poke_ns[s] = now;
+    stall_pokes++;
+    flush(c);
+}
+
 static void pump_senders(int64_t now) {
+    if (phase == P_DRAIN)
+        for (int s = 0; s < opt_senders; s++)
+            if (conns[s].state == C_JOINED) poke_stalled(s, &conns[s], now);
     if (phase != P_WARMUP && phase != P_MEASURE) return;
     for (int s = 0; s < opt_senders; s++) {
         conn *c = &conns[s];
+        if (c->state != C_JOINED) continue;
+        poke_stalled(s, c, now);
         if (c->state != C_JOINED) continue;
         int wrote = 0;
         if (opt_rate <= 0) {
@@ -652,9 +681,11 @@ static void report(void) {
            (unsigned long long)duplicates, (unsigned long long)out_of_order);
     printf("  \"total_order_checked\": %s, \"total_order_mismatches\": %d,\n",
            order_checked ? "true" : "false", order_mismatch);
-    printf("  \"bogus\": %llu, \"self_echo\": %llu, \"late_sends\": %llu,\n",
+    printf("  \"bogus\": %llu, \"self_echo\": %llu, \"late_sends\": %llu, "
+           "\"stall_pokes\": %llu, \"drain_timed_out\": %s,\n",
            (unsigned long long)bogus, (unsigned long long)self_echo,
-           (unsigned long long)late_sends);
+           (unsigned long long)late_sends, (unsigned long long)stall_pokes,
+           drain_timed_out ? "true" : "false");
     printf("  \"latency_samples\": %llu, \"latency_ms\": {\"p50\": %.3f, \"p99\": %.3f, "
            "\"p999\": %.3f, \"max\": %.3f},\n",
            (unsigned long long)hist_count, hist_pct(0.50), hist_pct(0.99),
@@ -686,7 +717,9 @@ static void usage(void) {
         "  [--duration S] [--warmup S] [--settle S] [--drain S] [--timeout S]\n"
         "  [--connect-timeout S] [--max-messages PER_SENDER] [--channel #c]\n"
         "  [--cpu CORE] [--server-pid PID] [--payload BYTES] [--nodelay]\n"
-        "  [--parallel CLIENTS_SETTING_UP_AT_ONCE] [--nick-prefix P]\n");
+        "  [--parallel CLIENTS_SETTING_UP_AT_ONCE] [--nick-prefix P]\n"
+        "  [--poke-ms MS (PING a stalled sender's server after MS; 0 = never)]\n"
+        "  [--verbose]\n");
     exit(2);
 }
 
@@ -714,7 +747,9 @@ int main(int argc, char **argv) {
         else if (OPT("--payload")) opt_payload = atoi(v);
         else if (OPT("--parallel")) opt_parallel = atoi(v);
         else if (OPT("--nick-prefix")) opt_nick_prefix = v;
+        else if (OPT("--poke-ms")) opt_poke_ms = atoi(v);
         else if (!strcmp(a, "--nodelay")) opt_nodelay = 1;
+        else if (!strcmp(a, "--verbose")) opt_verbose = 1;
         else usage();
 #undef OPT
     }
@@ -768,6 +803,8 @@ int main(int argc, char **argv) {
     sent_in_window = xcalloc((size_t)K, sizeof *sent_in_window);
     ackring = xcalloc((size_t)K * ring, sizeof *ackring);
     next_due = xcalloc((size_t)K, sizeof *next_due);
+    last_ack_ns = xcalloc((size_t)K, sizeof *last_ack_ns);
+    last_poke_ns = xcalloc((size_t)K, sizeof *last_poke_ns);
     excl_hash = xcalloc((size_t)K, sizeof *excl_hash);
     maxseen = xcalloc((size_t)opt_clients * K, sizeof *maxseen);
     nrecv = xcalloc((size_t)opt_clients * K, sizeof *nrecv);
@@ -816,8 +853,10 @@ int main(int argc, char **argv) {
             phase = P_WARMUP;
             t_warm = now;
             phase_deadline = now + (int64_t)(opt_warmup * 1e9);
-            for (int s = 0; s < K; s++)  /* stagger the senders across one period */
+            for (int s = 0; s < K; s++) {  /* stagger the senders across one period */
                 next_due[s] = now + (opt_rate > 0 ? (int64_t)(1e9 / opt_rate * s / K) : 0);
+                last_ack_ns[s] = now;
+            }
         }
         if (phase == P_WARMUP && now >= phase_deadline) {
             phase = P_MEASURE;
@@ -837,7 +876,10 @@ int main(int argc, char **argv) {
             int pending = 0;
             for (int s = 0; s < K; s++) pending |= conns[s].wlen > conns[s].woff;
             if ((all_acked() && !pending) || now >= phase_deadline) {
-                if (!all_acked()) logmsg("drain timeout: messages still in flight");
+                if (!all_acked()) {
+                    logmsg("drain timeout: messages still in flight");
+                    drain_timed_out = 1;
+                }
                 t_drained = now;
                 phase = P_DONE;
                 break;

@@ -438,6 +438,8 @@ METRICS = [
     ("out_of_order", "out of order", "{:d}", ("throughput", "latency")),
     ("total_order_mismatches", "total order mismatches", "{:d}",
      ("throughput", "latency")),
+    ("stall_pokes", "stall pokes (PING to unstick)", "{:d}", ("throughput", "latency")),
+    ("drain_timed_out", "drain timed out", "{}", ("throughput", "latency")),
     ("server_cpu_s_per_1000_deliveries", "server CPU ms/1000 deliveries", "ms",
      ("throughput", "latency")),
     ("server_cpu_util", "server CPU use (cores)", "{:.2f}", ("throughput", "latency")),
@@ -483,7 +485,7 @@ def ratios(results):
         for key, *_ in METRICS:
             x, y = get(a, key), get(b, key)
             if isinstance(x, (int, float)) and isinstance(y, (int, float)) and y > 0 \
-                    and x >= 0:
+                    and x >= 0 and not isinstance(x, bool):
                 out[scen][key] = round(x / y, 3)
     return out
 
