@@ -16,6 +16,7 @@ import ipaddress
 from typing import Any, Iterable
 
 import attrs
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatroom.core.room import POST_COMMANDS, Event, Room, casefold
@@ -104,6 +105,8 @@ class RoomHost:
         self.rooms: dict[str, Room] = {}
         self.nicks: dict[str, Any] = {}
         self.clients = 0
+        #: Every admitted connection (registered or not).
+        self.connections: set[Any] = set()
         self._per_address: dict[str, int] = {}
         self._new_connections: dict[str, TokenBucket] = {}
         self._pending: list[Event] = []
@@ -304,6 +307,27 @@ class RoomHost:
                 if event.origin is not None:
                     event.origin.event_committed(event)
             start = end
+
+    def close_all(self, reason: str, grace: float = 5.0) -> defer.Deferred:
+        """Tell every client C{reason} and close; fires once all are gone.
+
+        Connections that have not closed after C{grace} seconds (a peer
+        that stopped reading) are aborted.
+        """
+        connections = list(self.connections)
+        lost = defer.gatherResults([c.when_lost() for c in connections])
+        for connection in connections:
+            connection.close(reason)
+        if not connections:
+            return lost
+        deadline = self.clock.callLater(
+            grace, lambda: [c.abort() for c in list(self.connections)])
+
+        def done(result: Any) -> Any:
+            if deadline.active():
+                deadline.cancel()
+            return result
+        return lost.addBoth(done)
 
     def stop(self) -> None:
         """Flush what is pending; called when the service stops."""

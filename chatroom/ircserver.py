@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from twisted.internet import interfaces, protocol
+from twisted.internet import defer, interfaces, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -145,6 +145,7 @@ class IRCConnection(protocol.Protocol):
         self._awaiting_labels: dict[Event, tuple[str, list[bytes]]] = {}
         self._quit_reason = "Connection closed"
         self._opened_rooms: TokenBucket | None = None
+        self._lost_waiters: list[defer.Deferred] = []
 
     # Connection lifetime
 
@@ -158,6 +159,7 @@ class IRCConnection(protocol.Protocol):
             self.transport.loseConnection()
             return
         self._admitted = True
+        self.host.connections.add(self)
         self._last_input = self.clock.seconds()
         _set_no_delay(self.transport)
         self.transport.registerProducer(self, True)
@@ -175,11 +177,25 @@ class IRCConnection(protocol.Protocol):
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._closed = True
         self._cancel_timers()
-        if not self._admitted:
-            return
-        self._admitted = False
-        self.host.release(self.address)
-        self.host.member_left(self, self._quit_reason)
+        waiters, self._lost_waiters = self._lost_waiters, []
+        if self._admitted:
+            self._admitted = False
+            self.host.connections.discard(self)
+            self.host.release(self.address)
+            self.host.member_left(self, self._quit_reason)
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def when_lost(self) -> defer.Deferred:
+        """A Deferred that fires once the connection is closed."""
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._lost_waiters.append(waiter)
+        return waiter
+
+    def abort(self) -> None:
+        """Drop the connection now, without waiting for its output."""
+        self._closed = True
+        self.transport.abortConnection()
 
     def _cancel_timers(self) -> None:
         for call in (self._deadline, self._drain_call):

@@ -192,14 +192,16 @@ class HostService(service.MultiService):
                       rooms=len(self.host.rooms), interface=settings.interface,
                       group=settings.group, port=settings.port)
 
+    @defer.inlineCallbacks
     def stopService(self):
-        d = super().stopService()
-
-        def closed(result):
+        """Stop announcing and listening, say goodbye to every client, then
+        commit what is pending and close the store."""
+        try:
+            yield super().stopService()
+            yield self.host.close_all("Server shutting down")
+        finally:
             self.host.stop()
             self.store.close()
-            return result
-        return d.addBoth(closed)
 
 
 def _exit_cannot_listen(error: CannotListenError) -> None:

@@ -1,78 +1,22 @@
 """Real TLS on 127.0.0.1: two clients, total order, echo, history across a restart."""
 
-import os
-
-from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from chatroom.client.protocol import RoomClientProtocol, sequence_of
-from chatroom.history import HistoryStore
-from chatroom.host import Limits
-from chatroom.identity import HostIdentity, load_or_create
+from chatroom.client.protocol import sequence_of
+from chatroom.identity import HostIdentity
 from chatroom.ircserver import IRCConnection
-from chatroom.service import HostService, data_paths
-from chatroom.tls import PinnedClientCreator
+
+from .running_host import RunningHostMixin
 
 
-class Recorder:
-    """A client listener that keeps every room message."""
-
-    def __init__(self):
-        self.messages = []
-
-    def message_received(self, message):
-        if message.command == "PRIVMSG" and "batch" not in message.tags:
-            self.messages.append(message)
-
-    def connection_lost(self, reason):
-        pass
-
-
-class TLSRoomTests(TestCase):
+class TLSRoomTests(RunningHostMixin, TestCase):
     """A host with its TLS listener on loopback and real clients."""
 
     timeout = 60
 
     def setUp(self):
-        self.data_dir = self.mktemp()
-        os.makedirs(self.data_dir)
-        self.key_path, self.db_path = data_paths(self.data_dir)
-        self.identity = load_or_create(self.key_path)
-        self.service = None
-
-    @defer.inlineCallbacks
-    def start_host(self):
-        self.service = HostService(
-            reactor, self.identity, HistoryStore(self.db_path), ["lobby"],
-            tls_port=0, tls_interface="127.0.0.1", limits=Limits(flood_rate=0))
-        self.service.startService()
-        self.addCleanup(self.stop_host)
-        (port,) = yield self.service.listening_ports()
-        return port.getHost().port
-
-    def stop_host(self):
-        service, self.service = self.service, None
-        if service is not None and service.running:
-            return service.stopService()
-
-    @defer.inlineCallbacks
-    def connect(self, port, nick, public_key=None):
-        recorder = Recorder()
-        creator = PinnedClientCreator(public_key or self.identity.public_key)
-        endpoint = endpoints.wrapClientTLS(
-            creator, endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port))
-        client = yield endpoint.connect(protocol.Factory.forProtocol(
-            lambda: RoomClientProtocol(nick, recorder)))
-        self.addCleanup(self.disconnect, client)
-        yield client.registered
-        return client, recorder
-
-    def disconnect(self, client):
-        if client.transport.connected:
-            lost = defer.Deferred()
-            client.listener.connection_lost = lambda reason: lost.callback(None)
-            client.transport.loseConnection()
-            return lost
+        self.make_data_dir()
 
     @defer.inlineCallbacks
     def test_order_echo_and_history_across_restart(self):
@@ -122,3 +66,14 @@ class TLSRoomTests(TestCase):
                                            Exception)
         self.assertIn("certificate verify failed", str(failure))
         self.assertEqual(received, [])
+
+    @defer.inlineCallbacks
+    def test_stop_closes_clients(self):
+        """Stopping the host tells each client why and closes it."""
+        port = yield self.start_host()
+        alice, _ = yield self.connect(port, "alice")
+        error = alice.wait_for(lambda m: m.command == "ERROR")
+        error.addErrback(lambda f: None)
+        yield self.stop_host()
+        message = yield error
+        self.assertIn("Server shutting down", message.params[0])
