@@ -409,6 +409,29 @@ class TimeoutTests(SynchronousTestCase):
                          ("Closing link: 127.0.0.1 (Registration timeout)",))
         self.assertTrue(client.transport.disconnecting)
 
+    def test_disconnect_mid_handshake(self):
+        """A TLS client gone before its handshake leaves nothing behind."""
+        from twisted.internet.testing import StringTransport
+        transport = StringTransport()
+        directlyProvides(transport, ISSLTransport)
+        protocol = IRCConnection(self.host)
+        protocol.makeConnection(transport)
+        self.assertEqual(self.host.clients, 1)
+        protocol.connectionLost()
+        self.assertEqual((self.host.clients, self.host.connections), (0, set()))
+        self.assertEqual(self.host.clock.getDelayedCalls(), [])
+
+    def test_disconnect_mid_batch(self):
+        """A client gone right after asking for a history batch: no leak."""
+        client = FakeClient(self.host).register("alice", ALL_CAPS).join()
+        client.protocol.dataReceived(
+            b"@label=x CHATHISTORY LATEST #lobby * 10\r\nPRIVMSG #lobby :la")
+        client.disconnect()
+        self.assertEqual((self.host.clients, self.host.nicks), (0, {}))
+        self.assertEqual(self.host.rooms["lobby"].members, ())
+        self.assertEqual(self.host.clock.getDelayedCalls(), [])
+        self.assertEqual(client.protocol._awaiting_labels, {})
+
     def test_handshake_timeout(self):
         """A TLS client that never finishes the handshake is aborted at 10 s."""
         client = FakeClient.__new__(FakeClient)

@@ -105,3 +105,27 @@ class OpenedRoomAnnouncedTests(TestCase):
         host.host.open_room("fresh")
         change = yield heard
         self.assertEqual(change.outcome, Outcome.ADDED)
+
+
+class RetentionTests(SynchronousTestCase):
+    """--history-keep and --history-days applied by the hourly upkeep."""
+
+    def test_keep_count(self):
+        from chatroom.core.room import Event
+        store = HistoryStore(":memory:")
+        service = HostService(reactor, HostIdentity.generate(), store, ["lobby"],
+                              tls_port=None, history_keep=2)
+        store.append([Event(room="lobby", seq=n, time_ms=n, command="PRIVMSG",
+                            source="a!u@h", params=("#lobby", str(n)))
+                      for n in range(1, 6)])
+        service.maintain()
+        self.assertEqual([e.seq for e in store.between("lobby", 0, 9, 9, False, True)],
+                         [4, 5])
+        store.close()
+
+    def test_nothing_without_options(self):
+        store = HistoryStore(":memory:")
+        service = HostService(reactor, HostIdentity.generate(), store, ["lobby"],
+                              tls_port=None)
+        self.assertEqual(service.prune(), 0)
+        store.close()
