@@ -1,0 +1,98 @@
+"""Errors the chatroom client shows people: one sentence each, with what to do next."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from chatroom.errors import ChatroomError
+
+
+class ClientError(ChatroomError):
+    """Base of the errors the console client prints as one line."""
+
+
+class BadRoomSpec(ClientError):
+    """What the user typed is neither C{ROOM} nor C{FINGERPRINT/ROOM}."""
+
+
+class NoSuchRoom(ClientError):
+    """No host answered for the room, and the directory does not hold it."""
+
+    def __init__(self, spec: str) -> None:
+        super().__init__(
+            "No room %s answered on this network; check the name with"
+            " 'chatroom rooms', or check --discovery-interface." % (spec,))
+        self.spec = spec
+
+
+class AmbiguousRoom(ClientError):
+    """Several hosts serve a room of that name; the user has to pick one.
+
+    @ivar choices: the C{FINGERPRINT/ROOM} forms of the candidates.
+    """
+
+    def __init__(self, room: str, choices: Sequence[str]) -> None:
+        listed = ", ".join(choices)
+        super().__init__(
+            "%d hosts serve a room called %s: %s; run the command again with"
+            " one of them." % (len(choices), room, listed))
+        self.room = room
+        self.choices = tuple(choices)
+
+
+class HostUnreachable(ClientError):
+    """No address of the room's host accepted a connection."""
+
+    def __init__(self, room: str, addresses: Sequence[str], why: str) -> None:
+        super().__init__(
+            "Could not reach the host of %s at %s (%s); it may have moved or"
+            " stopped: try 'chatroom find %s' again in a moment."
+            % (room, ", ".join(addresses) or "no address", why, room))
+        self.room = room
+        self.addresses = tuple(addresses)
+
+
+class KeyMismatch(ClientError):
+    """The server at the room's address has another key than the room's.
+
+    No IRC byte was sent to it: the key is checked inside the TLS handshake.
+    """
+
+    def __init__(self, room: str, address: str, expected: str,
+                 seen: str | None) -> None:
+        super().__init__(
+            "The server at %s is not the host of %s: it has key %s, the room"
+            " has key %s; nothing was sent to it. Find the room again with"
+            " 'chatroom find', or check the fingerprint you gave."
+            % (address, room, seen or "(not an Ed25519 key)", expected))
+        self.address = address
+        self.expected = expected
+        self.seen = seen
+
+
+class NickInUse(ClientError):
+    """The host refused the nickname: someone in the room already has it.
+
+    @ivar suggestion: a nickname to try instead.
+    """
+
+    def __init__(self, nick: str, suggestion: str) -> None:
+        super().__init__(
+            "The nick %s is taken on this host; try --nick %s." % (nick, suggestion))
+        self.nick = nick
+        self.suggestion = suggestion
+
+
+class RoomRefused(ClientError):
+    """The host refused to let us join (unknown room, banned, password)."""
+
+
+class NotConnected(ClientError):
+    """The client is not in the room right now (reconnecting or closed)."""
+
+
+def alternative_nick(nick: str) -> str:
+    """A nickname to offer when C{nick} is taken: C{alice} -> C{alice_}."""
+    if len(nick) < 30:
+        return nick + "_"
+    return nick[:29] + "_"

@@ -1,0 +1,756 @@
+# -*- test-case-name: tests.test_client_session -*-
+"""The chatroom client API: find a room, join it, talk, and stay joined while the host moves.
+
+Two classes do the work; the console script (L{chatroom.client.main}) is
+built on them and nothing else:
+
+- L{RoomFinder} listens to discovery on one interface, keeps the room
+  directory and resolves what a user typed (C{lobby} or
+  C{FINGERPRINT/lobby}) to one signed announcement, with an expanding-ring
+  search when the directory does not hold it yet.
+- L{RoomSession} is one membership of one room: C{connect()} (a Deferred
+  that fires once joined and caught up), C{say()}, C{action()},
+  C{change_nick()}, C{names()}, C{topic()}, C{close()}, and an C{on_event}
+  callback called with every L{RoomEvent} exactly once, in the host's
+  order.  A L{~chatroom.client.reconnect.ReconnectMachine} keeps it joined:
+  after a drop it reconnects with backoff, follows a newer announcement
+  when the host moved, and fetches what it missed with
+  C{CHATHISTORY AFTER} the last sequence number it saw.
+
+The reactor (and clock) is passed in; nothing here reads the global one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Sequence
+
+import attrs
+from twisted.internet import defer, endpoints, protocol
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatroom.client import errors
+from chatroom.client.protocol import NickInUse as ProtocolNickInUse
+from chatroom.client.protocol import RoomClientProtocol
+from chatroom.client.reconnect import (
+    ReconnectMachine,
+    ReconnectState,
+    RoomTarget,
+)
+from chatroom.core.directory import DirectoryChange, DirectoryEntry, Outcome
+from chatroom.core.discovery import (
+    Announcement,
+    ParseError,
+    RoomAddress,
+    check_room_name,
+    fingerprint_prefix_from_hex,
+    short_fingerprint,
+)
+from chatroom.core.ircline import Message, parse_server_time
+from chatroom.core.room import casefold, parse_msgid
+from chatroom.core.search import DEFAULT_RINGS, Ring
+from chatroom.discovery import (
+    DEFAULT_ANNOUNCE_TTL,
+    DEFAULT_GROUP,
+    DEFAULT_PORT,
+    DiscoveryService,
+    ListenerProtocol,
+)
+from chatroom.tls import PinnedClientCreator
+
+__all__ = [
+    "RoomEvent", "RoomFinder", "RoomSession", "RoomTarget", "parse_room_spec",
+]
+
+#: Seconds to keep listening after the first answer to a search, so that the
+#: answers of other hosts serving a room of the same name arrive too (the
+#: protocol delays answers by at most 120 ms).
+COLLECT_TIME = 0.25
+
+#: Seconds a connection attempt (TCP, TLS, registration, join, catch-up)
+#: may take before it counts as failed.
+ATTEMPT_TIMEOUT = 20.0
+
+#: Events of recent history shown when joining for the first time.
+RECENT_HISTORY = 20
+
+#: CHATHISTORY limit per request (the host's CHATHISTORY=100).
+HISTORY_PAGE = 100
+
+_ROOM_COMMANDS = frozenset({"PRIVMSG", "NOTICE", "JOIN", "PART", "TOPIC", "KICK"})
+
+_log = Logger()
+
+
+def parse_room_spec(text: str) -> tuple[str, bytes]:
+    """Read C{ROOM} or C{FINGERPRINT/ROOM} (a leading C{#} is allowed).
+
+    @return: the room name and the fingerprint prefix bytes (empty: any key).
+    @raise errors.BadRoomSpec: with a sentence saying what was wrong.
+    """
+    fingerprint, _, room = text.rpartition("/")
+    room = room[1:] if room.startswith("#") else room
+    try:
+        check_room_name(room)
+        prefix = fingerprint_prefix_from_hex(fingerprint) if fingerprint else b""
+    except (ParseError, ValueError) as e:
+        raise errors.BadRoomSpec(
+            "%r is not a room: write ROOM or FINGERPRINT/ROOM (%s)." % (text, e)
+        ) from None
+    return room, prefix
+
+
+def room_spec(q: bytes, room: str) -> str:
+    """The C{FINGERPRINT/ROOM} form people type to name one room exactly."""
+    return "%s/%s" % (short_fingerprint(q), room)
+
+
+@attrs.frozen
+class RoomEvent:
+    """One thing that happened in a room, ready to show.
+
+    @ivar kind: C{message}, C{action}, C{notice}, C{join}, C{part}, C{quit},
+        C{topic}, C{kick} or C{nick}.
+    @ivar sender: the nick that did it.
+    @ivar text: the message, reason, topic or (for C{nick}) the new nick.
+    @ivar seq: the host's sequence number (C{None} for unnumbered events
+        such as nick changes).
+    @ivar time_ms: when the host accepted it (milliseconds since the epoch),
+        if the host said.
+    @ivar own: True if the sender is this session's own nick.
+    @ivar replayed: True if it came from history rather than live.
+    """
+
+    kind: str
+    sender: str
+    text: str = ""
+    seq: int | None = None
+    time_ms: int | None = None
+    own: bool = False
+    replayed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict (C{tail --json})."""
+        return attrs.asdict(self)
+
+
+def event_from_message(message: Message, channel: str, room_key: str,
+                       own_nick: str) -> RoomEvent | None:
+    """The L{RoomEvent} a server line means for room C{channel}, or C{None}
+    if the line is not an event of that room."""
+    command = message.command
+    params = message.params
+    if command in _ROOM_COMMANDS:
+        if not params or casefold(params[0]) != casefold(channel):
+            return None
+    elif command not in ("QUIT", "NICK"):
+        return None
+    sender = (message.prefix or "").partition("!")[0]
+    text = params[-1] if len(params) > 1 or command in ("QUIT", "NICK") and params \
+        else ""
+    kind = command.lower()
+    if command == "PRIVMSG" and text.startswith("\x01ACTION") and text.endswith("\x01"):
+        kind, text = "action", text[len("\x01ACTION"):-1].strip()
+    elif command == "PRIVMSG":
+        kind = "message"
+    elif command == "KICK" and len(params) > 1:
+        text = " ".join(params[1:])
+    seq = None
+    msgid = message.tags.get("msgid")
+    if msgid is not None:
+        parsed = parse_msgid(msgid)
+        if parsed is not None and parsed[0] == room_key:
+            seq = parsed[1]
+    time_ms = None
+    if "time" in message.tags:
+        try:
+            time_ms = parse_server_time(message.tags["time"])
+        except ValueError:
+            time_ms = None
+    return RoomEvent(kind=kind, sender=sender, text=text, seq=seq,
+                     time_ms=time_ms,
+                     own=casefold(sender) == casefold(own_nick),
+                     replayed="batch" in message.tags)
+
+
+class RoomFinder:
+    """Discovery for a client: the live directory and finding one room.
+
+    @ivar listener: the L{ListenerProtocol} (its C{directory} is the list
+        of rooms heard so far).
+    """
+
+    def __init__(self, reactor: Any, interface: str = "127.0.0.1",
+                 group: str = DEFAULT_GROUP, port: int = DEFAULT_PORT,
+                 rings: Sequence[Ring] = DEFAULT_RINGS,
+                 collect_time: float = COLLECT_TIME) -> None:
+        self.reactor = reactor
+        self.rings = tuple(rings)
+        self.collect_time = collect_time
+        self.listener = ListenerProtocol(reactor, group, port, interface,
+                                         on_change=self._changed)
+        self.service = DiscoveryService(reactor, self.listener)
+        self._watchers: list[Callable[[DirectoryChange], None]] = []
+
+    def start(self) -> Deferred[None]:
+        """Open the discovery sockets; fires once the group is joined."""
+        self.service.startService()
+        return self.listener.ready
+
+    def stop(self) -> Deferred[None]:
+        """Close the discovery sockets."""
+        if not self.service.running:
+            return defer.succeed(None)
+        return self.service.stopService()
+
+    def watch(self, callback: Callable[[DirectoryChange], None]) -> Callable[[], None]:
+        """Call C{callback} with every change of the directory; returns a
+        function that stops it."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback) if callback in \
+            self._watchers else None
+
+    def _changed(self, change: DirectoryChange) -> None:
+        for watcher in list(self._watchers):
+            watcher(change)
+
+    def ask(self, room: str | None = None, fingerprint_prefix: bytes = b"",
+            ttl: int = DEFAULT_ANNOUNCE_TTL) -> None:
+        """Ask the network once (any room by default); answers fill the
+        directory."""
+        self.listener.ask(room, fingerprint_prefix, ttl)
+
+    def rooms(self) -> list[DirectoryEntry]:
+        """Every room heard and not expired, by name then key."""
+        return self.listener.directory.entries(self.reactor.seconds())
+
+    @inlineCallbacks
+    def find(self, spec: str):
+        """Resolve C{ROOM} or C{FINGERPRINT/ROOM} to one announcement.
+
+        @return: a Deferred firing with the L{Announcement}.
+        @raise errors.NoSuchRoom: nobody answered the search.
+        @raise errors.AmbiguousRoom: several hosts serve a room of that name.
+        """
+        room, prefix = parse_room_spec(spec)
+        result = yield self.listener.search(room, prefix, self.rings)
+        if not result.found:
+            raise errors.NoSuchRoom(spec)
+        # Other hosts with a room of that name answer the same query within
+        # 120 ms; listen that long so the user can be asked to pick.
+        yield deferLater(self.reactor, self.collect_time, lambda: None)
+        matches = self.listener.directory.find(self.reactor.seconds(), room, prefix)
+        keys = {entry.announcement.q for entry in matches}
+        if len(keys) > 1:
+            raise errors.AmbiguousRoom(room, sorted(
+                room_spec(q, room) for q in keys))
+        if matches:
+            return matches[0].announcement
+        return result.announcement
+
+
+def target_for_address(address: str, key: str, room: str) -> RoomTarget:
+    """A target given by hand (C{--connect HOST:PORT --key KEY}): C{key} is
+    the 64-hex-digit room key C{Q}."""
+    try:
+        RoomAddress.parse(address)
+        q = bytes.fromhex(key.replace(":", ""))
+    except (ParseError, ValueError):
+        raise errors.BadRoomSpec(
+            "--connect takes HOST:PORT and --key the room's 64-hex-digit key;"
+            " 'chatroom find ROOM' prints both.") from None
+    if len(q) != 32:
+        raise errors.BadRoomSpec(
+            "--key takes the room's public key, 64 hex digits (not its"
+            " fingerprint); 'chatroom find ROOM' prints it.")
+    return RoomTarget(q, room, (address,), -1)
+
+
+def tls_endpoint(reactor: Any, address: str, creator: PinnedClientCreator,
+                 timeout: float = 10.0) -> Any:
+    """A TLS client endpoint for C{host:port} pinned with C{creator}."""
+    parsed = RoomAddress.parse(address)
+    if ":" in parsed.host:
+        tcp = endpoints.TCP6ClientEndpoint(reactor, parsed.host, parsed.port,
+                                           timeout=timeout)
+    else:
+        tcp = endpoints.TCP4ClientEndpoint(reactor, parsed.host, parsed.port,
+                                           timeout=timeout)
+    return endpoints.wrapClientTLS(creator, tcp)
+
+
+class _ConnectionListener:
+    """Routes one connection's lines to its session, ignoring stale ones."""
+
+    def __init__(self, session: RoomSession) -> None:
+        self.session = session
+        self.protocol: RoomClientProtocol | None = None
+
+    def message_received(self, message: Message) -> None:
+        self.session._message_received(self.protocol, message)
+
+    def connection_lost(self, reason: Failure) -> None:
+        self.session._connection_lost(self.protocol, reason)
+
+
+class RoomSession:
+    """One membership of one room, kept alive across drops and host moves.
+
+    @param reactor: the reactor to connect with (and clock, unless C{clock}).
+    @param target: the room's L{Announcement} or a L{RoomTarget}.
+    @param nick: the nickname to register with.
+    @param finder: a started L{RoomFinder}: the session follows newer
+        announcements heard there and relays the room's announcement to
+        searchers while joined.  Without one, it reconnects to the same
+        addresses only.
+    @param on_event: called with every L{RoomEvent} of the room, exactly
+        once, in the host's order (history first when joining).
+    @param on_status: called with one sentence when something happened to
+        the connection (lost, reconnected and what was fetched).
+    @param recent: how many events of history to show on the first join.
+    @param policy: backoff policy, C{attempt -> seconds}.
+    """
+
+    def __init__(self, reactor: Any, target: RoomTarget | Announcement, nick: str,
+                 finder: RoomFinder | None = None,
+                 on_event: Callable[[RoomEvent], None] | None = None,
+                 on_status: Callable[[str], None] | None = None,
+                 recent: int = RECENT_HISTORY,
+                 policy: Callable[[int], float] | None = None,
+                 clock: Any = None, timeout: float = ATTEMPT_TIMEOUT,
+                 endpoint_for: Callable[[str, PinnedClientCreator], Any] | None = None,
+                 realname: str = "chatroom user") -> None:
+        if isinstance(target, Announcement):
+            target = RoomTarget.from_announcement(target)
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.nick = nick
+        self.realname = realname
+        self.room = target.room
+        self.channel = "#" + target.room
+        self.room_key = casefold(target.room)
+        self.finder = finder
+        self.on_event = on_event or (lambda event: None)
+        self.on_status = on_status or (lambda text: None)
+        self.recent = recent
+        self.timeout = timeout
+        self.endpoint_for = endpoint_for or (
+            lambda address, creator: tls_endpoint(reactor, address, creator))
+        self.machine = ReconnectMachine(self.clock, self, target, policy)
+        self.last_seq: int | None = None
+        self.protocol: RoomClientProtocol | None = None
+        self.address: str | None = None
+        self._syncing = False
+        self._buffer: list[Message] = []
+        self._attempt_d: Deferred | None = None
+        self._first: Deferred | None = None
+        self._closed: Deferred[None] = Deferred()
+        self._unwatch: Callable[[], None] | None = None
+        self._closing = False
+        self._quit_reason = "Leaving"
+
+    # Public API
+
+    @property
+    def joined(self) -> bool:
+        """True while in the room and caught up."""
+        return self.machine.state is ReconnectState.JOINED
+
+    @property
+    def target(self) -> RoomTarget:
+        """Where the room is, as far as this session knows."""
+        return self.machine.target
+
+    def connect(self) -> Deferred[RoomSession]:
+        """Connect, register, join and fetch recent history.
+
+        @return: a Deferred that fires with this session once joined, or
+            fails with a L{errors.ClientError} (L{errors.KeyMismatch},
+            L{errors.HostUnreachable}, L{errors.NickInUse},
+            L{errors.RoomRefused}).  Later drops are handled by
+            reconnecting; they do not touch this Deferred.
+        """
+        if self._first is None:
+            self._first = Deferred()
+            if self.finder is not None:
+                self._unwatch = self.finder.watch(self._directory_changed)
+            self.machine.start()
+        return self._first
+
+    def say(self, text: str) -> Deferred[RoomEvent | None]:
+        """Send a message to the room.
+
+        @return: a Deferred firing with the message as the host ordered it
+            (its L{RoomEvent}, with its sequence number), or failing with
+            L{errors.NotConnected} or L{errors.ClientError} if the host
+            refused it.
+        """
+        return self._post("PRIVMSG", text)
+
+    def action(self, text: str) -> Deferred[RoomEvent | None]:
+        """Send an action (C{/me text})."""
+        return self._post("PRIVMSG", "\x01ACTION %s\x01" % (text,))
+
+    def change_nick(self, nick: str) -> Deferred[str]:
+        """Change nickname; fires with the new nick or fails with
+        L{errors.NickInUse} (or L{errors.ClientError} for a bad nick)."""
+        proto = self._joined_protocol()
+        old = proto.nick
+        done = proto.wait_for(lambda m: (
+            m.command == "NICK" and casefold((m.prefix or "").partition("!")[0])
+            == casefold(old)) or (m.command in ("431", "432", "433", "436")))
+
+        def check(message: Message) -> str:
+            if message.command == "433":
+                raise errors.NickInUse(nick, errors.alternative_nick(nick))
+            if message.command != "NICK":
+                raise errors.ClientError(
+                    "The host refused the nick %s (%s); choose another."
+                    % (nick, message.params[-1]))
+            return message.params[0]
+        proto.send("NICK", nick)
+        return done.addCallback(check)
+
+    def names(self) -> Deferred[list[str]]:
+        """Fires with the nicks in the room (C{@} marks operators)."""
+        proto = self._joined_protocol()
+        collected: list[str] = []
+
+        def matches(message: Message) -> bool:
+            if message.command == "353" and len(message.params) >= 4 and \
+                    casefold(message.params[2]) == casefold(self.channel):
+                collected.extend(message.params[3].split())
+            return message.command == "366" and len(message.params) > 1 and \
+                casefold(message.params[1]) == casefold(self.channel)
+        done = proto.wait_for(matches)
+        proto.send("NAMES", self.channel)
+        return done.addCallback(lambda _: collected)
+
+    def topic(self, text: str | None = None) -> Deferred[str]:
+        """Show the topic (C{text} C{None}) or set it; fires with the topic."""
+        proto = self._joined_protocol()
+        if text is not None:
+            done = proto.wait_for(lambda m: (
+                m.command == "TOPIC" and m.prefix is not None and
+                casefold(m.prefix.partition("!")[0]) == casefold(proto.nick))
+                or m.command in ("442", "482"))
+            proto.send("TOPIC", self.channel, text)
+        else:
+            done = proto.wait_for(lambda m: m.command in ("331", "332", "442"))
+            proto.send("TOPIC", self.channel)
+
+        def read(message: Message) -> str:
+            if message.command in ("442", "482"):
+                raise errors.ClientError("The host refused: %s."
+                                         % (message.params[-1],))
+            if message.command == "331":
+                return ""
+            return message.params[-1]
+        return done.addCallback(read)
+
+    def close(self, reason: str = "Leaving") -> Deferred[None]:
+        """Leave the room and stop reconnecting; fires once disconnected."""
+        self._quit_reason = reason
+        self._closing = True
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        self._release()
+        self.machine.close()
+        if self.protocol is None and not self._closed.called:
+            self._closed.callback(None)
+        if self._first is not None and not self._first.called:
+            self._first.errback(errors.NotConnected(
+                "The session was closed before it joined %s." % (self.channel,)))
+            self._first.addErrback(lambda f: None)
+        return self._closed
+
+    # ReconnectActions
+
+    def start_attempt(self, attempt: int, target: RoomTarget) -> None:
+        """Start attempt number C{attempt}: every address of C{target} in
+        order, then join and catch up; the machine hears how it went."""
+        d = self._attempt(attempt, target)
+        self._attempt_d = d
+        d.addTimeout(self.timeout, self.clock)
+        d.addCallbacks(lambda result: self._attempt_done(attempt, *result),
+                       lambda f: self._attempt_error(attempt, f))
+
+    def disconnect(self) -> None:
+        """Abandon the current attempt or drop the current connection."""
+        attempt, self._attempt_d = self._attempt_d, None
+        if attempt is not None and not attempt.called:
+            attempt.cancel()
+        proto = self.protocol
+        if proto is not None and proto.transport is not None:
+            if self.machine.state is ReconnectState.CLOSED:
+                proto.send("QUIT", self._quit_reason)
+                proto.transport.loseConnection()
+            else:
+                proto.transport.abortConnection()
+
+    def ask_network(self, target: RoomTarget) -> None:
+        """Ask for the room's newest announcement (the host may have moved)."""
+        if self.finder is not None:
+            self.finder.ask(target.room, hashlib.sha256(target.q).digest()[:8])
+
+    def report(self, text: str) -> None:
+        """Pass one status line to the user."""
+        self.on_status(text)
+
+    # Internals
+
+    def _attempt_done(self, attempt: int, started: float, missed: int) -> None:
+        if self._attempt_d is not None and self._attempt_d.called:
+            self._attempt_d = None
+        status = None
+        if self.machine.ever_joined:
+            lost_at = self.machine.disconnected_at
+            waited = self.clock.seconds() - (lost_at if lost_at is not None
+                                             else started)
+            where = ("the host moved to %s, " % (self.address,)
+                     if self.machine.moved else "at %s, " % (self.address,))
+            status = ("Reconnected to %s (%safter %.0f s): %d missed message%s"
+                      " fetched, nothing lost." % (
+                          self.channel, where, waited, missed,
+                          "" if missed == 1 else "s"))
+        self.machine.attempt_succeeded(attempt)
+        if self.machine.state is not ReconnectState.JOINED:
+            return
+        self._hold()
+        if status is not None:
+            self.on_status(status)
+        if self._first is not None and not self._first.called:
+            self._first.callback(self)
+
+    def _attempt_error(self, attempt: int, failure: Failure) -> None:
+        if self._attempt_d is not None and self._attempt_d.called:
+            self._attempt_d = None
+        error = failure.value
+        if failure.check(defer.TimeoutError):
+            error = errors.HostUnreachable(
+                self.channel, self.machine.target.addresses,
+                "no answer within %g seconds" % (self.timeout,))
+        elif failure.check(CancelledError):
+            return
+        elif not isinstance(error, errors.ClientError):
+            _log.failure("Unexpected error while connecting", failure)
+            error = errors.HostUnreachable(self.channel,
+                                           self.machine.target.addresses,
+                                           str(failure.value))
+        if isinstance(error, errors.NickInUse) and self.machine.ever_joined:
+            # Probably our own ghost: the host has not noticed the old
+            # connection is gone.  Come back under another nick.
+            self.nick = error.suggestion
+        was_first = not self.machine.ever_joined
+        self.machine.attempt_failed(attempt, str(error))
+        if was_first and self._first is not None and not self._first.called:
+            self._first.errback(error)
+        elif not was_first:
+            self.on_status("Could not reconnect to %s: %s" % (self.channel, error))
+
+    @inlineCallbacks
+    def _attempt(self, attempt: int, target: RoomTarget):
+        started = self.clock.seconds()
+        failures: list[errors.ClientError] = []
+        proto = None
+        for address in target.addresses:
+            try:
+                proto = yield self._open(address, target)
+                break
+            except errors.NickInUse:
+                raise
+            except errors.ClientError as e:
+                failures.append(e)
+        if proto is None:
+            mismatches = [e for e in failures if isinstance(e, errors.KeyMismatch)]
+            if mismatches:
+                raise mismatches[0]
+            raise errors.HostUnreachable(
+                self.channel, target.addresses,
+                "; ".join(str(getattr(e, "why", e)) for e in failures) or
+                "no address")
+        try:
+            missed = yield self._join_and_catch_up(proto)
+        except BaseException:
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+            raise
+        return started, missed
+
+    @inlineCallbacks
+    def _open(self, address: str, target: RoomTarget):
+        creator = PinnedClientCreator(target.q)
+        listener = _ConnectionListener(self)
+
+        def build() -> RoomClientProtocol:
+            proto = RoomClientProtocol(self.nick, listener, realname=self.realname)
+            listener.protocol = proto
+            return proto
+        try:
+            endpoint = self.endpoint_for(address, creator)
+            proto = yield endpoint.connect(protocol.Factory.forProtocol(build))
+        except CancelledError:
+            raise
+        except Exception as e:
+            error = errors.HostUnreachable(self.channel, (address,),
+                                           _reason_text(e))
+            error.why = "%s: %s" % (address, _reason_text(e))
+            raise error from None
+        self.protocol = proto
+        self.address = address
+        try:
+            yield proto.registered
+        except ProtocolNickInUse:
+            raise errors.NickInUse(self.nick, errors.alternative_nick(self.nick)) \
+                from None
+        except CancelledError:
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+            raise
+        except Exception as e:
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+            if creator.seen_key is not None and creator.seen_key != target.q:
+                raise errors.KeyMismatch(
+                    self.channel, address, short_fingerprint(target.q),
+                    short_fingerprint(creator.seen_key)) from None
+            error = errors.HostUnreachable(self.channel, (address,),
+                                           _reason_text(e))
+            error.why = "%s: %s" % (address, _reason_text(e))
+            raise error from None
+        return proto
+
+    @inlineCallbacks
+    def _join_and_catch_up(self, proto: RoomClientProtocol):
+        """Join, then fetch history until nothing is missing; returns how
+        many messages were fetched that had not been shown."""
+        self._syncing = True
+        self._buffer = []
+        try:
+            reply = yield proto.join(self.channel)
+            if reply.command != "366":
+                raise errors.RoomRefused(
+                    "The host refused to let you into %s (%s); check the room"
+                    " name with 'chatroom rooms'." % (self.channel,
+                                                      reply.params[-1]))
+            missed = 0
+            if self.last_seq is None:
+                batch = yield proto.history(self.channel, "LATEST", "*",
+                                            limit=self.recent)
+                for message in batch:
+                    self._deliver(message)
+            else:
+                while True:
+                    before = self.last_seq
+                    batch = yield proto.history(
+                        self.channel, "AFTER",
+                        "msgid=%s:%d" % (self.room_key, self.last_seq),
+                        limit=HISTORY_PAGE)
+                    for message in batch:
+                        event = self._deliver(message)
+                        if event is not None and not event.own and \
+                                event.kind in ("message", "action", "notice"):
+                            missed += 1
+                    if not batch or self.last_seq == before:
+                        break
+            buffered, self._buffer = self._buffer, []
+            for message in buffered:
+                self._deliver(message)
+        finally:
+            self._syncing = False
+            self._buffer = []
+        return missed
+
+    def _deliver(self, message: Message) -> RoomEvent | None:
+        event = event_from_message(message, self.channel, self.room_key, self.nick)
+        if event is None:
+            return None
+        if event.seq is not None:
+            if self.last_seq is not None and event.seq <= self.last_seq:
+                return None  # already shown: history and live overlap
+            self.last_seq = event.seq
+        if event.kind == "nick" and event.own:
+            self.nick = event.text
+            if self.protocol is not None:
+                self.protocol.nick = event.text
+        self.on_event(event)
+        return event
+
+    def _message_received(self, proto: RoomClientProtocol | None,
+                          message: Message) -> None:
+        if proto is not self.protocol or "batch" in message.tags:
+            return
+        if self._syncing:
+            self._buffer.append(message)
+        else:
+            self._deliver(message)
+
+    def _connection_lost(self, proto: RoomClientProtocol | None,
+                         reason: Failure) -> None:
+        if proto is not self.protocol:
+            return
+        self.protocol = None
+        self._release()
+        if self._closing or self.machine.state is ReconnectState.CLOSED:
+            if not self._closed.called:
+                self._closed.callback(None)
+            return
+        self.machine.connection_lost(_reason_text(reason.value))
+
+    def _joined_protocol(self) -> RoomClientProtocol:
+        if not self.joined or self.protocol is None:
+            raise errors.NotConnected(
+                "Not in %s right now (%s); wait for the reconnection." % (
+                    self.channel, self.machine.state.value))
+        return self.protocol
+
+    def _post(self, command: str, text: str) -> Deferred[RoomEvent | None]:
+        try:
+            proto = self._joined_protocol()
+        except errors.NotConnected as e:
+            return defer.fail(e)
+        if not {"labeled-response", "echo-message"} <= proto.caps:
+            proto.send(command, self.channel, text)
+            return defer.succeed(None)
+        label = proto.next_label()
+        done = proto.wait_for(lambda m: m.tags.get("label") == label)
+        proto.send(command, self.channel, text, tags={"label": label})
+
+        def read(message: Message) -> RoomEvent | None:
+            if message.command == command:
+                return event_from_message(message, self.channel, self.room_key,
+                                          self.nick)
+            if message.command == "ACK":
+                return None
+            raise errors.ClientError("The host did not take the message: %s."
+                                     % (message.params[-1],))
+        return done.addCallback(read)
+
+    def _directory_changed(self, change: DirectoryChange) -> None:
+        announcement = change.entry.announcement
+        if announcement.key != (self.machine.target.q, self.room):
+            return
+        if change.outcome in (Outcome.ADDED, Outcome.UPDATED):
+            self.machine.announcement_seen(RoomTarget.from_announcement(announcement))
+        elif change.outcome is Outcome.REMOVED:
+            self.on_status("The host of %s said goodbye; waiting for it to come"
+                           " back." % (self.channel,))
+
+    def _hold(self) -> None:
+        announcement = self.machine.target.announcement
+        if self.finder is not None and announcement is not None:
+            self.finder.listener.hold(announcement)
+
+    def _release(self) -> None:
+        if self.finder is not None:
+            self.finder.listener.release(self.machine.target.q, self.room)
+
+
+def _reason_text(error: BaseException) -> str:
+    """A short human text for a connection error."""
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return text.strip().rstrip(".")
