@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import attrs
@@ -416,27 +414,3 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(len(Query(bytes(8)).padded_to(5000).to_bytes()), 1199)
         self.assertIsNone(Query(bytes(8)).padded_to(10).padding)
 
-
-class PurityTests(SynchronousTestCase):
-    """The core modules never import the reactor."""
-
-    def test_core_does_not_import_reactor(self) -> None:
-        """Importing every discovery core module loads no twisted.internet."""
-        code = (
-            "import sys\n"
-            "import chatroom.core.discovery, chatroom.core.directory\n"
-            "import chatroom.core.schedule, chatroom.core.search\n"
-            "bad = [m for m in sys.modules if m.startswith('twisted.internet')]\n"
-            "print(bad)\n"
-            "assert 'twisted.internet.reactor' not in sys.modules\n"
-            "assert not bad\n"
-        )
-        root = str(Path(__file__).resolve().parent.parent)
-        result = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            cwd=root,
-            env={"PYTHONPATH": root},
-        )
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
