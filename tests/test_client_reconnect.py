@@ -170,6 +170,11 @@ class ReconnectMachineTests(SynchronousTestCase):
         code = ("import sys, chatroom.client.reconnect; "
                 "print(sorted(m for m in sys.modules "
                 "if m.startswith('twisted.internet')))")
+        import os
+
+        import chatroom
+        root = os.path.dirname(os.path.dirname(os.path.abspath(chatroom.__file__)))
         out = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                             text=True, check=True)
+                             text=True, check=True, cwd=root,
+                             env=dict(os.environ, PYTHONPATH=root))
         self.assertEqual(out.stdout.strip(), "[]")
