@@ -748,8 +748,8 @@ class IRCConnection(protocol.Protocol):
         text = message.params[1][:TOPICLEN]
         try:
             event = room.set_topic(self, text, self.host.now_ms())
-        except NotOperator:
-            self.reply("482", room.channel, "You're not channel operator")
+        except NotOperator as error:
+            self._refuse(room, error)
             return
         self._submit(event)
 
@@ -808,11 +808,8 @@ class IRCConnection(protocol.Protocol):
             return
         try:
             event = room.change_modes(self, changes, self.host.now_ms())
-        except NotAMember:
-            self.reply("442", room.channel, "You're not on that channel")
-            return
-        except NotOperator:
-            self.reply("482", room.channel, "You're not channel operator")
+        except (NotAMember, NotOperator) as error:
+            self._refuse(room, error)
             return
         for change in changes:
             if change.mode == "o" and room.member_named(change.param or "") is None:
@@ -821,6 +818,13 @@ class IRCConnection(protocol.Protocol):
         if event is not None:
             self.host.save_modes(room)
             self._submit(event)
+
+    def _refuse(self, room: Room, error: Exception) -> None:
+        """Answer a room's refusal: not a member (442) or not operator (482)."""
+        if isinstance(error, NotOperator):
+            self.reply("482", room.channel, "You're not channel operator")
+        else:
+            self.reply("442", room.channel, "You're not on that channel")
 
     def irc_KICK(self, message: Message) -> None:
         """An operator removes members: C{KICK #room nick[,nick] [:reason]}."""
@@ -838,11 +842,8 @@ class IRCConnection(protocol.Protocol):
                 continue
             try:
                 event = room.kick(self, target, reason, self.host.now_ms())
-            except NotAMember:
-                self.reply("442", room.channel, "You're not on that channel")
-                return
-            except NotOperator:
-                self.reply("482", room.channel, "You're not channel operator")
+            except (NotAMember, NotOperator) as error:
+                self._refuse(room, error)
                 return
             target.rooms.pop(room.key, None)
             self._submit(event)
@@ -865,11 +866,8 @@ class IRCConnection(protocol.Protocol):
             return
         try:
             room.invite(self, other.nick)
-        except NotAMember:
-            self.reply("442", room.channel, "You're not on that channel")
-            return
-        except NotOperator:
-            self.reply("482", room.channel, "You're not channel operator")
+        except (NotAMember, NotOperator) as error:
+            self._refuse(room, error)
             return
         self.reply("341", other.nick, room.channel)
         other.send("INVITE", other.nick, room.channel, prefix=self.source)

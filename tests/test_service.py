@@ -31,13 +31,14 @@ class ReservedCounterTests(SynchronousTestCase):
         self.assertGreater(later[0], first[-1])
 
 
-class AnnouncingHostTests(TestCase):
-    """A host on 127.0.0.1 announces its rooms where a listener hears them."""
+class ListeningMixin:
+    """A discovery listener on 127.0.0.1 and a random group port."""
 
     timeout = 30
 
     @defer.inlineCallbacks
-    def test_listener_finds_host_then_goodbye(self):
+    def start_listener(self):
+        """Fires with (settings for a host, the listener protocol)."""
         # A random group port so parallel runs on one machine do not meet.
         port = random.randint(20000, 40000)
         settings = DiscoverySettings(interface="127.0.0.1", port=port)
@@ -46,6 +47,15 @@ class AnnouncingHostTests(TestCase):
         listening.startService()
         self.addCleanup(listening.stopService)
         yield listener.ready
+        return settings, listener
+
+
+class AnnouncingHostTests(ListeningMixin, TestCase):
+    """A host on 127.0.0.1 announces its rooms where a listener hears them."""
+
+    @defer.inlineCallbacks
+    def test_listener_finds_host_then_goodbye(self):
+        settings, listener = yield self.start_listener()
 
         identity = HostIdentity.generate()
         data_dir = self.mktemp()
@@ -75,22 +85,14 @@ class AnnouncingHostTests(TestCase):
         self.assertEqual(change.outcome, Outcome.REMOVED)
 
 
-class OpenedRoomAnnouncedTests(TestCase):
+class OpenedRoomAnnouncedTests(ListeningMixin, TestCase):
     """A room a user opens is announced at once."""
-
-    timeout = 30
 
     @defer.inlineCallbacks
     def test_opened_room_found(self):
         from chatroom.host import Limits
 
-        port = random.randint(20000, 40000)
-        settings = DiscoverySettings(interface="127.0.0.1", port=port)
-        listener = ListenerProtocol(reactor, settings.group, port, "127.0.0.1")
-        listening = DiscoveryService(reactor, listener)
-        listening.startService()
-        self.addCleanup(listening.stopService)
-        yield listener.ready
+        settings, listener = yield self.start_listener()
 
         host = HostService(reactor, HostIdentity.generate(), HistoryStore(":memory:"),
                            [], tls_port=0, tls_interface="127.0.0.1",
