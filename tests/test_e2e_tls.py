@@ -1,6 +1,9 @@
 """Real TLS on 127.0.0.1: two clients, total order, echo, history across a restart."""
 
-from twisted.internet import defer
+import socket
+import ssl
+
+from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from chatroom.client.protocol import sequence_of
@@ -77,3 +80,43 @@ class TLSRoomTests(RunningHostMixin, TestCase):
         yield self.stop_host()
         message = yield error
         self.assertIn("Server shutting down", message.params[0])
+
+
+class TLSPolicyTests(RunningHostMixin, TestCase):
+    """The host's TLS settings, seen by a standard-library client."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.make_data_dir()
+
+    def handshake(self, port, minimum, maximum, ciphers=None):
+        """Handshake in a thread (the host runs in this one); the version."""
+        def run():
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.minimum_version = minimum
+            context.maximum_version = maximum
+            if ciphers:
+                context.set_ciphers(ciphers)
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+                with context.wrap_socket(raw) as tls:
+                    return tls.version(), tls.cipher()[0]
+        return threads.deferToThread(run)
+
+    @defer.inlineCallbacks
+    def test_versions_and_suites(self):
+        port = yield self.start_host()
+        version, cipher = yield self.handshake(port, ssl.TLSVersion.TLSv1_3,
+                                               ssl.TLSVersion.TLSv1_3)
+        self.assertEqual(version, "TLSv1.3")
+        version, cipher = yield self.handshake(port, ssl.TLSVersion.TLSv1_2,
+                                               ssl.TLSVersion.TLSv1_2)
+        self.assertEqual(version, "TLSv1.2")
+        self.assertIn("ECDHE", cipher)
+        self.assertIn("GCM", cipher)
+        yield self.assertFailure(
+            self.handshake(port, ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2,
+                           "AES128-SHA:AES256-SHA:ECDHE-ECDSA-AES128-SHA"),
+            ssl.SSLError)
