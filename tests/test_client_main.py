@@ -1,0 +1,208 @@
+"""The chatroom console script, run in-process against hosts on loopback."""
+
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+import chatroom
+from chatroom.client import errors
+from chatroom.client.main import run, spki_pin
+from chatroom.client.session import RoomFinder
+from chatroom.core.search import Ring
+from chatroom.history import HistoryStore
+from chatroom.host import Limits
+from chatroom.identity import HostIdentity, colon_hex
+from chatroom.service import DiscoverySettings, HostService
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(chatroom.__file__)))
+
+
+class ConsoleTests(TestCase):
+    """rooms, find, pins, say and tail against real hosts on 127.0.0.1."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.discovery_port = random.randint(20000, 40000)
+        self.common = ["--discovery-interface", "127.0.0.1",
+                       "--discovery-port", str(self.discovery_port)]
+
+    @defer.inlineCallbacks
+    def start_host(self, rooms=("lobby",), identity=None):
+        identity = identity or HostIdentity.generate()
+        data_dir = self.mktemp()
+        os.makedirs(data_dir)
+        host = HostService(
+            reactor, identity, HistoryStore(os.path.join(data_dir, "h.sqlite3")),
+            list(rooms), tls_port=0, tls_interface="127.0.0.1",
+            limits=Limits(flood_rate=0),
+            discovery=DiscoverySettings(interface="127.0.0.1",
+                                        port=self.discovery_port))
+        host.startService()
+        self.addCleanup(host.stopService)
+        (port,) = yield host.listening_ports()
+        return identity, port.getHost().port
+
+    @defer.inlineCallbacks
+    def chatroom(self, *argv):
+        """Run one command line; returns (exit code, stdout, stderr)."""
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            yield run(reactor, list(argv), out, err)
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        return code, out.getvalue(), err.getvalue()
+
+    @defer.inlineCallbacks
+    def test_rooms_json(self):
+        identity, port = yield self.start_host(["lobby", "dev"])
+        code, out, err = yield self.chatroom("rooms", "--json", "--listen-time",
+                                             "0.5", *self.common)
+        self.assertEqual((code, err), (0, ""))
+        rooms = json.loads(out)
+        self.assertEqual([r["room"] for r in rooms], ["dev", "lobby"])
+        lobby = rooms[1]
+        self.assertEqual(lobby["key"], identity.public_key.hex())
+        self.assertEqual(lobby["short_fingerprint"], identity.short_fingerprint)
+        self.assertEqual(lobby["addresses"], ["127.0.0.1:%d" % (port,)])
+        self.assertEqual(lobby["spec"], identity.short_fingerprint + "/lobby")
+        self.assertEqual(lobby["irssi_pin"], colon_hex(identity.spki_sha256))
+        self.assertFalse(lobby["private"])
+        self.assertGreaterEqual(lobby["last_heard_seconds_ago"], 0)
+
+    @defer.inlineCallbacks
+    def test_rooms_table_and_commands(self):
+        identity, port = yield self.start_host()
+        code, out, err = yield self.chatroom("rooms", "--commands",
+                                             "--listen-time", "0.5", *self.common)
+        self.assertEqual(code, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(), ["ROOM", "FINGERPRINT", "ADDRESSES",
+                                            "HEARD", "FLAGS"])
+        self.assertEqual(lines[1].split()[:3], [
+            "lobby", identity.short_fingerprint, "127.0.0.1:%d" % (port,)])
+        self.assertIn("irssi:   /connect -tls -tls_pinned_pubkey %s 127.0.0.1 %d"
+                      % (colon_hex(identity.spki_sha256), port), out)
+        self.assertIn("-ssl -ssl_fingerprint=%s" % (
+            identity.certificate_sha256.hex(),), out)
+
+    @defer.inlineCallbacks
+    def test_rooms_none(self):
+        code, out, err = yield self.chatroom("rooms", "--listen-time", "0.2",
+                                             *self.common)
+        self.assertEqual(code, 0)
+        self.assertIn("No rooms heard on 127.0.0.1", out)
+
+    def test_spki_pin_from_q_alone(self):
+        identity = HostIdentity.generate()
+        self.assertEqual(spki_pin(identity.public_key),
+                         colon_hex(identity.spki_sha256))
+
+    @defer.inlineCallbacks
+    def test_find(self):
+        identity, port = yield self.start_host()
+        code, out, err = yield self.chatroom("find", "lobby", *self.common)
+        self.assertEqual(code, 0, err)
+        self.assertIn("%s/lobby  at 127.0.0.1:%d" % (
+            identity.short_fingerprint, port), out)
+        self.assertIn(identity.public_key.hex(), out)
+        code, out, err = yield self.chatroom(
+            "find", "--json", identity.short_fingerprint + "/lobby", *self.common)
+        self.assertEqual(code, 0, err)
+        found = json.loads(out)
+        self.assertEqual(found["addresses"], ["127.0.0.1:%d" % (port,)])
+        self.assertEqual(found["key"], identity.public_key.hex())
+
+    @defer.inlineCallbacks
+    def test_find_ambiguous(self):
+        """Two hosts serve lobby: the user is asked to pick by fingerprint."""
+        first, _ = yield self.start_host()
+        second, second_port = yield self.start_host()
+        code, out, err = yield self.chatroom("find", "lobby", *self.common)
+        self.assertEqual(code, 1)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertIn("2 hosts serve a room called lobby", err)
+        self.assertIn(first.short_fingerprint + "/lobby", err)
+        self.assertIn(second.short_fingerprint + "/lobby", err)
+        # Naming one resolves it.
+        code, out, err = yield self.chatroom(
+            "find", second.short_fingerprint + "/lobby", *self.common)
+        self.assertEqual(code, 0, err)
+        self.assertIn("127.0.0.1:%d" % (second_port,), out)
+
+    @defer.inlineCallbacks
+    def test_no_such_room(self):
+        """Short rings keep the test quick; the error is one sentence."""
+        finder = RoomFinder(reactor, port=self.discovery_port,
+                            rings=[Ring(1, 0.2), Ring(2, 0.2)])
+        yield finder.start()
+        self.addCleanup(finder.stop)
+        failure = yield self.assertFailure(finder.find("nowhere"),
+                                           errors.NoSuchRoom)
+        self.assertIn("No room nowhere answered", str(failure))
+
+    @defer.inlineCallbacks
+    def test_bad_spec(self):
+        code, out, err = yield self.chatroom("find", "zz/lobby", *self.common)
+        self.assertEqual(code, 1)
+        self.assertIn("is not a room: write ROOM or FINGERPRINT/ROOM", err)
+
+    @defer.inlineCallbacks
+    def test_say_then_tail_json(self):
+        identity, port = yield self.start_host()
+        code, out, err = yield self.chatroom("say", "lobby", "hello\nsecond line",
+                                             "--nick", "scripter", *self.common)
+        self.assertEqual((code, out, err), (0, "", ""))
+        code, out, err = yield self.chatroom(
+            "tail", "--json", "--nick", "reader", "--connect",
+            "127.0.0.1:%d" % (port,), "--key", identity.public_key.hex(),
+            "lobby", *self.common)
+        self.assertEqual(code, 0, err)
+        events = [json.loads(line) for line in out.splitlines()]
+        messages = [(e["sender"], e["text"]) for e in events
+                    if e["kind"] == "message"]
+        self.assertEqual(messages, [("scripter", "hello"),
+                                    ("scripter", "second line")])
+        seqs = [e["seq"] for e in events]
+        self.assertEqual(seqs, sorted(seqs))
+
+    @defer.inlineCallbacks
+    def test_pins(self):
+        identity, port = yield self.start_host()
+        code, out, err = yield self.chatroom("pins", "lobby", *self.common)
+        self.assertEqual(code, 0, err)
+        self.assertIn("certificate pin (WeeChat): %s" % (
+            identity.certificate_sha256.hex(),), out)
+        self.assertIn("public-key pin (irssi):   %s" % (
+            colon_hex(identity.spki_sha256),), out)
+
+    @defer.inlineCallbacks
+    def test_wrong_key_with_connect(self):
+        identity, port = yield self.start_host()
+        other = HostIdentity.generate()
+        code, out, err = yield self.chatroom(
+            "say", "--connect", "127.0.0.1:%d" % (port,), "--key",
+            other.public_key.hex(), "lobby", "hi", "--nick", "x", *self.common)
+        self.assertEqual(code, 1)
+        self.assertIn("is not the host of #lobby", err)
+        self.assertIn(identity.short_fingerprint, err)
+
+
+class EntryPointTests(TestCase):
+    """The installed-style entry point starts and prints its help."""
+
+    def test_help(self):
+        result = subprocess.run(
+            [sys.executable, "-c", "from chatroom.client.main import main; main()",
+             "--help"], capture_output=True, text=True, cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for command in ("rooms", "find", "join", "say", "tail", "pins"):
+            self.assertIn(command, result.stdout)
