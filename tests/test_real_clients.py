@@ -163,8 +163,12 @@ class WeeChatTests(RealClientMixin, TestCase):
 
     def type_line(self, text):
         # The FIFO exists: the client joined, so WeeChat is fully started.
+        # Commands go to the server buffer, which exists since the connect;
+        # the #lobby buffer may not exist yet when the bot sees the JOIN.
+        if not text.startswith("/"):
+            text = "/msg #lobby " + text
         with open(self.fifo, "w") as f:
-            f.write("irc.room.#lobby *" + text + "\n")
+            f.write("irc.server.room *" + text + "\n")
 
     def stop_client(self):
         if self.exit.exited.called:
