@@ -67,6 +67,8 @@ CAPABILITIES = ("batch", "draft/chathistory", "draft/event-playback",
                 "server-time")
 
 NICKLEN = 30
+#: Seconds a closed connection may take to go away before it is aborted.
+CLOSE_GRACE = 10.0
 TOPICLEN = 390
 TARGMAX = 4
 
@@ -238,6 +240,9 @@ class IRCConnection(protocol.Protocol):
             self.address, reason)))
         self._closed = True
         self.transport.loseConnection()
+        # A TLS close waits for the peer's close_notify; a peer that never
+        # sends it must not keep its slot, so it is cut off after a grace.
+        self._set_deadline(CLOSE_GRACE, self.transport.abortConnection)
 
     def disconnect(self, reason: str) -> None:
         """L{IRoomMember.disconnect}: close the connection."""

@@ -223,6 +223,17 @@ class RoomTests(SynchronousTestCase):
         self.assertEqual((quit.command, quit.params), ("QUIT", ("Quit: bye now",)))
         self.assertIsNone(self.host.nick_owner("bob"))
 
+    def test_quit_closes_even_if_peer_lingers(self):
+        """After QUIT the host closes; a peer that never goes is aborted."""
+        aborted = []
+        self.patch(self.bob.transport, "abortConnection", lambda: aborted.append(1))
+        self.bob.send("QUIT")
+        self.assertTrue(self.bob.transport.disconnecting)
+        self.host.clock.advance(9)
+        self.assertEqual(aborted, [])
+        self.host.clock.advance(1)
+        self.assertEqual(aborted, [1])
+
     def test_quit_once_per_member(self):
         """A member sharing two rooms with the leaver sees one QUIT."""
         for channel in ("#lobby", "#dev"):
