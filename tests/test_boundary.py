@@ -29,3 +29,15 @@ class CoreBoundaryTests(SynchronousTestCase):
                                 env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.strip(), "[]")
+
+
+class ClientAPITests(SynchronousTestCase):
+    """The documented import path of the client API works."""
+
+    def test_exports(self):
+        import chatroom.client
+        from chatroom.client import errors, session
+        for name in chatroom.client.__all__:
+            self.assertIs(getattr(chatroom.client, name),
+                          getattr(session, name, None) or getattr(errors, name))
+        self.assertRaises(AttributeError, getattr, chatroom.client, "Nope")

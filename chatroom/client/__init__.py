@@ -5,17 +5,29 @@
 L{RoomFinder} finds rooms on the network; L{RoomSession} joins one over
 pinned TLS, reconnects and follows the host when it moves, and reports each
 event once, in the host's order.  See C{docs/client.rst}.
+
+The names are loaded on first use, so that importing a pure submodule
+(C{chatroom.client.reconnect}) does not pull in the network code.
 """
 
-from chatroom.client.errors import (
-    AmbiguousRoom,
-    ClientError,
-    HostUnreachable,
-    KeyMismatch,
-    NickInUse,
-    NoSuchRoom,
-)
-from chatroom.client.session import RoomEvent, RoomFinder, RoomSession
+import importlib
 
-__all__ = ["AmbiguousRoom", "ClientError", "HostUnreachable", "KeyMismatch",
-           "NickInUse", "NoSuchRoom", "RoomEvent", "RoomFinder", "RoomSession"]
+_EXPORTS = {
+    "RoomEvent": "chatroom.client.session",
+    "RoomFinder": "chatroom.client.session",
+    "RoomSession": "chatroom.client.session",
+    "AmbiguousRoom": "chatroom.client.errors",
+    "ClientError": "chatroom.client.errors",
+    "HostUnreachable": "chatroom.client.errors",
+    "KeyMismatch": "chatroom.client.errors",
+    "NickInUse": "chatroom.client.errors",
+    "NoSuchRoom": "chatroom.client.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

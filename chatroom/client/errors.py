@@ -47,9 +47,10 @@ class HostUnreachable(ClientError):
         super().__init__(
             "Could not reach the host of %s at %s (%s); it may have moved or"
             " stopped: try 'chatroom find %s' again in a moment."
-            % (room, ", ".join(addresses) or "no address", why, room))
+            % (room, ", ".join(addresses) or "no address", why, room.lstrip("#")))
         self.room = room
         self.addresses = tuple(addresses)
+        self.why = why
 
 
 class KeyMismatch(ClientError):

@@ -550,7 +550,10 @@ class RoomSession:
         if was_first and self._first is not None and not self._first.called:
             self._first.errback(error)
         elif not was_first:
-            self.on_status("Could not reconnect to %s: %s" % (self.channel, error))
+            # The machine retries by itself: say so, not what to do.
+            why = getattr(error, "why", None) or str(error)
+            self.on_status("Could not reconnect to %s yet (%s); still trying."
+                           % (self.channel, why))
 
     @inlineCallbacks
     def _attempt(self, attempt: int, target: RoomTarget):
