@@ -31,6 +31,22 @@ class ReservedCounterTests(SynchronousTestCase):
         self.assertGreater(later[0], first[-1])
 
 
+class ReservedCounterCrashTests(SynchronousTestCase):
+    """A crash (no close, no clean stop) never lets T go back."""
+
+    def test_kill_nine(self):
+        path = self.mktemp()
+        crashed = HistoryStore(path)
+        counter = ReservedCounter(crashed, "announcement", block=64)
+        handed_out = [counter() for _ in range(70)]
+        # The process dies here: the store is never closed.  A new process
+        # opens the same file.
+        store = HistoryStore(path)
+        self.addCleanup(store.close)
+        self.addCleanup(crashed.close)
+        self.assertGreater(ReservedCounter(store, "announcement")(), max(handed_out))
+
+
 class ListeningMixin:
     """A discovery listener on 127.0.0.1 and a random group port."""
 
