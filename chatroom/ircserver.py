@@ -67,10 +67,10 @@ CAPABILITIES = ("batch", "draft/chathistory", "draft/event-playback",
                 "server-time")
 
 NICKLEN = 30
-#: Seconds a closed connection may take to go away before it is aborted.
-CLOSE_GRACE = 10.0
 TOPICLEN = 390
 TARGMAX = 4
+#: Seconds a closed connection may take to go away before it is aborted.
+CLOSE_GRACE = 10.0
 
 # RFC 2812 2.3.1: nickname = ( letter / special ) *8( letter / digit /
 # special / "-" ); we allow NICKLEN characters.
@@ -78,7 +78,6 @@ _NICK = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,%d}$"
                    % (NICKLEN - 1,))
 
 _UNREGISTERED_COMMANDS = frozenset({"CAP", "NICK", "USER", "PING", "PONG", "QUIT"})
-_FLOOD_EXEMPT = frozenset({"PONG"})
 
 
 def isupport_tokens(limits) -> list[str]:
@@ -391,6 +390,7 @@ class IRCConnection(protocol.Protocol):
         if self.limits.flood_rate <= 0:
             return True
         if line[:4].upper() == b"PONG":
+            # Answering our PING must never be delayed into a ping timeout.
             return True
         return self._bucket.take(self.clock.seconds())
 
