@@ -46,6 +46,8 @@ class Limits:
     new_per_minute: int = 8
     new_refill_per_minute: int = 4
     max_clients: int = 256
+    #: Seconds an address that flooded before registering is refused.
+    throttle_seconds: float = 60.0
     history_limit: int = 100
     #: Let users open rooms by joining them (C{--open-rooms}).
     open_rooms: bool = False
@@ -109,6 +111,7 @@ class RoomHost:
         self.connections: set[Any] = set()
         self._per_address: dict[str, int] = {}
         self._new_connections: dict[str, TokenBucket] = {}
+        self._throttled: dict[str, float] = {}
         self._pending: list[Event] = []
         self._flush_call: Any = None
         #: Counters an operator can read: refused input, dropped clients...
@@ -201,6 +204,12 @@ class RoomHost:
             return "Too many clients on this host, try again later"
         group = address_group(address)
         if not _is_loopback(address):
+            until = self._throttled.get(group)
+            if until is not None:
+                if self.clock.seconds() < until:
+                    self.count("refused-throttled")
+                    return "Your address is throttled, try again later"
+                del self._throttled[group]
             if self._per_address.get(group, 0) >= self.limits.max_per_address:
                 self.count("refused-per-address")
                 return "Too many connections from your address"
@@ -217,6 +226,19 @@ class RoomHost:
         self.clients += 1
         self._per_address[group] = self._per_address.get(group, 0) + 1
         return None
+
+    def throttle(self, address: str) -> None:
+        """Refuse new connections from C{address} for a while (it flooded).
+
+        Loopback is never throttled, like every per-address limit.
+        """
+        if _is_loopback(address):
+            return
+        if len(self._throttled) > 4096:
+            now = self.clock.seconds()
+            self._throttled = {g: t for g, t in self._throttled.items() if t > now}
+        self._throttled[address_group(address)] = (
+            self.clock.seconds() + self.limits.throttle_seconds)
 
     def _forget_full_buckets(self) -> None:
         now = self.clock.seconds()

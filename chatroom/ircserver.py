@@ -376,6 +376,7 @@ class IRCConnection(protocol.Protocol):
             if (counts[0] > self.limits.pre_registration_bytes or
                     counts[1] > self.limits.pre_registration_lines):
                 self.host.count("pre-registration-flood")
+                self.host.throttle(self.address)
                 self._abort("Too much input before registration")
                 return
         for line in lines:

@@ -526,6 +526,24 @@ class AdmissionTests(SynchronousTestCase):
         self.assertIsNone(host.admit("2001:db8::1"))
         self.assertIsNotNone(host.admit("2001:db8::2"))
 
+    def test_pre_registration_flood_throttles_address(self):
+        """An address that floods before registering is refused for a while."""
+        host = make_host()
+        flooder = FakeClient(host, "10.0.0.7")
+        flooder.protocol.dataReceived(b"PING x\r\n" * 65)
+        flooder.disconnect()
+        again = FakeClient(host, "10.0.0.7")
+        self.assertTrue(again.transport.disconnecting)
+        self.assertIn("throttled", again.messages()[0].params[0])
+        self.assertFalse(FakeClient(host, "10.0.0.8").transport.disconnecting)
+        host.clock.advance(60)
+        self.assertFalse(FakeClient(host, "10.0.0.7").transport.disconnecting)
+
+    def test_loopback_never_throttled(self):
+        host = make_host()
+        FakeClient(host).protocol.dataReceived(b"PING x\r\n" * 65)
+        self.assertFalse(FakeClient(host).transport.disconnecting)
+
     def test_max_clients(self):
         host = make_host(limits=Limits(max_clients=2))
         clients = [FakeClient(host) for _ in range(3)]
