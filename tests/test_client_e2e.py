@@ -85,14 +85,6 @@ class MovingHostTests(TestCase):
             ["lobby"], tls_port=0, tls_interface="127.0.0.1",
             limits=Limits(flood_rate=0),
             discovery=settings if announce else None)
-        host.connections = []
-        build = host.factory.buildProtocol
-
-        def build_and_record(addr):
-            connection = build(addr)
-            host.connections.append(connection)
-            return connection
-        host.factory.buildProtocol = build_and_record
         host.startService()
         self.host = host
         self.addCleanup(self.stop_host, host)
@@ -104,11 +96,8 @@ class MovingHostTests(TestCase):
         goodbye) and its connections close, as they do when it exits."""
         if not host.running:
             return None
-        for connection in host.connections:
-            transport = connection.transport
-            if transport is not None and transport.connected and \
-                    not transport.disconnecting:
-                transport.abortConnection()
+        for connection in list(host.host.connections):
+            connection.abort()
         return host.stopService()
 
     @defer.inlineCallbacks

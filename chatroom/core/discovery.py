@@ -401,8 +401,29 @@ def _sign(private_key: Ed25519PrivateKey, signed: bytes) -> bytes:
 # The four datagram kinds.
 
 
+class _Signed:
+    """What the two signed datagrams share: the wire form and the check.
+
+    Subclasses have ``q``, ``signature`` and ``signed_bytes()``.
+    """
+
+    q: bytes
+    signature: bytes
+
+    def signed_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """The datagram: :meth:`signed_bytes` followed by the signature."""
+        return self.signed_bytes() + self.signature
+
+    def verify(self) -> None:
+        """Raise :class:`ParseError` unless the signature is ``q``'s."""
+        _verify(self.q, self.signed_bytes(), self.signature)
+
+
 @attrs.frozen
-class Announcement:
+class Announcement(_Signed):
     """A host's signed statement: key ``q`` hosts ``room`` at ``addresses``.
 
     ``counter`` is the host's persisted counter ``T``: a higher value for the
@@ -497,14 +518,6 @@ class Announcement:
             + b"".join(_tlv(k, v) for k, v in fields)
         )
 
-    def to_bytes(self) -> bytes:
-        """The datagram: :meth:`signed_bytes` followed by the signature."""
-        return self.signed_bytes() + self.signature
-
-    def verify(self) -> None:
-        """Raise :class:`ParseError` unless the signature is ``q``'s."""
-        _verify(self.q, self.signed_bytes(), self.signature)
-
     @classmethod
     def from_bytes(cls, data: bytes) -> Announcement:
         """Parse and verify an announcement; :class:`ParseError` if anything
@@ -560,7 +573,7 @@ class Announcement:
 
 
 @attrs.frozen
-class Goodbye:
+class Goodbye(_Signed):
     """A host's signed statement that it no longer hosts ``room``.
 
     ``counter`` comes from the same counter as announcements; a goodbye
@@ -608,14 +621,6 @@ class Goodbye:
             + _GOODBYE_FIXED.pack(self.q, self.counter)
             + b"".join(_tlv(k, v) for k, v in fields)
         )
-
-    def to_bytes(self) -> bytes:
-        """The datagram: :meth:`signed_bytes` followed by the signature."""
-        return self.signed_bytes() + self.signature
-
-    def verify(self) -> None:
-        """Raise :class:`ParseError` unless the signature is ``q``'s."""
-        _verify(self.q, self.signed_bytes(), self.signature)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Goodbye:
