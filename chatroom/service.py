@@ -7,6 +7,7 @@ else; every part receives the reactor it should use.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any, Sequence
 
@@ -191,6 +192,10 @@ class HostService(service.MultiService):
         self.log.info("Announcing {rooms} room(s) on {interface} to {group} port {port}",
                       rooms=len(self.host.rooms), interface=settings.interface,
                       group=settings.group, port=settings.port)
+        if ipaddress.ip_address(settings.interface).is_loopback:
+            self.log.info("Discovery is on loopback: only this machine hears the "
+                          "announcements. Give --discovery-interface the address "
+                          "your neighbours reach to announce to the network.")
 
     @defer.inlineCallbacks
     def stopService(self):
