@@ -151,6 +151,13 @@ class Options(usage.Options):
         if not 1 <= self["ttl"] <= 255:
             raise usage.UsageError("--ttl must be from 1 to 255.")
         try:
+            if ipaddress.ip_address(self["discovery-interface"]).version != 4:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError(
+                "--discovery-interface must be the IPv4 address of one of this "
+                "machine's interfaces, such as 127.0.0.1.") from None
+        try:
             if not ipaddress.ip_address(self["discovery-group"]).is_multicast:
                 raise ValueError
         except ValueError:

@@ -52,7 +52,9 @@ class OptionsTests(SynchronousTestCase):
 
     def test_bad_values(self):
         for args in (["--port", "x"], ["--flood-rate", "-1"], ["--room", "#lobby"],
-                     ["--room", "a b"], ["--bogus"]):
+                     ["--room", "a b"], ["--bogus"], ["--discovery-interface", "eth0"],
+                     ["--discovery-interface", "::1"], ["--discovery-group", "10.0.0.1"],
+                     ["--ttl", "0"], ["--announce-address", "nowhere"]):
             self.assertRaises(usage.UsageError, tap.Options().parseOptions,
                               ["--data-dir", self.data_dir, *args])
 
