@@ -404,14 +404,20 @@ def _sign(private_key: Ed25519PrivateKey, signed: bytes) -> bytes:
 class _Signed:
     """What the two signed datagrams share: the wire form and the check.
 
-    Subclasses have ``q``, ``signature`` and ``signed_bytes()``.
+    Subclasses have ``q``, ``room``, ``signature`` and ``signed_bytes()``.
     """
 
     q: bytes
+    room: str
     signature: bytes
 
     def signed_bytes(self) -> bytes:
         raise NotImplementedError
+
+    @property
+    def key(self) -> tuple[bytes, str]:
+        """The room's identity ``(Q, R)``."""
+        return (self.q, self.room)
 
     def to_bytes(self) -> bytes:
         """The datagram: :meth:`signed_bytes` followed by the signature."""
@@ -456,11 +462,6 @@ class Announcement(_Signed):
                 f"An announcement is at most {MAX_ANNOUNCEMENT_SIZE} bytes.",
                 "oversized",
             )
-
-    @property
-    def key(self) -> tuple[bytes, str]:
-        """The room's identity ``(Q, R)``."""
-        return (self.q, self.room)
 
     @property
     def private(self) -> bool:
@@ -593,11 +594,6 @@ class Goodbye(_Signed):
             raise ParseError(
                 f"A goodbye is at most {MAX_ANNOUNCEMENT_SIZE} bytes.", "oversized"
             )
-
-    @property
-    def key(self) -> tuple[bytes, str]:
-        """The room's identity ``(Q, R)``."""
-        return (self.q, self.room)
 
     @classmethod
     def sign(cls, private_key: Ed25519PrivateKey, room: str, counter: int) -> Goodbye:
