@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatroom import __version__
+from chatroom.chathistory import HistoryRequestError, parse_request, select_events
 from chatroom.core.ircline import (
     MAX_IRC_BYTES,
     InvalidUTF8,
@@ -40,7 +41,6 @@ from chatroom.core.ircline import (
     add_tags,
     format_line,
     parse_line,
-    parse_server_time,
     server_time,
 )
 from chatroom.core.room import (
@@ -54,7 +54,6 @@ from chatroom.core.room import (
     UnknownMode,
     casefold,
     parse_mode_changes,
-    parse_msgid,
     valid_room_name,
 )
 from chatroom.core.tokenbucket import TokenBucket
@@ -92,14 +91,6 @@ def isupport_tokens(limits) -> list[str]:
         "CHATHISTORY=%d" % (limits.history_limit,),
         "MSGREFTYPES=msgid,timestamp", "UTF8ONLY", "LINELEN=%d" % (MAX_IRC_BYTES,),
     ]
-
-
-class _HistoryRequestError(Exception):
-    """A CHATHISTORY request that gets a C{FAIL} reply."""
-
-    def __init__(self, code: str, *params: str) -> None:
-        self.code = code
-        self.params = params
 
 
 @implementer(IRoomMember, interfaces.IHandshakeListener, interfaces.IPushProducer)
@@ -959,92 +950,22 @@ class IRCConnection(protocol.Protocol):
 
     def irc_CHATHISTORY(self, message: Message) -> None:
         """IRCv3 draft/chathistory: LATEST, BEFORE, AFTER, AROUND, BETWEEN."""
-        try:
-            self._chathistory(message.params)
-        except _HistoryRequestError as e:
-            self.send("FAIL", "CHATHISTORY", e.code, *e.params)
-
-    def _chathistory(self, params: tuple[str, ...]) -> None:
-        sub = params[0].upper() if params else ""
-        if sub == "TARGETS":
+        params = message.params
+        if params and params[0].upper() == "TARGETS":
             self._send_batch("draft/chathistory-targets", (), [])
             return
-        if sub not in ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN"):
-            raise _HistoryRequestError("INVALID_PARAMS", sub or "*",
-                                       "Unknown subcommand")
-        needed = 5 if sub == "BETWEEN" else 4
-        if len(params) < needed:
-            raise _HistoryRequestError("INVALID_PARAMS", sub,
-                                       "Not enough parameters")
-        room = self.host.find_room(params[1])
-        if room is None:
-            raise _HistoryRequestError("INVALID_TARGET", sub, params[1],
-                                       "No such channel")
         try:
-            limit = int(params[-1])
-        except ValueError:
-            raise _HistoryRequestError("INVALID_PARAMS", sub, params[-1],
-                                       "The limit must be a number") from None
-        limit = max(0, min(limit, self.limits.history_limit))
-        events = self._history(sub, room, params[2:-1], limit)
+            request = parse_request(params, self.limits.history_limit)
+            room = self.host.find_room(request.channel)
+            if room is None:
+                raise HistoryRequestError("INVALID_TARGET", request.subcommand,
+                                          request.channel, "No such channel")
+            events = select_events(self.host.store, room, request,
+                                   "draft/event-playback" not in self.caps)
+        except HistoryRequestError as e:
+            self.send("FAIL", "CHATHISTORY", e.code, *e.params)
+            return
         self._send_batch("chathistory", (room.channel,), events)
-
-    def _reference(self, room: Room, text: str, after: bool) -> int:
-        """A sequence position from C{msgid=...} or C{timestamp=...}.
-
-        For a range starting after the reference, events with a sequence
-        number above the result are in range; otherwise those below it.
-        """
-        kind, _, value = text.partition("=")
-        if kind == "msgid":
-            parsed = parse_msgid(value)
-            if parsed is None or parsed[0] != room.key:
-                raise _HistoryRequestError("INVALID_MSGREFTYPE", "*", text,
-                                           "Unknown message id")
-            return parsed[1]
-        if kind == "timestamp":
-            try:
-                time_ms = parse_server_time(value)
-            except ParseError:
-                raise _HistoryRequestError("INVALID_PARAMS", "*", text,
-                                           "Bad timestamp") from None
-            return self.host.store.seq_at(room.key, time_ms, after)
-        raise _HistoryRequestError("INVALID_MSGREFTYPE", "*", text,
-                                   "Use msgid= or timestamp=")
-
-    def _history(self, sub: str, room: Room, refs: tuple[str, ...],
-                 limit: int) -> list[Event]:
-        store = self.host.store
-        messages_only = "draft/event-playback" not in self.caps
-        end = room.next_seq
-        if limit == 0:
-            return []
-        if sub == "LATEST":
-            after = 0 if refs[0] == "*" else self._reference(room, refs[0], True)
-            return store.between(room.key, after, end, limit, True, messages_only)
-        if sub == "BEFORE":
-            before = self._reference(room, refs[0], False)
-            return store.between(room.key, 0, before, limit, True, messages_only)
-        if sub == "AFTER":
-            after = self._reference(room, refs[0], True)
-            return store.between(room.key, after, end, limit, False, messages_only)
-        if sub == "AROUND":
-            middle = self._reference(room, refs[0], False)
-            older = store.between(room.key, 0, middle, limit // 2 or 1, True,
-                                  messages_only)
-            newer = store.between(room.key, middle - 1, end, limit - len(older),
-                                  False, messages_only)
-            return older + newer
-        first = self._reference(room, refs[0], True)
-        second = self._reference(room, refs[1], False)
-        if first <= second:
-            return store.between(room.key, first, second, limit, False,
-                                 messages_only)
-        # The reference given first is the later one: the limit counts back
-        # from it.
-        return store.between(room.key, self._reference(room, refs[1], True),
-                             self._reference(room, refs[0], False), limit,
-                             True, messages_only)
 
     def _send_batch(self, kind: str, params: tuple[str, ...],
                     events: list[Event]) -> None:
