@@ -126,6 +126,25 @@ class ChatScreenTests(SynchronousTestCase):
         self.type("caf\u00e9\x7fe\r")
         self.assertEqual(self.session.calls, [("say", "cafe")])
 
+    def test_wide_characters_move_the_cursor_by_columns(self):
+        """A CJK character takes two columns: arrows, backspace and redraws
+        move the cursor by two, and the line stays right."""
+        moves = []
+        terminal = self.terminal.terminal
+        original = terminal.cursorBackward
+        self.patch(terminal, "cursorBackward",
+                   lambda n=1: (moves.append(n), original(n)))
+        self.type("a日b")
+        self.server.dataReceived(b"\x1b[D\x1b[D")  # left, left: before the CJK
+        self.assertEqual(moves, [1, 2])
+        self.incoming("interruption")
+        self.assertEqual(moves[-1], 3)  # the redraw puts it back: b (1) + CJK (2)
+        self.server.dataReceived(b"\x1b[C")  # right, over the CJK character
+        self.server.dataReceived(b"\x7f")  # backspace deletes it
+        self.assertEqual(moves[-1], 2)
+        self.type("\r")
+        self.assertEqual(self.session.calls, [("say", "ab")])
+
     def test_commands(self):
         self.type("/me waves\r")
         self.type("/nick alicia\r")

@@ -18,6 +18,7 @@ Two parts, so that each can be tested on its own:
 from __future__ import annotations
 
 import datetime
+import unicodedata
 from typing import Any, Callable
 
 from twisted.conch.recvline import HistoricRecvLine
@@ -233,9 +234,54 @@ class ChatTerminal(HistoricRecvLine):
 
     def _redraw_after_erase(self) -> None:
         self.drawInputLine()
-        behind = len(self.lineBuffer) - self.lineBufferIndex
+        behind = _columns(self.lineBuffer[self.lineBufferIndex:])
         if behind:
             self.terminal.cursorBackward(behind)
+
+    # Cursor movement by screen columns, not characters: a CJK character
+    # or an emoji takes two columns, a combining accent none.
+
+    def handle_LEFT(self) -> None:
+        if self.lineBufferIndex > 0:
+            self.lineBufferIndex -= 1
+            self._back(_columns(self.lineBuffer[self.lineBufferIndex:][:1]))
+
+    def handle_RIGHT(self) -> None:
+        if self.lineBufferIndex < len(self.lineBuffer):
+            width = _columns(self.lineBuffer[self.lineBufferIndex:][:1])
+            self.lineBufferIndex += 1
+            if width:
+                self.terminal.cursorForward(width)
+
+    def handle_HOME(self) -> None:
+        self._back(_columns(self.lineBuffer[:self.lineBufferIndex]))
+        self.lineBufferIndex = 0
+
+    def handle_END(self) -> None:
+        width = _columns(self.lineBuffer[self.lineBufferIndex:])
+        if width:
+            self.terminal.cursorForward(width)
+        self.lineBufferIndex = len(self.lineBuffer)
+
+    def handle_BACKSPACE(self) -> None:
+        if self.lineBufferIndex > 0:
+            self.lineBufferIndex -= 1
+            width = _columns(self.lineBuffer[self.lineBufferIndex:][:1])
+            del self.lineBuffer[self.lineBufferIndex]
+            self._back(width)
+            if width:
+                self.terminal.deleteCharacter(width)
+
+    def handle_DELETE(self) -> None:
+        if self.lineBufferIndex < len(self.lineBuffer):
+            width = _columns(self.lineBuffer[self.lineBufferIndex:][:1])
+            del self.lineBuffer[self.lineBufferIndex]
+            if width:
+                self.terminal.deleteCharacter(width)
+
+    def _back(self, width: int) -> None:
+        if width:
+            self.terminal.cursorBackward(width)
 
     def keystrokeReceived(self, keyID: Any, modifier: Any) -> None:
         if keyID == b"\x03":  # Ctrl-C
@@ -292,3 +338,14 @@ class ChatTerminal(HistoricRecvLine):
         self.lineBuffer = []
         self.lineBufferIndex = 0
         self.lineReceived(line)
+
+
+def _columns(characters: list[bytes]) -> int:
+    """How many terminal columns typed characters (UTF-8 bytes each) take."""
+    width = 0
+    for character in characters:
+        for char in character.decode("utf-8", "replace"):
+            if unicodedata.combining(char):
+                continue
+            width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
