@@ -38,7 +38,11 @@ from twisted.python.failure import Failure
 
 from chatroom.core.directory import DirectoryChange, Outcome, RoomDirectory, RoomKey
 from chatroom.core.discovery import (
+    KIND_ANNOUNCEMENT,
+    KIND_ANSWER,
+    KIND_GOODBYE,
     KIND_QUERY,
+    MAGIC,
     Announcement,
     Answer,
     Goodbye,
@@ -82,6 +86,17 @@ QUERIES_PER_SECOND_TOTAL = 100
 """A query flood from many (possibly spoofed) sources still costs at most
 this many answers a second."""
 
+SIGNED_PER_SOURCE_PER_SECOND = 20
+SIGNED_PER_SECOND_TOTAL = 200
+"""Signature checks (about 0.1-0.3 ms of CPU each) spent on new signed
+datagrams, per source and in all: a flood of forged announcements costs a
+node at most a few percent of a core."""
+
+VERIFIED_CACHE_SIZE = 1024
+"""Recently verified announcements and goodbyes, kept by their exact bytes,
+so a repeat (every announcement is sent again and again) is not verified
+again."""
+
 MAX_RATE_LIMITED_SOURCES = 1024
 MAX_PENDING_ANSWERS = 256
 MAX_OWN_QUERY_IDS = 256
@@ -91,6 +106,11 @@ SWEEP_INTERVAL = 1.0
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 """Linux socket option: when on (the default) a socket bound to the wildcard
 address receives every group any socket on the host joined on that port."""
+
+_SIGNED_KINDS = frozenset(
+    bytes([kind]) for kind in (KIND_ANNOUNCEMENT, KIND_GOODBYE, KIND_ANSWER)
+)
+_NOT_FOR_HOSTS = frozenset(bytes([kind]) for kind in (KIND_ANNOUNCEMENT, KIND_GOODBYE))
 
 _log = Logger()
 
@@ -307,6 +327,10 @@ class _MulticastSocket(DatagramProtocol):
         self.responder = Responder(
             clock, self.send_to, self.random, self.drops, self.stats
         )
+        self._verified: OrderedDict[bytes, Announcement | Goodbye] = OrderedDict()
+        self._signature_budget = RateLimit(
+            SIGNED_PER_SOURCE_PER_SECOND, SIGNED_PER_SECOND_TOTAL
+        )
 
     def startProtocol(self) -> None:
         """Set the outgoing interface, TTL and loopback; join the group on
@@ -358,13 +382,35 @@ class _MulticastSocket(DatagramProtocol):
         """Send one datagram to the discovery group."""
         self.send_to(data, (self.group, self.port))
 
-    def parse(self, data: bytes) -> Any:
-        """Parse a datagram; on ParseError count the reason and return None."""
+    def parse(self, data: bytes, source: str | None = None) -> Any:
+        """Parse a datagram; on ParseError count the reason and return None.
+
+        Signed datagrams seen before (byte for byte) are not verified
+        again; new ones from ``source`` spend from a signature budget
+        first, so a flood of them is dropped before the costly check.
+        """
+        signed = data[5:6] in _SIGNED_KINDS
+        if signed:
+            cached = self._verified.get(data)
+            if cached is not None:
+                self._verified.move_to_end(data)
+                self.stats[f"received-{type(cached).__name__.lower()}"] += 1
+                self.stats["verified-before"] += 1
+                return cached
+            if source is not None and not self._signature_budget.allow(
+                source, self.clock.seconds()
+            ):
+                self.drops["signature-budget"] += 1
+                return None
         try:
             datagram = parse_datagram(data)
         except ParseError as e:
             self.drops[e.reason] += 1
             return None
+        if isinstance(datagram, (Announcement, Goodbye)):
+            self._verified[data] = datagram
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
         self.stats[f"received-{type(datagram).__name__.lower()}"] += 1
         return datagram
 
@@ -459,9 +505,7 @@ class HostProtocol(_MulticastSocket):
         for announcement in self.announcements:
             if announcement.room == name:
                 self.responder.release(announcement.key)
-        self.announcements = tuple(
-            a for a in self.announcements if a.room != name
-        )
+        self.announcements = tuple(a for a in self.announcements if a.room != name)
         goodbye = Goodbye.sign(self.private_key, name, self.next_counter())
         self.send_to_group(goodbye.to_bytes())
         self.stats["goodbyes-sent"] += 1
@@ -495,7 +539,12 @@ class HostProtocol(_MulticastSocket):
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         """Answer queries for our rooms; note others' answers."""
-        datagram = self.parse(data)
+        if data[:4] == MAGIC and data[5:6] in _NOT_FOR_HOSTS:
+            # Other hosts' announcements and goodbyes: not a host's business,
+            # and not worth a signature check.
+            self.stats["ignored"] += 1
+            return
+        datagram = self.parse(data, addr[0])
         if isinstance(datagram, Query):
             self.responder.query_received(datagram, len(data), addr)
         elif isinstance(datagram, Answer):
@@ -707,7 +756,7 @@ class ListenerProtocol(_MulticastSocket):
         if data[5:6] == bytes([KIND_QUERY]) and data[6:14] in self._own_query_ids:
             self.stats["own-query"] += 1
             return
-        datagram = self.parse(data)
+        datagram = self.parse(data, addr[0])
         if datagram is None:
             return
         now = self.clock.seconds()

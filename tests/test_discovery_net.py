@@ -894,3 +894,52 @@ class HostRoomChangeTests(SynchronousTestCase):
         self.assertGreater(goodbye.counter, max(a.counter for a in host.announcements))
         self.assertEqual([a.room for a in host.announcements], ["lobby"])
         self.assertIsNone(host.remove_room("dev"))
+
+
+class SignatureCostTests(SynchronousTestCase):
+    """Signature checks are spent only where they must be."""
+
+    def setUp(self) -> None:
+        import chatroom.discovery as discovery
+
+        self.verified: list[bytes] = []
+        real = discovery.parse_datagram
+
+        def counting(data: bytes) -> Any:
+            self.verified.append(data)
+            return real(data)
+
+        self.patch(discovery, "parse_datagram", counting)
+        self.clock = Clock()
+
+    def announcement(self, counter: int, key: Ed25519PrivateKey = KEY) -> bytes:
+        return Announcement.sign(
+            key, "lobby", ["192.0.2.10:6697"], counter=counter, lifetime=180
+        ).to_bytes()
+
+    def test_repeats_not_verified_again(self) -> None:
+        listener, _, _ = make_listener(self.clock)
+        data = self.announcement(1)
+        for _ in range(5):
+            listener.datagramReceived(data, HOST_ADDRESS)
+        self.assertEqual(self.verified, [data])
+        self.assertEqual(listener.stats["verified-before"], 4)
+        self.assertEqual(len(listener.directory.entries(self.clock.seconds())), 1)
+
+    def test_flood_from_one_source_is_capped(self) -> None:
+        """New signed datagrams from one source: at most 20 checks a second."""
+        listener, _, _ = make_listener(self.clock)
+        forged = [self.announcement(n)[:-1] + b"\x00" for n in range(1, 101)]
+        for data in forged:
+            listener.datagramReceived(data, ("10.9.9.9", 5000))
+        self.assertEqual(len(self.verified), 20)
+        self.assertEqual(listener.drops["signature-budget"], 80)
+        self.clock.advance(1)
+        listener.datagramReceived(self.announcement(500), ("10.9.9.9", 5000))
+        self.assertEqual(len(listener.directory.entries(self.clock.seconds())), 1)
+
+    def test_host_ignores_other_hosts_announcements(self) -> None:
+        host, _ = make_host(self.clock)
+        host.datagramReceived(self.announcement(7, OTHER_KEY), ("10.0.0.5", PORT))
+        self.assertEqual(self.verified, [])
+        self.assertEqual(host.stats["ignored"], 1)
