@@ -232,6 +232,10 @@ def _to_extensions(value: Iterable[tuple[int, bytes]]) -> tuple[tuple[int, bytes
     return tuple(tuple(item) for item in value)  # type: ignore[misc]
 
 
+def _canonical_host(host: str) -> str:
+    return str(ipaddress.ip_address(host))
+
+
 @attrs.frozen
 class RoomAddress:
     """Where a room's TLS server listens: an IPv4 or IPv6 address and a port.
@@ -241,7 +245,7 @@ class RoomAddress:
     with IPv6 hosts in brackets.
     """
 
-    host: str = attrs.field(converter=lambda h: str(ipaddress.ip_address(h)))
+    host: str = attrs.field(converter=_canonical_host)
     port: int = attrs.field()
 
     @port.validator
@@ -496,7 +500,7 @@ class Announcement(_Signed):
         unsigned = cls(
             q=raw_public_key(private_key),
             room=room,
-            addresses=addresses,  # type: ignore[arg-type]
+            addresses=addresses,
             counter=counter,
             lifetime=lifetime,
             flags=flags,
