@@ -301,7 +301,7 @@ class IRCConnection(protocol.Protocol):
         if pending is not None:
             self._label, self._label_lines = pending
         if event.command == "JOIN":
-            room = self.host.find_room(event.params[0])
+            room = self.host.rooms.get(event.room or "")
             if room is not None and self in room:
                 self._send_topic(room, on_join=True)
                 self._send_names(room)
@@ -925,10 +925,7 @@ class IRCConnection(protocol.Protocol):
                           client_tags=client_tags, audience=room.audience,
                           origin=self)
         else:
-            try:
-                event = room.post(self, command, text, now, client_tags)
-            except NotAMember:
-                return
+            event = room.post(self, command, text, now, client_tags)
         self._submit(event)
 
     def _post_to_user(self, command: str, nick: str, text: str | None,

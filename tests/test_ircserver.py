@@ -4,7 +4,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 
-from chatroom.core.ircline import MAX_UNTERMINATED_BYTES, parse_line
+from chatroom.core.ircline import MAX_UNTERMINATED_BYTES
 from chatroom.history import HistoryStore
 from chatroom.host import Limits
 from chatroom.ircserver import IRCConnection
@@ -701,4 +701,14 @@ class RestartTests(SynchronousTestCase):
         join, topic, _, _, _ = bob.messages()
         self.assertEqual(join.tags["msgid"], "lobby:5")
         self.assertEqual(topic.params[2], "kept")
-        self.assertEqual(parse_line(b"x").command, "X")
+
+
+class MemberInterfaceTests(SynchronousTestCase):
+    """The connection provides everything IRoomMember promises the host."""
+
+    def test_verify(self):
+        from zope.interface.verify import verifyObject
+
+        from chatroom.interfaces import IRoomMember
+        client = FakeClient(make_host()).register("alice")
+        self.assertTrue(verifyObject(IRoomMember, client.protocol))

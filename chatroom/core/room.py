@@ -267,11 +267,8 @@ class Room:
         self.audience = tuple(self._members)
         return self._event("JOIN", member, (self.channel,), now_ms, label=label)
 
-    def leave(self, member: Any, command: str, reason: str | None,
-              now_ms: int, label: str | None = None) -> Event:
-        """Remove C{member} (C{command} is C{PART}, C{QUIT} or C{KICK}).
-
-        The event goes to everyone who was in the room, the leaver too.
+    def _remove(self, member: Any) -> tuple[Any, ...]:
+        """Take C{member} out; return the audience it was part of.
 
         @raise NotAMember: if C{member} is not in the room.
         """
@@ -281,6 +278,17 @@ class Room:
         del self._members[member]
         self.operators.discard(member)
         self.audience = tuple(self._members)
+        return audience
+
+    def leave(self, member: Any, command: str, reason: str | None,
+              now_ms: int, label: str | None = None) -> Event:
+        """Remove C{member} (C{command} is C{PART}, C{QUIT} or C{KICK}).
+
+        The event goes to everyone who was in the room, the leaver too.
+
+        @raise NotAMember: if C{member} is not in the room.
+        """
+        audience = self._remove(member)
         if command == "QUIT":
             params: tuple[str, ...] = (reason or "",)
         elif reason:
@@ -345,12 +353,7 @@ class Room:
         @raise NotAMember: if C{member} or C{target} is not in the room.
         """
         self._require_operator(member)
-        if target not in self._members:
-            raise NotAMember(target)
-        audience = self.audience
-        del self._members[target]
-        self.operators.discard(target)
-        self.audience = tuple(self._members)
+        audience = self._remove(target)
         event = self._event("KICK", member, (self.channel, target.nick, reason),
                             now_ms, label=label)
         event.audience = audience
@@ -421,10 +424,3 @@ class Room:
         if self.channel_key:
             return ("+" + letters + "k", self.channel_key if show_key else "*")
         return ("+" + letters,)
-
-    def refresh(self) -> None:
-        """Rebuild the audience after a member changed (nick, capabilities).
-
-        Events already made keep the audience they were made with.
-        """
-        self.audience = tuple(self._members)
