@@ -21,30 +21,28 @@ def default_data_dir() -> str:
     return os.path.join(base, "chatroom")
 
 
-def _positive_int(name: str):
-    def convert(value: str) -> int:
+def _at_least_zero(kind: type, name: str):
+    """An option converter: a number of C{kind} (int or float), 0 or more."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def convert(value: str):
         try:
-            number = int(value)
+            number = kind(value)
         except ValueError:
             number = -1
-        if number < 0:
-            raise ValueError("%s must be a whole number, 0 or more" % (name,))
+        if not number >= 0:  # also refuses float("nan")
+            raise ValueError("%s must be %s, 0 or more" % (name, noun))
         return number
-    convert.coerceDoc = "A whole number, 0 or more."  # type: ignore[attr-defined]
+    convert.coerceDoc = noun.capitalize() + ", 0 or more."  # type: ignore[attr-defined]
     return convert
+
+
+def _positive_int(name: str):
+    return _at_least_zero(int, name)
 
 
 def _positive_float(name: str):
-    def convert(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            number = -1.0
-        if not number >= 0:
-            raise ValueError("%s must be a number, 0 or more" % (name,))
-        return number
-    convert.coerceDoc = "A number, 0 or more."  # type: ignore[attr-defined]
-    return convert
+    return _at_least_zero(float, name)
 
 
 class Options(usage.Options):
