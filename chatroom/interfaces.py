@@ -20,6 +20,10 @@ class IRoomMember(Interface):
     def deliver(data):
         """Queue C{data} (bytes, whole lines) for the member."""
 
+    def labeled_echo(event, line):
+        """C{line} shows the member its own C{event}, which carries a
+        C{labeled-response} label: the member attaches the label."""
+
     def event_committed(event):
         """An event this member caused has been stored and delivered."""
 
@@ -28,10 +32,35 @@ class IRoomMember(Interface):
 
 
 class IHistoryStore(Interface):
-    """Where a host keeps its rooms' events."""
+    """Where a host keeps its rooms' events and state (see
+    L{chatroom.history.HistoryStore}, the SQLite implementation)."""
 
     def append(events):
         """Durably store C{events} (a sequence of room events) in one step."""
 
     def last_seq(room):
         """The highest stored sequence number of C{room}, 0 when none."""
+
+    def between(room, after, before, limit, newest, messages_only):
+        """Stored events with C{after < seq < before}, oldest first."""
+
+    def seq_at(room, time_ms, after):
+        """A sequence position for a time, for history ranges."""
+
+    def add_room(key, name, opened, now_ms):
+        """Remember a room (again) as hosted."""
+
+    def room_record(key):
+        """A room's stored topic, modes and whether a user opened it."""
+
+    def set_modes(key, modes, channel_key):
+        """Record a room's modes."""
+
+    def opened_rooms():
+        """Names of the hosted rooms that users opened."""
+
+    def last_event_ms(key):
+        """When a room last had an event."""
+
+    def remove_room(key):
+        """Stop hosting a room, keeping its numbering."""

@@ -175,3 +175,15 @@ class OpenedRoomTests(SynchronousTestCase):
         self.assertEqual(len(self.store.between("lobby", 0, 9, 9, False, False)), 1)
         self.store.add_room("lobby", "lobby")
         self.assertEqual(self.store.rooms(), [("lobby", "lobby")])
+
+
+class InterfaceTests(SynchronousTestCase):
+    """HistoryStore provides everything IHistoryStore promises the host."""
+
+    def test_verify(self):
+        from zope.interface.verify import verifyObject
+
+        from chatroom.interfaces import IHistoryStore
+        store = HistoryStore(":memory:")
+        self.addCleanup(store.close)
+        self.assertTrue(verifyObject(IHistoryStore, store))
