@@ -43,11 +43,13 @@ class RunningHostMixin:
         self.service = None
 
     @defer.inlineCallbacks
-    def start_host(self, limits=Limits(flood_rate=0)):
-        """Start the host; fires with its TLS port number."""
+    def start_host(self, limits=Limits(flood_rate=0), discovery=None):
+        """Start the host (announcing with C{discovery} settings, if any);
+        fires with its TLS port number."""
         self.service = HostService(
             reactor, self.identity, HistoryStore(self.db_path), self.rooms,
-            tls_port=0, tls_interface="127.0.0.1", limits=limits)
+            tls_port=0, tls_interface="127.0.0.1", limits=limits,
+            discovery=discovery)
         self.service.startService()
         self.addCleanup(self.stop_host)
         (port,) = yield self.service.listening_ports()

@@ -7,16 +7,14 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from chatroom.client import errors
-from chatroom.client.protocol import RoomClientProtocol
 from chatroom.client.session import RoomFinder, RoomSession
 from chatroom.core.discovery import Announcement
 from chatroom.history import HistoryStore
-from chatroom.host import Limits
-from chatroom.identity import HostIdentity, load_or_create
+from chatroom.identity import HostIdentity
 from chatroom.ircserver import IRCConnection
-from chatroom.service import DiscoverySettings, HostService, data_paths
-from chatroom.tls import PinnedClientCreator
-from twisted.internet import endpoints, protocol
+from chatroom.service import DiscoverySettings, HostService
+
+from .running_host import RunningHostMixin
 
 
 def quick_policy(attempt):
@@ -62,7 +60,7 @@ class Seen:
                 if e.kind == "message"]
 
 
-class MovingHostTests(TestCase):
+class MovingHostTests(RunningHostMixin, TestCase):
     """Stop a host, restart it elsewhere with the same key and data: the
     clients follow, resume, and show every message exactly once."""
 
@@ -70,35 +68,20 @@ class MovingHostTests(TestCase):
 
     def setUp(self):
         self.discovery_port = random.randint(20000, 40000)
-        self.data_dir = self.mktemp()
-        os.makedirs(self.data_dir)
-        self.key_path, self.db_path = data_paths(self.data_dir)
-        self.identity = load_or_create(self.key_path)
-        self.host = None
+        self.make_data_dir()
 
-    @defer.inlineCallbacks
-    def start_host(self, announce=True, identity=None):
+    def start_host(self, announce=True):
         settings = DiscoverySettings(interface="127.0.0.1",
                                      port=self.discovery_port)
-        host = HostService(
-            reactor, identity or self.identity, HistoryStore(self.db_path),
-            ["lobby"], tls_port=0, tls_interface="127.0.0.1",
-            limits=Limits(flood_rate=0),
-            discovery=settings if announce else None)
-        host.startService()
-        self.host = host
-        self.addCleanup(self.stop_host, host)
-        (port,) = yield host.listening_ports()
-        return port.getHost().port
+        return super().start_host(discovery=settings if announce else None)
 
-    def stop_host(self, host):
+    def stop_host(self):
         """Stop like the host process does: the service stops (sending the
-        goodbye) and its connections close, as they do when it exits."""
-        if not host.running:
-            return None
-        for connection in list(host.host.connections):
-            connection.abort()
-        return host.stopService()
+        goodbye) and its connections drop, as they do when it exits."""
+        if self.service is not None:
+            for connection in list(self.service.host.connections):
+                connection.abort()
+        return super().stop_host()
 
     @defer.inlineCallbacks
     def finder(self):
@@ -122,22 +105,13 @@ class MovingHostTests(TestCase):
     @defer.inlineCallbacks
     def raw_client(self, port, nick):
         """A plain protocol client (not a session), for posting."""
-        endpoint = endpoints.wrapClientTLS(
-            PinnedClientCreator(self.identity.public_key),
-            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port))
-        client = yield endpoint.connect(protocol.Factory.forProtocol(
-            lambda: RoomClientProtocol(nick)))
-        yield client.registered
+        client, _ = yield self.connect(port, nick)
         yield client.join("#lobby")
         return client
 
-    @defer.inlineCallbacks
     def quit_raw(self, client):
-        lost = defer.Deferred()
-        client.listener.connection_lost = lambda reason: lost.callback(None)
         client.send("QUIT", "done")
-        client.transport.loseConnection()
-        yield lost
+        return self.disconnect(client)
 
     @defer.inlineCallbacks
     def test_follow_resume_exactly_once(self):
@@ -164,7 +138,7 @@ class MovingHostTests(TestCase):
         lost = defer.gatherResults([
             seen.until(lambda s=seen: any("Lost" in t for t in s.status))
             for seen in (alice_seen, bob_seen)])
-        yield self.stop_host(self.host)
+        yield self.stop_host()
         yield lost
         self.assertFalse(alice.joined)
         with self.assertRaises(errors.NotConnected):
@@ -179,7 +153,7 @@ class MovingHostTests(TestCase):
             sent.append(text)
             carol.send("PRIVMSG", "#lobby", text)
         yield self.quit_raw(carol)
-        yield self.stop_host(self.host)
+        yield self.stop_host()
 
         # The host comes back on another port and announces it.
         resumed = defer.gatherResults([
