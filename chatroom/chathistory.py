@@ -15,7 +15,8 @@ from typing import Any
 import attrs
 
 from chatroom.core.ircline import ParseError, parse_server_time
-from chatroom.core.room import Event, Room, parse_msgid
+from chatroom.core.names import parse_msgid
+from chatroom.core.room import Event, Room
 
 #: The subcommands that return events.
 SUBCOMMANDS = ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN")

@@ -19,7 +19,8 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatroom.core.room import POST_COMMANDS, Event, Room, casefold
+from chatroom.core.names import casefold
+from chatroom.core.room import POST_COMMANDS, Event, Room
 from chatroom.core.tokenbucket import TokenBucket
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
+from chatroom.core.names import fingerprint, short_fingerprint
 from chatroom.errors import KeyFileError
 
 #: Key file permission bits that let someone other than the owner in.
@@ -32,16 +33,6 @@ _UNSAFE_BITS = stat.S_IRWXG | stat.S_IRWXO
 
 _NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 _NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
-
-
-def fingerprint(public_key: bytes) -> str:
-    """The full fingerprint of a room key: hex SHA-256 of its 32 raw bytes."""
-    return hashlib.sha256(public_key).hexdigest()
-
-
-def short_fingerprint(public_key: bytes) -> str:
-    """The short form users compare and type: the first 16 hex digits."""
-    return fingerprint(public_key)[:16]
 
 
 def colon_hex(digest: bytes) -> str:

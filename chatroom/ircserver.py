@@ -52,10 +52,9 @@ from chatroom.core.room import (
     NotOperator,
     Room,
     UnknownMode,
-    casefold,
     parse_mode_changes,
-    valid_room_name,
 )
+from chatroom.core.names import casefold, valid_room_name
 from chatroom.core.tokenbucket import TokenBucket
 from chatroom.host import RoomHost
 from chatroom.interfaces import IRoomMember

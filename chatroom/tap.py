@@ -139,7 +139,7 @@ class Options(usage.Options):
         self["announce-addresses"].append(address)
 
     def postOptions(self) -> None:
-        from chatroom.core.room import valid_room_name
+        from chatroom.core.names import valid_room_name
         for name in self["rooms"]:
             if not valid_room_name(name, self["max-room-name-length"]):
                 raise usage.UsageError(

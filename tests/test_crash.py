@@ -9,7 +9,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatroom.core.room import parse_msgid
+from chatroom.core.names import parse_msgid
 from chatroom.identity import load_or_create
 from chatroom.service import data_paths
 

@@ -369,8 +369,7 @@ class HelperTests(SynchronousTestCase):
         """The fingerprint is hex SHA-256 of the raw key; the short one is
         its first 16 digits."""
         q = d.raw_public_key(TEST_KEY)
-        self.assertEqual(d.key_fingerprint(q), hashlib.sha256(q).hexdigest())
-        self.assertEqual(d.short_fingerprint(q), d.key_fingerprint(q)[:16])
+        self.assertEqual(d.short_fingerprint(q), hashlib.sha256(q).hexdigest()[:16])
         self.assertEqual(
             d.fingerprint_prefix_from_hex(d.short_fingerprint(q).upper()),
             hashlib.sha256(q).digest()[:8],

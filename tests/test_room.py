@@ -9,10 +9,8 @@ from chatroom.core.room import (
     SERVER_TIME,
     NotAMember,
     Room,
-    casefold,
-    make_msgid,
-    parse_msgid,
 )
+from chatroom.core.names import casefold, make_msgid, parse_msgid
 
 
 class Member:

@@ -38,7 +38,7 @@ from chatroom.client.session import (
 )
 from chatroom.client.ui import ChatController, ChatTerminal, format_event
 from chatroom.core.directory import DirectoryChange, DirectoryEntry, Outcome
-from chatroom.core.discovery import key_fingerprint, short_fingerprint
+from chatroom.core.names import fingerprint, short_fingerprint
 from chatroom.discovery import DEFAULT_GROUP, DEFAULT_PORT
 from chatroom.errors import ChatroomError
 from chatroom.identity import colon_hex
@@ -239,7 +239,7 @@ def room_json(entry: DirectoryEntry, now: float) -> dict[str, Any]:
     return {
         "room": a.room,
         "spec": room_spec(a.q, a.room),
-        "fingerprint": key_fingerprint(a.q),
+        "fingerprint": fingerprint(a.q),
         "short_fingerprint": short_fingerprint(a.q),
         "key": a.q.hex(),
         "addresses": [str(address) for address in a.addresses],
@@ -362,7 +362,7 @@ def command_find(reactor: Any, args: argparse.Namespace, out: TextIO):
     if args.json:
         out.write(json.dumps({
             "room": target.room, "spec": room_spec(target.q, target.room),
-            "fingerprint": key_fingerprint(target.q), "key": target.q.hex(),
+            "fingerprint": fingerprint(target.q), "key": target.q.hex(),
             "addresses": list(target.addresses), "counter": target.counter,
             "private": bool(a and a.private),
             "multicast_delivery": bool(a and a.multicast_delivery),

@@ -24,7 +24,7 @@ from chatroom.core.ircline import (
     format_line,
     parse_line,
 )
-from chatroom.core.room import parse_msgid
+from chatroom.core.names import parse_msgid
 
 #: Capabilities a chatroom client asks for (when the server offers them).
 CLIENT_CAPS = ("message-tags", "server-time", "echo-message", "batch",

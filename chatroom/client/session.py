@@ -50,7 +50,7 @@ from chatroom.core.discovery import (
     short_fingerprint,
 )
 from chatroom.core.ircline import Message, parse_server_time
-from chatroom.core.room import casefold, parse_msgid
+from chatroom.core.names import casefold, parse_msgid
 from chatroom.core.search import DEFAULT_RINGS, Ring
 from chatroom.discovery import (
     DEFAULT_ANNOUNCE_TTL,

@@ -31,6 +31,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from chatroom.core.errors import ParseError
+from chatroom.core.names import short_fingerprint
+
 MAGIC = b"CRDS"
 """The first four bytes of every discovery datagram ("ChatRoom DiScovery")."""
 
@@ -69,10 +72,6 @@ TLV_PADDING = 127
 FLAG_PRIVATE = 0x01
 FLAG_MULTICAST_DELIVERY = 0x02
 
-SHORT_FINGERPRINT_HEX = 16
-"""Length of a short fingerprint in hex digits (the first 8 bytes of the
-SHA-256 of the raw key)."""
-
 _HEADER = struct.Struct("!4sBB")
 _TLV_HEAD = struct.Struct("!BH")
 _ANNOUNCEMENT_FIXED = struct.Struct("!32sQIB")
@@ -82,36 +81,6 @@ _ANSWER_FIXED = struct.Struct("!8sIH")
 # Characters that cannot appear in an IRC channel name (RFC 2812 section
 # 1.3), plus every other control character.  The room is the channel "#R".
 _FORBIDDEN_IN_ROOM = frozenset([chr(c) for c in range(0x20)] + ["\x7f", " ", ","])
-
-
-class ParseError(ValueError):
-    """A discovery datagram (or a field of one) is malformed and was not used.
-
-    ``reason`` is a short stable token (``"truncated"``, ``"bad-signature"``,
-    ...) suitable as a counter name; the message is a sentence for people.
-    """
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def key_fingerprint(q: bytes) -> str:
-    """Return the fingerprint of a raw 32-byte Ed25519 public key.
-
-    The fingerprint is the lowercase hex SHA-256 of the 32 raw key bytes
-    (64 hex digits).
-    """
-    return hashlib.sha256(q).hexdigest()
-
-
-def short_fingerprint(q: bytes) -> str:
-    """Return the short fingerprint of a raw key: the first 16 hex digits.
-
-    This is what people read and type (``chatroom find 1a2b.../lobby``); it
-    is a prefix of :func:`key_fingerprint`.
-    """
-    return key_fingerprint(q)[:SHORT_FINGERPRINT_HEX]
 
 
 def fingerprint_prefix_from_hex(text: str) -> bytes:

@@ -13,6 +13,8 @@ import datetime
 
 import attrs
 
+from chatroom.core.errors import ParseError
+
 # RFC 1459 2.3: "IRC messages shall not exceed 512 characters in length,
 # counting all characters including the trailing CR-LF".
 MAX_IRC_BYTES = 512
@@ -24,20 +26,25 @@ MAX_CLIENT_TAG_BYTES = 4096
 MAX_UNTERMINATED_BYTES = 5632
 
 
-class ParseError(ValueError):
-    """A line that is not a well-formed IRC message."""
-
-
 class LineTooLong(ParseError):
     """The IRC part or the tag part of a line is longer than allowed."""
+
+    def __init__(self, message: str = "the line is too long") -> None:
+        super().__init__(message, "too-long")
 
 
 class InvalidUTF8(ParseError):
     """The line is not valid UTF-8."""
 
+    def __init__(self, message: str = "the line is not UTF-8") -> None:
+        super().__init__(message, "invalid-utf8")
+
 
 class RecvQExceeded(ParseError):
     """Too many bytes arrived without a line terminator."""
+
+    def __init__(self, message: str = "too much input without a line end") -> None:
+        super().__init__(message, "recvq-exceeded")
 
 
 @attrs.frozen

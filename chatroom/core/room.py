@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from chatroom.core.ircline import format_line, server_time
+from chatroom.core.names import casefold, make_msgid
 
 #: Bit of L{IRoomMember.variant}: the member negotiated C{message-tags}.
 MESSAGE_TAGS = 1
@@ -25,39 +26,6 @@ VARIANTS = 4
 
 #: Commands whose copy goes back to the sender only with C{echo-message}.
 POST_COMMANDS = frozenset({"PRIVMSG", "NOTICE", "TAGMSG"})
-
-
-def casefold(name: str) -> str:
-    """Fold a nick or room name as the advertised C{CASEMAPPING=ascii} does."""
-    return name.lower() if name.isascii() else _ascii_lower(name)
-
-
-def _ascii_lower(name: str) -> str:
-    return "".join(c.lower() if c.isascii() else c for c in name)
-
-
-#: Characters a room name may use: a conservative subset of the channel
-#: names RFC 2812 allows, safe in every client, file name and log line.
-_ROOM_NAME_CHARACTERS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-
-
-def valid_room_name(name: str, max_length: int) -> bool:
-    """Whether C{name} (without C{#}) may name a room."""
-    return 0 < len(name) <= max_length and set(name) <= _ROOM_NAME_CHARACTERS
-
-
-def make_msgid(room_key: str, seq: int) -> str:
-    """The IRCv3 C{msgid} of event C{seq} in the room C{room_key}."""
-    return "%s:%d" % (room_key, seq)
-
-
-def parse_msgid(msgid: str) -> tuple[str, int] | None:
-    """Split a C{msgid} into room key and sequence number, or C{None}."""
-    room, sep, seq = msgid.rpartition(":")
-    if not sep or not seq.isdigit() or not seq.isascii():
-        return None
-    return room, int(seq)
 
 
 @attrs.define(eq=False)
