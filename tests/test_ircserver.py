@@ -4,7 +4,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 
-from chatroom.core.ircline import MAX_UNTERMINATED_BYTES
+from chatroom.core.ircline import MAX_UNTERMINATED_BYTES, parse_line
 from chatroom.history import HistoryStore
 from chatroom.host import Limits
 from chatroom.ircserver import IRCConnection
@@ -441,7 +441,7 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual((self.host.clients, self.host.nicks), (0, {}))
         self.assertEqual(self.host.rooms["lobby"].members, ())
         self.assertEqual(self.host.clock.getDelayedCalls(), [])
-        self.assertEqual(client.protocol._awaiting_labels, {})
+        self.assertEqual(self.host.rooms_of(client.protocol), [])
 
     def test_handshake_timeout(self):
         """A TLS client that never finishes the handshake is aborted at 10 s."""
@@ -680,10 +680,21 @@ class ChatHistoryTests(SynchronousTestCase):
     def test_labeled_history(self):
         """A labelled request wraps the history batch in a labelled batch."""
         self.alice.send("@label=h CHATHISTORY LATEST #lobby * 1")
-        messages = self.alice.messages()
+        raw = self.alice.raw()
+        messages = [parse_line(line) for line in raw.split(b"\r\n") if line]
         self.assertEqual([m.command for m in messages], ["BATCH"] * 2 + ["PRIVMSG"] +
                          ["BATCH"] * 2)
         self.assertEqual(messages[0].tags, {"label": "h"})
+        # Nested batches: the inner batch belongs to the outer one, its
+        # lines keep the inner reference, and no line has a tag twice.
+        outer = messages[0].params[0][1:]
+        inner = messages[1].params[0][1:]
+        self.assertEqual(messages[1].tags["batch"], outer)
+        self.assertEqual(messages[2].tags["batch"], inner)
+        self.assertEqual(messages[3].tags["batch"], outer)
+        self.assertNotIn("batch", messages[4].tags)
+        for line in raw.split(b"\r\n"):
+            self.assertLessEqual(line.split(b" ")[0].count(b"batch="), 1, line)
 
 
 class RestartTests(SynchronousTestCase):
