@@ -328,6 +328,24 @@ class RoomHost:
             told.update(delivery.audience)
             self.submit(delivery)
 
+    def take_over(self, ghost: Any, member: Any, reason: str) -> list[Room]:
+        """C{member}, a new connection of the client that C{ghost} belonged
+        to, takes C{ghost}'s nick and its place in every room at once; the
+        ghost is closed with C{reason} and leaves no C{QUIT} behind.
+
+        @return: the rooms C{member} is now in.
+        """
+        rooms = self._rooms_of.pop(ghost, {})
+        for room in rooms.values():
+            room.replace(ghost, member)
+        if rooms:
+            self._rooms_of[member] = rooms
+        if ghost.nick is not None and self.nicks.get(casefold(ghost.nick)) is ghost:
+            del self.nicks[casefold(ghost.nick)]
+        self.count("ghosts-taken-over")
+        ghost.disconnect(reason)
+        return list(rooms.values())
+
     def _forget(self, member: Any, room: Room) -> None:
         rooms = self._rooms_of.get(member)
         if rooms is not None:

@@ -47,6 +47,7 @@ from chatroom.core.tokenbucket import TokenBucket
 from chatroom.host import RoomHost
 from chatroom.interfaces import IRoomMember
 from chatroom.lineguard import LineGuard
+from chatroom.tls import peer_public_key
 
 __all__ = ["CAPABILITIES", "IRCConnection", "IRCFactory", "isupport_tokens"]
 
@@ -81,6 +82,9 @@ class IRCConnection(protocol.Protocol):
         self.echo = False
         #: Between C{CAP LS}/C{REQ} and C{CAP END} registration waits.
         self.cap_negotiating = False
+        #: The raw Ed25519 key of the client's TLS certificate, if it sent
+        #: one: the same key on a new connection takes over this one.
+        self.client_key: bytes | None = None
         #: Rooms this connection may still open (C{--open-rooms}).
         self.opened_rooms: TokenBucket | None = None
         self.lifecycle: Lifecycle | None = None
@@ -123,6 +127,7 @@ class IRCConnection(protocol.Protocol):
         """TLS is up: registration time starts now."""
         if self.lifecycle is not None and self.lifecycle.handshake_done(
                 self.clock.seconds()):
+            self.client_key = peer_public_key(self.transport)
             self._arm()
 
     def register(self) -> None:

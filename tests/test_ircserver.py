@@ -723,3 +723,51 @@ class MemberInterfaceTests(SynchronousTestCase):
         from chatroom.interfaces import IRoomMember
         client = FakeClient(make_host()).register("alice")
         self.assertTrue(verifyObject(IRoomMember, client.protocol))
+
+
+class GhostTakeoverTests(SynchronousTestCase):
+    """A client that comes back with the same client key (TLS client
+    certificate) takes over its old connection at once."""
+
+    def setUp(self):
+        self.host = make_host(limits=NO_FLOOD)
+        self.bob = FakeClient(self.host).register("bob").join()
+
+    def connect(self, key):
+        client = FakeClient(self.host)
+        # What handshakeCompleted reads from the client's certificate.
+        client.protocol.client_key = key
+        return client
+
+    def test_same_key_takes_over(self):
+        ghost = self.connect(b"k" * 32).register("alice", ("message-tags",)).join()
+        self.bob.raw()
+        back = self.connect(b"k" * 32)
+        back.send("NICK alice", "USER alice 0 * :Alice")
+        self.assertTrue(back.protocol.registered)
+        error = [m for m in ghost.messages() if m.command == "ERROR"]
+        self.assertIn("same client key", error[0].params[0])
+        commands = back.commands()
+        self.assertEqual(commands[0], "001")
+        self.assertEqual(commands[-3:], ["JOIN", "353", "366"])
+        ghost.disconnect()
+        self.assertEqual(self.bob.messages(), [])  # no QUIT, no JOIN
+        self.assertIs(self.host.nick_owner("alice"), back.protocol)
+        self.assertEqual(self.host.rooms_of(back.protocol),
+                         [self.host.rooms["lobby"]])
+        self.bob.send("PRIVMSG #lobby :still here?")
+        (message,) = back.messages()
+        self.assertEqual(message.params, ("#lobby", "still here?"))
+        self.assertEqual(self.host.counters["ghosts-taken-over"], 1)
+
+    def test_other_key_or_no_key_is_refused(self):
+        self.connect(b"k" * 32).register("alice")
+        for key in (b"x" * 32, None):
+            other = self.connect(key)
+            other.send("NICK alice")
+            self.assertEqual(other.commands(), ["433"])
+        stock = FakeClient(self.host).register("carol")
+        again = FakeClient(self.host)
+        again.send("NICK carol")
+        self.assertEqual(again.commands(), ["433"])
+        self.assertTrue(stock.protocol.registered)

@@ -83,7 +83,8 @@ def nick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         reply.numeric("432", new, "Erroneous nickname")
         return
     owner = host.nick_owner(new)
-    if owner is not None and owner is not connection:
+    if (owner is not None and owner is not connection
+            and not (is_ghost_of(owner, connection) and not connection.registered)):
         reply.numeric("433", new, "Nickname is already in use")
         return
     if connection.nick == new:
@@ -111,14 +112,35 @@ def try_register(host: Any, connection: Any, reply: Reply) -> None:
             or connection.nick is None or connection.user is None):
         return
     owner = host.nick_owner(connection.nick)
+    rooms = []
     if owner is not None and owner is not connection:
-        reply.numeric("433", connection.nick, "Nickname is already in use")
-        connection.nick = None
-        return
+        if not is_ghost_of(owner, connection):
+            reply.numeric("433", connection.nick, "Nickname is already in use")
+            connection.nick = None
+            return
+        rooms = host.take_over(owner, connection, GHOST_REASON)
     host.claim_nick(connection, None, connection.nick)
     connection.update_source()
     connection.register()
     _welcome(host, connection, reply)
+    if rooms:
+        # Imported here: the room commands import this module's limits.
+        from chatroom.commands.rooms import show_room
+        for room in rooms:
+            reply.send("JOIN", room.channel, prefix=connection.source)
+            show_room(reply, room)
+
+
+#: What a connection replaced by its own client's new connection is told.
+GHOST_REASON = "Replaced by a new connection with the same client key"
+
+
+def is_ghost_of(old: Any, new: Any) -> bool:
+    """Whether C{old} is an earlier connection of the client on C{new}: both
+    presented the same client key (a TLS client certificate).  Clients
+    without a key (stock IRC clients) never match."""
+    key = new.client_key
+    return key is not None and old.client_key == key
 
 
 def _welcome(host: Any, connection: Any, reply: Reply) -> None:

@@ -77,9 +77,14 @@ def _show_room(host: Any, connection: Any, reply: Reply, room: Room):
     """The topic and names a joiner is sent after its C{JOIN}."""
     def show() -> None:
         if connection in room:
-            send_topic(reply, room, on_join=True)
-            send_names(reply, room)
+            show_room(reply, room)
     return show
+
+
+def show_room(reply: Reply, room: Room) -> None:
+    """What a member is told of a room it is now in: topic and names."""
+    send_topic(reply, room, on_join=True)
+    send_names(reply, room)
 
 
 def _open_room(host: Any, connection: Any, reply: Reply,

@@ -256,6 +256,20 @@ class Room:
         self.audience = tuple(self._members)
         return self._event("JOIN", member, (self.channel,), now_ms)
 
+    def replace(self, old: Any, new: Any) -> None:
+        """C{new} takes C{old}'s place (and operator status) in the room,
+        without an event: the same client came back on a new connection.
+
+        @raise NotAMember: if C{old} is not in the room.
+        """
+        if old not in self._members:
+            raise NotAMember(old)
+        self._members = {new if m is old else m: None for m in self._members}
+        if old in self.operators:
+            self.operators.discard(old)
+            self.operators.add(new)
+        self.audience = tuple(self._members)
+
     def _remove(self, member: Any) -> tuple[Any, ...]:
         """Take C{member} out; return the audience it was part of.
 
