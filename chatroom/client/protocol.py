@@ -26,6 +26,16 @@ from chatroom.core.ircline import (
 )
 from chatroom.core.names import parse_msgid
 
+#: The longest IRC part of a line from the server, CR LF included.  A member
+#: may send 512 bytes (RFC 1459 2.3); the host relays that line with the
+#: member's source in front (nick up to 30, user up to 11, host up to 63
+#: bytes: HOSTLEN), so 1024 leaves room for any legal relayed line.
+MAX_RELAYED_BYTES = 1024
+
+#: The longest tag part from the server: IRCv3 message-tags lets servers
+#: send up to 8191 bytes of tags (with the C{@} and the space).
+MAX_SERVER_TAG_BYTES = 8191
+
 #: Capabilities a chatroom client asks for (when the server offers them).
 CLIENT_CAPS = ("message-tags", "server-time", "echo-message", "batch",
                "labeled-response", "draft/chathistory", "draft/event-playback")
@@ -119,7 +129,8 @@ class RoomClientProtocol(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         for line in self._lines.feed(data):
             try:
-                message = parse_line(line)
+                message = parse_line(line, MAX_RELAYED_BYTES,
+                                     MAX_SERVER_TAG_BYTES)
             except ParseError:
                 self.log.warn("Ignoring a malformed line from the server")
                 continue
