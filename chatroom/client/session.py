@@ -396,7 +396,11 @@ class RoomSession:
 
     def change_nick(self, nick: str) -> Deferred[str]:
         """Change nickname; fires with the new nick or fails with
-        L{errors.NickInUse} (or L{errors.ClientError} for a bad nick)."""
+        L{errors.NickInUse} (or L{errors.ClientError} for a bad nick, or
+        L{errors.NotConnected} while reconnecting)."""
+        return defer.maybeDeferred(self._change_nick, nick)
+
+    def _change_nick(self, nick: str) -> Deferred[str]:
         proto = self._joined_protocol()
         old = proto.nick
         done = proto.wait_for(lambda m: (
@@ -415,7 +419,11 @@ class RoomSession:
         return done.addCallback(check)
 
     def names(self) -> Deferred[list[str]]:
-        """Fires with the nicks in the room (C{@} marks operators)."""
+        """Fires with the nicks in the room (C{@} marks operators), or fails
+        with L{errors.NotConnected} while reconnecting."""
+        return defer.maybeDeferred(self._names)
+
+    def _names(self) -> Deferred[list[str]]:
         proto = self._joined_protocol()
         collected: list[str] = []
 
@@ -430,7 +438,12 @@ class RoomSession:
         return done.addCallback(lambda _: collected)
 
     def topic(self, text: str | None = None) -> Deferred[str]:
-        """Show the topic (C{text} C{None}) or set it; fires with the topic."""
+        """Show the topic (C{text} C{None}) or set it; fires with the topic,
+        or fails with L{errors.NotConnected} while reconnecting (or
+        L{errors.ClientError} when the host refuses)."""
+        return defer.maybeDeferred(self._topic, text)
+
+    def _topic(self, text: str | None) -> Deferred[str]:
         proto = self._joined_protocol()
         if text is not None:
             done = proto.wait_for(lambda m: (

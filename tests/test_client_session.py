@@ -1,0 +1,130 @@
+"""The client session against the real host in memory (iosim, one task.Clock).
+
+The middle layer of the client's tests: the real L{RoomSession} and
+L{RoomClientProtocol} talk to the real L{IRCFactory} and L{RoomHost} through
+C{twisted.test.iosim}, so every reconnect scenario runs in microseconds and
+on a fake clock, with links that drop, go silent or refuse.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatroom.client import errors
+from chatroom.client.reconnect import ReconnectState, RoomTarget
+from chatroom.client.session import RoomSession
+from chatroom.client.ui import ChatController
+from chatroom.host import Limits
+
+from .memory_network import MemoryNetwork
+
+Q = b"\x07" * 32
+TARGET = RoomTarget(Q, "lobby", ("127.0.0.1:6697",), 1)
+
+
+class Seen:
+    """What one session showed its user."""
+
+    def __init__(self):
+        self.events = []
+        self.status = []
+
+    def on_event(self, event):
+        self.events.append(event)
+
+    def on_status(self, text):
+        self.status.append(text)
+
+    def messages(self):
+        return [(e.sender, e.text) for e in self.events
+                if e.kind in ("message", "action")]
+
+
+class SessionTestsMixin:
+    def setUp(self):
+        self.net = MemoryNetwork(limits=Limits(flood_rate=0))
+
+    def session(self, nick="alice", connect=True, **kwargs):
+        seen = Seen()
+        session = RoomSession(self.net.clock, TARGET, nick,
+                              on_event=seen.on_event, on_status=seen.on_status,
+                              policy=lambda attempt: 1.0,
+                              endpoint_for=self.net.endpoint_for, **kwargs)
+        if connect:
+            d = session.connect()
+            self.net.settle()
+            self.assertIs(self.successResultOf(d), session)
+        self.addCleanup(self.close, session)
+        return session, seen
+
+    def close(self, session):
+        d = session.close()
+        self.net.settle()
+        self.successResultOf(d)
+
+    def say(self, session, text):
+        d = session.say(text)
+        self.net.settle()
+        return d
+
+
+class SessionTests(SessionTestsMixin, SynchronousTestCase):
+    def test_join_and_talk(self):
+        alice, alice_seen = self.session("alice")
+        bob, bob_seen = self.session("bob")
+        event = self.successResultOf(self.say(alice, "hello"))
+        self.assertEqual((event.text, event.own), ("hello", True))
+        self.assertEqual(bob_seen.messages(), [("alice", "hello")])
+        self.assertEqual(alice_seen.messages(), [("alice", "hello")])
+
+    def test_names_and_topic(self):
+        alice, _ = self.session("alice")
+        self.session("bob")
+        names = alice.names()
+        self.net.settle()
+        self.assertEqual(sorted(self.successResultOf(names)), ["alice", "bob"])
+        topic = alice.topic("plans")
+        self.net.settle()
+        self.assertEqual(self.successResultOf(topic), "plans")
+
+    def test_reconnect_after_drop_catches_up(self):
+        alice, alice_seen = self.session("alice")
+        bob, bob_seen = self.session("bob")
+        self.net.links[0].drop()
+        self.net.settle()
+        self.assertEqual(alice.machine.state, ReconnectState.WAITING)
+        self.successResultOf(self.say(bob, "while you were away"))
+        self.net.advance(2)
+        self.assertTrue(alice.joined)
+        self.assertEqual(alice_seen.messages(), [("bob", "while you were away")])
+        self.assertTrue(any("1 missed message fetched" in s
+                            for s in alice_seen.status), alice_seen.status)
+
+
+class CommandsWhileReconnectingTests(SessionTestsMixin, SynchronousTestCase):
+    """Issue 9 item 7: commands typed while reconnecting fail their
+    Deferred; they do not raise at the caller."""
+
+    def reconnecting(self):
+        session, seen = self.session("alice")
+        self.net.refuse()
+        self.net.links[0].drop()
+        self.net.settle()
+        self.assertEqual(session.machine.state, ReconnectState.WAITING)
+        return session
+
+    def test_names_topic_nick_fail_their_deferred(self):
+        session = self.reconnecting()
+        for call in (session.names, session.topic,
+                     lambda: session.topic("new"),
+                     lambda: session.change_nick("bob")):
+            self.failureResultOf(call(), errors.NotConnected)
+
+    def test_chat_screen_keeps_going(self):
+        """Typed on the chat screen, they become a line on it."""
+        session = self.reconnecting()
+        lines = []
+        controller = ChatController(session, lines.append, lambda: None)
+        for typed in ("/names", "/topic", "/nick bob"):
+            controller.line_entered(typed)
+        self.assertEqual(len(lines), 3, lines)
+        for line in lines:
+            self.assertIn("Not in #lobby right now", line)
