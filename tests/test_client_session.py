@@ -128,3 +128,61 @@ class CommandsWhileReconnectingTests(SessionTestsMixin, SynchronousTestCase):
         self.assertEqual(len(lines), 3, lines)
         for line in lines:
             self.assertIn("Not in #lobby right now", line)
+
+
+class NickInUseTests(SessionTestsMixin, SynchronousTestCase):
+    """Issue 12 item 1: two of your own clients on the default nick."""
+
+    def test_second_client_takes_nick_underscore(self):
+        alice, _ = self.session("alice")
+        second, seen = self.session("alice")
+        self.assertEqual(second.nick, "alice_")
+        self.assertTrue(any("alice_" in s and "taken" in s for s in seen.status),
+                        seen.status)
+        event = self.successResultOf(self.say(second, "hi"))
+        self.assertEqual((event.sender, event.own), ("alice_", True))
+
+    def test_every_alternative_taken_fails(self):
+        from chatroom.client.errors import nick_alternatives
+        for nick in ["alice"] + nick_alternatives("alice"):
+            self.session(nick)
+        session, _ = self.session("alice", connect=False)
+        d = session.connect()
+        self.net.settle()
+        self.failureResultOf(d, errors.NickInUse)
+
+    def test_without_alternatives_fails_at_once(self):
+        self.session("alice")
+        session, _ = self.session("alice", connect=False,
+                                  alternative_nicks=False)
+        d = session.connect()
+        self.net.settle()
+        self.failureResultOf(d, errors.NickInUse)
+
+    def test_regains_the_nick_when_its_holder_leaves(self):
+        first, _ = self.session("alice")
+        second, seen = self.session("alice")
+        closed = first.close()
+        self.net.settle()
+        self.successResultOf(closed)
+        self.assertEqual(second.nick, "alice")
+        self.assertTrue(any("You are alice again" in s for s in seen.status),
+                        seen.status)
+        event = self.successResultOf(self.say(second, "back"))
+        self.assertEqual(event.sender, "alice")
+
+    def test_regains_the_nick_later_when_holder_not_in_the_room(self):
+        """The holder is on the host but not in the room: no QUIT is seen,
+        so the session asks again every REGAIN_INTERVAL seconds."""
+        from chatroom.client.session import REGAIN_INTERVAL
+        holder, _ = self.session("alice")
+        second, _ = self.session("alice")
+        holder.protocol.send("PART", "#lobby")
+        self.net.settle()
+        self.assertEqual(second.nick, "alice_")
+        closed = holder.close()  # its QUIT is not seen in the room any more
+        self.net.settle()
+        self.successResultOf(closed)
+        self.assertEqual(second.nick, "alice_")
+        self.net.advance(REGAIN_INTERVAL)
+        self.assertEqual(second.nick, "alice")

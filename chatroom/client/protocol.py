@@ -10,7 +10,7 @@ single IRC byte.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, interfaces, protocol
 from twisted.logger import Logger
@@ -70,17 +70,25 @@ class NickInUse(Exception):
 class RoomClientProtocol(protocol.Protocol):
     """An IRC client connection to a chatroom host (or any IRC server).
 
+    @param fallback_nicks: nicks to try in order when the server says the
+        nick is taken (433) during registration; when they are all taken
+        too, L{registered} fails with L{NickInUse}.
     @ivar registered: fires with the welcome message (001), or fails with
         L{NickInUse} or the connection's loss reason.
     @ivar caps: the capabilities the server acknowledged.
+    @ivar isupport: the server's ISUPPORT (005) tokens, name to value.
     """
 
     log = Logger()
 
     def __init__(self, nick: str, listener: Any = None,
                  wanted_caps: tuple[str, ...] = CLIENT_CAPS,
-                 realname: str = "chatroom user") -> None:
+                 realname: str = "chatroom user",
+                 fallback_nicks: Sequence[str] = ()) -> None:
         self.nick = nick
+        self.wanted_nick = nick
+        self._fallbacks = list(fallback_nicks)
+        self.isupport: dict[str, str] = {}
         self.realname = realname
         self.listener = listener if listener is not None else RoomClientListener()
         self.wanted_caps = wanted_caps
@@ -146,6 +154,13 @@ class RoomClientProtocol(protocol.Protocol):
             self.nick = message.params[0]
             if not self.registered.called:
                 self.registered.callback(message)
+        elif command == "005":
+            for token in message.params[1:-1]:
+                name, _, value = token.partition("=")
+                self.isupport[name.upper()] = value
+        elif command == "433" and not self.registered.called and self._fallbacks:
+            self.nick = self._fallbacks.pop(0)
+            self.send("NICK", self.nick)
         elif command in ("433", "432") and not self.registered.called:
             self.registered.errback(NickInUse(message.params[1]))
             self.transport.loseConnection()
