@@ -53,17 +53,17 @@ class Link:
 
     def step(self):
         """Move what can move; True if anything did."""
-        io = self.pump.clientIO
         if self.silent:
             # A local close still reaches the local protocol, as a kernel
-            # reports an aborted socket to its own side only.
-            if io.disconnecting and not io.disconnected:
-                io.disconnected = True
-                io.reportDisconnect()
-                return True
-            io.getOutBuffer()  # what the client writes is lost
-            self.pump.serverIO.getOutBuffer()
-            return False
+            # reports a closed socket to its own side only.
+            moved = False
+            for io in (self.pump.clientIO, self.pump.serverIO):
+                io.getOutBuffer()  # what is written is lost
+                if io.disconnecting and not io.disconnected:
+                    io.disconnected = True
+                    io.reportDisconnect()
+                    moved = True
+            return moved
         return self.pump.pump(advanceClock=False)
 
 

@@ -1,7 +1,9 @@
 """The client protocol alone, over a StringTransport: raw IRC lines in and out."""
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatroom.client.protocol import RoomClientProtocol
@@ -21,8 +23,10 @@ class Recorder:
 
 
 class ClientProtocolTestsMixin:
-    def connect(self, nick="alice", **kwargs):
+    def connect(self, nick="alice", keepalive=False, **kwargs):
         self.clock = Clock()
+        if keepalive:
+            kwargs["clock"] = self.clock
         self.recorder = Recorder()
         self.transport = StringTransport()
         self.protocol = RoomClientProtocol(nick, self.recorder, **kwargs)
@@ -95,3 +99,48 @@ class NickFallbackTests(ClientProtocolTestsMixin, SynchronousTestCase):
         self.connect("alice")
         self.receive(":host 433 * alice :Nickname is already in use")
         self.failureResultOf(self.protocol.registered, NickInUse)
+
+
+class KeepaliveTests(ClientProtocolTestsMixin, SynchronousTestCase):
+    """Issue 12 item 2: PING after 30 s of silence, hang up 30 s later."""
+
+    def registered(self):
+        self.connect(keepalive=True)
+        self.receive(":host 001 alice :Welcome")
+        self.sent()
+
+    def test_probe_then_hang_up(self):
+        from chatroom.client.protocol import LinkDead
+        self.registered()
+        self.clock.advance(29)
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(1)
+        (ping,) = self.sent()
+        self.assertEqual(ping.command, "PING")
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnecting)
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        (reason,) = self.recorder.lost
+        self.assertTrue(reason.check(LinkDead))
+        self.assertIn("PING", str(reason.value))
+
+    def test_pong_keeps_it(self):
+        self.registered()
+        self.clock.advance(30)
+        (ping,) = self.sent()
+        self.receive(":host PONG host %s" % (ping.params[0],))
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.sent(), [])
+
+    def test_no_clock_no_probe(self):
+        self.connect()
+        self.receive(":host 001 alice :Welcome")
+        self.assertIsNone(self.protocol.keepalive)
+
+    def test_no_probe_before_registration(self):
+        """Before the welcome the attempt's own deadline applies."""
+        self.connect(keepalive=True)
+        self.sent()
+        self.clock.advance(120)
+        self.assertEqual(self.sent(), [])

@@ -186,3 +186,40 @@ class NickInUseTests(SessionTestsMixin, SynchronousTestCase):
         self.assertEqual(second.nick, "alice_")
         self.net.advance(REGAIN_INTERVAL)
         self.assertEqual(second.nick, "alice")
+
+
+class DeadLinkTests(SessionTestsMixin, SynchronousTestCase):
+    """Issue 12 item 2: a link that goes silent is noticed, and the session
+    reconnects and catches up as after any drop."""
+
+    def test_silent_link_noticed_within_probe_and_timeout(self):
+        alice, alice_seen = self.session("alice")
+        bob, bob_seen = self.session("bob")
+        self.net.links[0].silence()
+        self.successResultOf(self.say(bob, "one"))
+        self.net.advance(59)
+        self.assertTrue(alice.joined)
+        self.net.advance(1)
+        self.assertFalse(alice.joined)
+        self.assertTrue(any("Lost the connection" in s and "PING" in s
+                            for s in alice_seen.status), alice_seen.status)
+        self.successResultOf(self.say(bob, "two"))
+        self.net.advance(1)  # the backoff policy's 1 s
+        self.assertTrue(alice.joined)
+        # The host still holds the silent connection (a ghost), so alice
+        # came back as alice_ until the host's own timeout frees the nick.
+        self.assertEqual(alice.nick, "alice_")
+        self.assertEqual(alice_seen.messages(), [("bob", "one"), ("bob", "two")])
+        self.net.advance(150)
+        self.assertEqual(alice.nick, "alice")
+        self.successResultOf(self.say(bob, "three"))
+        self.assertEqual(alice_seen.messages(), [("bob", "one"), ("bob", "two"),
+                                                 ("bob", "three")])
+
+    def test_busy_link_is_not_probed(self):
+        alice, _ = self.session("alice")
+        bob, _ = self.session("bob")
+        for n in range(10):
+            self.net.advance(20)
+            self.successResultOf(self.say(bob, "n%d" % n))
+        self.assertEqual(alice.protocol.keepalive.probes, 0)

@@ -24,6 +24,7 @@ from chatroom.core.ircline import (
     format_line,
     parse_line,
 )
+from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT, Keepalive
 from chatroom.core.names import parse_msgid
 
 #: The longest IRC part of a line from the server, CR LF included.  A member
@@ -66,6 +67,10 @@ class NickInUse(Exception):
     """The server refused the nickname (433)."""
 
 
+class LinkDead(Exception):
+    """The host stayed silent through a keepalive probe; the client hung up."""
+
+
 @implementer(interfaces.IHandshakeListener)
 class RoomClientProtocol(protocol.Protocol):
     """An IRC client connection to a chatroom host (or any IRC server).
@@ -73,6 +78,11 @@ class RoomClientProtocol(protocol.Protocol):
     @param fallback_nicks: nicks to try in order when the server says the
         nick is taken (433) during registration; when they are all taken
         too, L{registered} fails with L{NickInUse}.
+    @param clock: C{seconds()} and C{callLater()}; with one, the connection
+        is watched by a L{Keepalive} once registered (PING after
+        C{probe_interval} seconds without a line, hang up when nothing
+        arrives C{probe_timeout} seconds later: the connection is then
+        lost with L{LinkDead}).  Without one, nothing is probed.
     @ivar registered: fires with the welcome message (001), or fails with
         L{NickInUse} or the connection's loss reason.
     @ivar caps: the capabilities the server acknowledged.
@@ -84,7 +94,9 @@ class RoomClientProtocol(protocol.Protocol):
     def __init__(self, nick: str, listener: Any = None,
                  wanted_caps: tuple[str, ...] = CLIENT_CAPS,
                  realname: str = "chatroom user",
-                 fallback_nicks: Sequence[str] = ()) -> None:
+                 fallback_nicks: Sequence[str] = (),
+                 clock: Any = None, probe_interval: float = PROBE_INTERVAL,
+                 probe_timeout: float = PROBE_TIMEOUT) -> None:
         self.nick = nick
         self.wanted_nick = nick
         self._fallbacks = list(fallback_nicks)
@@ -98,6 +110,11 @@ class RoomClientProtocol(protocol.Protocol):
         self._waiters: list[tuple[Callable[[Message], bool], defer.Deferred]] = []
         self._labels = 0
         self._started = False
+        self._dead: str | None = None
+        self.keepalive: Keepalive | None = None
+        if clock is not None:
+            self.keepalive = Keepalive(clock, self._probe, self._link_dead,
+                                       probe_interval, probe_timeout)
 
     # Connection
 
@@ -112,7 +129,18 @@ class RoomClientProtocol(protocol.Protocol):
         self.send("NICK", self.nick)
         self.send("USER", self.nick.lower()[:10], "0", "*", self.realname)
 
+    def _probe(self, token: str) -> None:
+        self.send("PING", token)
+
+    def _link_dead(self, why: str) -> None:
+        self._dead = why
+        self.transport.abortConnection()
+
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self.keepalive is not None:
+            self.keepalive.stop()
+        if self._dead is not None:
+            reason = Failure(LinkDead(self._dead))
         if not self.registered.called:
             self.registered.errback(reason)
         waiters, self._waiters = self._waiters, []
@@ -135,6 +163,8 @@ class RoomClientProtocol(protocol.Protocol):
     # Input
 
     def dataReceived(self, data: bytes) -> None:
+        if self.keepalive is not None:
+            self.keepalive.line_received()
         for line in self._lines.feed(data):
             try:
                 message = parse_line(line, MAX_RELAYED_BYTES,
@@ -152,6 +182,8 @@ class RoomClientProtocol(protocol.Protocol):
             self._cap(message.params[1], message.params[-1])
         elif command == "001":
             self.nick = message.params[0]
+            if self.keepalive is not None:
+                self.keepalive.start()
             if not self.registered.called:
                 self.registered.callback(message)
         elif command == "005":

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatroom.client import errors
+from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT
 from chatroom.client.protocol import NickInUse as ProtocolNickInUse
 from chatroom.client.protocol import RoomClientProtocol
 from chatroom.client.reconnect import (
@@ -320,6 +321,10 @@ class RoomSession:
         C{nick_}, C{nick__}, C{nick1} ... C{nick9} instead (the first that
         is free), and take C{nick} back once it is free; when False, a
         taken nick fails L{connect} with L{errors.NickInUse}.
+    @param probe_interval: seconds without a line from the host before a
+        PING probes the link.
+    @param probe_timeout: seconds after the probe before a silent link
+        counts as lost (reconnect and catch up as after any drop).
     @ivar nick: the nick this session has on the host now.
     @ivar wanted_nick: the nick asked for (or last set with
         L{change_nick}).
@@ -334,7 +339,9 @@ class RoomSession:
                  clock: Any = None, timeout: float = ATTEMPT_TIMEOUT,
                  endpoint_for: Callable[[str, PinnedClientCreator], Any] | None = None,
                  realname: str = "chatroom user",
-                 alternative_nicks: bool = True) -> None:
+                 alternative_nicks: bool = True,
+                 probe_interval: float = PROBE_INTERVAL,
+                 probe_timeout: float = PROBE_TIMEOUT) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
         self.reactor = reactor
@@ -342,6 +349,8 @@ class RoomSession:
         self.nick = nick
         self.wanted_nick = nick
         self.alternative_nicks = alternative_nicks
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
         self._regain_call: Any = None
         self.realname = realname
         self.room = target.room
@@ -626,7 +635,10 @@ class RoomSession:
         def build() -> RoomClientProtocol:
             proto = RoomClientProtocol(self.wanted_nick, listener,
                                        realname=self.realname,
-                                       fallback_nicks=fallbacks)
+                                       fallback_nicks=fallbacks,
+                                       clock=self.clock,
+                                       probe_interval=self.probe_interval,
+                                       probe_timeout=self.probe_timeout)
             listener.protocol = proto
             return proto
         try:
