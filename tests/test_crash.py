@@ -22,12 +22,14 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 class HostProcess:
     """C{twistd -n chatroom} in a child process, on 127.0.0.1."""
 
-    def __init__(self, data_dir, log_path, args=(), env=None, pass_fds=()):
+    def __init__(self, data_dir, log_path, args=(), env=None, pass_fds=(),
+                 discovery=False):
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [*TWISTD, "-n", "--pidfile=", "chatroom", "--data-dir", data_dir,
              "--interface", "127.0.0.1", "--port", "0", "--room", "lobby",
-             "--flood-rate", "0", "--no-discovery", *args],
+             "--flood-rate", "0", *([] if discovery else ["--no-discovery"]),
+             *args],
             cwd=REPO, env=dict(env or os.environ, PYTHONPATH=REPO),
             stdout=self.log, stderr=subprocess.STDOUT, pass_fds=pass_fds)
         self.log_path = log_path
