@@ -19,3 +19,7 @@ class DataDirectoryError(ChatroomError):
 
 class HistoryStoreError(ChatroomError):
     """The history database cannot be opened or is from a newer version."""
+
+
+class EndpointError(ChatroomError):
+    """A listener description (C{--listen}, C{--tls-endpoint}) cannot be used."""

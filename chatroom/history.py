@@ -19,9 +19,13 @@ from typing import Iterable, Sequence
 import attrs
 from zope.interface import implementer
 
+from twisted.logger import Logger
+
 from chatroom.core.room import Event, Topic
 from chatroom.errors import HistoryStoreError
 from chatroom.interfaces import IHistoryStore
+
+_log = Logger()
 
 #: The schema version this code writes.
 SCHEMA_VERSION = 2
@@ -54,6 +58,31 @@ def _create(path: str) -> None:
     finally:
         db.close()
     os.replace(temporary, path)
+
+
+def backup_path(path: str, version: int) -> str:
+    """Where the copy of database C{path} at schema C{version} is kept."""
+    return "%s.schema-v%d.backup" % (path, version)
+
+
+def _backup(db: sqlite3.Connection, path: str, version: int) -> str:
+    """Copy the database (at schema C{version}) next to C{path}; return where.
+
+    SQLite's online backup copies a consistent snapshot, including what is
+    still in the WAL file; the copy is written under a temporary name and
+    renamed into place, so a half-written copy never has the final name.
+    An older copy of the same version is replaced: the current file holds
+    everything it held and more.
+    """
+    target = backup_path(path, version)
+    temporary = target + ".new"
+    copy = sqlite3.connect(temporary)
+    try:
+        db.backup(copy)
+    finally:
+        copy.close()
+    os.replace(temporary, target)
+    return target
 
 
 def _upgrade(db: sqlite3.Connection, version: int) -> None:
@@ -110,6 +139,20 @@ class HistoryStore:
                 "The history database %s was written by a newer chatroom "
                 "(schema %d; this one knows %d). Upgrade chatroom."
                 % (path, version, SCHEMA_VERSION))
+        if version < SCHEMA_VERSION and path != ":memory:":
+            try:
+                copy = _backup(self._db, path, version)
+            except (sqlite3.Error, OSError) as e:
+                self._db.close()
+                raise HistoryStoreError(
+                    "The history database %s needs an upgrade (schema %d to "
+                    "%d), but no copy of it could be kept first (%s). Free "
+                    "space next to it, or upgrade a copy by hand."
+                    % (path, version, SCHEMA_VERSION, e)) from None
+            _log.info("Upgrading the history database {path} from schema "
+                      "{old} to {new}; the version {old} database is kept as "
+                      "{copy}", path=path, old=version, new=SCHEMA_VERSION,
+                      copy=copy)
         _upgrade(self._db, version)
 
     def close(self) -> None:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from typing import Any, Sequence
 
 import attrs
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatroom.core.discovery import RoomAddress
 from chatroom.discovery import (
@@ -25,6 +30,8 @@ from chatroom.discovery import (
     DiscoveryService,
     HostProtocol,
 )
+from chatroom.errors import EndpointError
+from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits
 from chatroom.history import HistoryStore, ReservedCounter
 from chatroom.host import Limits, RoomHost
 from chatroom.identity import HostIdentity
@@ -33,6 +40,9 @@ from chatroom.tls import server_options
 
 #: How often old history is pruned and idle opened rooms removed, in seconds.
 MAINTENANCE_INTERVAL = 3600.0
+
+#: How often the counters that moved are logged, in seconds.
+COUNTERS_INTERVAL = 60.0
 
 
 @attrs.frozen
@@ -54,6 +64,151 @@ class DiscoverySettings:
 
 _WILDCARDS = ("", "0.0.0.0", "::")
 
+# serverFromString arguments that name the certificate of an ssl: listener.
+_CERTIFICATE_ARGUMENTS = ("privateKey", "certKey")
+
+
+@implementer(IStreamServerEndpoint)
+class HostTLSServerEndpoint:
+    """TLS with the host's own certificate over any stream server endpoint.
+
+    This is what C{reactor.listenSSL} does over TCP (a
+    L{TLSMemoryBIOFactory} around the factory), for any endpoint: TCP, or
+    a socket inherited from systemd.
+
+    @param endpoint: the stream server endpoint to listen on.
+    @param options: the TLS server options (L{chatroom.tls.server_options}).
+    """
+
+    def __init__(self, endpoint: Any, options: Any) -> None:
+        self.endpoint = endpoint
+        self.options = options
+
+    def listen(self, factory: Any) -> defer.Deferred:
+        """Listen on the wrapped endpoint with C{factory} inside TLS."""
+        return self.endpoint.listen(TLSMemoryBIOFactory(self.options, False, factory))
+
+
+def _arguments(description: str) -> list[str]:
+    """The colon-separated parts of an endpoint description (C{\\:} escapes)."""
+    return re.split(r"(?<!\\):", description)
+
+
+def server_endpoint(reactor: Any, description: str, tls_options: Any) -> Any:
+    """The server endpoint a C{--listen} or C{--tls-endpoint} description names.
+
+    Any Twisted server endpoint string works.  An C{ssl:} listener that
+    names no certificate (no C{privateKey} or C{certKey}) uses the host's
+    own key and certificate, bound to Q like the main port, instead of
+    Twisted's default C{server.pem}.
+
+    @raise EndpointError: one sentence saying why C{description} cannot be
+        used.
+    """
+    parts = _arguments(description)
+    try:
+        if parts[0] == "ssl" and not any(
+                part.split("=", 1)[0] in _CERTIFICATE_ARGUMENTS for part in parts[1:]):
+            inner = endpoints.serverFromString(reactor, ":".join(["tcp", *parts[1:]]))
+            return HostTLSServerEndpoint(inner, tls_options)
+        return endpoints.serverFromString(reactor, description)
+    except IndexError:
+        if parts[0] == "systemd":
+            raise EndpointError(
+                "%s names a socket systemd did not pass (LISTEN_FDS); start "
+                "the host from its .socket unit, or choose another "
+                "endpoint." % (description,)) from None
+        raise EndpointError("%s is not a usable listener description." % (
+            description,)) from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise EndpointError(
+            "%s is not a usable listener description (%s); see the endpoint "
+            "strings of twisted.internet.endpoints.serverFromString." % (
+                description, e)) from None
+    except OSError as e:
+        raise EndpointError("%s cannot be used: %s (%s)." % (
+            description, e.strerror or e, e.filename or "")) from None
+
+
+class ListeningService(service.Service):
+    """Listens on one endpoint while running, stops listening when stopped.
+
+    Like Twisted's C{StreamServerEndpointService}, but a port that cannot
+    be opened makes L{privilegedStartService} raise (so the host does not
+    run without its listener), and the port is public through
+    L{when_listening}.
+
+    @param description: what to call the listener in messages.
+    @param on_port: called with the port once listening, if given.
+    """
+
+    def __init__(self, endpoint: Any, factory: Any, description: str,
+                 on_port: Any = None) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self.description = description
+        self.on_port = on_port
+        self.port: Any = None
+        self._listening: defer.Deferred | None = None
+        self._waiters: list[defer.Deferred] = []
+        self._failure: Failure | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+        if self._failure is not None:
+            self._failure.raiseException()
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._listening is not None:
+            return
+        self._listening = self.endpoint.listen(self.factory)
+        self._listening.addCallbacks(self._listened, self._failed)
+
+    def _listened(self, port: Any) -> None:
+        self.port = port
+        if self.on_port is not None:
+            self.on_port(port)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(port)
+
+    def _failed(self, failure: Failure) -> None:
+        self._failure = failure
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(failure)
+
+    @property
+    def failed(self) -> bool:
+        """Whether listening failed."""
+        return self._failure is not None
+
+    def when_listening(self) -> defer.Deferred:
+        """Fires with the L{IListeningPort} once listening (or the error)."""
+        if self.port is not None:
+            return defer.succeed(self.port)
+        if self._failure is not None:
+            return defer.fail(self._failure)
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def stopService(self) -> Any:
+        super().stopService()
+        listening, self._listening = self._listening, None
+        port, self.port = self.port, None
+        self._failure = None
+        if port is not None:
+            return port.stopListening()
+        if listening is not None:
+            listening.cancel()
+        return None
+
 
 class HostService(service.MultiService):
     """A running room host: TLS listener, extra listeners, pruning.
@@ -65,8 +220,14 @@ class HostService(service.MultiService):
     @param tls_port: TCP port of the TLS listener (0: any free port;
         C{None}: no TLS listener).
     @param tls_interface: address the TLS listener binds to (C{""}: all IPv4).
-    @param listen: extra Twisted server endpoint descriptions (plain text).
+    @param tls_endpoint: a server endpoint description for the TLS listener
+        (such as C{systemd:domain=INET:index=0}), used instead of
+        C{tls_port} and C{tls_interface}.
+    @param listen: extra Twisted server endpoint descriptions; C{ssl:}
+        ones without a certificate use the host's (see L{server_endpoint}).
+    @param handshakes: the cap on TLS handshakes in progress.
     @param discovery: where to announce the rooms, or C{None} not to.
+    @raise EndpointError: a description cannot be used.
     """
 
     log = Logger()
@@ -77,7 +238,9 @@ class HostService(service.MultiService):
                  limits: Limits = Limits(), server_name: str | None = None,
                  motd: Sequence[str] = (), history_keep: int | None = None,
                  history_days: float | None = None,
-                 discovery: DiscoverySettings | None = None) -> None:
+                 discovery: DiscoverySettings | None = None,
+                 tls_endpoint: str | None = None,
+                 handshakes: HandshakeLimits = HandshakeLimits()) -> None:
         super().__init__()
         self.tls_interface = tls_interface
         self.discovery = discovery
@@ -90,42 +253,72 @@ class HostService(service.MultiService):
         name = server_name or identity.short_fingerprint + ".chatroom"
         self.host = RoomHost(store, reactor, name, rooms, limits, motd,
                              observer=self)
-        self.factory = IRCFactory(self.host)
-        self.tls_endpoint = None
-        self._listeners: list[internet.StreamServerEndpointService] = []
-        if tls_port is not None:
-            self.tls_endpoint = endpoints.SSL4ServerEndpoint(
-                reactor, tls_port, server_options(identity),
-                interface=tls_interface)
-            self._listen(self.tls_endpoint)
+        self.factory = HandshakeLimitFactory(IRCFactory(self.host), handshakes,
+                                             reactor, count=self.host.count)
+        self.listeners: list[ListeningService] = []
+        self.has_tls_listener = tls_endpoint is not None or tls_port is not None
+        tls = server_options(identity)
+        if tls_endpoint is not None:
+            inner = server_endpoint(reactor, tls_endpoint, tls)
+            if isinstance(inner, HostTLSServerEndpoint):
+                inner = inner.endpoint  # "ssl:" here means the same as "tcp:"
+            self._listen(HostTLSServerEndpoint(inner, tls), tls_endpoint)
+        elif tls_port is not None:
+            self._listen(HostTLSServerEndpoint(endpoints.TCP4ServerEndpoint(
+                reactor, tls_port, interface=tls_interface), tls),
+                "TLS port %d" % (tls_port,))
         for description in listen:
-            self._listen(endpoints.serverFromString(reactor, description))
+            self._listen(server_endpoint(reactor, description, tls), description)
         # Hourly upkeep, and once at start: retention and idle opened rooms.
         timer = internet.TimerService(MAINTENANCE_INTERVAL, self.maintain)
         timer.clock = reactor
         timer.setServiceParent(self)
+        # Once a minute, the counters that moved, for the operator.
+        counters = internet.TimerService(COUNTERS_INTERVAL, self.log_counters)
+        counters.clock = reactor
+        counters.setServiceParent(self)
+        self._logged_counters: dict[str, int] = {}
 
-    def _listen(self, endpoint: Any) -> None:
-        listener = internet.StreamServerEndpointService(endpoint, self.factory)
-        # A port that cannot be opened stops the start with that error,
-        # rather than a host that runs without its listener.
-        listener._raiseSynchronously = True
+    def _listen(self, endpoint: Any, description: str) -> None:
+        listener = ListeningService(endpoint, self.factory, description,
+                                    on_port=self.factory.add_port)
         listener.setServiceParent(self)
-        self._listeners.append(listener)
+        self.listeners.append(listener)
 
     def listening_ports(self) -> defer.Deferred:
-        """Fires with the L{IListeningPort} of every listener, once started."""
-        # StreamServerEndpointService keeps its port Deferred private; this
-        # is the one place that reads it.
-        return defer.gatherResults([listener._waitingForPort
-                                    for listener in self._listeners])
+        """Fires with the L{IListeningPort} of every listener, once started;
+        the TLS listener's first."""
+        return defer.gatherResults([listener.when_listening()
+                                    for listener in self.listeners])
 
     def _log_ports(self, ports):
         for port in ports:
             address = port.getHost()
             self.log.info("chatroom listening on {host} port {port}",
-                          host=address.host, port=address.port)
+                          host=getattr(address, "host", address),
+                          port=getattr(address, "port", ""))
         return ports
+
+    def log_counters(self) -> None:
+        """Log the counters that changed since the last call, in one line.
+
+        Runs once a minute (L{COUNTERS_INTERVAL}); nothing is logged in a
+        minute where no counter moved.  Each counter shows its increase
+        over that minute and, in brackets, its total since start.
+        """
+        counters = dict(self.host.counters)
+        if self.announcer is not None:
+            # Datagrams the announcer dropped, by reason.
+            for name, value in getattr(self.announcer, "drops", {}).items():
+                counters["discovery-dropped-" + name] = value
+        changed = {name: value - self._logged_counters.get(name, 0)
+                   for name, value in counters.items()
+                   if value != self._logged_counters.get(name, 0)}
+        self._logged_counters = counters
+        if changed:
+            self.log.info("chatroom counters: {counters}", counters=", ".join(
+                "%s +%d (%d)" % (name, changed[name], counters[name])
+                for name in sorted(changed)))
 
     def maintain(self) -> None:
         """Remove idle rooms users opened, then apply the retention options."""
@@ -158,14 +351,14 @@ class HostService(service.MultiService):
         # Listening happens here, before twistd drops privileges.
         try:
             super().privilegedStartService()
-        except CannotListenError as e:
-            _exit_cannot_listen(e)
+        except Exception as e:
+            _exit_cannot_listen(self.listeners, e)
 
     def startService(self) -> None:
         try:
             super().startService()
-        except CannotListenError as e:
-            _exit_cannot_listen(e)
+        except Exception as e:
+            _exit_cannot_listen(self.listeners, e)
         ports = self.listening_ports()
         ports.addCallback(self._log_ports)
         if self.discovery is not None and self.announcer is None:
@@ -177,11 +370,12 @@ class HostService(service.MultiService):
         """Announce the rooms, now that the TLS port is known."""
         settings = self.discovery
         addresses = list(settings.addresses)
-        if not addresses and self.tls_endpoint is not None:
-            host = self.tls_interface
+        if not addresses and self.has_tls_listener:
+            bound = ports[0].getHost()
+            host = bound.host
             if host in _WILDCARDS:
                 host = settings.interface
-            addresses = [str(RoomAddress(host, ports[0].getHost().port))]
+            addresses = [str(RoomAddress(host, bound.port))]
         self.announcer = HostProtocol(
             self.reactor, settings.group, settings.port, settings.interface,
             self.identity.private_key,
@@ -209,13 +403,20 @@ class HostService(service.MultiService):
             self.store.close()
 
 
-def _exit_cannot_listen(error: CannotListenError) -> None:
-    """Stop with one sentence: twistd prints a SystemExit's message."""
-    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
-    raise SystemExit(
-        "chatroom: cannot listen on %s port %s (%s); choose another --port "
-        "or --listen." % (error.interface or "all addresses", error.port,
-                          reason)) from None
+def _exit_cannot_listen(listeners: Sequence[ListeningService],
+                        error: Exception) -> None:
+    """Stop with one sentence: twistd prints a C{SystemExit}'s message."""
+    failed = [listener.description for listener in listeners
+              if listener.failed] or ["a listener"]
+    if isinstance(error, CannotListenError):
+        reason = (getattr(error.socketError, "strerror", None)
+                  or str(error.socketError))
+        raise SystemExit(
+            "chatroom: cannot listen on %s port %s (%s); choose another --port "
+            "or --listen." % (error.interface or "all addresses", error.port,
+                              reason)) from None
+    raise SystemExit("chatroom: cannot listen on %s (%s)." % (
+        failed[0], getattr(error, "strerror", None) or error)) from None
 
 
 def data_paths(data_dir: str) -> tuple[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+from typing import Any
 
 from twisted.python import usage
 
@@ -91,6 +92,17 @@ class Options(usage.Options):
         ["room-idle-days", None, 30.0,
          "Remove a room users opened after this many days without an event "
          "(while nobody is in it).", _positive_float("--room-idle-days")],
+        ["max-handshakes", None, 64,
+         "Most TLS handshakes in progress at once; at the cap the host stops "
+         "accepting until one completes.", _positive_int("--max-handshakes")],
+        ["max-handshakes-per-address", None, 3,
+         "Most TLS handshakes in progress at once from one address (IPv6: "
+         "one /64; loopback exempt); more are closed at once.",
+         _positive_int("--max-handshakes-per-address")],
+        ["tls-endpoint", None, None,
+         "Serve TLS on this Twisted server endpoint instead of --port and "
+         "--interface, e.g. systemd:domain=INET:index=0 for a socket systemd "
+         "holds (see docs/operations.rst)."],
         ["flood-rate", None, 2.0,
          "Commands per second after the burst; excess is delayed "
          "(0: no flood control).", _positive_float("--flood-rate")],
@@ -165,19 +177,10 @@ class Options(usage.Options):
             self["rooms"] = ["lobby"]
         if self["data-dir"] is None:
             self["data-dir"] = default_data_dir()
-        try:
-            self["identity"], self["store"] = open_data_dir(self["data-dir"])
-        except ChatroomError as e:
-            raise usage.UsageError(str(e)) from None
-        motd = self["motd-file"]
-        self["motd"] = []
-        if motd:
-            try:
-                with open(motd, encoding="utf-8") as f:
-                    self["motd"] = f.read().splitlines()
-            except (OSError, UnicodeDecodeError) as e:
-                raise usage.UsageError("Cannot read the MOTD file %s: %s." % (
-                    motd, e)) from None
+        if self["max-handshakes"] < 1 or self["max-handshakes-per-address"] < 1:
+            raise usage.UsageError(
+                "--max-handshakes and --max-handshakes-per-address must be 1 "
+                "or more.")
 
     def discovery(self):
         """The L{DiscoverySettings} these options ask for, or C{None}."""
@@ -205,6 +208,8 @@ class Options(usage.Options):
 def open_data_dir(path: str):
     """Create (mode 0700) or check C{path}; load the key, open the history.
 
+    @return: C{(identity, store)}: the L{HostIdentity} and the opened
+        L{HistoryStore}.
     @raise ChatroomError: with a sentence saying what is wrong and what to do.
     """
     from chatroom.history import HistoryStore
@@ -224,28 +229,80 @@ def open_data_dir(path: str):
     return identity, HistoryStore(db_path)
 
 
+def read_motd(path: str | None) -> list[str]:
+    """The lines of the MOTD file at C{path} (none when C{path} is C{None}).
+
+    @raise ChatroomError: the file cannot be read as UTF-8 text.
+    """
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ChatroomError("Cannot read the MOTD file %s: %s." % (
+            path, getattr(e, "strerror", None) or e)) from None
+
+
+def build_service(reactor: Any, options: Options):
+    """Open the data directory and compose the host service C{options} ask for.
+
+    Nothing here listens yet: that happens when the service starts.
+
+    @raise ChatroomError: the data directory, the MOTD file or a listener
+        description cannot be used; the message is one sentence.
+    """
+    from chatroom.handshakes import HandshakeLimits
+    from chatroom.service import HostService
+
+    motd = read_motd(options["motd-file"])
+    identity, store = open_data_dir(options["data-dir"])
+    try:
+        host_service = HostService(
+            reactor, identity, store, options["rooms"],
+            tls_port=options["port"], tls_interface=options["interface"],
+            tls_endpoint=options["tls-endpoint"],
+            listen=options["listen"], limits=options.limits(),
+            handshakes=HandshakeLimits(
+                in_progress=options["max-handshakes"],
+                per_address=options["max-handshakes-per-address"]),
+            server_name=options["server-name"], motd=motd,
+            history_keep=options["history-keep"] or None,
+            history_days=options["history-days"] or None,
+            discovery=options.discovery())
+    except BaseException:
+        store.close()
+        raise
+    return host_service
+
+
 def makeService(options: Options):
-    """Build the host service from parsed options (this touches the reactor)."""
+    """Build the host service from parsed options (this touches the reactor).
+
+    A start-up problem ends the program with one sentence on standard error
+    and exit status 1 (twistd prints a C{SystemExit}'s message), never a
+    traceback.
+    """
     from twisted.internet import reactor
 
     from chatroom.identity import colon_hex
-    from chatroom.service import HostService
 
-    identity = options["identity"]
-    host_service = HostService(
-        reactor, identity, options["store"], options["rooms"],
-        tls_port=options["port"], tls_interface=options["interface"],
-        listen=options["listen"], limits=options.limits(),
-        server_name=options["server-name"], motd=options["motd"],
-        history_keep=options["history-keep"] or None,
-        history_days=options["history-days"] or None,
-        discovery=options.discovery())
+    try:
+        host_service = build_service(reactor, options)
+    except ChatroomError as e:
+        raise SystemExit("chatroom: %s" % (e,)) from None
+    identity = host_service.identity
     out = sys.stdout
     out.write("chatroom host key %s\n" % (identity.fingerprint,))
     for name in options["rooms"]:
         out.write("  hosting #%s (room %s/%s)\n" % (
             name, identity.short_fingerprint, name))
-    out.write("  TLS on port %d\n" % (options["port"],))
+    if options["tls-endpoint"]:
+        out.write("  TLS on %s\n" % (options["tls-endpoint"],))
+    elif options["port"]:
+        out.write("  TLS on port %d\n" % (options["port"],))
+    else:
+        out.write("  TLS on a free port (logged once listening)\n")
     out.write("  irssi pin (public key):   %s\n" % (colon_hex(identity.spki_sha256),))
     out.write("  WeeChat pin (certificate): %s\n" % (
         identity.certificate_sha256.hex(),))

@@ -22,25 +22,32 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 class HostProcess:
     """C{twistd -n chatroom} in a child process, on 127.0.0.1."""
 
-    def __init__(self, data_dir, log_path):
+    def __init__(self, data_dir, log_path, args=(), env=None, pass_fds=(),
+                 discovery=False):
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [*TWISTD, "-n", "--pidfile=", "chatroom", "--data-dir", data_dir,
              "--interface", "127.0.0.1", "--port", "0", "--room", "lobby",
-             "--flood-rate", "0", "--no-discovery"],
-            cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
-            stdout=self.log, stderr=subprocess.STDOUT)
+             "--flood-rate", "0", *([] if discovery else ["--no-discovery"]),
+             *args],
+            cwd=REPO, env=dict(env or os.environ, PYTHONPATH=REPO),
+            stdout=self.log, stderr=subprocess.STDOUT, pass_fds=pass_fds)
         self.log_path = log_path
 
-    def port(self, timeout=60.0):
-        """The TLS port, read from the host's log once it is listening."""
+    def port(self, timeout=60.0, count=1):
+        """The TLS port, read from the host's log once it is listening.
+
+        With C{count}, wait for that many more listeners and return a list
+        of their ports, in the order they were logged.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(self.log_path, "rb") as f:
                 found = re.findall(rb"listening on 127\.0\.0\.1 port (\d+)", f.read())
-            if len(found) > self.seen_ports:
+            if len(found) >= self.seen_ports + count:
+                new = [int(port) for port in found[self.seen_ports:]]
                 self.seen_ports = len(found)
-                return int(found[-1])
+                return new[0] if count == 1 else new
             if self.process.poll() is not None:
                 raise AssertionError("the host exited: %s" % (
                     open(self.log_path).read(),))

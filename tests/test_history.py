@@ -148,6 +148,57 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual((record.topic.text, record.opened, record.modes), ("t", False, ""))
         self.assertEqual(store.rooms(), [("lobby", "Lobby")])
 
+    def test_copy_kept_before_upgrade(self):
+        """The version 1 file is copied next to the database, as it was,
+        before anything changes, and the log says where."""
+        from twisted.logger import globalLogPublisher
+
+        from chatroom.history import backup_path
+        path = os.path.abspath(self.mktemp())
+        self.make_v1(path)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        store = HistoryStore(path)
+        self.addCleanup(store.close)
+        copy = backup_path(path, 1)
+        self.assertEqual(copy, path + ".schema-v1.backup")
+        db = sqlite3.connect(copy)
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("SELECT version FROM version").fetchall(), [(1,)])
+        self.assertEqual(db.execute("SELECT seq FROM events").fetchall(), [(7,)])
+        self.assertNotIn("modes", [row[1] for row in db.execute(
+            "PRAGMA table_info(rooms)")])
+        said = [e for e in events if e.get("copy") == copy]
+        self.assertEqual(len(said), 1)
+        # Opening the upgraded file again makes no new copy.
+        store.close()
+        os.remove(copy)
+        HistoryStore(path).close()
+        self.assertFalse(os.path.exists(copy))
+
+    def test_no_copy_no_upgrade(self):
+        """When the copy cannot be written, the database is left as it was
+        and the error is one sentence."""
+        path = os.path.abspath(self.mktemp())
+        self.make_v1(path)
+        os.makedirs(path + ".schema-v1.backup.new")  # the copy cannot go there
+        error = self.assertRaises(HistoryStoreError, HistoryStore, path)
+        self.assertIn("no copy of it could be kept", str(error))
+        db = sqlite3.connect(path)
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("SELECT version FROM version").fetchall(), [(1,)])
+
+    def make_v1(self, path):
+        from importlib import resources
+        db = sqlite3.connect(path)
+        db.executescript(resources.files("chatroom.schemas").joinpath(
+            "history-v1.sql").read_text("utf-8"))
+        db.execute("INSERT INTO events VALUES ('lobby', 7, 1000, 'PRIVMSG', 'a!u@h',"
+                   " ?, '{}')", ('["#Lobby", "hi"]',))
+        db.commit()
+        db.close()
+
 
 class OpenedRoomTests(SynchronousTestCase):
     """Rooms users opened: remembered with their modes, removable."""

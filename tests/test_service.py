@@ -147,3 +147,74 @@ class RetentionTests(SynchronousTestCase):
                               tls_port=None)
         self.assertEqual(service.prune(), 0)
         store.close()
+
+
+class CounterLogTests(SynchronousTestCase):
+    """Once a minute, one log line with the counters that moved."""
+
+    def test_one_line_per_minute_when_counters_move(self):
+        from twisted.internet.task import Clock
+        from twisted.logger import globalLogPublisher
+
+        from chatroom.service import COUNTERS_INTERVAL
+
+        clock = Clock()
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        store = HistoryStore(":memory:")
+        service = HostService(clock, HostIdentity.generate(), store, ["lobby"],
+                              tls_port=None)
+        service.startService()
+        self.addCleanup(service.stopService)
+
+        def lines():
+            return [e["counters"] for e in events if "counters" in e
+                    and e.get("log_namespace", "").startswith("chatroom.service")]
+        self.assertEqual(lines(), [])
+        service.host.count("recvq-exceeded")
+        service.host.count("recvq-exceeded")
+        service.host.count("handshakes-paused")
+        clock.advance(COUNTERS_INTERVAL)
+        self.assertEqual(lines(), ["handshakes-paused +1 (1), recvq-exceeded +2 (2)"])
+        clock.advance(COUNTERS_INTERVAL)
+        self.assertEqual(len(lines()), 1)
+        service.host.count("recvq-exceeded")
+        clock.advance(COUNTERS_INTERVAL)
+        self.assertEqual(lines()[-1], "recvq-exceeded +1 (3)")
+
+
+class ListeningServiceTests(TestCase):
+    """The listener service exposes its port without private attributes."""
+
+    @defer.inlineCallbacks
+    def test_port_and_stop(self):
+        from twisted.internet import endpoints, protocol
+
+        from chatroom.service import ListeningService
+        listener = ListeningService(
+            endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+            protocol.Factory(), "test")
+        waiting = listener.when_listening()
+        listener.privilegedStartService()
+        listener.startService()
+        port = yield waiting
+        self.assertIs((yield listener.when_listening()), port)
+        yield listener.stopService()
+        self.assertFalse(port.connected)
+
+    def test_failure_raises_at_start(self):
+        from twisted.internet import endpoints, protocol
+        from twisted.internet.error import CannotListenError
+
+        from chatroom.service import ListeningService
+        holder = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        port = self.successResultOf(holder.listen(protocol.Factory()))
+        self.addCleanup(port.stopListening)
+        listener = ListeningService(
+            endpoints.TCP4ServerEndpoint(reactor, port.getHost().port,
+                                         interface="127.0.0.1"),
+            protocol.Factory(), "taken")
+        self.assertRaises(CannotListenError, listener.privilegedStartService)
+        self.assertTrue(listener.failed)
+        self.failureResultOf(listener.when_listening(), CannotListenError)

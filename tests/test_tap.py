@@ -1,10 +1,12 @@
 """Tests for chatroom.tap and the twistd plugin."""
 
 import os
+import socket
 import subprocess
 import sys
 
 from twisted.application.service import IServiceMaker
+from twisted.internet import reactor
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,8 +28,13 @@ class OptionsTests(SynchronousTestCase):
     def parse(self, *args):
         options = tap.Options()
         options.parseOptions(["--data-dir", self.data_dir, *args])
-        self.addCleanup(options["store"].close)
         return options
+
+    def build(self, options):
+        """The service, as makeService builds it (without the printing)."""
+        service = tap.build_service(reactor, options)
+        self.addCleanup(service.store.close)
+        return service
 
     def test_defaults(self):
         options = self.parse()
@@ -35,6 +42,14 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["port"], 6697)
         self.assertEqual(options["listen"], [])
         self.assertEqual(options.limits().flood_rate, 2.0)
+        self.assertEqual((options["max-handshakes"],
+                          options["max-handshakes-per-address"]), (64, 3))
+
+    def test_parsing_touches_nothing(self):
+        """Parsing only parses: the data directory is made by makeService."""
+        self.parse()
+        self.assertFalse(os.path.exists(self.data_dir))
+        self.build(self.parse())
         self.assertTrue(os.path.exists(os.path.join(self.data_dir, "host-key.pem")))
         self.assertEqual(os.stat(self.data_dir).st_mode & 0o777, 0o700)
 
@@ -54,32 +69,61 @@ class OptionsTests(SynchronousTestCase):
         for args in (["--port", "x"], ["--flood-rate", "-1"], ["--room", "#lobby"],
                      ["--room", "a b"], ["--bogus"], ["--discovery-interface", "eth0"],
                      ["--discovery-interface", "::1"], ["--discovery-group", "10.0.0.1"],
-                     ["--ttl", "0"], ["--announce-address", "nowhere"]):
+                     ["--ttl", "0"], ["--announce-address", "nowhere"],
+                     ["--max-handshakes", "0"], ["--max-handshakes-per-address", "x"]):
             self.assertRaises(usage.UsageError, tap.Options().parseOptions,
                               ["--data-dir", self.data_dir, *args])
+
+    def make_service_exit(self, *args):
+        """makeService's SystemExit message for C{args}."""
+        options = self.parse(*args)
+        error = self.assertRaises(SystemExit, tap.makeService, options)
+        return str(error)
 
     def test_unusable_data_dir(self):
         """A data directory that is a file gives one sentence."""
         with open(self.data_dir, "w") as f:
             f.write("not a directory")
-        error = self.assertRaises(usage.UsageError, tap.Options().parseOptions,
-                                  ["--data-dir", self.data_dir])
-        self.assertIn(self.data_dir, str(error))
+        message = self.make_service_exit()
+        self.assertIn(self.data_dir, message)
+        self.assertTrue(message.startswith("chatroom: "), message)
 
     def test_unsafe_key(self):
-        self.parse()
+        self.build(self.parse())
         os.chmod(os.path.join(self.data_dir, "host-key.pem"), 0o640)
-        error = self.assertRaises(usage.UsageError, tap.Options().parseOptions,
-                                  ["--data-dir", self.data_dir])
-        self.assertIn("chmod 600", str(error))
+        self.assertIn("chmod 600", self.make_service_exit())
+
+    def test_unreadable_motd(self):
+        message = self.make_service_exit("--motd-file", self.mktemp())
+        self.assertIn("Cannot read the MOTD file", message)
+        self.assertFalse(os.path.exists(self.data_dir))
+
+    def test_unusable_listener_closes_store(self):
+        """A bad --listen is one sentence, and the store opened before it is
+        closed again (no SQLite handle left behind)."""
+        closed = []
+        real = tap.open_data_dir
+
+        def tracking(path):
+            identity, store = real(path)
+            close = store.close
+            store.close = lambda: (closed.append(True), close())
+            return identity, store
+        self.patch(tap, "open_data_dir", tracking)
+        message = self.make_service_exit("--listen", "bogus:1")
+        self.assertIn("bogus:1", message)
+        self.assertEqual(closed, [True])
 
     def test_make_service(self):
-        options = self.parse("--port", "0", "--room", "dev")
+        options = self.parse("--port", "0", "--room", "dev",
+                             "--max-handshakes", "9")
         self.patch(sys, "stdout", open(os.devnull, "w"))
         self.addCleanup(sys.stdout.close)
         service = tap.makeService(options)
+        self.addCleanup(service.store.close)
         self.assertIsInstance(service, HostService)
         self.assertEqual(list(service.host.rooms), ["dev"])
+        self.assertEqual(service.factory.limits.in_progress, 9)
 
 
 class PluginTests(SynchronousTestCase):
@@ -122,7 +166,6 @@ class OpenRoomsOptionsTests(SynchronousTestCase):
         options.parseOptions(["--data-dir", self.mktemp(), "--open-rooms",
                               "--max-rooms", "7", "--max-opened-per-hour", "2",
                               "--max-room-name-length", "20", "--room-idle-days", "1.5"])
-        self.addCleanup(options["store"].close)
         self.assertEqual(options["rooms"], [])
         limits = options.limits()
         self.assertEqual((limits.open_rooms, limits.max_rooms, limits.opened_per_hour,
@@ -133,3 +176,82 @@ class OpenRoomsOptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, tap.Options().parseOptions,
                           ["--data-dir", self.mktemp(), "--max-room-name-length", "3",
                            "--room", "lobby"])
+
+
+def _twistd(test, *args, env=None):
+    """Run C{twistd -n chatroom ARGS} to its end; the finished process."""
+    return subprocess.run(
+        [*TWISTD, "-n", "--pidfile=", "chatroom",
+         "--data-dir", os.path.abspath(test.mktemp()),
+         "--port", "0", "--interface", "127.0.0.1", "--no-discovery", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+        env=dict(env or os.environ, PYTHONPATH=REPO))
+
+
+class StartupErrorTests(SynchronousTestCase):
+    """A real twistd that cannot start says why in one sentence."""
+
+    def assertOneSentence(self, result, *expected):
+        output = result.stdout + result.stderr
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertNotIn("Traceback", output)
+        # Before logging starts the sentence is all of stderr; once twistd
+        # logs, it is one line of the log.
+        lines = [line for line in output.splitlines() if "chatroom: " in line]
+        self.assertEqual(len(lines), 1, output)
+        self.assertTrue(lines[0].rstrip().endswith("."), output)
+        for text in expected:
+            self.assertIn(text, lines[0])
+
+    def test_unusable_descriptions(self):
+        for description, expected in [
+                ("bogus:1", "Unknown endpoint type"),
+                ("tcp:notaport", "not a usable listener description"),
+                ("tcp:1:colour=blue", "not a usable listener description"),
+                ("ssl:0:privateKey=/nonexistent/key.pem", "/nonexistent/key.pem"),
+                ("systemd:domain=INET:index=0", "LISTEN_FDS")]:
+            self.assertOneSentence(_twistd(self, "--listen", description),
+                                   description, expected)
+
+    def test_tls_endpoint_unusable(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+        self.assertOneSentence(_twistd(
+            self, "--tls-endpoint", "systemd:domain=INET:index=0", env=env),
+            "LISTEN_FDS")
+
+    def test_port_in_use(self):
+        """A port another socket holds is one sentence at start."""
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        self.assertOneSentence(
+            _twistd(self, "--listen", "tcp:%d:interface=127.0.0.1" % (port,)),
+            "cannot listen on 127.0.0.1 port %d" % (port,))
+
+
+class SSLListenerTests(SynchronousTestCase):
+    """C{--listen ssl:PORT} without a certificate serves the host's own."""
+
+    def test_ssl_listener_uses_host_key(self):
+        from chatroom.identity import load_or_create
+        from chatroom.service import data_paths
+
+        from .blocking_client import BlockingClient
+        from .test_crash import HostProcess
+
+        data_dir = os.path.abspath(self.mktemp())
+        os.makedirs(data_dir)
+        identity = load_or_create(data_paths(data_dir)[0])
+        host = HostProcess(data_dir, os.path.join(data_dir, "host.log"),
+                           args=["--listen", "ssl:0:interface=127.0.0.1"])
+        self.addCleanup(host.stop)
+        main_port, ssl_port = host.port(count=2)
+        # The client checks that the certificate holds the host key Q.
+        client = BlockingClient(ssl_port, identity.public_key, "alice")
+        client.send("JOIN", "#lobby")
+        client.wait_for(lambda m: m.command == "366")
+        client.close()
+        with open(host.log_path) as f:
+            self.assertNotIn("Traceback", f.read())

@@ -1,0 +1,206 @@
+# -*- test-case-name: tests.test_handshakes -*-
+"""A cap on TLS handshakes in progress, globally and per address.
+
+A TCP connection that never finishes its TLS handshake holds a file
+descriptor and a client slot until the handshake deadline (10 s) closes it.
+A slowloris of such half-open handshakes from many addresses could keep
+every slot busy.  L{HandshakeLimitFactory} wraps the IRC factory (inside
+the TLS layer, in the style of L{twisted.protocols.policies}) and counts
+connections from accept to C{handshakeCompleted}:
+
+- per address (IPv6 grouped per /64, loopback exempt, like every per-address
+  limit of the host): a connection over the cap is closed at once, before
+  any byte is read;
+- globally: at the cap the host stops accepting on its TLS ports until a
+  handshake completes or fails; the kernel's listen queue holds the
+  connections that arrive meanwhile, so a burst of honest clients waits
+  rather than being refused.
+
+Each cap is logged once when it trips (again only after a minute without
+tripping); every refusal and pause is counted for the operator.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols import policies
+from zope.interface import directlyProvides, implementer, providedBy
+
+#: A cap that tripped is logged again only after this many seconds without
+#: tripping, so a sustained attack gives one log line, not one per attempt.
+LOG_QUIET_SECONDS = 60.0
+
+
+@attrs.frozen
+class HandshakeLimits:
+    """How many TLS handshakes may be in progress.
+
+    @ivar in_progress: at most this many at once on the whole host
+        (C{--max-handshakes}).
+    @ivar per_address: at most this many at once from one address, IPv6
+        grouped per /64, loopback exempt (C{--max-handshakes-per-address}).
+    """
+
+    in_progress: int = 64
+    per_address: int = 3
+
+
+def address_key(address: str) -> str | None:
+    """The per-address counting key of C{address}; C{None} when exempt.
+
+    Loopback and non-IP peers (UNIX sockets, test transports) are exempt;
+    IPv6 addresses count per /64, since one host usually holds a whole /64.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if ip.is_loopback:
+        return None
+    if ip.version == 6:
+        return str(ipaddress.ip_network((ip, 64), strict=False))
+    return str(ip)
+
+
+@implementer(IHandshakeListener)
+class HandshakeLimitProtocol(policies.ProtocolWrapper):
+    """Counts its connection as a handshake in progress until it completes.
+
+    Over TLS it passes C{handshakeCompleted} on to the wrapped protocol;
+    without TLS it is a plain pass-through and is not counted.
+    """
+
+    factory: HandshakeLimitFactory
+    _key: str | None = None
+    _counted = False
+    _refused = False
+
+    def makeConnection(self, transport: Any) -> None:
+        directlyProvides(self, providedBy(transport))
+        Protocol.makeConnection(self, transport)
+        if ISSLTransport.providedBy(transport):
+            peer = transport.getPeer()
+            self._key = address_key(getattr(peer, "host", ""))
+            if not self.factory.handshake_started(self._key):
+                self._refused = True
+                transport.abortConnection()
+                return
+            self._counted = True
+        self.factory.registerProtocol(self)
+        self.wrappedProtocol.makeConnection(self)
+
+    def _finished(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.factory.handshake_finished(self._key)
+
+    def handshakeCompleted(self) -> None:
+        self._finished()
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._finished()
+        if not self._refused:
+            super().connectionLost(reason)
+
+
+class HandshakeLimitFactory(policies.WrappingFactory):
+    """Wraps a server factory to cap the TLS handshakes in progress.
+
+    @param wrappedFactory: the factory of the real protocol (the IRC one).
+    @param limits: the L{HandshakeLimits}.
+    @param clock: an C{IReactorTime}, for spacing the log lines.
+    @param count: called with a counter name for each refusal and pause
+        (C{"handshakes-refused-per-address"}, C{"handshakes-paused"}).
+    @ivar in_progress: handshakes now in progress.
+    """
+
+    protocol = HandshakeLimitProtocol
+    log = Logger()
+
+    def __init__(self, wrappedFactory: Any, limits: HandshakeLimits, clock: Any,
+                 count: Callable[[str], None] = lambda name: None) -> None:
+        super().__init__(wrappedFactory)
+        self.limits = limits
+        self.clock = clock
+        self.count = count
+        self.in_progress = 0
+        self.per_address: dict[str, int] = {}
+        self._ports: list[Any] = []
+        self._paused = False
+        self._last_logged: dict[str, float] = {}
+
+    # The ports whose accepting pauses at the global cap.
+
+    def add_port(self, port: Any) -> None:
+        """Pause and resume accepting on C{port} (an C{IListeningPort} that
+        is also an C{IPushProducer}, as TCP ports are) with the global cap."""
+        self._ports.append(port)
+        if self._paused:
+            port.pauseProducing()
+
+    def remove_port(self, port: Any) -> None:
+        """Stop managing C{port} (it stopped listening)."""
+        if port in self._ports:
+            self._ports.remove(port)
+
+    # Accounting
+
+    def handshake_started(self, key: str | None) -> bool:
+        """A TLS connection from C{key} was accepted; C{False} to refuse it."""
+        if key is not None:
+            held = self.per_address.get(key, 0)
+            if held >= self.limits.per_address:
+                self.count("handshakes-refused-per-address")
+                self._log_trip(
+                    "per-address",
+                    "Closing connections from {address}: {held} TLS handshakes "
+                    "from it are in progress (--max-handshakes-per-address)",
+                    address=key, held=held)
+                return False
+            self.per_address[key] = held + 1
+        self.in_progress += 1
+        if self.in_progress >= self.limits.in_progress and not self._paused:
+            self._paused = True
+            self.count("handshakes-paused")
+            self._log_trip(
+                "global",
+                "{held} TLS handshakes in progress: not accepting new "
+                "connections until one completes (--max-handshakes)",
+                held=self.in_progress)
+            for port in self._ports:
+                port.pauseProducing()
+        return True
+
+    def handshake_finished(self, key: str | None) -> None:
+        """A counted handshake completed, failed or its connection closed."""
+        self.in_progress -= 1
+        if key is not None:
+            left = self.per_address[key] - 1
+            if left:
+                self.per_address[key] = left
+            else:
+                del self.per_address[key]
+        if self._paused and self.in_progress < self.limits.in_progress:
+            self._paused = False
+            for port in self._ports:
+                port.resumeProducing()
+
+    @property
+    def paused(self) -> bool:
+        """Whether accepting is paused at the global cap."""
+        return self._paused
+
+    def _log_trip(self, cap: str, format: str, **fields: Any) -> None:
+        now = self.clock.seconds()
+        last = self._last_logged.get(cap)
+        self._last_logged[cap] = now
+        if last is None or now - last >= LOG_QUIET_SECONDS:
+            self.log.warn(format, **fields)

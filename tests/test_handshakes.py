@@ -1,0 +1,216 @@
+"""The cap on TLS handshakes in progress (chatroom.handshakes)."""
+
+from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import directlyProvides, implementer
+
+from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits, address_key
+from chatroom.history import HistoryStore
+from chatroom.identity import HostIdentity
+from chatroom.service import HostService
+
+
+@implementer(IHandshakeListener)
+class Inner(protocol.Protocol):
+    """Records what the wrapper passes on."""
+
+    def __init__(self):
+        self.completed = 0
+        self.made = False
+        self.lost = False
+
+    def connectionMade(self):
+        self.made = True
+
+    def handshakeCompleted(self):
+        self.completed += 1
+
+    def connectionLost(self, reason):
+        self.lost = True
+
+
+class FakePort:
+    """A listening port that records pauses (as TCP ports are producers)."""
+
+    def __init__(self):
+        self.paused = False
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+
+
+class HandshakeLimitTests(SynchronousTestCase):
+    """Counting from accept to handshakeCompleted."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.counts = []
+        self.inner = []
+        wrapped = protocol.Factory.forProtocol(lambda: self.inner.append(Inner())
+                                               or self.inner[-1])
+        self.factory = HandshakeLimitFactory(
+            wrapped, HandshakeLimits(in_progress=4, per_address=2), self.clock,
+            count=self.counts.append)
+        self.port = FakePort()
+        self.factory.add_port(self.port)
+        self.logged = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+
+    def connect(self, address, tls=True):
+        transport = StringTransport(peerAddress=_Address(address))
+        if tls:
+            directlyProvides(transport, ISSLTransport)
+        wrapper = self.factory.buildProtocol(None)
+        wrapper.makeConnection(transport)
+        return wrapper, transport
+
+    def warnings(self):
+        return [e for e in self.logged if e.get("log_namespace", "").startswith(
+            "chatroom.handshakes")]
+
+    def test_per_address(self):
+        """A third handshake from one address is closed before its protocol
+        is made; other addresses and loopback are not affected."""
+        self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        wrapper, transport = self.connect("192.0.2.1")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([inner.made for inner in self.inner], [True, True, False])
+        self.assertEqual(self.counts, ["handshakes-refused-per-address"])
+        _, other = self.connect("192.0.2.2")
+        self.assertFalse(other.disconnecting)
+        self.assertEqual(self.factory.in_progress, 3)
+        # The refused one's loss changes no count.
+        wrapper.connectionLost(None)
+        self.assertEqual(self.factory.per_address, {"192.0.2.1": 2, "192.0.2.2": 1})
+
+    def test_completion_frees_the_slot(self):
+        first, _ = self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        first.handshakeCompleted()
+        self.assertEqual(self.inner[0].completed, 1)
+        _, transport = self.connect("192.0.2.1")
+        self.assertFalse(transport.disconnecting)
+        # Losing a completed connection does not count it twice.
+        first.connectionLost(None)
+        self.assertEqual(self.factory.per_address, {"192.0.2.1": 2})
+        self.assertTrue(self.inner[0].lost)
+
+    def test_failed_handshake_frees_the_slot(self):
+        first, _ = self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        first.connectionLost(None)
+        _, transport = self.connect("192.0.2.1")
+        self.assertFalse(transport.disconnecting)
+
+    def test_ipv6_grouped_per_64(self):
+        self.connect("2001:db8::1")
+        self.connect("2001:db8::2")
+        _, transport = self.connect("2001:db8::ffff")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(address_key("2001:db8::1"), "2001:db8::/64")
+
+    def test_global_cap_pauses_accepting(self):
+        """At the global cap the ports stop accepting; one completion
+        resumes them.  Loopback counts here."""
+        wrappers = [self.connect("127.0.0.1")[0] for _ in range(3)]
+        self.assertFalse(self.port.paused)
+        wrappers.append(self.connect("127.0.0.1")[0])
+        self.assertTrue(self.port.paused)
+        self.assertTrue(self.factory.paused)
+        self.assertEqual(self.counts, ["handshakes-paused"])
+        late = FakePort()
+        self.factory.add_port(late)
+        self.assertTrue(late.paused)
+        wrappers[0].handshakeCompleted()
+        self.assertFalse(self.port.paused)
+        self.assertFalse(late.paused)
+
+    def test_logged_once(self):
+        """A cap that keeps tripping is logged once, and again only after a
+        quiet minute."""
+        self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        for _ in range(5):
+            self.connect("192.0.2.1")
+            self.clock.advance(30)
+        self.assertEqual(len(self.warnings()), 1)
+        self.assertEqual(self.counts.count("handshakes-refused-per-address"), 5)
+        self.clock.advance(61)
+        self.connect("192.0.2.1")
+        self.assertEqual(len(self.warnings()), 2)
+        self.assertIn("--max-handshakes-per-address", self.warnings()[0]["log_format"])
+
+    def test_plain_connections_not_counted(self):
+        for _ in range(10):
+            _, transport = self.connect("192.0.2.1", tls=False)
+            self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.factory.in_progress, 0)
+        self.assertFalse(self.port.paused)
+
+
+class _Address:
+    def __init__(self, host):
+        self.host = host
+        self.port = 1234
+
+
+class RealHandshakeTests(TestCase):
+    """Over real TLS on 127.0.0.1: a half-open handshake holds a slot, a
+    completed one gives it back, and the IRC side still sees completion."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_half_open_holds_slot(self):
+        store = HistoryStore(":memory:")
+        host = HostService(reactor, HostIdentity.generate(), store, ["lobby"],
+                           tls_port=0, tls_interface="127.0.0.1",
+                           handshakes=HandshakeLimits(in_progress=1))
+        host.startService()
+        self.addCleanup(host.stopService)
+        (port,) = yield host.listening_ports()
+        started, finished = defer.Deferred(), defer.Deferred()
+        _fire_after(host.factory, "handshake_started", started)
+        _fire_after(host.factory, "handshake_finished", finished)
+        # A TCP connection that never starts TLS: a handshake in progress.
+        connected = defer.Deferred()
+
+        class Silent(protocol.Protocol):
+            def connectionMade(self):
+                connected.callback(self)
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1",
+                                                port.getHost().port)
+        silent = yield endpoint.connect(protocol.Factory.forProtocol(Silent))
+        yield connected
+        yield started
+        self.assertEqual(host.factory.in_progress, 1)
+        self.assertTrue(host.factory.paused)
+        self.assertEqual(host.host.counters.get("handshakes-paused"), 1)
+        lost = defer.Deferred()
+        silent.connectionLost = lambda reason: lost.callback(None)
+        silent.transport.loseConnection()
+        yield lost
+        yield finished
+        self.assertEqual(host.factory.in_progress, 0)
+        self.assertFalse(host.factory.paused)
+
+
+def _fire_after(factory, name, deferred):
+    """Make C{factory.name(...)} also fire C{deferred} (once)."""
+    method = getattr(factory, name)
+
+    def wrapper(*args):
+        result = method(*args)
+        if not deferred.called:
+            deferred.callback(None)
+        return result
+    setattr(factory, name, wrapper)
