@@ -70,6 +70,10 @@ class Lifecycle:
     def __init__(self, deadlines: Deadlines, now: float, tls: bool) -> None:
         self.deadlines = deadlines
         self.phase = Phase.HANDSHAKING if tls else Phase.REGISTERING
+        #: Whether the client registered (and the connection is not over).
+        self.registered = False
+        #: Whether the connection still takes input and output.
+        self.open = True
         self._since = now
         self._last_input = now
         self._pinged = False
@@ -77,21 +81,15 @@ class Lifecycle:
     def __repr__(self) -> str:
         return "<Lifecycle %s>" % (self.phase.name,)
 
-    @property
-    def registered(self) -> bool:
-        """Whether the client registered (and the connection is not over)."""
-        return self.phase == Phase.REGISTERED
-
-    @property
-    def open(self) -> bool:
-        """Whether the connection still takes input and output."""
-        return self.phase < Phase.CLOSING
-
     def _enter(self, phase: Phase, now: float) -> bool:
         if phase <= self.phase:
             return False
         self.phase = phase
         self._since = now
+        # Plain attributes, not properties: every write to a member reads
+        # C{open}, so it is a field lookup on the delivery path.
+        self.registered = phase == Phase.REGISTERED
+        self.open = phase < Phase.CLOSING
         return True
 
     def handshake_done(self, now: float) -> bool:
