@@ -98,3 +98,24 @@ class RoomTests(SynchronousTestCase):
         event = self.room.join(self.alice, 1).event
         self.assertRaises(attrs.exceptions.FrozenInstanceError,
                           setattr, event, "params", ("#x",))
+
+    def test_multicast_members_leave_the_audience(self):
+        """A member on multicast delivery is still a member, but is not
+        sent events over its connection, except its own leave."""
+        self.room.join(self.alice, 1)
+        self.room.join(self.bob, 2)
+        self.room.set_multicast(self.bob, True)
+        self.assertTrue(self.room.on_multicast(self.bob))
+        self.assertEqual(self.room.members, (self.alice, self.bob))
+        self.assertEqual(self.room.audience, (self.alice,))
+        first = self.room.post(self.alice, "PRIVMSG", "a", 3)
+        second = self.room.post(self.alice, "PRIVMSG", "b", 4)
+        self.assertIs(first.audience, second.audience)
+        part = self.room.leave(self.bob, "PART", None, 5)
+        self.assertEqual(part.audience, (self.alice, self.bob))
+        self.assertFalse(self.room.on_multicast(self.bob))
+        self.room.join(self.bob, 6)
+        self.assertEqual(self.room.audience, (self.alice, self.bob))
+        self.room.set_multicast(self.bob, True)
+        self.room.set_multicast(self.bob, False)
+        self.assertEqual(self.room.audience, (self.alice, self.bob))

@@ -207,7 +207,14 @@ class Room:
         self.operators: set[Any] = set()
         self.invited: set[str] = set()
         self._members: dict[Any, None] = {}
+        #: Members who take the room's events by multicast (fan-out), not
+        #: over their own connection.
+        self._multicast: set[Any] = set()
+        #: Who is sent each event over its own connection: the members not
+        #: on multicast delivery.  Replaced (never changed) when membership
+        #: or delivery changes, so events share it between changes.
         self.audience: tuple[Any, ...] = ()
+        self._member_tuple: tuple[Any, ...] = ()
 
     def __repr__(self) -> str:
         return "<Room %s next_seq=%d members=%d>" % (
@@ -222,7 +229,31 @@ class Room:
     @property
     def members(self) -> tuple[Any, ...]:
         """The members, in the order they joined."""
-        return self.audience
+        return self._member_tuple
+
+    def _changed(self) -> None:
+        self._member_tuple = tuple(self._members)
+        multicast = self._multicast
+        self.audience = (tuple(m for m in self._members if m not in multicast)
+                         if multicast else self._member_tuple)
+
+    def set_multicast(self, member: Any, multicast: bool) -> None:
+        """Deliver the room's events to C{member} by multicast (C{True}) or
+        over its own connection (C{False}).
+
+        @raise NotAMember: if C{member} is not in the room.
+        """
+        if member not in self._members:
+            raise NotAMember(member)
+        if multicast:
+            self._multicast.add(member)
+        else:
+            self._multicast.discard(member)
+        self._changed()
+
+    def on_multicast(self, member: Any) -> bool:
+        """Whether C{member} takes the room's events by multicast."""
+        return member in self._multicast
 
     def _event(self, command: str, member: Any, params: tuple[str, ...],
                now_ms: int, client_tags: dict[str, str] | None = None,
@@ -253,7 +284,7 @@ class Room:
             self.operators.add(member)
         self.invited.discard(casefold(member.nick))
         self._members[member] = None
-        self.audience = tuple(self._members)
+        self._changed()
         return self._event("JOIN", member, (self.channel,), now_ms)
 
     def replace(self, old: Any, new: Any) -> None:
@@ -268,7 +299,8 @@ class Room:
         if old in self.operators:
             self.operators.discard(old)
             self.operators.add(new)
-        self.audience = tuple(self._members)
+        self._multicast.discard(old)
+        self._changed()
 
     def _remove(self, member: Any) -> tuple[Any, ...]:
         """Take C{member} out; return the audience it was part of.
@@ -278,9 +310,14 @@ class Room:
         if member not in self._members:
             raise NotAMember(member)
         audience = self.audience
+        if member in self._multicast:
+            # Its own PART, QUIT or KICK reaches it over its connection,
+            # as IRC requires; the others on multicast get it by datagram.
+            self._multicast.discard(member)
+            audience = audience + (member,)
         del self._members[member]
         self.operators.discard(member)
-        self.audience = tuple(self._members)
+        self._changed()
         return audience
 
     def leave(self, member: Any, command: str, reason: str | None,
