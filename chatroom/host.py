@@ -124,6 +124,9 @@ class RoomHost:
         self.counters: dict[str, int] = {}
         #: Told when users open rooms and when idle ones are removed.
         self.observer = observer
+        #: Multicast fan-out (a L{chatroom.fanout.HostFanout}), or C{None}
+        #: when the host does not offer it.
+        self.fanout: Any = None
         for name in rooms:
             self.add_room(name)
         if limits.open_rooms:
@@ -295,7 +298,7 @@ class RoomHost:
         @raise NotAMember: if C{member} is not in C{room}.
         """
         delivery = room.leave(member, "PART", reason, self.now_ms())
-        self._forget(member, room)
+        self._forget(member, room, delivery)
         self.submit(delivery, reply)
         return delivery
 
@@ -307,7 +310,7 @@ class RoomHost:
         @raise NotAMember: if C{operator} or C{target} is not in the room.
         """
         delivery = room.kick(operator, target, reason, self.now_ms())
-        self._forget(target, room)
+        self._forget(target, room, delivery)
         self.submit(delivery, reply)
         return delivery
 
@@ -326,6 +329,8 @@ class RoomHost:
             delivery.audience = tuple(m for m in delivery.audience if m not in told)
             delivery.origin = None
             told.update(delivery.audience)
+            if self.fanout is not None:
+                self.fanout.member_left(member, room, delivery)
             self.submit(delivery)
 
     def take_over(self, ghost: Any, member: Any, reason: str) -> list[Room]:
@@ -337,6 +342,10 @@ class RoomHost:
         """
         rooms = self._rooms_of.pop(ghost, {})
         for room in rooms.values():
+            if self.fanout is not None:
+                # The ghost's key must not read what follows; the new
+                # connection asks for its own.
+                self.fanout.forget(ghost, room)
             room.replace(ghost, member)
         if rooms:
             self._rooms_of[member] = rooms
@@ -346,7 +355,9 @@ class RoomHost:
         ghost.disconnect(reason)
         return list(rooms.values())
 
-    def _forget(self, member: Any, room: Room) -> None:
+    def _forget(self, member: Any, room: Room, delivery: Delivery) -> None:
+        if self.fanout is not None:
+            self.fanout.member_left(member, room, delivery)
         rooms = self._rooms_of.get(member)
         if rooms is not None:
             rooms.pop(room.key, None)
@@ -420,6 +431,8 @@ class RoomHost:
                 if delivery.reply is not None:
                     delivery.reply.committed(delivery)
             start = end
+        if self.fanout is not None:
+            self.fanout.turn(deliveries)
 
     def close_all(self, reason: str, grace: float = 5.0) -> defer.Deferred:
         """Tell every client C{reason} and close; fires once all are gone.

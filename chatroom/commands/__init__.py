@@ -17,7 +17,7 @@ from typing import Any, Callable
 import attrs
 from twisted.logger import Logger
 
-from chatroom.commands import history, messages, registration, rooms
+from chatroom.commands import fanout, history, messages, registration, rooms
 from chatroom.core.ircline import Message
 from chatroom.reply import Reply
 
@@ -68,6 +68,8 @@ COMMANDS: dict[str, Command] = {
     "TAGMSG": Command(messages.tagmsg),
     # History (history.py)
     "CHATHISTORY": Command(history.chathistory),
+    # Multicast delivery (fanout.py)
+    "FANOUT": Command(fanout.fanout),
 }
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from chatroom import __version__
 from chatroom.core.ircline import MAX_IRC_BYTES, Message, server_time
+from chatroom.fanout import CAPABILITY as FANOUT_CAPABILITY
+from chatroom.fanout import REQUIRED_CAPABILITIES as FANOUT_REQUIRES
 from chatroom.reply import Reply
 
 #: The capabilities this host offers (IRCv3 names).
@@ -39,28 +41,39 @@ def isupport_tokens(limits: Any) -> list[str]:
     ]
 
 
+def offered_capabilities(host: Any) -> tuple[str, ...]:
+    """What C{CAP LS} lists: the IRCv3 capabilities, and the fan-out vendor
+    capability when the host offers multicast delivery."""
+    if host.fanout is None:
+        return CAPABILITIES
+    return CAPABILITIES + (FANOUT_CAPABILITY,)
+
+
 def cap(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     """CAP LS / LIST / REQ / END (IRCv3 capability negotiation, 302)."""
     params = message.params
     sub = params[0].upper() if params else ""
     target = connection.nick or "*"
+    offered = offered_capabilities(host)
     if sub == "LS":
         if not connection.registered:
             connection.cap_negotiating = True
-        reply.send("CAP", target, "LS", " ".join(CAPABILITIES))
+        reply.send("CAP", target, "LS", " ".join(offered))
     elif sub == "LIST":
         reply.send("CAP", target, "LIST", " ".join(sorted(connection.caps)))
     elif sub == "REQ" and len(params) > 1:
         if not connection.registered:
             connection.cap_negotiating = True
         wanted = params[1].split()
-        if all(c.lstrip("-") in CAPABILITIES for c in wanted):
-            caps = set(connection.caps)
-            for name in wanted:
-                if name.startswith("-"):
-                    caps.discard(name[1:])
-                else:
-                    caps.add(name)
+        caps = set(connection.caps)
+        for name in wanted:
+            if name.startswith("-"):
+                caps.discard(name[1:])
+            else:
+                caps.add(name)
+        if (all(c.lstrip("-") in offered for c in wanted)
+                and (FANOUT_CAPABILITY not in caps
+                     or FANOUT_REQUIRES <= caps)):
             connection.set_caps(caps)
             reply.send("CAP", target, "ACK", params[1])
         else:
@@ -129,6 +142,8 @@ def try_register(host: Any, connection: Any, reply: Reply) -> None:
         for room in rooms:
             reply.send("JOIN", room.channel, prefix=connection.source)
             show_room(reply, room)
+            if host.fanout is not None:
+                host.fanout.member_joined(connection, room, reply)
 
 
 #: What a connection replaced by its own client's new connection is told.

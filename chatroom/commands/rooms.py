@@ -78,6 +78,8 @@ def _show_room(host: Any, connection: Any, reply: Reply, room: Room):
     def show() -> None:
         if connection in room:
             show_room(reply, room)
+            if host.fanout is not None:
+                host.fanout.member_joined(connection, room, reply)
     return show
 
 
