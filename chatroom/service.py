@@ -28,9 +28,14 @@ from chatroom.discovery import (
     DEFAULT_GROUP,
     DEFAULT_PORT,
     DiscoveryService,
+    HostedRoom,
     HostProtocol,
 )
 from chatroom.errors import EndpointError
+from chatroom.fanout import DEFAULT_GROUP as FANOUT_GROUP
+from chatroom.fanout import DEFAULT_PORT as FANOUT_PORT
+from chatroom.fanout import DEFAULT_TTL as FANOUT_TTL
+from chatroom.fanout import FanoutSocket, HostFanout
 from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits
 from chatroom.history import HistoryStore, ReservedCounter
 from chatroom.host import Limits, RoomHost
@@ -60,6 +65,22 @@ class DiscoverySettings:
     port: int = DEFAULT_PORT
     ttl: int = DEFAULT_ANNOUNCE_TTL
     addresses: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class FanoutSettings:
+    """Where and how a host sends room events to multicast members
+    (C{docs/protocol-fanout.rst}, "Transport").
+
+    @ivar interface: the address of the interface datagrams leave through;
+        always explicit, as for discovery.
+    @ivar ttl: router hops a datagram may take.
+    """
+
+    interface: str = "127.0.0.1"
+    group: str = FANOUT_GROUP
+    port: int = FANOUT_PORT
+    ttl: int = FANOUT_TTL
 
 
 _WILDCARDS = ("", "0.0.0.0", "::")
@@ -227,6 +248,7 @@ class HostService(service.MultiService):
         ones without a certificate use the host's (see L{server_endpoint}).
     @param handshakes: the cap on TLS handshakes in progress.
     @param discovery: where to announce the rooms, or C{None} not to.
+    @param fanout: how to offer multicast delivery, or C{None} not to.
     @raise EndpointError: a description cannot be used.
     """
 
@@ -240,7 +262,8 @@ class HostService(service.MultiService):
                  history_days: float | None = None,
                  discovery: DiscoverySettings | None = None,
                  tls_endpoint: str | None = None,
-                 handshakes: HandshakeLimits = HandshakeLimits()) -> None:
+                 handshakes: HandshakeLimits = HandshakeLimits(),
+                 fanout: FanoutSettings | None = None) -> None:
         super().__init__()
         self.tls_interface = tls_interface
         self.discovery = discovery
@@ -253,6 +276,13 @@ class HostService(service.MultiService):
         name = server_name or identity.short_fingerprint + ".chatroom"
         self.host = RoomHost(store, reactor, name, rooms, limits, motd,
                              observer=self)
+        self.fanout = fanout
+        self.fanout_socket: FanoutSocket | None = None
+        if fanout is not None:
+            self.fanout_socket = FanoutSocket(fanout.interface, fanout.group,
+                                              fanout.port, fanout.ttl)
+            self.host.fanout = HostFanout(self.host, identity.private_key,
+                                          identity.public_key, self.fanout_socket)
         self.factory = HandshakeLimitFactory(IRCFactory(self.host), handshakes,
                                              reactor, count=self.host.count)
         self.listeners: list[ListeningService] = []
@@ -325,10 +355,16 @@ class HostService(service.MultiService):
         self.host.remove_idle_rooms()
         self.prune()
 
+    def _hosted(self, room) -> HostedRoom:
+        """How C{room} is announced: its name, and whether it offers
+        multicast delivery."""
+        return HostedRoom(room.channel[1:],
+                          multicast_delivery=self.fanout is not None)
+
     def room_opened(self, room) -> None:
         """A user opened C{room}: announce it at once."""
         if self.announcer is not None:
-            self.announcer.add_room(room.channel[1:])
+            self.announcer.add_room(self._hosted(room))
 
     def room_removed(self, room) -> None:
         """An opened room went idle and is gone: say goodbye for it."""
@@ -353,6 +389,32 @@ class HostService(service.MultiService):
             super().privilegedStartService()
         except Exception as e:
             _exit_cannot_listen(self.listeners, e)
+        if self.fanout_socket is not None and self.fanout_socket.transport is None:
+            self._start_fanout()
+
+    def _start_fanout(self) -> None:
+        """Bind the sending socket on the fan-out interface (any port)."""
+        settings = self.fanout
+        assert settings is not None and self.fanout_socket is not None
+        try:
+            self._fanout_port = self.reactor.listenMulticast(
+                0, self.fanout_socket, interface=settings.interface)
+        except CannotListenError as e:
+            raise SystemExit(
+                "chatroom: cannot send fan-out datagrams from %s (%s); give "
+                "--fanout-interface the address of one of this machine's "
+                "interfaces." % (settings.interface, e.socketError)) from None
+        self.fanout_socket.ready.addErrback(lambda f: self.log.failure(
+            "Could not set up the fan-out socket on {interface}", f,
+            interface=settings.interface))
+        self.log.info("Offering multicast delivery to {group} port {port} "
+                      "from {interface}", group=settings.group,
+                      port=settings.port, interface=settings.interface)
+        if ipaddress.ip_address(settings.interface).is_loopback:
+            self.log.info("Fan-out is on loopback: only members on this "
+                          "machine can take multicast delivery. Give "
+                          "--fanout-interface the address your neighbours "
+                          "reach to offer it to the network.")
 
     def startService(self) -> None:
         try:
@@ -380,7 +442,7 @@ class HostService(service.MultiService):
             self.reactor, settings.group, settings.port, settings.interface,
             self.identity.private_key,
             ReservedCounter(self.store, "announcement"),
-            [room.channel[1:] for room in self.host.rooms.values()], addresses,
+            [self._hosted(room) for room in self.host.rooms.values()], addresses,
             ttl=settings.ttl)
         DiscoveryService(self.reactor, self.announcer).setServiceParent(self)
         self.log.info("Announcing {rooms} room(s) on {interface} to {group} port {port}",
@@ -400,6 +462,11 @@ class HostService(service.MultiService):
             yield self.host.close_all("Server shutting down")
         finally:
             self.host.stop()
+            if self.host.fanout is not None:
+                self.host.fanout.stop()
+                port, self._fanout_port = getattr(self, "_fanout_port", None), None
+                if port is not None:
+                    yield port.stopListening()
             self.store.close()
 
 

@@ -12,6 +12,9 @@ from twisted.python import usage
 
 from chatroom.discovery import DEFAULT_ANNOUNCE_TTL, DEFAULT_GROUP, DEFAULT_PORT
 from chatroom.errors import ChatroomError, DataDirectoryError
+from chatroom.fanout import DEFAULT_GROUP as FANOUT_GROUP
+from chatroom.fanout import DEFAULT_PORT as FANOUT_PORT
+from chatroom.fanout import DEFAULT_TTL as FANOUT_TTL
 from chatroom.host import Limits
 
 
@@ -127,6 +130,24 @@ class Options(usage.Options):
          "Multicast TTL (router hops) of announcements.", _positive_int("--ttl")],
     ]
 
+    optFlags += [
+        ["fanout", None,
+         "Offer multicast delivery (fan-out) in every room: members whose "
+         "client asks for it get each event once from a multicast group, "
+         "encrypted under a room key (docs/protocol-fanout.rst)."],
+    ]
+    optParameters += [
+        ["fanout-interface", None, "127.0.0.1",
+         "Address of the network interface fan-out datagrams leave through. "
+         "The default keeps them on this machine."],
+        ["fanout-group", None, FANOUT_GROUP, "Multicast group for fan-out."],
+        ["fanout-port", None, FANOUT_PORT, "UDP port for fan-out.",
+         _positive_int("--fanout-port")],
+        ["fanout-ttl", None, FANOUT_TTL,
+         "Multicast TTL (router hops) of fan-out datagrams.",
+         _positive_int("--fanout-ttl")],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["rooms"] = []
@@ -173,6 +194,23 @@ class Options(usage.Options):
         except ValueError:
             raise usage.UsageError("--discovery-group must be an IPv4 multicast "
                                    "address such as %s." % (DEFAULT_GROUP,)) from None
+        for name, value in (("--fanout-interface", self["fanout-interface"]),
+                            ("--fanout-group", self["fanout-group"])):
+            try:
+                address = ipaddress.ip_address(value)
+                if address.version != 4 or (
+                        address.is_multicast != (name == "--fanout-group")):
+                    raise ValueError
+            except ValueError:
+                raise usage.UsageError(
+                    "%s must be an IPv4 %s such as %s." % (
+                        name, "multicast group" if name == "--fanout-group"
+                        else "address of one of this machine's interfaces",
+                        FANOUT_GROUP if name == "--fanout-group"
+                        else "127.0.0.1")) from None
+        if not 1 <= self["fanout-ttl"] <= 255 or not 1 <= self["fanout-port"] <= 65535:
+            raise usage.UsageError("--fanout-ttl must be from 1 to 255 and "
+                                   "--fanout-port from 1 to 65535.")
         if not self["rooms"] and not self["open-rooms"]:
             self["rooms"] = ["lobby"]
         if self["data-dir"] is None:
@@ -191,6 +229,15 @@ class Options(usage.Options):
             interface=self["discovery-interface"], group=self["discovery-group"],
             port=self["discovery-port"], ttl=self["ttl"],
             addresses=tuple(self["announce-addresses"]))
+
+    def fanout(self):
+        """The L{FanoutSettings} these options ask for, or C{None}."""
+        from chatroom.service import FanoutSettings
+        if not self["fanout"]:
+            return None
+        return FanoutSettings(
+            interface=self["fanout-interface"], group=self["fanout-group"],
+            port=self["fanout-port"], ttl=self["fanout-ttl"])
 
     def limits(self) -> Limits:
         """The L{Limits} these options ask for."""
@@ -269,7 +316,7 @@ def build_service(reactor: Any, options: Options):
             server_name=options["server-name"], motd=motd,
             history_keep=options["history-keep"] or None,
             history_days=options["history-days"] or None,
-            discovery=options.discovery())
+            discovery=options.discovery(), fanout=options.fanout())
     except BaseException:
         store.close()
         raise

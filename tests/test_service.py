@@ -4,6 +4,8 @@ import os
 import random
 
 from twisted.internet import defer, reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatroom.core.directory import Outcome
@@ -218,3 +220,90 @@ class ListeningServiceTests(TestCase):
         self.assertRaises(CannotListenError, listener.privilegedStartService)
         self.assertTrue(listener.failed)
         self.failureResultOf(listener.when_listening(), CannotListenError)
+
+
+class _GroupListener(DatagramProtocol):
+    """Joins a group on 127.0.0.1 and hands each datagram to a Deferred."""
+
+    def __init__(self, group):
+        self.group = group
+        self.waiting = []
+
+    def startProtocol(self):
+        self.transport.setOutgoingInterface("127.0.0.1")
+        self.joined = self.transport.joinGroup(self.group, "127.0.0.1")
+
+    def datagramReceived(self, data, address):
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            d.callback(data)
+
+    def next(self):
+        d = defer.Deferred()
+        self.waiting.append(d)
+        return d
+
+
+class FanoutServiceTests(ListeningMixin, TestCase):
+    """--fanout on loopback: the room is announced with the multicast flag,
+    and a member that takes multicast delivery is sent datagrams that a
+    listener on the group receives (127.0.0.1 only)."""
+
+    @defer.inlineCallbacks
+    def test_datagram_reaches_the_group(self):
+        from chatroom.core.fanout import Datagram, KeyGrant, RoomIdentity, open_datagram
+        from chatroom.core.ircline import parse_line
+        from chatroom.fanout import CAPABILITY
+        from chatroom.service import FanoutSettings
+
+        from .fakes import FakeClient
+
+        settings, listener = yield self.start_listener()
+        fanout = FanoutSettings(interface="127.0.0.1", port=settings.port + 1)
+        group = _GroupListener(fanout.group)
+        # Bound on every address (a group's datagrams are addressed to the
+        # group), joined on 127.0.0.1 only.
+        port = reactor.listenMulticast(fanout.port, group, listenMultiple=True)
+        self.addCleanup(port.stopListening)
+        yield group.joined
+        identity = HostIdentity.generate()
+        service = HostService(reactor, identity, HistoryStore(":memory:"),
+                              ["lobby"], tls_port=0, tls_interface="127.0.0.1",
+                              discovery=settings, fanout=fanout)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield service.listening_ports()
+        result = yield listener.search("lobby")
+        self.assertTrue(result.announcement.multicast_delivery)
+
+        member = FakeClient.__new__(FakeClient)
+        member.host = service.host
+        from twisted.internet.testing import StringTransport
+        member.transport = StringTransport()
+        from chatroom.ircserver import IRCConnection
+        member.protocol = IRCConnection(service.host)
+        member.protocol.makeConnection(member.transport)
+        member.protocol.dataReceived(
+            b"CAP REQ :message-tags server-time echo-message " +
+            CAPABILITY.encode() + b"\r\nNICK a\r\nUSER a 0 * :a\r\nCAP END\r\n"
+            b"JOIN #lobby\r\n")
+        yield deferLater(reactor, 0, lambda: None)
+        lines = [parse_line(line) for line in
+                 member.transport.value().split(b"\r\n") if line]
+        grant = KeyGrant.from_params(lines[-1].params)
+        self.assertEqual((grant.group, grant.port), (fanout.group, fanout.port))
+        self.addCleanup(member.protocol.connectionLost)
+        received = group.next()
+        member.protocol.dataReceived(b"PRIVMSG #lobby :over the air\r\n")
+        texts = []
+        for _ in range(10):  # heartbeats may come first; bounded
+            data = yield received
+            received = group.next()
+            opened = open_datagram(Datagram.from_bytes(data),
+                                   RoomIdentity(identity.public_key, "lobby"),
+                                   grant.epoch_key)
+            texts += [parse_line(line).params[-1] for line in opened.lines if line]
+            if texts:
+                break
+        self.assertEqual(texts, ["over the air"])

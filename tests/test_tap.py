@@ -74,6 +74,25 @@ class OptionsTests(SynchronousTestCase):
             self.assertRaises(usage.UsageError, tap.Options().parseOptions,
                               ["--data-dir", self.data_dir, *args])
 
+    def test_fanout_options(self):
+        """Fan-out is off by default; on, it goes out of 127.0.0.1 unless
+        told otherwise, and bad addresses are refused."""
+        self.assertIsNone(self.parse().fanout())
+        settings = self.parse("--fanout").fanout()
+        self.assertEqual((settings.interface, settings.group, settings.port,
+                          settings.ttl), ("127.0.0.1", "239.255.67.70", 47668, 8))
+        settings = self.parse("--fanout", "--fanout-interface", "10.1.2.3",
+                              "--fanout-group", "239.1.2.3", "--fanout-ttl",
+                              "2").fanout()
+        self.assertEqual((settings.interface, settings.group, settings.ttl),
+                         ("10.1.2.3", "239.1.2.3", 2))
+        for args in (["--fanout-interface", "eth0"], ["--fanout-interface", "::1"],
+                     ["--fanout-interface", "239.1.1.1"],
+                     ["--fanout-group", "10.0.0.1"], ["--fanout-ttl", "0"],
+                     ["--fanout-port", "70000"]):
+            self.assertRaises(usage.UsageError, tap.Options().parseOptions,
+                              ["--data-dir", self.data_dir, "--fanout", *args])
+
     def make_service_exit(self, *args):
         """makeService's SystemExit message for C{args}."""
         options = self.parse(*args)
