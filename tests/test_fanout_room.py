@@ -678,6 +678,18 @@ class RoomMachine(RuleBasedStateMachine):
         """One datagram arrives."""
         self.room.deliver_datagram(self.room.net.pop(0))
 
+    @precondition(lambda self: bool(self.room.net))
+    @rule(data=st.data())
+    def deliver_to_some(self, data: st.DataObject) -> None:
+        """One datagram reaches only some of the members (loss on one
+        member's link)."""
+        datagram = self.room.net.pop(0)
+        for name in sorted(self.room.members):
+            member = self.room.members[name]
+            if member.receiver is not None and data.draw(st.booleans()):
+                self.room.member_actions(member, member.receiver.datagram_received(
+                    datagram, self.room.now))
+
     @rule(data=st.data())
     def deliver_tls(self, data: st.DataObject) -> None:
         """One member's TLS connection delivers a few lines."""

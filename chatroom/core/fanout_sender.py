@@ -418,10 +418,12 @@ class FanoutSender:
             self._pending.append((seq, line))
         while len(self._cache) > self._cache_events:
             self._cache.popitem(last=False)
-        multicast = tuple(m for m, on in self._members.items() if on)
-        if oversized and multicast:
-            self.counts["over-tls"] += len(oversized)
-            actions.append(SendEvents(multicast, tuple(oversized)))
+        if oversized:
+            # Per-member work only for the rare event too big to multicast.
+            multicast = tuple(m for m, on in self._members.items() if on)
+            if multicast:
+                self.counts["over-tls"] += len(oversized)
+                actions.append(SendEvents(multicast, tuple(oversized)))
         actions += self._repairs_due(now)
         actions += self._send(now)
         if (self._heartbeat_at is not None and now >= self._heartbeat_at
