@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import struct
-from typing import Iterable, Iterator, Sequence, Union
+from typing import ClassVar, Iterable, Iterator, Sequence, Union
 
 import attrs
 from cryptography.exceptions import InvalidSignature
@@ -380,6 +380,7 @@ class _Signed:
     Subclasses have ``q``, ``room``, ``signature`` and ``signed_bytes()``.
     """
 
+    kind: ClassVar[int]
     q: bytes
     room: str
     signature: bytes
@@ -416,6 +417,7 @@ class Announcement(_Signed):
     checks the signature.
     """
 
+    kind: ClassVar[int] = KIND_ANNOUNCEMENT
     q: bytes = attrs.field(validator=_validate_key)
     room: str = attrs.field(validator=_validate_room)
     addresses: tuple[RoomAddress, ...] = attrs.field(
@@ -435,6 +437,11 @@ class Announcement(_Signed):
                 f"An announcement is at most {MAX_ANNOUNCEMENT_SIZE} bytes.",
                 "oversized",
             )
+
+    @property
+    def statement(self) -> Announcement:
+        """The host-signed statement this datagram carries: itself."""
+        return self
 
     @property
     def private(self) -> bool:
@@ -493,9 +500,10 @@ class Announcement(_Signed):
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Announcement:
+    def from_bytes(cls, data: bytes, verify: bool = True) -> Announcement:
         """Parse and verify an announcement; :class:`ParseError` if anything
-        is wrong, including the signature."""
+        is wrong, including the signature.  With ``verify=False`` the
+        signature is left for :meth:`verify` (it is the costly step)."""
         _check_header(data, KIND_ANNOUNCEMENT)
         if len(data) > MAX_ANNOUNCEMENT_SIZE:
             raise ParseError(
@@ -542,7 +550,8 @@ class Announcement(_Signed):
             # Cannot happen with the checks above; kept as the definition of
             # "canonical": the bytes we would write are the bytes we read.
             raise ParseError("The announcement is not canonical.", "not-canonical")
-        result.verify()
+        if verify:
+            result.verify()
         return result
 
 
@@ -554,6 +563,7 @@ class Goodbye(_Signed):
     removes the room only if its counter is at least the announcement's.
     """
 
+    kind: ClassVar[int] = KIND_GOODBYE
     q: bytes = attrs.field(validator=_validate_key)
     room: str = attrs.field(validator=_validate_room)
     counter: int = attrs.field(validator=_validate_counter)
@@ -567,6 +577,11 @@ class Goodbye(_Signed):
             raise ParseError(
                 f"A goodbye is at most {MAX_ANNOUNCEMENT_SIZE} bytes.", "oversized"
             )
+
+    @property
+    def statement(self) -> Goodbye:
+        """The host-signed statement this datagram carries: itself."""
+        return self
 
     @classmethod
     def sign(cls, private_key: Ed25519PrivateKey, room: str, counter: int) -> Goodbye:
@@ -592,9 +607,10 @@ class Goodbye(_Signed):
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Goodbye:
+    def from_bytes(cls, data: bytes, verify: bool = True) -> Goodbye:
         """Parse and verify a goodbye; :class:`ParseError` if anything is
-        wrong, including the signature."""
+        wrong, including the signature (left for :meth:`verify` when
+        ``verify`` is false)."""
         _check_header(data, KIND_GOODBYE)
         if len(data) > MAX_ANNOUNCEMENT_SIZE:
             raise ParseError(
@@ -624,7 +640,8 @@ class Goodbye(_Signed):
         result = cls(
             q=q, room=room, counter=counter, signature=signature, extensions=extensions
         )
-        result.verify()
+        if verify:
+            result.verify()
         return result
 
 
@@ -657,6 +674,7 @@ class Query:
     querier pads its query to make room for the answers it expects.
     """
 
+    kind: ClassVar[int] = KIND_QUERY
     query_id: bytes = attrs.field(validator=_validate_query_id)
     room: str | None = attrs.field(default=None, validator=_validate_optional_room)
     fingerprint_prefix: bytes = attrs.field(default=b"", validator=_validate_prefix)
@@ -675,6 +693,11 @@ class Query:
             raise ParseError(
                 f"A query is at most {MAX_DATAGRAM_SIZE} bytes.", "oversized"
             )
+
+    @property
+    def statement(self) -> None:
+        """A query carries no signed statement."""
+        return None
 
     def padded_to(self, size: int) -> Query:
         """Return this query with padding so that it is at least ``size``
@@ -712,8 +735,9 @@ class Query:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Query:
-        """Parse a query; :class:`ParseError` if it is malformed."""
+    def from_bytes(cls, data: bytes, verify: bool = True) -> Query:
+        """Parse a query; :class:`ParseError` if it is malformed.  A query
+        is not signed: ``verify`` is accepted for a uniform interface."""
         _check_header(data, KIND_QUERY)
         fixed_end = HEADER_SIZE + QUERY_ID_SIZE
         if len(data) < fixed_end:
@@ -776,6 +800,7 @@ class Answer:
     worst a forger can do with them is shorten a lifetime.
     """
 
+    kind: ClassVar[int] = KIND_ANSWER
     query_id: bytes = attrs.field(validator=_validate_query_id)
     remaining: int = attrs.field(validator=_validate_remaining)
     announcement: Announcement = attrs.field(
@@ -790,6 +815,11 @@ class Answer:
             raise ParseError(
                 f"An answer is at most {MAX_DATAGRAM_SIZE} bytes.", "oversized"
             )
+
+    @property
+    def statement(self) -> Announcement:
+        """The host-signed statement this answer carries: its announcement."""
+        return self.announcement
 
     @property
     def lifetime(self) -> int:
@@ -807,9 +837,10 @@ class Answer:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Answer:
+    def from_bytes(cls, data: bytes, verify: bool = True) -> Answer:
         """Parse an answer and verify the announcement inside it;
-        :class:`ParseError` if anything is wrong."""
+        :class:`ParseError` if anything is wrong.  With ``verify=False`` the
+        inner signature is left for ``answer.announcement.verify()``."""
         _check_header(data, KIND_ANSWER)
         fixed_end = HEADER_SIZE + _ANSWER_FIXED.size
         if len(data) < fixed_end:
@@ -833,7 +864,7 @@ class Answer:
         return cls(
             query_id=query_id,
             remaining=remaining,
-            announcement=Announcement.from_bytes(inner),
+            announcement=Announcement.from_bytes(inner, verify),
             extensions=extensions,
         )
 
@@ -848,10 +879,15 @@ _BY_KIND: dict[int, type[Announcement] | type[Goodbye] | type[Query] | type[Answ
 }
 
 
-def parse_datagram(data: bytes) -> Datagram:
-    """Parse any discovery datagram by its kind byte.
+def parse_datagram(data: bytes, verify: bool = True) -> Datagram:
+    """Parse any discovery datagram by its kind byte: the one decode entry
+    point.  The result's ``kind`` says what it is, and its ``statement`` is
+    the host-signed announcement or goodbye it carries (``None`` for a
+    query).
 
-    Signed kinds (and the announcement inside an answer) are verified.
+    Signed kinds (and the announcement inside an answer) are verified
+    unless ``verify`` is false; then the caller decides whether the
+    signature is worth checking and calls ``datagram.statement.verify()``.
     Raises :class:`ParseError`, and nothing else, for every malformed,
     forged, unknown-version or unknown-kind input.
     """
@@ -861,4 +897,4 @@ def parse_datagram(data: bytes) -> Datagram:
         raise ParseError(
             f"Discovery datagram kind {data[5]} is unknown.", "unknown-kind"
         )
-    return cls.from_bytes(data)
+    return cls.from_bytes(data, verify)
