@@ -147,11 +147,6 @@ class ExpandingRingSearch:
         self.state = SearchState.IDLE
         self.result: SearchResult | None = None
 
-    @property
-    def query_ids(self) -> frozenset[bytes]:
-        """Every query id this search has sent (answers to any of them count)."""
-        return frozenset(self._ttl_by_query_id)
-
     def start(self) -> None:
         """Send the first ring's query.  Only valid in the idle state."""
         if self.state is not SearchState.IDLE:
