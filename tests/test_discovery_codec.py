@@ -104,7 +104,7 @@ addresses = st.one_of(
         st.integers(1, 65535),
     ),
 )
-unknown_types = st.integers(0, 255).filter(lambda t: t not in d._KNOWN_TLV_TYPES)
+unknown_types = st.integers(0, 255).filter(lambda t: t not in d.KNOWN_FIELD_TYPES)
 extensions = st.lists(st.tuples(unknown_types, st.binary(max_size=20)), max_size=3).map(
     lambda xs: sorted(xs, key=lambda x: x[0])
 )

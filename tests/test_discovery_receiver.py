@@ -111,15 +111,24 @@ class VerifyOnceTests(SynchronousTestCase):
         self.assertEqual(h.stats["signatures-checked"], 1)
 
     def test_owner_seam(self) -> None:
-        """What the owner already holds (already_verified) is not checked,
-        even after the cache forgot it."""
+        """What the owner already holds (already_verified, asked for known
+        keys) is not checked, even after the cache forgot it."""
         a = announce()
-        h = Harness(already_verified=lambda s: s == a, cache_size=1)
+        h = Harness(known_key=lambda q: True, already_verified=lambda s: s == a)
         h.receiver.receive(a.to_bytes(), "10.0.0.1", 0.0)
         self.assertEqual(h.stats["signatures-checked"], 0)
         g = Goodbye.sign(KEY, "lobby", 2)
         h.receiver.receive(g.to_bytes(), "10.0.0.1", 0.0)
         self.assertEqual(h.stats["signatures-checked"], 1)
+
+    def test_flood_refused_before_parsing(self) -> None:
+        """Over the budget, a datagram under an unknown key is dropped on
+        its envelope: even a malformed body is not reached."""
+        h = Harness(budget=SignatureBudget(per_source=1, total=1))
+        bad_body = announce().to_bytes()[:40] + b"\xff" * 30
+        h.receiver.receive(forged(1), "10.0.0.1", 0.0)
+        h.receiver.receive(bad_body, "10.0.0.2", 0.0)
+        self.assertEqual(h.drops, Counter({"bad-signature": 1, "signature-budget": 1}))
 
     def test_cache_bounded(self) -> None:
         h = Harness(cache_size=2)

@@ -8,6 +8,11 @@ the datagram itself carries.  Queries and answers are unsigned; an answer
 carries the host's signed announcement verbatim, so anybody can relay one and
 nobody can forge one.
 
+:func:`parse_datagram` is the one entry point from bytes to a value object;
+:func:`read_envelope` says what a datagram claims to be (its kind, and whose
+signature it carries) without parsing it, for receivers that must refuse a
+flood cheaply.
+
 Parsing is strict about the canonical form, so that
 ``X.from_bytes(data).to_bytes() == data`` for every datagram that parses, and a
 relayed announcement is byte-for-byte the one the host signed.  Every
@@ -178,7 +183,7 @@ def _validate_extensions(
                 "An extension field is a (type, bytes) pair.", "bad-extension"
             )
         kind, payload = item
-        if kind in _KNOWN_TLV_TYPES or not 0 <= kind <= 255:
+        if kind in KNOWN_FIELD_TYPES or not 0 <= kind <= 255:
             raise ParseError(
                 f"Field type {kind} is not an unknown extension type.",
                 "bad-extension",
@@ -192,9 +197,11 @@ def _validate_extensions(
         )
 
 
-_KNOWN_TLV_TYPES = frozenset(
+KNOWN_FIELD_TYPES = frozenset(
     [TLV_ROOM_NAME, TLV_ADDRESS, TLV_FINGERPRINT_PREFIX, TLV_PADDING]
 )
+"""Field types this version knows; every other type is an unknown field,
+kept and ignored (docs/protocol-discovery.rst, "Encoding")."""
 
 
 def _to_extensions(value: Iterable[tuple[int, bytes]]) -> tuple[tuple[int, bytes], ...]:
@@ -384,9 +391,20 @@ class _Signed:
     q: bytes
     room: str
     signature: bytes
+    _signed: bytes  # the encoded signed part, computed once per object
+
+    def _encode_signed(self) -> bytes:
+        raise NotImplementedError
+
+    def _encode_once(self) -> int:
+        """Encode the signed part and keep it; return the datagram size."""
+        object.__setattr__(self, "_signed", self._encode_signed())
+        return len(self._signed) + len(self.signature)
 
     def signed_bytes(self) -> bytes:
-        raise NotImplementedError
+        """Every byte the signature covers: the whole datagram minus the
+        signature."""
+        return self._signed
 
     @property
     def key(self) -> tuple[bytes, str]:
@@ -430,9 +448,10 @@ class Announcement(_Signed):
     extensions: tuple[tuple[int, bytes], ...] = attrs.field(
         default=(), converter=_to_extensions, validator=_validate_extensions
     )
+    _signed: bytes = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if len(self.to_bytes()) > MAX_ANNOUNCEMENT_SIZE:
+        if self._encode_once() > MAX_ANNOUNCEMENT_SIZE:
             raise ParseError(
                 f"An announcement is at most {MAX_ANNOUNCEMENT_SIZE} bytes.",
                 "oversized",
@@ -486,9 +505,7 @@ class Announcement(_Signed):
             unsigned, signature=_sign(private_key, unsigned.signed_bytes())
         )
 
-    def signed_bytes(self) -> bytes:
-        """Every byte the signature covers: the whole datagram minus the
-        signature."""
+    def _encode_signed(self) -> bytes:
         fields = [(TLV_ROOM_NAME, self.room.encode("utf-8"))]
         fields += [(TLV_ADDRESS, a.to_bytes()) for a in self.addresses]
         fields += list(self.extensions)
@@ -527,7 +544,7 @@ class Announcement(_Signed):
                 room = _room_from_tlv(value)
             elif kind == TLV_ADDRESS:
                 addresses.append(RoomAddress.from_bytes(value))
-            elif kind in _KNOWN_TLV_TYPES:
+            elif kind in KNOWN_FIELD_TYPES:
                 raise ParseError(
                     f"Field type {kind} does not belong in an announcement.",
                     "not-canonical",
@@ -571,9 +588,10 @@ class Goodbye(_Signed):
     extensions: tuple[tuple[int, bytes], ...] = attrs.field(
         default=(), converter=_to_extensions, validator=_validate_extensions
     )
+    _signed: bytes = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if len(self.to_bytes()) > MAX_ANNOUNCEMENT_SIZE:
+        if self._encode_once() > MAX_ANNOUNCEMENT_SIZE:
             raise ParseError(
                 f"A goodbye is at most {MAX_ANNOUNCEMENT_SIZE} bytes.", "oversized"
             )
@@ -596,8 +614,7 @@ class Goodbye(_Signed):
             unsigned, signature=_sign(private_key, unsigned.signed_bytes())
         )
 
-    def signed_bytes(self) -> bytes:
-        """Every byte the signature covers."""
+    def _encode_signed(self) -> bytes:
         fields = [(TLV_ROOM_NAME, self.room.encode("utf-8"))] + list(self.extensions)
         fields.sort(key=lambda f: f[0])
         return (
@@ -628,7 +645,7 @@ class Goodbye(_Signed):
                 if room is not None:
                     raise ParseError("The goodbye names two rooms.", "not-canonical")
                 room = _room_from_tlv(value)
-            elif kind in _KNOWN_TLV_TYPES:
+            elif kind in KNOWN_FIELD_TYPES:
                 raise ParseError(
                     f"Field type {kind} does not belong in a goodbye.",
                     "not-canonical",
@@ -765,7 +782,7 @@ class Query:
                         "The query's padding field is malformed.", "not-canonical"
                     )
                 padding = len(value)
-            elif kind in _KNOWN_TLV_TYPES:
+            elif kind in KNOWN_FIELD_TYPES:
                 raise ParseError(
                     f"Field type {kind} does not belong in a query.",
                     "not-canonical",
@@ -851,7 +868,7 @@ class Answer:
         inner = data[fixed_end : fixed_end + length]
         extensions = []
         for kind, value in _iter_tlvs(data[fixed_end + length :]):
-            if kind in _KNOWN_TLV_TYPES:
+            if kind in KNOWN_FIELD_TYPES:
                 raise ParseError(
                     f"Field type {kind} does not belong in an answer.",
                     "not-canonical",
@@ -898,3 +915,47 @@ def parse_datagram(data: bytes, verify: bool = True) -> Datagram:
             f"Discovery datagram kind {data[5]} is unknown.", "unknown-kind"
         )
     return cls.from_bytes(data, verify)
+
+
+@attrs.frozen
+class Envelope:
+    """What a datagram claims to be, read without parsing or verifying it.
+
+    ``kind`` is its kind byte; ``statement`` the raw bytes of the
+    host-signed statement it carries (the whole datagram for an
+    announcement or goodbye, the embedded announcement for an answer,
+    ``None`` for a query); ``key`` the host key ``Q`` that statement names.
+    Nothing here is checked beyond framing: it tells a receiver, for the
+    cost of a few slices, whose signature a datagram would cost it to
+    check, so that a flood can be refused before it is parsed.
+    """
+
+    kind: int
+    statement: bytes | None
+    key: bytes | None
+
+
+def read_envelope(data: bytes) -> Envelope:
+    """Read the :class:`Envelope` of a datagram.
+
+    Raises :class:`ParseError` (with the reason :func:`parse_datagram`
+    would give) if the header is bad, the kind unknown, or a signed
+    statement too short to name its key.  A datagram that passes may still
+    fail to parse.
+    """
+    _check_header(data, None)
+    kind = data[5]
+    if kind not in _BY_KIND:
+        raise ParseError(f"Discovery datagram kind {kind} is unknown.", "unknown-kind")
+    if kind == KIND_QUERY:
+        return Envelope(kind, None, None)
+    statement = data
+    if kind == KIND_ANSWER:
+        fixed_end = HEADER_SIZE + _ANSWER_FIXED.size
+        if len(data) < fixed_end:
+            raise ParseError("The answer is cut short.", "truncated")
+        _, _, length = _ANSWER_FIXED.unpack_from(data, HEADER_SIZE)
+        statement = data[fixed_end : fixed_end + length]
+    if len(statement) < HEADER_SIZE + KEY_SIZE:
+        raise ParseError("The signed statement is cut short.", "truncated")
+    return Envelope(kind, statement, statement[HEADER_SIZE : HEADER_SIZE + KEY_SIZE])

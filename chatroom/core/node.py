@@ -45,6 +45,7 @@ from chatroom.core.discovery import (
     Goodbye,
     Query,
     RoomAddress,
+    raw_public_key,
 )
 from chatroom.core.receiver import Receiver
 from chatroom.core.responder import Address, Responder, Send
@@ -101,11 +102,14 @@ class HostNode:
         self.responder = Responder(random, self.drops, self.stats)
         # A host needs queries (to answer) and answers (to suppress its
         # own); other hosts' announcements and goodbyes are none of its
-        # business and are not worth a signature check.
+        # business and are not worth a signature check.  The one key it
+        # knows is its own: answers relaying its announcements are free.
+        own_key = raw_public_key(announcer.private_key)
         self.receiver = Receiver(
             self.drops,
             self.stats,
             accept=(KIND_QUERY, KIND_ANSWER),
+            known_key=own_key.__eq__,
             already_verified=self.responder.holds,
         )
         self._handlers: dict[int, Callable[[Any, int, Address, float], None]] = {
