@@ -235,6 +235,13 @@ class BadInputTests(SynchronousTestCase):
         parser, or parses to objects that encode back to exactly ``data``
         (with and without the signature check).  Returns whether it parsed."""
         parsed_any = False
+        try:
+            envelope: d.Envelope | None = d.read_envelope(data)
+        except ParseError as e:
+            envelope = None
+            with self.assertRaises(ParseError) as caught:
+                parse_datagram(data, verify=False)
+            self.assertEqual(caught.exception.reason, e.reason)
         for verify in (True, False):
             try:
                 datagram = parse_datagram(data, verify=verify)
@@ -244,6 +251,14 @@ class BadInputTests(SynchronousTestCase):
             self.assertEqual(datagram.to_bytes(), data)
             self.assertEqual(datagram.kind, data[5])
             self.assertEqual(type(datagram).from_bytes(data, verify), datagram)
+            # The envelope, read without parsing, tells the truth.
+            assert envelope is not None
+            statement = datagram.statement
+            self.assertEqual(envelope.kind, datagram.kind)
+            self.assertEqual(
+                envelope.statement, None if statement is None else statement.to_bytes()
+            )
+            self.assertEqual(envelope.key, None if statement is None else statement.q)
         for cls in (Announcement, Goodbye, Query, Answer):
             try:
                 one = cls.from_bytes(data)
