@@ -101,7 +101,9 @@ def log_setup_failure(failure: Failure, group: str, interface: str) -> None:
     )
 
 
-def _send(transport: Any, data: bytes, address: tuple[str, int], drops: Counter[str]) -> bool:
+def _send(
+    transport: Any, data: bytes, address: tuple[str, int], drops: Counter[str]
+) -> bool:
     """Write one datagram; a failure is logged and counted in ``drops``."""
     if transport is None:
         drops["send-while-stopped"] += 1

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_directory -*-
 """The room directory: the newest valid announcement per room, with expiry and goodbyes.
 
 A listener feeds every verified announcement, goodbye and answer into a
@@ -18,8 +19,6 @@ import hashlib
 import heapq
 import itertools
 from collections import Counter
-from typing import Iterator
-
 import attrs
 
 from chatroom.core.discovery import Announcement, Answer, Goodbye
@@ -303,12 +302,6 @@ class RoomDirectory:
     def __len__(self) -> int:
         """The number of entries held, tombstones included."""
         return len(self._entries)
-
-    def __iter__(self) -> Iterator[DirectoryEntry]:
-        """Iterate over held room entries (expired ones may linger until the
-        next call that takes ``now``)."""
-        held = list(self._entries.values())
-        return (h for h in held if isinstance(h, DirectoryEntry))
 
     # -- internals --------------------------------------------------------
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_discovery_codec -*-
 """Discovery datagrams: announcement, goodbye, query and answer, to and from bytes.
 
 The wire format is specified in ``docs/protocol-discovery.rst``; this module

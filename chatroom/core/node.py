@@ -48,7 +48,7 @@ from chatroom.core.discovery import (
     raw_public_key,
 )
 from chatroom.core.receiver import Receiver
-from chatroom.core.responder import Address, Responder, Send
+from chatroom.core.responder import TIME_TOLERANCE, Address, Responder, Send
 from chatroom.core.schedule import RandomSource
 
 SWEEP_INTERVAL = 1.0
@@ -243,7 +243,7 @@ class ListenerNode:
     def wake(self, now: float) -> Reaction:
         """Sweep expired rooms (every second) and send due answers."""
         changes: tuple[DirectoryChange, ...] = ()
-        if self._next_sweep is not None and self._next_sweep <= now + 1e-9:
+        if self._next_sweep is not None and self._next_sweep <= now + TIME_TOLERANCE:
             self._next_sweep = now + SWEEP_INTERVAL
             changes = self._apply(self.directory.expire(now))
         return Reaction(sends=tuple(self.responder.due(now)), changes=changes)

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_search -*-
 """Expanding-ring search: find one room with queries of growing TTL.
 
 The search sends a query with TTL 1 and waits; if no valid answer arrives
