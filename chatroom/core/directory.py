@@ -19,6 +19,7 @@ import hashlib
 import heapq
 import itertools
 from collections import Counter
+
 import attrs
 
 from chatroom.core.discovery import Announcement, Answer, Goodbye
