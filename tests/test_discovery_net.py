@@ -43,6 +43,7 @@ from chatroom.discovery import (
     ListenerProtocol,
 )
 from tests.discovery_fakes import FakeMulticastTransport, FakeNetwork
+from tests.test_discovery_node import forged, spoofed_source
 
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
 OTHER_KEY = Ed25519PrivateKey.from_private_bytes(b"\x02" * 32)
@@ -448,6 +449,26 @@ class ListenerTests(SynchronousTestCase):
         self.assert_unchanged()
         self.assertEqual(sum(self.listener.drops.values()), 204)
         self.assertEqual(self.listener.drops["oversized"], 1)
+
+    def test_known_room_renewal_during_flood(self) -> None:
+        """Through the protocol: a flood of forged announcements from
+        thousands of sources does not keep a known room's new announcement
+        out of the directory or from being reported (issue 13; the
+        decision is tested in test_discovery_node)."""
+        self.feed(self.announcement.to_bytes())
+        renewal = Announcement.sign(
+            KEY, "lobby", ["192.0.2.20:7000"], counter=6, lifetime=30
+        )
+        for i in range(3000):
+            self.listener.datagramReceived(forged(i), spoofed_source(i))
+            if i == 1500:
+                self.feed(renewal.to_bytes())
+        self.assertEqual(
+            [(c.outcome, c.entry.announcement) for c in self.changes],
+            [(Outcome.ADDED, self.announcement), (Outcome.UPDATED, renewal)],
+        )
+        # 200 checks a second for unknown keys: the first announcement took one.
+        self.assertEqual(self.listener.drops["signature-budget"], 3000 - 199)
 
     def test_unknown_version_dropped(self) -> None:
         """A future version is ignored and counted."""
