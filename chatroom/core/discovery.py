@@ -855,10 +855,15 @@ class Answer:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes, verify: bool = True) -> Answer:
+    def from_bytes(
+        cls, data: bytes, verify: bool = True, known: Announcement | None = None
+    ) -> Answer:
         """Parse an answer and verify the announcement inside it;
         :class:`ParseError` if anything is wrong.  With ``verify=False`` the
-        inner signature is left for ``answer.announcement.verify()``."""
+        inner signature is left for ``answer.announcement.verify()``.
+        ``known`` is an announcement the caller decoded and verified before:
+        if the answer carries exactly its bytes, it is used as it is,
+        neither parsed nor verified again."""
         _check_header(data, KIND_ANSWER)
         fixed_end = HEADER_SIZE + _ANSWER_FIXED.size
         if len(data) < fixed_end:
@@ -879,10 +884,12 @@ class Answer:
             raise ParseError(
                 "The answer's remaining lifetime is too long.", "bad-lifetime"
             )
+        if known is None or known.to_bytes() != inner:
+            known = Announcement.from_bytes(inner, verify)
         return cls(
             query_id=query_id,
             remaining=remaining,
-            announcement=Announcement.from_bytes(inner, verify),
+            announcement=known,
             extensions=extensions,
         )
 
@@ -897,7 +904,9 @@ _BY_KIND: dict[int, type[Announcement] | type[Goodbye] | type[Query] | type[Answ
 }
 
 
-def parse_datagram(data: bytes, verify: bool = True) -> Datagram:
+def parse_datagram(
+    data: bytes, verify: bool = True, known: Announcement | Goodbye | None = None
+) -> Datagram:
     """Parse any discovery datagram by its kind byte: the one decode entry
     point.  The result's ``kind`` says what it is, and its ``statement`` is
     the host-signed announcement or goodbye it carries (``None`` for a
@@ -906,6 +915,10 @@ def parse_datagram(data: bytes, verify: bool = True) -> Datagram:
     Signed kinds (and the announcement inside an answer) are verified
     unless ``verify`` is false; then the caller decides whether the
     signature is worth checking and calls ``datagram.statement.verify()``.
+    ``known`` is a statement the caller decoded and verified before (see
+    :func:`read_envelope`): a datagram that is, or carries, exactly its
+    bytes reuses it instead of parsing and verifying them again.
+
     Raises :class:`ParseError`, and nothing else, for every malformed,
     forged, unknown-version or unknown-kind input.
     """
@@ -915,6 +928,11 @@ def parse_datagram(data: bytes, verify: bool = True) -> Datagram:
         raise ParseError(
             f"Discovery datagram kind {data[5]} is unknown.", "unknown-kind"
         )
+    if known is not None and known.kind == data[5] and known.to_bytes() == data:
+        return known
+    if cls is Answer:
+        inner = known if isinstance(known, Announcement) else None
+        return Answer.from_bytes(data, verify, inner)
     return cls.from_bytes(data, verify)
 
 
@@ -939,10 +957,10 @@ class Envelope:
 def read_envelope(data: bytes) -> Envelope:
     """Read the :class:`Envelope` of a datagram.
 
-    Raises :class:`ParseError` (with the reason :func:`parse_datagram`
-    would give) if the header is bad, the kind unknown, or a signed
-    statement too short to name its key.  A datagram that passes may still
-    fail to parse.
+    Raises :class:`ParseError` if the header is bad, the kind unknown, or
+    a signed statement too short to name its key; :func:`parse_datagram`
+    refuses every such datagram too (sometimes for another reason: it
+    checks more).  A datagram that passes may still fail to parse.
     """
     _check_header(data, None)
     kind = data[5]

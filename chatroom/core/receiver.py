@@ -185,9 +185,7 @@ class Receiver:
         if cached is not None:
             self._verified.move_to_end(envelope.statement)
             self.stats["verified-before"] += 1
-            if cached.kind == envelope.kind:
-                return self._accepted(cached)  # the datagram is the statement
-            return self._decode(data)
+            return self._decode(data, known=cached)
         known = self.known_key(envelope.key)
         if not known and not self._spend(source, envelope.key, known, now):
             return None
@@ -218,10 +216,16 @@ class Receiver:
         self.drops["signature-budget"] += 1
         return False
 
-    def _decode(self, data: bytes, count: bool = True) -> Datagram | None:
-        """Parse without the signature check; count a failure's reason."""
+    def _decode(
+        self,
+        data: bytes,
+        count: bool = True,
+        known: Announcement | Goodbye | None = None,
+    ) -> Datagram | None:
+        """Parse without the signature check (reusing ``known``, a statement
+        verified before); count a failure's reason."""
         try:
-            datagram = parse_datagram(data, verify=False)
+            datagram = parse_datagram(data, verify=False, known=known)
         except ParseError as e:
             self.drops[e.reason] += 1
             return None
