@@ -28,8 +28,10 @@ from chatroom.discovery import (
     DEFAULT_GROUP,
     DEFAULT_PORT,
     DiscoveryService,
+    HostedRoom,
     HostProtocol,
 )
+from chatroom.access import AccessFileError, PrivateRooms
 from chatroom.errors import EndpointError
 from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits
 from chatroom.history import HistoryStore, ReservedCounter
@@ -227,6 +229,8 @@ class HostService(service.MultiService):
         ones without a certificate use the host's (see L{server_endpoint}).
     @param handshakes: the cap on TLS handshakes in progress.
     @param discovery: where to announce the rooms, or C{None} not to.
+    @param private: the access rule of the rooms (L{PrivateRooms}) when
+        the rooms given are private, or C{None}.
     @raise EndpointError: a description cannot be used.
     """
 
@@ -240,7 +244,8 @@ class HostService(service.MultiService):
                  history_days: float | None = None,
                  discovery: DiscoverySettings | None = None,
                  tls_endpoint: str | None = None,
-                 handshakes: HandshakeLimits = HandshakeLimits()) -> None:
+                 handshakes: HandshakeLimits = HandshakeLimits(),
+                 private: PrivateRooms | None = None) -> None:
         super().__init__()
         self.tls_interface = tls_interface
         self.discovery = discovery
@@ -253,6 +258,9 @@ class HostService(service.MultiService):
         name = server_name or identity.short_fingerprint + ".chatroom"
         self.host = RoomHost(store, reactor, name, rooms, limits, motd,
                              observer=self)
+        self.private = private
+        self._private_keys = frozenset(self.host.rooms) if private else frozenset()
+        self._apply_access()
         self.factory = HandshakeLimitFactory(IRCFactory(self.host), handshakes,
                                              reactor, count=self.host.count)
         self.listeners: list[ListeningService] = []
@@ -325,6 +333,28 @@ class HostService(service.MultiService):
         self.host.remove_idle_rooms()
         self.prune()
 
+    def _apply_access(self) -> None:
+        if self.private is None:
+            return
+        for key in self._private_keys:
+            room = self.host.rooms.get(key)
+            if room is not None:
+                room.access = self.private.access
+
+    def reload_access(self) -> None:
+        """Read the allow-list file again (on C{SIGHUP}); a file that cannot
+        be used is logged in one sentence and the old list kept."""
+        if self.private is None:
+            return
+        try:
+            access = self.private.reload()
+        except AccessFileError as e:
+            self.log.error("{error} The allow-list is unchanged.", error=str(e))
+            return
+        self._apply_access()
+        self.log.info("Allow-list read again: {count} client key(s) may join "
+                      "the private rooms.", count=len(access.allowed))
+
     def room_opened(self, room) -> None:
         """A user opened C{room}: announce it at once."""
         if self.announcer is not None:
@@ -380,7 +410,8 @@ class HostService(service.MultiService):
             self.reactor, settings.group, settings.port, settings.interface,
             self.identity.private_key,
             ReservedCounter(self.store, "announcement"),
-            [room.channel[1:] for room in self.host.rooms.values()], addresses,
+            [HostedRoom(room.channel[1:], private=room.private)
+             for room in self.host.rooms.values()], addresses,
             ttl=settings.ttl)
         DiscoveryService(self.reactor, self.announcer).setServiceParent(self)
         self.log.info("Announcing {rooms} room(s) on {interface} to {group} port {port}",

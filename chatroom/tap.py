@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import sys
 from typing import Any
 
@@ -127,15 +128,38 @@ class Options(usage.Options):
          "Multicast TTL (router hops) of announcements.", _positive_int("--ttl")],
     ]
 
+    optFlags += [
+        ["private", None,
+         "The rooms given with --room are private: only clients with the "
+         "room password or a client key on the allow-list may join, and "
+         "others see neither their members nor their history."],
+    ]
+    optParameters += [
+        ["room-password", None, "",
+         "Password of the private rooms (the channel key of JOIN, or PASS)."],
+        ["allow-file", None, None,
+         "A file of client key fingerprints allowed into the private rooms, "
+         "one per line; read again on SIGHUP."],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["rooms"] = []
+        self["allow-keys"] = []
         self["listen"] = []
         self["announce-addresses"] = []
 
     def opt_room(self, name: str) -> None:
         """Host the room NAME (channel #NAME); repeat for more [default: lobby]."""
         self["rooms"].append(name)
+
+    def opt_allow_key(self, fingerprint: str) -> None:
+        """Let the client with this key fingerprint (chatroom whoami) into the private rooms; repeat for more."""
+        from chatroom.access import parse_fingerprint
+        try:
+            self["allow-keys"].append(parse_fingerprint(fingerprint))
+        except ValueError as e:
+            raise usage.UsageError(str(e) + ".") from None
 
     def opt_listen(self, description: str) -> None:
         """Also listen on this endpoint (e.g. tcp:6667:interface=127.0.0.1); repeat for more."""
@@ -173,6 +197,15 @@ class Options(usage.Options):
         except ValueError:
             raise usage.UsageError("--discovery-group must be an IPv4 multicast "
                                    "address such as %s." % (DEFAULT_GROUP,)) from None
+        if self["private"]:
+            if not (self["room-password"] or self["allow-keys"]
+                    or self["allow-file"]):
+                raise usage.UsageError(
+                    "--private needs --room-password, --allow-key or "
+                    "--allow-file: otherwise nobody could join.")
+        elif self["room-password"] or self["allow-keys"] or self["allow-file"]:
+            raise usage.UsageError("--room-password, --allow-key and "
+                                   "--allow-file only apply with --private.")
         if not self["rooms"] and not self["open-rooms"]:
             self["rooms"] = ["lobby"]
         if self["data-dir"] is None:
@@ -191,6 +224,17 @@ class Options(usage.Options):
             interface=self["discovery-interface"], group=self["discovery-group"],
             port=self["discovery-port"], ttl=self["ttl"],
             addresses=tuple(self["announce-addresses"]))
+
+    def private(self):
+        """The L{PrivateRooms} rule these options ask for, or C{None}.
+
+        @raise ChatroomError: the allow-list file cannot be used.
+        """
+        from chatroom.access import PrivateRooms
+        if not self["private"]:
+            return None
+        return PrivateRooms(self["room-password"], frozenset(self["allow-keys"]),
+                            self["allow-file"])
 
     def limits(self) -> Limits:
         """The L{Limits} these options ask for."""
@@ -269,7 +313,7 @@ def build_service(reactor: Any, options: Options):
             server_name=options["server-name"], motd=motd,
             history_keep=options["history-keep"] or None,
             history_days=options["history-days"] or None,
-            discovery=options.discovery())
+            discovery=options.discovery(), private=options.private())
     except BaseException:
         store.close()
         raise
@@ -295,8 +339,14 @@ def makeService(options: Options):
     out = sys.stdout
     out.write("chatroom host key %s\n" % (identity.fingerprint,))
     for name in options["rooms"]:
-        out.write("  hosting #%s (room %s/%s)\n" % (
-            name, identity.short_fingerprint, name))
+        out.write("  hosting #%s (room %s/%s)%s\n" % (
+            name, identity.short_fingerprint, name,
+            ", private" if options["private"] else ""))
+    if options["private"]:
+        # The operator edits the allow-list and sends SIGHUP (a signal
+        # handler must not touch the reactor, so it only schedules).
+        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(
+            host_service.reload_access))
     if options["tls-endpoint"]:
         out.write("  TLS on %s\n" % (options["tls-endpoint"],))
     elif options["port"]:
