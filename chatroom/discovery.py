@@ -1,19 +1,22 @@
-"""Twisted edge of discovery: host and listener multicast protocols, and a service.
+# -*- test-case-name: tests.test_discovery_net -*-
+"""Twisted edge of discovery: the multicast sockets of a host and a listener, and a service.
 
-Every protocol here decodes a datagram, hands it to the pure core
-(:mod:`chatroom.core.discovery`, :mod:`chatroom.core.directory`,
-:mod:`chatroom.core.search`, :mod:`chatroom.core.schedule`) and writes what
-comes back.  Nothing reads the global reactor: the clock and the reactor are
-passed in.
+Bytes live here; state lives in the pure core (:mod:`chatroom.core.node`
+and what it is built from), as txtorcon keeps ``TorControlProtocol`` apart
+from ``TorState``.  Each protocol:
 
-- :class:`HostProtocol` announces the rooms a host runs on the announce
-  schedule, answers queries for them, and says goodbye on a clean stop.
-- :class:`ListenerProtocol` keeps a :class:`~chatroom.core.directory.RoomDirectory`
-  up to date, runs expanding-ring searches and one-off queries (from a
-  second socket, :attr:`ListenerProtocol.query_protocol`), and relays
-  announcements that participants :meth:`~ListenerProtocol.hold`.
-- :class:`DiscoveryService` opens and closes the sockets of either one
-  inside a ``MultiService``.
+- sets up its socket (explicit multicast interface, TTL, group join);
+- hands every datagram to its node's one ``datagram_received`` method and
+  sends what comes back;
+- keeps one timer, armed for the node's :meth:`next_wake`, and sends what
+  the node's ``wake`` returns.
+
+:class:`HostProtocol` announces a host's rooms and answers queries for
+them; :class:`ListenerProtocol` keeps a room directory, runs searches and
+relays held announcements, with a second socket
+(:attr:`ListenerProtocol.query_protocol`) for its queries;
+:class:`DiscoveryService` opens and closes their sockets.  Nothing reads
+the global reactor: the clock and the reactor are passed in.
 
 Multicast always goes out of an explicit interface and groups are always
 joined on an explicit interface: leaving the choice to the kernel sends to
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import random as random_module
 import socket
-from collections import Counter, OrderedDict, deque
+from collections import Counter
 from typing import Any, Callable, Iterable, Sequence
 
 import attrs
@@ -36,22 +39,11 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatroom.core.directory import DirectoryChange, Outcome, RoomDirectory, RoomKey
-from chatroom.core.discovery import (
-    KIND_ANNOUNCEMENT,
-    KIND_ANSWER,
-    KIND_GOODBYE,
-    KIND_QUERY,
-    MAGIC,
-    Announcement,
-    Answer,
-    Goodbye,
-    ParseError,
-    Query,
-    RoomAddress,
-    check_room_name,
-    parse_datagram,
-)
+from chatroom.core.announcer import DEFAULT_LIFETIME, Announcer, HostedRoom
+from chatroom.core.directory import DirectoryChange, RoomDirectory
+from chatroom.core.discovery import Announcement, Query, RoomAddress
+from chatroom.core.node import HostNode, ListenerNode, Reaction
+from chatroom.core.responder import Responder
 from chatroom.core.schedule import AnnounceSchedule
 from chatroom.core.search import (
     DEFAULT_RINGS,
@@ -60,6 +52,18 @@ from chatroom.core.search import (
     Ring,
     SearchResult,
 )
+
+__all__ = [
+    "DEFAULT_ANNOUNCE_TTL",
+    "DEFAULT_GROUP",
+    "DEFAULT_LIFETIME",
+    "DEFAULT_PORT",
+    "DiscoveryService",
+    "HostProtocol",
+    "HostedRoom",
+    "ListenerProtocol",
+    "QuerySocketProtocol",
+]
 
 DEFAULT_GROUP = "239.255.67.82"
 """Default discovery group: IPv4 organization-local scope (RFC 2365);
@@ -71,230 +75,60 @@ DEFAULT_PORT = 47667
 DEFAULT_ANNOUNCE_TTL = 8
 """Default multicast TTL (router hops) for announcements and goodbyes."""
 
-DEFAULT_LIFETIME = 180
-"""Default announcement lifetime: three steady announce intervals."""
-
-ANSWER_DELAY_RANGE = (0.020, 0.120)
-"""Answers wait a random 20-120 ms so that responders do not all answer at
-once and can see (and suppress for) each other's answers."""
-
-ANSWER_SIZE_FACTOR = 3
-"""All answers to one query together are at most this many times its size."""
-
-QUERIES_PER_SOURCE_PER_SECOND = 10
-QUERIES_PER_SECOND_TOTAL = 100
-"""A query flood from many (possibly spoofed) sources still costs at most
-this many answers a second."""
-
-SIGNED_PER_SOURCE_PER_SECOND = 20
-SIGNED_PER_SECOND_TOTAL = 200
-"""Signature checks (about 0.1-0.3 ms of CPU each) spent on new signed
-datagrams, per source and in all: a flood of forged announcements costs a
-node at most a few percent of a core."""
-
-VERIFIED_CACHE_SIZE = 1024
-"""Recently verified announcements and goodbyes, kept by their exact bytes,
-so a repeat (every announcement is sent again and again) is not verified
-again."""
-
-MAX_RATE_LIMITED_SOURCES = 1024
-MAX_PENDING_ANSWERS = 256
-MAX_OWN_QUERY_IDS = 256
-SWEEP_INTERVAL = 1.0
-"""Seconds between directory expiry sweeps on a listener."""
-
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 """Linux socket option: when on (the default) a socket bound to the wildcard
 address receives every group any socket on the host joined on that port."""
 
-_SIGNED_KINDS = frozenset(
-    bytes([kind]) for kind in (KIND_ANNOUNCEMENT, KIND_GOODBYE, KIND_ANSWER)
-)
-_NOT_FOR_HOSTS = frozenset(bytes([kind]) for kind in (KIND_ANNOUNCEMENT, KIND_GOODBYE))
-
 _log = Logger()
 
 
-@attrs.frozen
-class HostedRoom:
-    """A room a host announces: its name and its flags."""
-
-    name: str = attrs.field()
-    private: bool = False
-    multicast_delivery: bool = False
-
-    @name.validator
-    def _check_name(self, attribute: object, value: str) -> None:
-        check_room_name(value)
+def _only_joined_groups(transport: Any) -> None:
+    """Turn IP_MULTICAST_ALL off: receive only the groups this socket joined."""
+    try:
+        transport.getHandle().setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+    except OSError:
+        pass  # not Linux: the option does not exist, nothing to turn off
 
 
-class RateLimit:
-    """Token buckets per source address plus one for all sources together.
-
-    Each source may spend ``per_source`` tokens a second (bursts up to that
-    many); all together ``total`` a second.  At most ``max_sources`` buckets
-    are kept; the least recently used is forgotten first.
-    """
-
-    def __init__(
-        self,
-        per_source: float = QUERIES_PER_SOURCE_PER_SECOND,
-        total: float = QUERIES_PER_SECOND_TOTAL,
-        max_sources: int = MAX_RATE_LIMITED_SOURCES,
-    ) -> None:
-        self.per_source = per_source
-        self.total = total
-        self.max_sources = max_sources
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._total_bucket = (total, float("-inf"))
-
-    @staticmethod
-    def _refill(bucket: tuple[float, float], rate: float, now: float) -> float:
-        tokens, last = bucket
-        if last == float("-inf"):
-            return rate
-        return min(rate, tokens + max(0.0, now - last) * rate)
-
-    def allow(self, source: str, now: float) -> bool:
-        """Spend one token for ``source`` at ``now``; False if none is left."""
-        bucket = self._buckets.pop(source, (self.per_source, float("-inf")))
-        tokens = self._refill(bucket, self.per_source, now)
-        total_tokens = self._refill(self._total_bucket, self.total, now)
-        allowed = tokens >= 1 and total_tokens >= 1
-        if allowed:
-            tokens -= 1
-            total_tokens -= 1
-        self._buckets[source] = (tokens, now)
-        self._total_bucket = (total_tokens, now)
-        while len(self._buckets) > self.max_sources:
-            self._buckets.popitem(last=False)
-        return allowed
+def log_setup_failure(failure: Failure, group: str, interface: str) -> None:
+    """Log, as one sentence, that a discovery socket could not be set up."""
+    _log.failure(
+        "Could not join discovery group {group} on interface {interface};"
+        " check that the interface address is one of this machine's.",
+        failure,
+        group=group,
+        interface=interface,
+    )
 
 
-@attrs.define
-class _Held:
-    announcement: Announcement
-    data: bytes
-    expires_at: float | None  # None: our own, never expires
-
-
-@attrs.define
-class _PendingAnswer:
-    counter: int
-    call: IDelayedCall
-
-
-class Responder:
-    """Answers queries for a set of held announcements.
-
-    Used by both the host (its own rooms) and listeners (announcements a
-    participant holds and relays verbatim).  Rate-limits queries, caps the
-    answer bytes per query at three times the query's size, waits a random
-    20-120 ms, and suppresses an answer when an answer to the same query
-    with the same or a newer ``T`` for the same room was seen meanwhile.
-    """
-
-    def __init__(
-        self,
-        clock: IReactorTime,
-        send: Callable[[bytes, tuple[str, int]], None],
-        random: random_module.Random,
-        drops: Counter[str],
-        stats: Counter[str],
-        rate_limit: RateLimit | None = None,
-    ) -> None:
-        self._clock = clock
-        self._send = send
-        self._random = random
-        self._drops = drops
-        self._stats = stats
-        self._rate_limit = rate_limit if rate_limit is not None else RateLimit()
-        self._held: dict[RoomKey, _Held] = {}
-        self._pending: dict[tuple[bytes, RoomKey], _PendingAnswer] = {}
-
-    def hold(self, announcement: Announcement, expires_at: float | None) -> None:
-        """Answer for ``announcement`` (verified) until ``expires_at``
-        (``None``: until released).  Replaces an older one for the room."""
-        current = self._held.get(announcement.key)
-        if current is not None and current.announcement.counter > announcement.counter:
-            return
-        self._held[announcement.key] = _Held(
-            announcement, announcement.to_bytes(), expires_at
+def _send(
+    transport: Any, data: bytes, address: tuple[str, int], drops: Counter[str]
+) -> bool:
+    """Write one datagram; a failure is logged and counted in ``drops``."""
+    if transport is None:
+        drops["send-while-stopped"] += 1
+        return False
+    try:
+        transport.write(data, address)
+    except OSError as e:
+        drops["send-failed"] += 1
+        _log.warn(
+            "Could not send a discovery datagram to {address}: {error}",
+            address=address,
+            error=e,
         )
-
-    def release(self, key: RoomKey) -> None:
-        """Stop answering for room ``key``."""
-        self._held.pop(key, None)
-
-    def held(self) -> list[Announcement]:
-        """The announcements currently answered for."""
-        return [h.announcement for h in self._held.values()]
-
-    def query_received(
-        self, query: Query, query_size: int, source: tuple[str, int]
-    ) -> None:
-        """Schedule answers to ``query`` (``query_size`` bytes, from
-        ``source``) for every matching held announcement."""
-        now = self._clock.seconds()
-        matches = [
-            h
-            for h in self._held.values()
-            if (h.expires_at is None or h.expires_at > now)
-            and query.matches(h.announcement)
-        ]
-        if not matches:
-            return
-        if not self._rate_limit.allow(source[0], now):
-            self._drops["rate-limited"] += 1
-            return
-        budget = ANSWER_SIZE_FACTOR * query_size
-        for held in matches:
-            key = (query.query_id, held.announcement.key)
-            if key in self._pending:
-                continue  # the same query heard twice
-            if len(self._pending) >= MAX_PENDING_ANSWERS:
-                self._drops["too-many-pending-answers"] += 1
-                return
-            lifetime = held.announcement.lifetime
-            if held.expires_at is not None:
-                lifetime = min(lifetime, int(held.expires_at - now))
-            if lifetime <= 0:
-                continue
-            data = Answer(query.query_id, lifetime, held.announcement).to_bytes()
-            if len(data) > budget:
-                self._drops["answer-too-large"] += 1
-                continue
-            budget -= len(data)
-            delay = self._random.uniform(*ANSWER_DELAY_RANGE)
-            call = self._clock.callLater(delay, self._answer_now, key, data, source)
-            self._pending[key] = _PendingAnswer(held.announcement.counter, call)
-
-    def answer_seen(self, answer: Answer) -> None:
-        """Note someone else's answer; suppress ours to the same query for
-        the same room if theirs is as new or newer."""
-        key = (answer.query_id, answer.announcement.key)
-        pending = self._pending.get(key)
-        if pending is not None and answer.announcement.counter >= pending.counter:
-            pending.call.cancel()
-            del self._pending[key]
-            self._stats["answers-suppressed"] += 1
-
-    def stop(self) -> None:
-        """Cancel every pending answer."""
-        for pending in self._pending.values():
-            pending.call.cancel()
-        self._pending.clear()
-
-    def _answer_now(
-        self, key: tuple[bytes, RoomKey], data: bytes, source: tuple[str, int]
-    ) -> None:
-        del self._pending[key]
-        self._send(data, source)
-        self._stats["answers-sent"] += 1
+        return False
+    return True
 
 
 class _MulticastSocket(DatagramProtocol):
-    """What hosts and listeners share: socket set-up, sending, counters."""
+    """What hosts and listeners share: socket set-up, one timer, sending.
+
+    Subclasses set :attr:`node` (a :class:`~chatroom.core.node.HostNode`
+    or :class:`~chatroom.core.node.ListenerNode`).
+    """
+
+    node: HostNode | ListenerNode
 
     def __init__(
         self,
@@ -317,112 +151,113 @@ class _MulticastSocket(DatagramProtocol):
         self.interface = interface
         self.ttl = ttl
         self.random = random if random is not None else random_module.SystemRandom()
-        self.drops: Counter[str] = Counter()
-        """Datagrams dropped, by reason (ParseError reasons and others)."""
-        self.stats: Counter[str] = Counter()
-        """Things done: datagrams received by kind, sent, suppressed."""
         self.ready: Deferred[None] = Deferred()
         """Fires (with ``None``) once the group is joined, or once a failure
         to join has been logged."""
-        self.responder = Responder(
-            clock, self.send_to, self.random, self.drops, self.stats
-        )
-        self._verified: OrderedDict[bytes, Announcement | Goodbye] = OrderedDict()
-        self._signature_budget = RateLimit(
-            SIGNED_PER_SOURCE_PER_SECOND, SIGNED_PER_SECOND_TOTAL
-        )
+        self._timer: IDelayedCall | None = None
+        self._timer_at: float | None = None
+        self._running = False
+
+    @property
+    def drops(self) -> Counter[str]:
+        """Datagrams dropped or not sent, by reason: the node's one counter."""
+        return self.node.drops
+
+    @property
+    def stats(self) -> Counter[str]:
+        """Things done: datagrams received by kind, sent, suppressed."""
+        return self.node.stats
+
+    @property
+    def responder(self) -> Responder:
+        """The node's :class:`~chatroom.core.responder.Responder`."""
+        return self.node.responder
+
+    # -- socket ---------------------------------------------------------------
 
     def startProtocol(self) -> None:
         """Set the outgoing interface, TTL and loopback; join the group on
-        the interface."""
+        the interface; then let the node start."""
         transport = self.transport
         assert transport is not None
-        try:
-            transport.getHandle().setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        except OSError:
-            pass  # not Linux: the option does not exist, nothing to turn off
+        self._running = True
+        _only_joined_groups(transport)
         d = maybeDeferred(transport.setOutgoingInterface, self.interface)
         d.addCallback(lambda _: transport.setTTL(self.ttl))
         d.addCallback(lambda _: transport.setLoopbackMode(True))
         d.addCallback(lambda _: transport.joinGroup(self.group, self.interface))
-        d.addCallbacks(self._joined, self._join_failed)
+        d.addCallbacks(
+            lambda _: self.joined(),
+            lambda f: log_setup_failure(f, self.group, self.interface),
+        )
         d.chainDeferred(self.ready)
 
-    def _joined(self, result: object) -> None:
-        self.joined()
-
     def joined(self) -> None:
-        """Called once the group is joined; subclasses start work here."""
+        """Called once the group is joined; subclasses start their node."""
 
-    def _join_failed(self, failure: Failure) -> None:
-        _log.failure(
-            "Could not join discovery group {group} on interface {interface};"
-            " check that the interface address is one of this machine's.",
-            failure,
-            group=self.group,
-            interface=self.interface,
-        )
+    def stopProtocol(self) -> None:
+        """The socket closed: stop the node and the timer."""
+        self._running = False
+        self.node.stop()
+        self._cancel_timer()
 
-    def send_to(self, data: bytes, address: tuple[str, int]) -> None:
-        """Send one datagram; a failure to send is logged and counted."""
-        if self.transport is None:
-            self.drops["send-while-stopped"] += 1
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Hand one datagram to the node; send what it returns."""
+        self.react(self.node.datagram_received(data, addr, self.clock.seconds()))
+
+    # -- what the node returns ----------------------------------------------------
+
+    def react(self, reaction: Reaction) -> None:
+        """Send ``reaction``'s datagrams and re-arm the timer."""
+        for send in reaction.sends:
+            _send(self.transport, send.data, send.address, self.drops)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Keep the one timer armed for the node's next wake-up."""
+        at = self.node.next_wake() if self._running else None
+        if at == self._timer_at and self._timer is not None:
             return
-        try:
-            self.transport.write(data, address)
-        except OSError as e:
-            self.drops["send-failed"] += 1
-            _log.warn(
-                "Could not send a discovery datagram to {address}: {error}",
-                address=address,
-                error=e,
+        self._cancel_timer()
+        if at is not None:
+            self._timer_at = at
+            self._timer = self.clock.callLater(
+                max(0.0, at - self.clock.seconds()), self._wake
             )
 
-    def send_to_group(self, data: bytes) -> None:
-        """Send one datagram to the discovery group."""
-        self.send_to(data, (self.group, self.port))
+    def _wake(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.react(self.node.wake(self.clock.seconds()))
 
-    def parse(self, data: bytes, source: str | None = None) -> Any:
-        """Parse a datagram; on ParseError count the reason and return None.
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
 
-        Signed datagrams seen before (byte for byte) are not verified
-        again; new ones from ``source`` spend from a signature budget
-        first, so a flood of them is dropped before the costly check.
+    # -- for DiscoveryService -------------------------------------------------------
+
+    def listen(self, reactor: Any) -> list[Any]:
+        """Open this protocol's sockets on ``reactor``; return the ports.
+
+        The discovery socket binds the group port on all addresses (binding
+        the interface address would receive no multicast) and shares it
+        with other programs.
         """
-        signed = data[5:6] in _SIGNED_KINDS
-        if signed:
-            cached = self._verified.get(data)
-            if cached is not None:
-                self._verified.move_to_end(data)
-                self.stats[f"received-{type(cached).__name__.lower()}"] += 1
-                self.stats["verified-before"] += 1
-                return cached
-            if source is not None and not self._signature_budget.allow(
-                source, self.clock.seconds()
-            ):
-                self.drops["signature-budget"] += 1
-                return None
-        try:
-            datagram = parse_datagram(data)
-        except ParseError as e:
-            self.drops[e.reason] += 1
-            return None
-        if isinstance(datagram, (Announcement, Goodbye)):
-            self._verified[data] = datagram
-            if len(self._verified) > VERIFIED_CACHE_SIZE:
-                self._verified.popitem(last=False)
-        self.stats[f"received-{type(datagram).__name__.lower()}"] += 1
-        return datagram
+        return [
+            reactor.listenMulticast(self.port, self, interface="", listenMultiple=True)
+        ]
+
+    def stopping(self) -> None:
+        """The service is about to close the sockets."""
 
 
 class HostProtocol(_MulticastSocket):
     """The host's discovery socket: announces its rooms and answers queries.
 
     ``next_counter()`` returns the next value of the host's persisted
-    counter ``T`` (strictly increasing; persistence is the caller's job).
-    It is called once per room at start, once per room whenever
-    :meth:`update_addresses` changes the content, and once per room for
-    the goodbye.
+    counter ``T`` (see :class:`~chatroom.core.announcer.Announcer`).
     """
 
     def __init__(
@@ -441,148 +276,51 @@ class HostProtocol(_MulticastSocket):
         random: random_module.Random | None = None,
     ) -> None:
         super().__init__(clock, group, port, interface, ttl, random)
-        self.private_key = private_key
-        self.next_counter = next_counter
-        self.rooms = tuple(
-            r if isinstance(r, HostedRoom) else HostedRoom(r) for r in rooms
+        announcer = Announcer(
+            private_key,
+            next_counter,
+            rooms,
+            addresses,
+            schedule if schedule is not None else AnnounceSchedule(self.random),
+            lifetime,
         )
-        self.addresses = tuple(
-            a if isinstance(a, RoomAddress) else RoomAddress.parse(a) for a in addresses
-        )
-        self.lifetime = lifetime
-        self.schedule = (
-            schedule if schedule is not None else AnnounceSchedule(self.random)
-        )
-        self.announcements: tuple[Announcement, ...] = ()
+        self.node = HostNode(announcer, (group, port), self.random)
+
+    @property
+    def announcements(self) -> tuple[Announcement, ...]:
         """The signed announcements currently sent (empty before start)."""
-        self._timer: IDelayedCall | None = None
-        self._said_goodbye = False
-        self._started = False
+        return self.node.announcer.announcements
+
+    @property
+    def rooms(self) -> tuple[HostedRoom, ...]:
+        """The rooms announced."""
+        return self.node.announcer.rooms
 
     def joined(self) -> None:
         """Sign the announcements and start the announce schedule."""
-        if self._said_goodbye:
-            return
-        self._started = True
-        self._sign_all()
-        self.schedule.restart()
-        self._arm()
+        self.react(self.node.start(self.clock.seconds()))
 
     def update_addresses(self, addresses: Sequence[RoomAddress | str]) -> None:
         """The room server moved: re-sign with new counters and announce the
         new addresses quickly (the burst starts again)."""
-        self.addresses = tuple(
-            a if isinstance(a, RoomAddress) else RoomAddress.parse(a) for a in addresses
-        )
-        if not self._started or self._said_goodbye:
-            return
-        self._sign_all()
-        self.schedule.restart()
-        self._cancel_timer()
-        self._arm()
+        self.react(self.node.update_addresses(addresses, self.clock.seconds()))
 
     def add_room(self, room: HostedRoom | str) -> None:
         """Start announcing another room at once (a user opened it)."""
-        room = room if isinstance(room, HostedRoom) else HostedRoom(room)
-        if any(r.name == room.name for r in self.rooms):
-            return
-        self.rooms += (room,)
-        if not self._started or self._said_goodbye:
-            return  # joined() signs every room
-        announcement = self._sign(room)
-        self.announcements += (announcement,)
-        self.responder.hold(announcement, None)
-        self.send_to_group(announcement.to_bytes())
-        self.stats["announcements-sent"] += 1
+        self.react(self.node.add_room(room))
 
-    def remove_room(self, name: str) -> Goodbye | None:
-        """Stop announcing room C{name} and send its signed goodbye."""
-        if not any(r.name == name for r in self.rooms):
-            return None
-        self.rooms = tuple(r for r in self.rooms if r.name != name)
-        if not self._started or self._said_goodbye:
-            return None
-        for announcement in self.announcements:
-            if announcement.room == name:
-                self.responder.release(announcement.key)
-        self.announcements = tuple(a for a in self.announcements if a.room != name)
-        goodbye = Goodbye.sign(self.private_key, name, self.next_counter())
-        self.send_to_group(goodbye.to_bytes())
-        self.stats["goodbyes-sent"] += 1
-        return goodbye
+    def remove_room(self, name: str) -> None:
+        """Stop announcing room ``name`` and send its signed goodbye."""
+        self.react(self.node.remove_room(name))
 
-    def announce_now(self) -> None:
-        """Send every room's announcement to the group once, now."""
-        for announcement in self.announcements:
-            self.send_to_group(announcement.to_bytes())
-            self.stats["announcements-sent"] += 1
+    def say_goodbye(self) -> None:
+        """Stop announcing and send a signed goodbye for every room.  Safe
+        to call more than once; only the first call sends."""
+        self.react(self.node.say_goodbye())
 
-    def say_goodbye(self) -> list[Goodbye]:
-        """Stop announcing and send a signed goodbye for every room (each
-        with a new counter).  Safe to call more than once; only the first
-        call sends."""
-        if self._said_goodbye:
-            return []
-        self._said_goodbye = True
-        self._cancel_timer()
-        self.responder.stop()
-        goodbyes = []
-        if self.announcements:
-            for room in self.rooms:
-                goodbye = Goodbye.sign(self.private_key, room.name, self.next_counter())
-                self.send_to_group(goodbye.to_bytes())
-                self.stats["goodbyes-sent"] += 1
-                goodbyes.append(goodbye)
-            for announcement in self.announcements:
-                self.responder.release(announcement.key)
-        return goodbyes
-
-    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Answer queries for our rooms; note others' answers."""
-        if data[:4] == MAGIC and data[5:6] in _NOT_FOR_HOSTS:
-            # Other hosts' announcements and goodbyes: not a host's business,
-            # and not worth a signature check.
-            self.stats["ignored"] += 1
-            return
-        datagram = self.parse(data, addr[0])
-        if isinstance(datagram, Query):
-            self.responder.query_received(datagram, len(data), addr)
-        elif isinstance(datagram, Answer):
-            self.responder.answer_seen(datagram)
-
-    def stopProtocol(self) -> None:
-        """Stop the timers (the goodbye is :meth:`say_goodbye`'s job)."""
-        self._cancel_timer()
-        self.responder.stop()
-
-    def _sign(self, room: HostedRoom) -> Announcement:
-        return Announcement.sign(
-            self.private_key,
-            room.name,
-            self.addresses,
-            counter=self.next_counter(),
-            lifetime=self.lifetime,
-            private=room.private,
-            multicast_delivery=room.multicast_delivery,
-        )
-
-    def _sign_all(self) -> None:
-        self.announcements = tuple(self._sign(room) for room in self.rooms)
-        for announcement in self.announcements:
-            self.responder.hold(announcement, None)
-
-    def _arm(self) -> None:
-        self._timer = self.clock.callLater(self.schedule.next_delay(), self._tick)
-
-    def _tick(self) -> None:
-        self._timer = None
-        self.announce_now()
-        self._arm()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+    def stopping(self) -> None:
+        """Say goodbye before the socket closes."""
+        self.say_goodbye()
 
 
 class QuerySocketProtocol(DatagramProtocol):
@@ -596,28 +334,18 @@ class QuerySocketProtocol(DatagramProtocol):
         """Send out of the discovery interface only."""
         transport = self.transport
         assert transport is not None
-        try:
-            transport.getHandle().setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        except OSError:
-            pass
+        _only_joined_groups(transport)
         d = maybeDeferred(transport.setOutgoingInterface, self.listener.interface)
         d.addCallback(lambda _: transport.setLoopbackMode(True))
-        d.addErrback(self.listener._join_failed)
+        d.addErrback(log_setup_failure, self.listener.group, self.listener.interface)
 
     def send_query(self, query: Query, ttl: int) -> None:
         """Send ``query`` to the group with multicast TTL ``ttl``."""
-        transport = self.transport
-        if transport is None:
-            self.listener.drops["send-while-stopped"] += 1
-            return
-        transport.setTTL(ttl)
-        try:
-            transport.write(query.to_bytes(), (self.listener.group, self.listener.port))
-        except OSError as e:
-            self.listener.drops["send-failed"] += 1
-            _log.warn("Could not send a discovery query: {error}", error=e)
-            return
-        self.listener.stats["queries-sent"] += 1
+        if self.transport is not None:
+            self.transport.setTTL(ttl)
+        group = (self.listener.group, self.listener.port)
+        if _send(self.transport, query.to_bytes(), group, self.listener.drops):
+            self.listener.stats["queries-sent"] += 1
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         """Answers arrive here; the listener handles them."""
@@ -631,8 +359,7 @@ class ListenerProtocol(_MulticastSocket):
     ``on_change(change)`` is called with every
     :class:`~chatroom.core.directory.DirectoryChange` that alters the set of
     rooms or a room's announcement (added, updated, removed, expired,
-    evicted).  The second socket for queries is :attr:`query_protocol`;
-    :class:`DiscoveryService` listens on both.
+    evicted).  The second socket for queries is :attr:`query_protocol`.
     """
 
     def __init__(
@@ -647,32 +374,39 @@ class ListenerProtocol(_MulticastSocket):
         new_query_id: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__(clock, group, port, interface, 1, random)
-        self.directory = directory if directory is not None else RoomDirectory()
+        self.node = ListenerNode(self.random, directory)
         self.on_change = on_change
         self.query_protocol = QuerySocketProtocol(self)
         self._new_query_id = new_query_id or (
             lambda: self.random.getrandbits(64).to_bytes(8, "big")
         )
-        self._own_query_ids: deque[bytes] = deque(maxlen=MAX_OWN_QUERY_IDS)
         self._searches: set[ExpandingRingSearch] = set()
-        self._held_keys: set[RoomKey] = set()
-        self._sweeper: IDelayedCall | None = None
+
+    @property
+    def directory(self) -> RoomDirectory:
+        """The rooms heard so far."""
+        return self.node.directory
 
     # -- lifetime -----------------------------------------------------------
 
     def startProtocol(self) -> None:
         """Join the group and start the expiry sweep."""
         super().startProtocol()
-        self._sweeper = self.clock.callLater(SWEEP_INTERVAL, self._sweep)
+        self.node.start(self.clock.seconds())
+        self._arm()
 
     def stopProtocol(self) -> None:
         """Stop the sweep, pending answers and running searches."""
-        if self._sweeper is not None and self._sweeper.active():
-            self._sweeper.cancel()
-        self._sweeper = None
-        self.responder.stop()
+        super().stopProtocol()
         for search in list(self._searches):
             search.cancel()
+
+    def listen(self, reactor: Any) -> list[Any]:
+        """Open the discovery socket and the query socket (an ephemeral
+        port)."""
+        return super().listen(reactor) + [
+            reactor.listenMulticast(0, self.query_protocol, interface="")
+        ]
 
     # -- asking -------------------------------------------------------------
 
@@ -694,11 +428,9 @@ class ListenerProtocol(_MulticastSocket):
 
         def finished(result: SearchResult) -> None:
             self._searches.discard(search)
-            found = result.announcement
-            if found is not None:
-                entry = self.directory.lookup(found.q, found.room, self.clock.seconds())
-                if entry is not None and entry.announcement.counter > found.counter:
-                    result = attrs.evolve(result, announcement=entry.announcement)
+            if result.announcement is not None:
+                newest = self.node.newest(result.announcement, self.clock.seconds())
+                result = attrs.evolve(result, announcement=newest)
             if not done.called:
                 done.callback(result)
 
@@ -736,82 +468,35 @@ class ListenerProtocol(_MulticastSocket):
         verbatim, as a participant of the room does.  Newer announcements
         of the room heard later replace it; it is released when the room
         expires or says goodbye."""
-        now = self.clock.seconds()
-        self.directory.offer_announcement(announcement, now)
-        entry = self.directory.lookup(announcement.q, announcement.room, now)
-        self._held_keys.add(announcement.key)
-        if entry is not None:
-            self.responder.hold(entry.announcement, entry.expires_at)
+        self.node.hold(announcement, self.clock.seconds())
 
     def release(self, q: bytes, room: str) -> None:
         """Stop relaying room ``(q, room)``."""
-        self._held_keys.discard((q, room))
-        self.responder.release((q, room))
+        self.node.release(q, room)
 
-    # -- receiving ----------------------------------------------------------
+    # -- what the node returns ----------------------------------------------------
 
-    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Decode one datagram and hand it to the directory, the searches
-        or the responder.  Bad datagrams are counted and dropped."""
-        if data[5:6] == bytes([KIND_QUERY]) and data[6:14] in self._own_query_ids:
-            self.stats["own-query"] += 1
-            return
-        datagram = self.parse(data, addr[0])
-        if datagram is None:
-            return
-        now = self.clock.seconds()
-        if isinstance(datagram, Announcement):
-            self._apply(self.directory.offer_announcement(datagram, now))
-        elif isinstance(datagram, Goodbye):
-            self._apply(self.directory.offer_goodbye(datagram, now))
-        elif isinstance(datagram, Answer):
-            self._apply(self.directory.offer_answer(datagram, now))
-            self.responder.answer_seen(datagram)
+    def react(self, reaction: Reaction) -> None:
+        """Send, report directory changes, and feed answers to searches."""
+        super().react(reaction)
+        if self.on_change is not None:
+            for change in reaction.changes:
+                self.on_change(change)
+        for answer in reaction.answers:
             for search in list(self._searches):
-                search.answer_received(datagram)
-        elif isinstance(datagram, Query):
-            self.responder.query_received(datagram, len(data), addr)
-
-    # -- internals ------------------------------------------------------------
+                search.answer_received(answer)
 
     def _send_own_query(self, query: Query, ttl: int) -> None:
-        self._own_query_ids.append(query.query_id)
+        self.node.query_sent(query)
         self.query_protocol.send_query(query, ttl)
-
-    def _apply(self, changes: list[DirectoryChange]) -> None:
-        for change in changes:
-            key = change.entry.key
-            if key in self._held_keys:
-                if change.outcome in (
-                    Outcome.ADDED,
-                    Outcome.UPDATED,
-                    Outcome.REFRESHED,
-                ):
-                    self.responder.hold(
-                        change.entry.announcement, change.entry.expires_at
-                    )
-                elif change.outcome in (
-                    Outcome.REMOVED,
-                    Outcome.EXPIRED,
-                    Outcome.EVICTED,
-                ):
-                    self.release(*key)
-            if change.outcome.changed and self.on_change is not None:
-                self.on_change(change)
-
-    def _sweep(self) -> None:
-        self._apply(self.directory.expire(self.clock.seconds()))
-        self._sweeper = self.clock.callLater(SWEEP_INTERVAL, self._sweep)
 
 
 class DiscoveryService(Service):
     """Opens a host's or listener's discovery sockets while running.
 
-    The discovery socket binds the group port on all addresses (binding the
-    interface address would receive no multicast) and shares it with other
-    programs; a listener's query socket takes an ephemeral port.
-    :meth:`stopService` makes a host send its goodbyes first, and returns
-    a Deferred that fires when the sockets are closed.
+    :meth:`stopService` lets the protocol act first (a host sends its
+    goodbyes), and returns a Deferred that fires when the sockets are
+    closed.
     """
 
     def __init__(self, reactor: Any, protocol: HostProtocol | ListenerProtocol) -> None:
@@ -820,25 +505,14 @@ class DiscoveryService(Service):
         self._ports: list[Any] = []
 
     def startService(self) -> None:
-        """Listen on the discovery port (and the query socket)."""
+        """Open the protocol's sockets."""
         super().startService()
-        self._ports.append(
-            self.reactor.listenMulticast(
-                self.protocol.port, self.protocol, interface="", listenMultiple=True
-            )
-        )
-        if isinstance(self.protocol, ListenerProtocol):
-            self._ports.append(
-                self.reactor.listenMulticast(
-                    0, self.protocol.query_protocol, interface=""
-                )
-            )
+        self._ports = self.protocol.listen(self.reactor)
 
     def stopService(self) -> Deferred[None]:
         """Say goodbye (hosts) and close the sockets."""
         super().stopService()
-        if isinstance(self.protocol, HostProtocol):
-            self.protocol.say_goodbye()
+        self.protocol.stopping()
         ports, self._ports = self._ports, []
         d = gatherResults([maybeDeferred(port.stopListening) for port in ports])
         d.addCallback(lambda _: None)

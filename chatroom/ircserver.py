@@ -85,6 +85,8 @@ class IRCConnection(protocol.Protocol):
         #: The raw Ed25519 key of the client's TLS certificate, if it sent
         #: one: the same key on a new connection takes over this one.
         self.client_key: bytes | None = None
+        #: What the client gave with C{PASS}: the password of private rooms.
+        self.password: str | None = None
         #: Rooms this connection may still open (C{--open-rooms}).
         self.opened_rooms: TokenBucket | None = None
         self.lifecycle: Lifecycle | None = None

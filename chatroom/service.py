@@ -31,6 +31,7 @@ from chatroom.discovery import (
     HostedRoom,
     HostProtocol,
 )
+from chatroom.access import AccessFileError, PrivateRooms
 from chatroom.errors import EndpointError
 from chatroom.fanout import DEFAULT_GROUP as FANOUT_GROUP
 from chatroom.fanout import DEFAULT_PORT as FANOUT_PORT
@@ -249,6 +250,10 @@ class HostService(service.MultiService):
     @param handshakes: the cap on TLS handshakes in progress.
     @param discovery: where to announce the rooms, or C{None} not to.
     @param fanout: how to offer multicast delivery, or C{None} not to.
+
+
+    @param private: the access rule of the rooms (L{PrivateRooms}) when
+        the rooms given are private, or C{None}.
     @raise EndpointError: a description cannot be used.
     """
 
@@ -263,7 +268,8 @@ class HostService(service.MultiService):
                  discovery: DiscoverySettings | None = None,
                  tls_endpoint: str | None = None,
                  handshakes: HandshakeLimits = HandshakeLimits(),
-                 fanout: FanoutSettings | None = None) -> None:
+                 fanout: FanoutSettings | None = None,
+                 private: PrivateRooms | None = None) -> None:
         super().__init__()
         self.tls_interface = tls_interface
         self.discovery = discovery
@@ -283,6 +289,11 @@ class HostService(service.MultiService):
                                               fanout.port, fanout.ttl)
             self.host.fanout = HostFanout(self.host, identity.private_key,
                                           identity.public_key, self.fanout_socket)
+
+
+        self.private = private
+        self._private_keys = frozenset(self.host.rooms) if private else frozenset()
+        self._apply_access()
         self.factory = HandshakeLimitFactory(IRCFactory(self.host), handshakes,
                                              reactor, count=self.host.count)
         self.listeners: list[ListeningService] = []
@@ -358,8 +369,31 @@ class HostService(service.MultiService):
     def _hosted(self, room) -> HostedRoom:
         """How C{room} is announced: its name, and whether it offers
         multicast delivery."""
-        return HostedRoom(room.channel[1:],
+        return HostedRoom(room.channel[1:], private=room.private,
                           multicast_delivery=self.fanout is not None)
+
+
+    def _apply_access(self) -> None:
+        if self.private is None:
+            return
+        for key in self._private_keys:
+            room = self.host.rooms.get(key)
+            if room is not None:
+                room.access = self.private.access
+
+    def reload_access(self) -> None:
+        """Read the allow-list file again (on C{SIGHUP}); a file that cannot
+        be used is logged in one sentence and the old list kept."""
+        if self.private is None:
+            return
+        try:
+            access = self.private.reload()
+        except AccessFileError as e:
+            self.log.error("{error} The allow-list is unchanged.", error=str(e))
+            return
+        self._apply_access()
+        self.log.info("Allow-list read again: {count} client key(s) may join "
+                      "the private rooms.", count=len(access.allowed))
 
     def room_opened(self, room) -> None:
         """A user opened C{room}: announce it at once."""

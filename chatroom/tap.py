@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import sys
 from typing import Any
 
@@ -147,16 +148,38 @@ class Options(usage.Options):
          "Multicast TTL (router hops) of fan-out datagrams.",
          _positive_int("--fanout-ttl")],
     ]
+    optFlags += [
+        ["private", None,
+         "The rooms given with --room are private: only clients with the "
+         "room password or a client key on the allow-list may join, and "
+         "others see neither their members nor their history."],
+    ]
+    optParameters += [
+        ["room-password", None, "",
+         "Password of the private rooms (the channel key of JOIN, or PASS)."],
+        ["allow-file", None, None,
+         "A file of client key fingerprints allowed into the private rooms, "
+         "one per line; read again on SIGHUP."],
+    ]
 
     def __init__(self) -> None:
         super().__init__()
         self["rooms"] = []
+        self["allow-keys"] = []
         self["listen"] = []
         self["announce-addresses"] = []
 
     def opt_room(self, name: str) -> None:
         """Host the room NAME (channel #NAME); repeat for more [default: lobby]."""
         self["rooms"].append(name)
+
+    def opt_allow_key(self, fingerprint: str) -> None:
+        """Let the client with this key fingerprint (chatroom whoami) into the private rooms; repeat for more."""
+        from chatroom.access import parse_fingerprint
+        try:
+            self["allow-keys"].append(parse_fingerprint(fingerprint))
+        except ValueError as e:
+            raise usage.UsageError(str(e) + ".") from None
 
     def opt_listen(self, description: str) -> None:
         """Also listen on this endpoint (e.g. tcp:6667:interface=127.0.0.1); repeat for more."""
@@ -211,6 +234,15 @@ class Options(usage.Options):
         if not 1 <= self["fanout-ttl"] <= 255 or not 1 <= self["fanout-port"] <= 65535:
             raise usage.UsageError("--fanout-ttl must be from 1 to 255 and "
                                    "--fanout-port from 1 to 65535.")
+        if self["private"]:
+            if not (self["room-password"] or self["allow-keys"]
+                    or self["allow-file"]):
+                raise usage.UsageError(
+                    "--private needs --room-password, --allow-key or "
+                    "--allow-file: otherwise nobody could join.")
+        elif self["room-password"] or self["allow-keys"] or self["allow-file"]:
+            raise usage.UsageError("--room-password, --allow-key and "
+                                   "--allow-file only apply with --private.")
         if not self["rooms"] and not self["open-rooms"]:
             self["rooms"] = ["lobby"]
         if self["data-dir"] is None:
@@ -238,6 +270,18 @@ class Options(usage.Options):
         return FanoutSettings(
             interface=self["fanout-interface"], group=self["fanout-group"],
             port=self["fanout-port"], ttl=self["fanout-ttl"])
+
+
+    def private(self):
+        """The L{PrivateRooms} rule these options ask for, or C{None}.
+
+        @raise ChatroomError: the allow-list file cannot be used.
+        """
+        from chatroom.access import PrivateRooms
+        if not self["private"]:
+            return None
+        return PrivateRooms(self["room-password"], frozenset(self["allow-keys"]),
+                            self["allow-file"])
 
     def limits(self) -> Limits:
         """The L{Limits} these options ask for."""
@@ -316,7 +360,8 @@ def build_service(reactor: Any, options: Options):
             server_name=options["server-name"], motd=motd,
             history_keep=options["history-keep"] or None,
             history_days=options["history-days"] or None,
-            discovery=options.discovery(), fanout=options.fanout())
+            discovery=options.discovery(), fanout=options.fanout(),
+            private=options.private())
     except BaseException:
         store.close()
         raise
@@ -342,8 +387,14 @@ def makeService(options: Options):
     out = sys.stdout
     out.write("chatroom host key %s\n" % (identity.fingerprint,))
     for name in options["rooms"]:
-        out.write("  hosting #%s (room %s/%s)\n" % (
-            name, identity.short_fingerprint, name))
+        out.write("  hosting #%s (room %s/%s)%s\n" % (
+            name, identity.short_fingerprint, name,
+            ", private" if options["private"] else ""))
+    if options["private"]:
+        # The operator edits the allow-list and sends SIGHUP (a signal
+        # handler must not touch the reactor, so it only schedules).
+        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(
+            host_service.reload_access))
     if options["tls-endpoint"]:
         out.write("  TLS on %s\n" % (options["tls-endpoint"],))
     elif options["port"]:

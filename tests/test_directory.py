@@ -204,6 +204,48 @@ class GoodbyeTests(SynchronousTestCase):
         )
 
 
+KEY_A_Q = announce(1).q
+
+
+class KnownKeyTests(SynchronousTestCase):
+    """knows_key: whether a host key's signature was verified before."""
+
+    def test_entries_and_tombstones_count(self) -> None:
+        """A key is known while any of its rooms or goodbyes is held."""
+        directory = RoomDirectory(tombstone_lifetime=10.0)
+        other = Goodbye.sign(KEY_B, "x", 1).q
+        self.assertFalse(directory.knows_key(KEY_A_Q))
+        directory.offer_announcement(announce(1, room="a", lifetime=5), 0.0)
+        directory.offer_announcement(announce(1, room="b", lifetime=20), 0.0)
+        self.assertTrue(directory.knows_key(KEY_A_Q))
+        self.assertFalse(directory.knows_key(other))
+        directory.offer_goodbye(Goodbye.sign(KEY_A, "b", 2), 1.0)
+        directory.expire(6.0)
+        self.assertTrue(directory.knows_key(KEY_A_Q))  # b's tombstone
+        directory.expire(11.0)
+        self.assertFalse(directory.knows_key(KEY_A_Q))
+
+    def test_eviction_forgets(self) -> None:
+        """An evicted room's key is no longer known."""
+        directory = RoomDirectory(max_entries=1)
+        directory.offer_announcement(announce(1, lifetime=5), 0.0)
+        b = Announcement.sign(KEY_B, "b", ["192.0.2.1:1"], counter=1, lifetime=9)
+        directory.offer_announcement(b, 0.0)
+        self.assertFalse(directory.knows_key(KEY_A_Q))
+        self.assertTrue(directory.knows_key(b.q))
+
+    def test_shared_drop_counter(self) -> None:
+        """Drops go into the counter given, so the listener keeps one set."""
+        from collections import Counter
+
+        drops: Counter[str] = Counter()
+        directory = RoomDirectory(drops=drops)
+        directory.offer_announcement(announce(2), 0.0)
+        directory.offer_announcement(announce(1), 0.0)
+        self.assertEqual(drops, Counter({"older-counter": 1}))
+        self.assertIs(directory.drops, drops)
+
+
 class BoundTests(SynchronousTestCase):
     """The directory never grows past its bound."""
 
@@ -227,7 +269,7 @@ class BoundTests(SynchronousTestCase):
         for t in range(2000):
             directory.offer_announcement(a, float(t))
         self.assertEqual(len(directory), 1)
-        self.assertLess(len(directory._heap), 100)
+        self.assertLess(directory.queued_expiries, 100)
 
     def test_bad_bound(self) -> None:
         """A directory that could hold nothing is refused with a sentence."""
@@ -268,3 +310,7 @@ class BoundTests(SynchronousTestCase):
             self.assertLessEqual(len(directory), 3)
             for entry in directory.entries(now):
                 self.assertGreater(entry.expires_at, now)
+                self.assertTrue(directory.knows_key(entry.announcement.q))
+            self.assertEqual(
+                directory.knows_key(KEY_A_Q), len(directory) > 0
+            )

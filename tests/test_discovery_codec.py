@@ -104,7 +104,7 @@ addresses = st.one_of(
         st.integers(1, 65535),
     ),
 )
-unknown_types = st.integers(0, 255).filter(lambda t: t not in d._KNOWN_TLV_TYPES)
+unknown_types = st.integers(0, 255).filter(lambda t: t not in d.KNOWN_FIELD_TYPES)
 extensions = st.lists(st.tuples(unknown_types, st.binary(max_size=20)), max_size=3).map(
     lambda xs: sorted(xs, key=lambda x: x[0])
 )
@@ -227,22 +227,97 @@ class RoundTripTests(SynchronousTestCase):
             attrs.evolve(unsigned, extensions=[(200, b"x" * (filler + 1))])
 
 
+class KnownStatementTests(SynchronousTestCase):
+    """parse_datagram(known=...) reuses a statement verified before, and
+    only when the bytes are exactly its own."""
+
+    def test_answer_reuses_known_announcement(self) -> None:
+        vectors = make_vectors()
+        known = Announcement.from_bytes(vectors["announcement"])
+        answer = parse_datagram(vectors["answer"], known=known)
+        assert isinstance(answer, Answer)
+        self.assertIs(answer.announcement, known)
+        self.assertEqual(answer.to_bytes(), vectors["answer"])
+
+    def test_announcement_returns_known(self) -> None:
+        data = make_vectors()["announcement"]
+        known = Announcement.from_bytes(data)
+        self.assertIs(parse_datagram(data, known=known), known)
+
+    def test_other_bytes_not_reused(self) -> None:
+        """A known statement does not vouch for different bytes: a forged
+        inner announcement is still parsed and verified."""
+        vectors = make_vectors()
+        known = Announcement.from_bytes(vectors["announcement-private-extension"])
+        data = bytearray(vectors["answer"])
+        data[-1] ^= 1  # the inner announcement's signature
+        with self.assertRaises(ParseError) as caught:
+            parse_datagram(bytes(data), known=known)
+        self.assertEqual(caught.exception.reason, "bad-signature")
+        goodbye = Goodbye.from_bytes(vectors["goodbye"])
+        self.assertIsNot(parse_datagram(vectors["announcement"], known=goodbye), goodbye)
+
+
 class BadInputTests(SynchronousTestCase):
     """Malformed input raises ParseError and nothing else."""
+
+    def assert_parses_canonically_or_raises(self, data: bytes) -> bool:
+        """``data`` either raises ParseError (and nothing else) in every
+        parser, or parses to objects that encode back to exactly ``data``
+        (with and without the signature check).  Returns whether it parsed."""
+        parsed_any = False
+        try:
+            envelope: d.Envelope | None = d.read_envelope(data)
+        except ParseError:
+            envelope = None
+            # What the envelope refuses, the parser refuses too (its reason
+            # may differ: the parser checks more, in its own order).
+            with self.assertRaises(ParseError):
+                parse_datagram(data, verify=False)
+        for verify in (True, False):
+            try:
+                datagram = parse_datagram(data, verify=verify)
+            except ParseError:
+                continue
+            parsed_any = True
+            self.assertEqual(datagram.to_bytes(), data)
+            self.assertEqual(datagram.kind, data[5])
+            self.assertEqual(type(datagram).from_bytes(data, verify), datagram)
+            # The envelope, read without parsing, tells the truth.
+            assert envelope is not None
+            statement = datagram.statement
+            self.assertEqual(envelope.kind, datagram.kind)
+            self.assertEqual(
+                envelope.statement, None if statement is None else statement.to_bytes()
+            )
+            self.assertEqual(envelope.key, None if statement is None else statement.q)
+        for cls in (Announcement, Goodbye, Query, Answer):
+            try:
+                one = cls.from_bytes(data)
+            except ParseError:
+                continue
+            self.assertEqual(one.to_bytes(), data)
+            self.assertEqual(parse_datagram(data), one)
+        return parsed_any
 
     @settings(max_examples=500, deadline=None)
     @given(st.binary(max_size=1300))
     def test_random_bytes(self, data: bytes) -> None:
-        """Arbitrary bytes either parse or raise ParseError."""
-        try:
-            parse_datagram(data)
-        except ParseError:
-            pass
-        for cls in (Announcement, Goodbye, Query, Answer):
-            try:
-                cls.from_bytes(data)
-            except ParseError:
-                pass
+        """Arbitrary bytes either raise ParseError or parse to a datagram
+        that encodes back to the same bytes."""
+        self.assert_parses_canonically_or_raises(data)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.sampled_from(["query", "goodbye", "announcement", "answer"]),
+        st.binary(max_size=64),
+    )
+    def test_random_body_after_header(self, kind: str, body: bytes) -> None:
+        """Random bytes after a valid header (and a query's id) reach the
+        field parsers; whatever parses round-trips."""
+        kinds = {"announcement": 1, "goodbye": 2, "query": 3, "answer": 4}
+        data = b"CRDS\x01" + bytes([kinds[kind]]) + b"q" * 8 + body
+        self.assert_parses_canonically_or_raises(data)
 
     @settings(max_examples=300, deadline=None)
     @given(
@@ -255,8 +330,10 @@ class BadInputTests(SynchronousTestCase):
         self, named: tuple[str, bytes], junk: bytes, where: int, cut: int
     ) -> None:
         """Valid datagrams with bytes replaced, inserted or cut off either
-        parse or raise ParseError, and never raise anything else."""
-        _, data = named
+        raise ParseError or parse to a datagram that encodes back to the
+        same bytes; a mutation inside a signed part never passes the
+        signature check."""
+        name, data = named
         where %= len(data) + 1
         variants = [
             data[:where] + junk + data[where + len(junk) :],
@@ -264,10 +341,18 @@ class BadInputTests(SynchronousTestCase):
             data[: max(0, len(data) - cut)],
         ]
         for variant in variants:
-            try:
-                parse_datagram(variant)
-            except ParseError:
-                pass
+            self.assert_parses_canonically_or_raises(variant)
+            if variant != data and name.startswith(("announcement", "goodbye")):
+                with self.assertRaises(ParseError):
+                    parse_datagram(variant)
+
+    def test_unsigned_parts_of_answer_and_query_parse(self) -> None:
+        """The round-trip checks above do see datagrams that parse: a query
+        or answer with another id still parses (and round-trips)."""
+        for name in ("query", "answer"):
+            data = bytearray(make_vectors()[name])
+            data[7] ^= 0xFF  # inside the query id
+            self.assertTrue(self.assert_parses_canonically_or_raises(bytes(data)))
 
     def assert_parse_error(self, data: bytes, reason: str) -> None:
         """Assert that parsing ``data`` fails with ``reason``."""

@@ -39,9 +39,15 @@ class WheelTests(SynchronousTestCase):
         env_dir = os.path.join(work, "venv")
         venv.create(env_dir, with_pip=True)
         bin_dir = os.path.join(env_dir, "bin")
+        # Without PYTHONPATH (trial -j sets it), pip would find Twisted on
+        # the outer path, skip installing it, and leave no twistd script.
+        clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         run(os.path.join(bin_dir, "pip"), "install", "--quiet",
-            os.path.join(work, wheel))
+            os.path.join(work, wheel), env=clean)
         # Run from an empty directory so the checkout is not on the path.
+        # The plugin list must also name every package of ours: a missing
+        # one fails here as an ImportError.
+        self.assertIn("chatroom/commands/__init__.py", listing)
         result = run(os.path.join(bin_dir, "twistd"), "chatroom", "--help",
                      cwd=work, env={"PATH": bin_dir + os.pathsep + os.environ["PATH"]})
         self.assertIn("--room", result.stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,8 +19,12 @@ from chatroom.core.search import (
 )
 
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
+OTHER_KEY = Ed25519PrivateKey.from_private_bytes(b"\x02" * 32)
 LOBBY = Announcement.sign(KEY, "lobby", ["192.0.2.1:6697"], counter=1, lifetime=60)
 OTHER = Announcement.sign(KEY, "other", ["192.0.2.1:6697"], counter=1, lifetime=60)
+OTHER_HOST_LOBBY = Announcement.sign(
+    OTHER_KEY, "lobby", ["192.0.2.2:6697"], counter=1, lifetime=60
+)
 
 
 class SearchHarness:
@@ -113,11 +118,28 @@ class ExpandingRingSearchTests(SynchronousTestCase):
         self.assertEqual(h.search.state, SearchState.WAITING)
 
     def test_fingerprint_filter(self) -> None:
-        """A search by fingerprint accepts only that key's rooms."""
-        h = SearchHarness(fingerprint_prefix=b"\x00\x00\x00\x00")
+        """A search by fingerprint prefix ignores another key's room of the
+        same name and accepts the room of the key whose fingerprint starts
+        with the prefix."""
+        prefix = hashlib.sha256(LOBBY.q).digest()[:8]
+        self.assertFalse(hashlib.sha256(OTHER_HOST_LOBBY.q).digest().startswith(prefix))
+        h = SearchHarness(room="lobby", fingerprint_prefix=prefix)
         h.search.start()
         own_id = h.sent[0][0].query_id
-        self.assertFalse(h.search.answer_received(Answer(own_id, 60, LOBBY)))
+        self.assertFalse(h.search.answer_received(Answer(own_id, 60, OTHER_HOST_LOBBY)))
+        self.assertEqual(h.search.state, SearchState.WAITING)
+        self.assertTrue(h.search.answer_received(Answer(own_id, 60, LOBBY)))
+        self.assertEqual(h.results, [SearchResult(SearchState.FOUND, LOBBY, 1, 1)])
+
+    def test_fingerprint_only(self) -> None:
+        """A search by fingerprint alone finds any room of that key and
+        none of another key's."""
+        h = SearchHarness(fingerprint_prefix=hashlib.sha256(LOBBY.q).digest()[:2])
+        h.search.start()
+        own_id = h.sent[0][0].query_id
+        self.assertFalse(h.search.answer_received(Answer(own_id, 60, OTHER_HOST_LOBBY)))
+        self.assertTrue(h.search.answer_received(Answer(own_id, 60, OTHER)))
+        self.assertEqual(h.results[0].announcement, OTHER)
 
     def test_answers_after_end_ignored(self) -> None:
         """Once found, further answers change nothing."""

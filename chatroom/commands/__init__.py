@@ -46,6 +46,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     # Registration and connection upkeep (registration.py)
     "CAP": Command(registration.cap, 0, before_registration=True),
+    "PASS": Command(registration.pass_, 1, before_registration=True,
+                    after_registration=False),
     "NICK": Command(registration.nick, 0, before_registration=True),
     "USER": Command(registration.user, 4, before_registration=True,
                     after_registration=False),

@@ -8,6 +8,7 @@ from typing import Any
 
 from chatroom.chathistory import HistoryRequestError, parse_request, select_events
 from chatroom.core.ircline import Message, format_line
+from chatroom.commands.rooms import visible
 from chatroom.core.room import Event
 from chatroom.reply import Reply
 
@@ -21,7 +22,9 @@ def chathistory(host: Any, connection: Any, reply: Reply, message: Message) -> N
     try:
         request = parse_request(params, host.limits.history_limit)
         room = host.find_room(request.channel)
-        if room is None:
+        if room is None or not visible(room, connection):
+            # A private room's history is its members' only; to others it
+            # does not exist (as Ergo answers for rooms one may not read).
             raise HistoryRequestError("INVALID_TARGET", request.subcommand,
                                       request.channel, "No such channel")
         events = select_events(host.store, room, request,

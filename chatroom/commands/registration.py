@@ -184,6 +184,12 @@ def motd(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     reply.numeric("376", "End of /MOTD command.")
 
 
+def pass_(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{PASS password} before registration: the password of the private
+    rooms this client will join (RFC 2812 3.1.1)."""
+    connection.password = message.params[0]
+
+
 def ping(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     """Answer with PONG and the same token."""
     if not message.params:

@@ -14,7 +14,7 @@ from typing import Any
 
 from chatroom.commands.registration import TARGMAX, TOPICLEN
 from chatroom.core.ircline import Message
-from chatroom.core.names import casefold, valid_room_name
+from chatroom.core.names import casefold, fingerprint, valid_room_name
 from chatroom.core.room import (
     MissingModeParameter,
     NotAMember,
@@ -62,7 +62,25 @@ def join(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         if connection in room:
             continue
         refusal = room.join_refusal(connection.nick or "",
-                                    keys[index] if index < len(keys) else None)
+                                    keys[index] if index < len(keys) else None,
+                                    connection.client_key, connection.password)
+        if refusal == "not-allowed":
+            host.count("refused-private")
+            if connection.client_key is None:
+                why = ("it is private: give its password (JOIN %s PASSWORD) "
+                       "or connect with a client key on its allow-list"
+                       % (room.channel,))
+            else:
+                why = ("it is private and your client key %s is not on its "
+                       "allow-list: give that fingerprint to the host's "
+                       "operator" % (fingerprint(connection.client_key),))
+            reply.numeric("473", room.channel, "Cannot join channel: " + why)
+            continue
+        if refusal == "bad-password":
+            host.count("refused-private")
+            reply.numeric("475", room.channel,
+                          "Cannot join channel (+k): wrong password")
+            continue
         if refusal == "invite-only":
             reply.numeric("473", room.channel, "Cannot join channel (+i)")
             continue
@@ -136,10 +154,16 @@ def names(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         return
     for channel in message.params[0].split(","):
         room = host.find_room(channel)
-        if room is None:
+        if room is None or not visible(room, connection):
             reply.numeric("366", channel, "End of /NAMES list")
         else:
             send_names(reply, room)
+
+
+def visible(room: Room, connection: Any) -> bool:
+    """Whether C{connection} may see who is in C{room} and what was said:
+    everyone for a public room, only members for a private one."""
+    return not room.private or connection in room
 
 
 def send_names(reply: Reply, room: Room) -> None:
@@ -177,7 +201,10 @@ def topic(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     if room is None:
         return
     if len(message.params) == 1:
-        send_topic(reply, room)
+        if visible(room, connection):
+            send_topic(reply, room)
+        else:
+            reply.numeric("442", room.channel, "You're not on that channel")
         return
     if connection not in room:
         reply.numeric("442", room.channel, "You're not on that channel")
@@ -196,7 +223,7 @@ def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     mask = message.params[0] if message.params else "*"
     room = host.find_room(mask)
     if room is not None:
-        members = room.members
+        members = room.members if visible(room, connection) else ()
     else:
         owner = host.nick_owner(mask)
         members = (owner,) if owner is not None else ()

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_directory -*-
 """The room directory: the newest valid announcement per room, with expiry and goodbyes.
 
 A listener feeds every verified announcement, goodbye and answer into a
@@ -18,7 +19,6 @@ import hashlib
 import heapq
 import itertools
 from collections import Counter
-from typing import Iterator
 
 import attrs
 
@@ -44,7 +44,6 @@ class Outcome(enum.Enum):
     REMOVED = "removed"
     EXPIRED = "expired"
     EVICTED = "evicted"
-    TOMBSTONED = "tombstoned"
     OLDER_COUNTER = "older-counter"
     CONFLICTING_CONTENT = "conflicting-content"
     AFTER_GOODBYE = "after-goodbye"
@@ -125,22 +124,26 @@ class RoomDirectory:
     """The newest valid announcement per room ``(Q, R)``, bounded in size.
 
     Every ``offer_*`` and ``expire`` call takes ``now``.  Drops are counted
-    by reason in :attr:`drops`; :meth:`count_drop` lets the edge count
-    reasons the directory never sees (malformed or forged datagrams) in the
-    same place.
+    by reason in :attr:`drops`; pass ``drops`` to count them into a counter
+    shared with the code that feeds the directory (the listener counts
+    malformed and forged datagrams there too), so that there is one set of
+    drop counters.
     """
 
     def __init__(
         self,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         tombstone_lifetime: float = DEFAULT_TOMBSTONE_LIFETIME,
+        drops: Counter[str] | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError("The room directory must hold at least one entry.")
         self.max_entries = max_entries
         self.tombstone_lifetime = tombstone_lifetime
-        self.drops: Counter[str] = Counter()
+        self.drops: Counter[str] = drops if drops is not None else Counter()
         self._entries: dict[RoomKey, DirectoryEntry | _Tombstone] = {}
+        # How many held rooms (entries and tombstones) each host key has.
+        self._keys: Counter[bytes] = Counter()
         # Min-heap of (expires_at, sequence, key); stale items (the entry
         # changed since) are skipped when popped.
         self._heap: list[tuple[float, int, RoomKey]] = []
@@ -186,7 +189,7 @@ class RoomDirectory:
             self._drop(Outcome.OLDER_COUNTER)
             return changes
         if announcement.counter == held.announcement.counter:
-            if announcement.to_bytes() != held.announcement.to_bytes():
+            if announcement != held.announcement:  # canonical: equal fields, equal bytes
                 self._drop(Outcome.CONFLICTING_CONTENT)
                 return changes
             entry = attrs.evolve(
@@ -243,16 +246,18 @@ class RoomDirectory:
             held = self._entries.get(key)
             if held is None or held.expires_at != expires_at:
                 continue  # stale heap item
-            del self._entries[key]
+            self._forget(key)
             if isinstance(held, DirectoryEntry):
                 changes.append(DirectoryChange(Outcome.EXPIRED, held))
         return changes
 
-    def count_drop(self, reason: str) -> None:
-        """Count a dropped datagram under ``reason`` (e.g. a ParseError's)."""
-        self.drops[reason] += 1
-
     # -- reading ----------------------------------------------------------
+
+    def knows_key(self, q: bytes) -> bool:
+        """True if the directory holds a room (or a goodbye's tombstone) of
+        host key ``q``: a key whose signature was verified before.  Constant
+        time, so it can be asked for every datagram of a flood."""
+        return q in self._keys
 
     def lookup(self, q: bytes, room: str, now: float) -> DirectoryEntry | None:
         """Return the live entry for room ``(q, room)``, or ``None``."""
@@ -288,15 +293,16 @@ class RoomDirectory:
         live.sort(key=lambda e: (e.announcement.room, e.announcement.q))
         return live
 
+    @property
+    def queued_expiries(self) -> int:
+        """How many expiry times are queued, stale ones included: the
+        memory the directory uses besides its entries.  Kept below four
+        times the number of entries plus 64."""
+        return len(self._heap)
+
     def __len__(self) -> int:
         """The number of entries held, tombstones included."""
         return len(self._entries)
-
-    def __iter__(self) -> Iterator[DirectoryEntry]:
-        """Iterate over held room entries (expired ones may linger until the
-        next call that takes ``now``)."""
-        held = list(self._entries.values())
-        return (h for h in held if isinstance(h, DirectoryEntry))
 
     # -- internals --------------------------------------------------------
 
@@ -304,6 +310,8 @@ class RoomDirectory:
         self.drops[outcome.value] += 1
 
     def _store(self, key: RoomKey, held: DirectoryEntry | _Tombstone) -> None:
+        if key not in self._entries:
+            self._keys[key[0]] += 1
         self._entries[key] = held
         heapq.heappush(self._heap, (held.expires_at, next(self._sequence), key))
         if len(self._heap) > 4 * len(self._entries) + 64:
@@ -321,7 +329,13 @@ class RoomDirectory:
             held = self._entries.get(key)
             if held is None or held.expires_at != expires_at:
                 continue
-            del self._entries[key]
+            self._forget(key)
             if isinstance(held, DirectoryEntry):
                 changes.append(DirectoryChange(Outcome.EVICTED, held))
         return changes
+
+    def _forget(self, key: RoomKey) -> None:
+        del self._entries[key]
+        self._keys[key[0]] -= 1
+        if not self._keys[key[0]]:
+            del self._keys[key[0]]

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_discovery_codec -*-
 """Discovery datagrams: announcement, goodbye, query and answer, to and from bytes.
 
 The wire format is specified in ``docs/protocol-discovery.rst``; this module
@@ -7,6 +8,11 @@ Ed25519 signature over every byte before it, made by the host key ``Q`` that
 the datagram itself carries.  Queries and answers are unsigned; an answer
 carries the host's signed announcement verbatim, so anybody can relay one and
 nobody can forge one.
+
+:func:`parse_datagram` is the one entry point from bytes to a value object;
+:func:`read_envelope` says what a datagram claims to be (its kind, and whose
+signature it carries) without parsing it, for receivers that must refuse a
+flood cheaply.
 
 Parsing is strict about the canonical form, so that
 ``X.from_bytes(data).to_bytes() == data`` for every datagram that parses, and a
@@ -21,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import struct
-from typing import Iterable, Iterator, Sequence, Union
+from typing import ClassVar, Iterable, Iterator, Sequence, Union
 
 import attrs
 from cryptography.exceptions import InvalidSignature
@@ -178,7 +184,7 @@ def _validate_extensions(
                 "An extension field is a (type, bytes) pair.", "bad-extension"
             )
         kind, payload = item
-        if kind in _KNOWN_TLV_TYPES or not 0 <= kind <= 255:
+        if kind in KNOWN_FIELD_TYPES or not 0 <= kind <= 255:
             raise ParseError(
                 f"Field type {kind} is not an unknown extension type.",
                 "bad-extension",
@@ -192,9 +198,11 @@ def _validate_extensions(
         )
 
 
-_KNOWN_TLV_TYPES = frozenset(
+KNOWN_FIELD_TYPES = frozenset(
     [TLV_ROOM_NAME, TLV_ADDRESS, TLV_FINGERPRINT_PREFIX, TLV_PADDING]
 )
+"""Field types this version knows; every other type is an unknown field,
+kept and ignored (docs/protocol-discovery.rst, "Encoding")."""
 
 
 def _to_extensions(value: Iterable[tuple[int, bytes]]) -> tuple[tuple[int, bytes], ...]:
@@ -380,12 +388,24 @@ class _Signed:
     Subclasses have ``q``, ``room``, ``signature`` and ``signed_bytes()``.
     """
 
+    kind: ClassVar[int]
     q: bytes
     room: str
     signature: bytes
+    _signed: bytes  # the encoded signed part, computed once per object
+
+    def _encode_signed(self) -> bytes:
+        raise NotImplementedError
+
+    def _encode_once(self) -> int:
+        """Encode the signed part and keep it; return the datagram size."""
+        object.__setattr__(self, "_signed", self._encode_signed())
+        return len(self._signed) + len(self.signature)
 
     def signed_bytes(self) -> bytes:
-        raise NotImplementedError
+        """Every byte the signature covers: the whole datagram minus the
+        signature."""
+        return self._signed
 
     @property
     def key(self) -> tuple[bytes, str]:
@@ -416,6 +436,7 @@ class Announcement(_Signed):
     checks the signature.
     """
 
+    kind: ClassVar[int] = KIND_ANNOUNCEMENT
     q: bytes = attrs.field(validator=_validate_key)
     room: str = attrs.field(validator=_validate_room)
     addresses: tuple[RoomAddress, ...] = attrs.field(
@@ -428,13 +449,19 @@ class Announcement(_Signed):
     extensions: tuple[tuple[int, bytes], ...] = attrs.field(
         default=(), converter=_to_extensions, validator=_validate_extensions
     )
+    _signed: bytes = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if len(self.to_bytes()) > MAX_ANNOUNCEMENT_SIZE:
+        if self._encode_once() > MAX_ANNOUNCEMENT_SIZE:
             raise ParseError(
                 f"An announcement is at most {MAX_ANNOUNCEMENT_SIZE} bytes.",
                 "oversized",
             )
+
+    @property
+    def statement(self) -> Announcement:
+        """The host-signed statement this datagram carries: itself."""
+        return self
 
     @property
     def private(self) -> bool:
@@ -479,9 +506,7 @@ class Announcement(_Signed):
             unsigned, signature=_sign(private_key, unsigned.signed_bytes())
         )
 
-    def signed_bytes(self) -> bytes:
-        """Every byte the signature covers: the whole datagram minus the
-        signature."""
+    def _encode_signed(self) -> bytes:
         fields = [(TLV_ROOM_NAME, self.room.encode("utf-8"))]
         fields += [(TLV_ADDRESS, a.to_bytes()) for a in self.addresses]
         fields += list(self.extensions)
@@ -493,9 +518,10 @@ class Announcement(_Signed):
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Announcement:
+    def from_bytes(cls, data: bytes, verify: bool = True) -> Announcement:
         """Parse and verify an announcement; :class:`ParseError` if anything
-        is wrong, including the signature."""
+        is wrong, including the signature.  With ``verify=False`` the
+        signature is left for :meth:`verify` (it is the costly step)."""
         _check_header(data, KIND_ANNOUNCEMENT)
         if len(data) > MAX_ANNOUNCEMENT_SIZE:
             raise ParseError(
@@ -519,7 +545,7 @@ class Announcement(_Signed):
                 room = _room_from_tlv(value)
             elif kind == TLV_ADDRESS:
                 addresses.append(RoomAddress.from_bytes(value))
-            elif kind in _KNOWN_TLV_TYPES:
+            elif kind in KNOWN_FIELD_TYPES:
                 raise ParseError(
                     f"Field type {kind} does not belong in an announcement.",
                     "not-canonical",
@@ -542,7 +568,8 @@ class Announcement(_Signed):
             # Cannot happen with the checks above; kept as the definition of
             # "canonical": the bytes we would write are the bytes we read.
             raise ParseError("The announcement is not canonical.", "not-canonical")
-        result.verify()
+        if verify:
+            result.verify()
         return result
 
 
@@ -554,6 +581,7 @@ class Goodbye(_Signed):
     removes the room only if its counter is at least the announcement's.
     """
 
+    kind: ClassVar[int] = KIND_GOODBYE
     q: bytes = attrs.field(validator=_validate_key)
     room: str = attrs.field(validator=_validate_room)
     counter: int = attrs.field(validator=_validate_counter)
@@ -561,12 +589,18 @@ class Goodbye(_Signed):
     extensions: tuple[tuple[int, bytes], ...] = attrs.field(
         default=(), converter=_to_extensions, validator=_validate_extensions
     )
+    _signed: bytes = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if len(self.to_bytes()) > MAX_ANNOUNCEMENT_SIZE:
+        if self._encode_once() > MAX_ANNOUNCEMENT_SIZE:
             raise ParseError(
                 f"A goodbye is at most {MAX_ANNOUNCEMENT_SIZE} bytes.", "oversized"
             )
+
+    @property
+    def statement(self) -> Goodbye:
+        """The host-signed statement this datagram carries: itself."""
+        return self
 
     @classmethod
     def sign(cls, private_key: Ed25519PrivateKey, room: str, counter: int) -> Goodbye:
@@ -581,8 +615,7 @@ class Goodbye(_Signed):
             unsigned, signature=_sign(private_key, unsigned.signed_bytes())
         )
 
-    def signed_bytes(self) -> bytes:
-        """Every byte the signature covers."""
+    def _encode_signed(self) -> bytes:
         fields = [(TLV_ROOM_NAME, self.room.encode("utf-8"))] + list(self.extensions)
         fields.sort(key=lambda f: f[0])
         return (
@@ -592,9 +625,10 @@ class Goodbye(_Signed):
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Goodbye:
+    def from_bytes(cls, data: bytes, verify: bool = True) -> Goodbye:
         """Parse and verify a goodbye; :class:`ParseError` if anything is
-        wrong, including the signature."""
+        wrong, including the signature (left for :meth:`verify` when
+        ``verify`` is false)."""
         _check_header(data, KIND_GOODBYE)
         if len(data) > MAX_ANNOUNCEMENT_SIZE:
             raise ParseError(
@@ -612,7 +646,7 @@ class Goodbye(_Signed):
                 if room is not None:
                     raise ParseError("The goodbye names two rooms.", "not-canonical")
                 room = _room_from_tlv(value)
-            elif kind in _KNOWN_TLV_TYPES:
+            elif kind in KNOWN_FIELD_TYPES:
                 raise ParseError(
                     f"Field type {kind} does not belong in a goodbye.",
                     "not-canonical",
@@ -624,7 +658,8 @@ class Goodbye(_Signed):
         result = cls(
             q=q, room=room, counter=counter, signature=signature, extensions=extensions
         )
-        result.verify()
+        if verify:
+            result.verify()
         return result
 
 
@@ -657,6 +692,7 @@ class Query:
     querier pads its query to make room for the answers it expects.
     """
 
+    kind: ClassVar[int] = KIND_QUERY
     query_id: bytes = attrs.field(validator=_validate_query_id)
     room: str | None = attrs.field(default=None, validator=_validate_optional_room)
     fingerprint_prefix: bytes = attrs.field(default=b"", validator=_validate_prefix)
@@ -675,6 +711,11 @@ class Query:
             raise ParseError(
                 f"A query is at most {MAX_DATAGRAM_SIZE} bytes.", "oversized"
             )
+
+    @property
+    def statement(self) -> None:
+        """A query carries no signed statement."""
+        return None
 
     def padded_to(self, size: int) -> Query:
         """Return this query with padding so that it is at least ``size``
@@ -712,8 +753,9 @@ class Query:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Query:
-        """Parse a query; :class:`ParseError` if it is malformed."""
+    def from_bytes(cls, data: bytes, verify: bool = True) -> Query:
+        """Parse a query; :class:`ParseError` if it is malformed.  A query
+        is not signed: ``verify`` is accepted for a uniform interface."""
         _check_header(data, KIND_QUERY)
         fixed_end = HEADER_SIZE + QUERY_ID_SIZE
         if len(data) < fixed_end:
@@ -741,7 +783,7 @@ class Query:
                         "The query's padding field is malformed.", "not-canonical"
                     )
                 padding = len(value)
-            elif kind in _KNOWN_TLV_TYPES:
+            elif kind in KNOWN_FIELD_TYPES:
                 raise ParseError(
                     f"Field type {kind} does not belong in a query.",
                     "not-canonical",
@@ -776,6 +818,7 @@ class Answer:
     worst a forger can do with them is shorten a lifetime.
     """
 
+    kind: ClassVar[int] = KIND_ANSWER
     query_id: bytes = attrs.field(validator=_validate_query_id)
     remaining: int = attrs.field(validator=_validate_remaining)
     announcement: Announcement = attrs.field(
@@ -790,6 +833,11 @@ class Answer:
             raise ParseError(
                 f"An answer is at most {MAX_DATAGRAM_SIZE} bytes.", "oversized"
             )
+
+    @property
+    def statement(self) -> Announcement:
+        """The host-signed statement this answer carries: its announcement."""
+        return self.announcement
 
     @property
     def lifetime(self) -> int:
@@ -807,9 +855,15 @@ class Answer:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Answer:
+    def from_bytes(
+        cls, data: bytes, verify: bool = True, known: Announcement | None = None
+    ) -> Answer:
         """Parse an answer and verify the announcement inside it;
-        :class:`ParseError` if anything is wrong."""
+        :class:`ParseError` if anything is wrong.  With ``verify=False`` the
+        inner signature is left for ``answer.announcement.verify()``.
+        ``known`` is an announcement the caller decoded and verified before:
+        if the answer carries exactly its bytes, it is used as it is,
+        neither parsed nor verified again."""
         _check_header(data, KIND_ANSWER)
         fixed_end = HEADER_SIZE + _ANSWER_FIXED.size
         if len(data) < fixed_end:
@@ -820,7 +874,7 @@ class Answer:
         inner = data[fixed_end : fixed_end + length]
         extensions = []
         for kind, value in _iter_tlvs(data[fixed_end + length :]):
-            if kind in _KNOWN_TLV_TYPES:
+            if kind in KNOWN_FIELD_TYPES:
                 raise ParseError(
                     f"Field type {kind} does not belong in an answer.",
                     "not-canonical",
@@ -830,10 +884,12 @@ class Answer:
             raise ParseError(
                 "The answer's remaining lifetime is too long.", "bad-lifetime"
             )
+        if known is None or known.to_bytes() != inner:
+            known = Announcement.from_bytes(inner, verify)
         return cls(
             query_id=query_id,
             remaining=remaining,
-            announcement=Announcement.from_bytes(inner),
+            announcement=known,
             extensions=extensions,
         )
 
@@ -848,10 +904,21 @@ _BY_KIND: dict[int, type[Announcement] | type[Goodbye] | type[Query] | type[Answ
 }
 
 
-def parse_datagram(data: bytes) -> Datagram:
-    """Parse any discovery datagram by its kind byte.
+def parse_datagram(
+    data: bytes, verify: bool = True, known: Announcement | Goodbye | None = None
+) -> Datagram:
+    """Parse any discovery datagram by its kind byte: the one decode entry
+    point.  The result's ``kind`` says what it is, and its ``statement`` is
+    the host-signed announcement or goodbye it carries (``None`` for a
+    query).
 
-    Signed kinds (and the announcement inside an answer) are verified.
+    Signed kinds (and the announcement inside an answer) are verified
+    unless ``verify`` is false; then the caller decides whether the
+    signature is worth checking and calls ``datagram.statement.verify()``.
+    ``known`` is a statement the caller decoded and verified before (see
+    :func:`read_envelope`): a datagram that is, or carries, exactly its
+    bytes reuses it instead of parsing and verifying them again.
+
     Raises :class:`ParseError`, and nothing else, for every malformed,
     forged, unknown-version or unknown-kind input.
     """
@@ -861,4 +928,53 @@ def parse_datagram(data: bytes) -> Datagram:
         raise ParseError(
             f"Discovery datagram kind {data[5]} is unknown.", "unknown-kind"
         )
-    return cls.from_bytes(data)
+    if known is not None and known.kind == data[5] and known.to_bytes() == data:
+        return known
+    if cls is Answer:
+        inner = known if isinstance(known, Announcement) else None
+        return Answer.from_bytes(data, verify, inner)
+    return cls.from_bytes(data, verify)
+
+
+@attrs.frozen
+class Envelope:
+    """What a datagram claims to be, read without parsing or verifying it.
+
+    ``kind`` is its kind byte; ``statement`` the raw bytes of the
+    host-signed statement it carries (the whole datagram for an
+    announcement or goodbye, the embedded announcement for an answer,
+    ``None`` for a query); ``key`` the host key ``Q`` that statement names.
+    Nothing here is checked beyond framing: it tells a receiver, for the
+    cost of a few slices, whose signature a datagram would cost it to
+    check, so that a flood can be refused before it is parsed.
+    """
+
+    kind: int
+    statement: bytes | None
+    key: bytes | None
+
+
+def read_envelope(data: bytes) -> Envelope:
+    """Read the :class:`Envelope` of a datagram.
+
+    Raises :class:`ParseError` if the header is bad, the kind unknown, or
+    a signed statement too short to name its key; :func:`parse_datagram`
+    refuses every such datagram too (sometimes for another reason: it
+    checks more).  A datagram that passes may still fail to parse.
+    """
+    _check_header(data, None)
+    kind = data[5]
+    if kind not in _BY_KIND:
+        raise ParseError(f"Discovery datagram kind {kind} is unknown.", "unknown-kind")
+    if kind == KIND_QUERY:
+        return Envelope(kind, None, None)
+    statement = data
+    if kind == KIND_ANSWER:
+        fixed_end = HEADER_SIZE + _ANSWER_FIXED.size
+        if len(data) < fixed_end:
+            raise ParseError("The answer is cut short.", "truncated")
+        _, _, length = _ANSWER_FIXED.unpack_from(data, HEADER_SIZE)
+        statement = data[fixed_end : fixed_end + length]
+    if len(statement) < HEADER_SIZE + KEY_SIZE:
+        raise ParseError("The signed statement is cut short.", "truncated")
+    return Envelope(kind, statement, statement[HEADER_SIZE : HEADER_SIZE + KEY_SIZE])

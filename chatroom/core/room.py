@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from chatroom.core.ircline import format_line, server_time
-from chatroom.core.names import casefold, make_msgid
+from chatroom.core.names import casefold, fingerprint, make_msgid
 
 #: Bit of L{IRoomMember.variant}: the member negotiated C{message-tags}.
 MESSAGE_TAGS = 1
@@ -122,6 +122,28 @@ class Topic:
     time_ms: int = 0
 
 
+@attrs.frozen
+class RoomAccess:
+    """Who may join a private room: anyone with the password, or a client
+    whose key (its TLS client certificate) is on the allow-list.
+
+    @ivar password: the room password (the channel key of C{JOIN}, or
+        C{PASS}); C{""} for none.
+    @ivar allowed: fingerprints (L{chatroom.core.names.fingerprint}, 64
+        lowercase hex digits) of the client keys allowed in.
+    """
+
+    password: str = ""
+    allowed: frozenset[str] = frozenset()
+
+    def admits(self, client_key: bytes | None, password: str | None) -> bool:
+        """Whether a client with C{client_key} (raw Ed25519 key, or C{None})
+        that gave C{password} may join."""
+        if client_key is not None and fingerprint(client_key) in self.allowed:
+            return True
+        return bool(self.password) and password == self.password
+
+
 class NotAMember(Exception):
     """The member is not in the room."""
 
@@ -204,6 +226,9 @@ class Room:
         self.modes = set(modes) & FLAG_MODES
         self.channel_key = channel_key
         self.created_ms = created_ms
+        #: Who may join, when the room is private (C{--private}); C{None}
+        #: for a public room.
+        self.access: RoomAccess | None = None
         self.operators: set[Any] = set()
         self.invited: set[str] = set()
         self._members: dict[Any, None] = {}
@@ -266,8 +291,29 @@ class Room:
         return Delivery(event, self.audience if audience is None else audience,
                         origin=member)
 
-    def join_refusal(self, nick: str, key: str | None) -> str | None:
-        """Why C{nick} may not join (C{"invite-only"}, C{"bad-key"}), or C{None}."""
+    @property
+    def private(self) -> bool:
+        """Whether only the clients L{access} admits may join; non-members
+        then see neither its members nor its history."""
+        return self.access is not None
+
+    def join_refusal(self, nick: str, key: str | None,
+                     client_key: bytes | None = None,
+                     password: str | None = None) -> str | None:
+        """Why C{nick} may not join, or C{None}.
+
+        @param key: the channel key given with C{JOIN}.
+        @param client_key: the raw key of the client's TLS certificate.
+        @param password: what the client gave with C{PASS}.
+        @return: C{"not-allowed"} (a private room: no key on its list and
+            no right password; C{"bad-password"} when a password was given
+            and is wrong), C{"invite-only"}, C{"bad-key"}, or C{None}.
+        """
+        access = self.access
+        if access is not None:
+            given = key if key is not None else password
+            if not access.admits(client_key, given):
+                return "bad-password" if given else "not-allowed"
         if "i" in self.modes and casefold(nick) not in self.invited:
             return "invite-only"
         if self.channel_key and key != self.channel_key:

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_schedule -*-
 """The announce schedule: a burst at start doubling to a steady interval, with jitter.
 
 A host announces each room at start, then after 1 s, 2 s, 4 s ... doubling
@@ -57,11 +58,6 @@ class AnnounceSchedule:
             raise ValueError("Announce jitter must be at least 0 and below 1.")
         if self.first_delay_max < 0:
             raise ValueError("The first announce delay cannot be negative.")
-
-    @property
-    def bursting(self) -> bool:
-        """True while the delays are still doubling towards the steady one."""
-        return self._next_base is None or self._next_base < self.steady
 
     def next_delay(self) -> float:
         """Return the seconds to wait before the next announcement.

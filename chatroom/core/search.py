@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_search -*-
 """Expanding-ring search: find one room with queries of growing TTL.
 
 The search sends a query with TTL 1 and waits; if no valid answer arrives
@@ -146,11 +147,6 @@ class ExpandingRingSearch:
         self._ttl_by_query_id: dict[bytes, int] = {}
         self.state = SearchState.IDLE
         self.result: SearchResult | None = None
-
-    @property
-    def query_ids(self) -> frozenset[bytes]:
-        """Every query id this search has sent (answers to any of them count)."""
-        return frozenset(self._ttl_by_query_id)
 
     def start(self) -> None:
         """Send the first ring's query.  Only valid in the idle state."""

@@ -1,7 +1,12 @@
 # -*- test-case-name: tests.test_tokenbucket -*-
-"""A token bucket with the time passed in, for flood and rate limits."""
+"""Token buckets with the time passed in, for flood and rate limits."""
 
 from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Generic, Hashable, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
 class TokenBucket:
@@ -45,3 +50,43 @@ class TokenBucket:
         """Whether the bucket has refilled completely."""
         self._refill(now)
         return self._tokens >= self.capacity
+
+
+class KeyedRateLimit(Generic[K]):
+    """One L{TokenBucket} per key (a source address, a host key) plus one
+    for all keys together.
+
+    Each key may spend C{per_key} tokens a second, in bursts of up to that
+    many; all keys together C{total} a second.  A token is spent only when
+    both the key's bucket and the total have one, so a refused request
+    costs nothing.  At most C{max_keys} buckets are kept; the least recently
+    used is forgotten first (a forgotten key starts again with a full
+    bucket, which is the most a flood of fresh keys gets anyway).
+    """
+
+    def __init__(self, per_key: float, total: float, max_keys: int = 1024) -> None:
+        if max_keys < 1:
+            raise ValueError("A keyed rate limit must keep at least one bucket.")
+        self.per_key = per_key
+        self.total = total
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[K, TokenBucket] = OrderedDict()
+        self._total = TokenBucket(total, total)
+
+    def allow(self, key: K, now: float) -> bool:
+        """Spend one token for C{key} at C{now}; C{False} if none is left."""
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = TokenBucket(self.per_key, self.per_key)
+        self._buckets[key] = bucket
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        if bucket.wait(now) > 0 or self._total.wait(now) > 0:
+            return False
+        bucket.take(now)
+        self._total.take(now)
+        return True
+
+    def __len__(self) -> int:
+        """The number of keys whose buckets are kept."""
+        return len(self._buckets)
