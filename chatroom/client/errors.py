@@ -92,6 +92,11 @@ class NotConnected(ClientError):
     """The client is not in the room right now (reconnecting or closed)."""
 
 
+class NotSent(ClientError):
+    """A message was not sent: the pending queue was full, the session
+    closed before it could be sent, or the host refused it."""
+
+
 #: The longest nick the client makes up (the host's C{NICKLEN}).
 NICKLEN = 30
 
