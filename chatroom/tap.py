@@ -241,7 +241,7 @@ def makeService(options: Options):
         history_days=options["history-days"] or None,
         discovery=options.discovery())
     out = sys.stdout
-    out.write("chatroom host key %s\n" % (identity.fingerprint,))
+    out.write("chatroom host key fingerprint %s\n" % (identity.fingerprint,))
     for name in options["rooms"]:
         out.write("  hosting #%s (room %s/%s)\n" % (
             name, identity.short_fingerprint, name))

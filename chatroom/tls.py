@@ -9,6 +9,7 @@ TLS 1.2 or newer, ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 only
 from __future__ import annotations
 
 import hmac
+from typing import Callable
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -55,11 +56,17 @@ class PinnedClientCreator:
     handshake: a server with another key fails the handshake before a single
     byte of the IRC session is sent.
 
-    @ivar public_key: the 32 raw bytes of the expected Ed25519 key.
+    @ivar public_key: the 32 raw bytes of the expected Ed25519 key, or
+        C{None} when C{accept} decides.
+    @ivar seen_key: the server's key once the handshake got that far.
     """
 
-    def __init__(self, public_key: bytes) -> None:
+    def __init__(self, public_key: bytes | None,
+                 accept: Callable[[bytes], bool] | None = None) -> None:
+        if (public_key is None) == (accept is None):
+            raise TypeError("give the expected key or an accept function")
         self.public_key = public_key
+        self._accept = accept
         self.seen_key: bytes | None = None
         self._context = SSL.Context(SSL.TLS_CLIENT_METHOD)
         _harden(self._context)
@@ -71,7 +78,12 @@ class PinnedClientCreator:
             return True
         key = public_key_of(certificate.to_cryptography())
         self.seen_key = key
-        return key is not None and hmac.compare_digest(key, self.public_key)
+        if key is None:
+            return False
+        if self._accept is not None:
+            return self._accept(key)
+        assert self.public_key is not None
+        return hmac.compare_digest(key, self.public_key)
 
     def clientConnectionForTLS(self, tlsProtocol):
         """Make the pinned OpenSSL connection for one TLS client."""

@@ -33,7 +33,7 @@ from chatroom.client.session import (
     RoomSession,
     parse_room_spec,
     room_spec,
-    target_for_address,
+    find_by_address,
     tls_endpoint,
 )
 from chatroom.client.ui import ChatController, ChatTerminal, format_event
@@ -68,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     direct.add_argument("--connect", metavar="HOST:PORT",
                         help="connect to this address instead of finding the room")
     direct.add_argument("--key", metavar="HEX",
-                        help="with --connect: the room key Q, 64 hex digits"
-                             " ('chatroom find' prints it)")
+                        help="with --connect: the host's key fingerprint as"
+                             " it prints it at start (64 hex digits, or the"
+                             " short 16), or its public key (64 hex digits);"
+                             " 'chatroom find' prints them")
 
     parser = argparse.ArgumentParser(
         prog="chatroom",
@@ -242,7 +244,7 @@ def room_json(entry: DirectoryEntry, now: float) -> dict[str, Any]:
         "spec": room_spec(a.q, a.room),
         "fingerprint": fingerprint(a.q),
         "short_fingerprint": short_fingerprint(a.q),
-        "key": a.q.hex(),
+        "public_key": a.q.hex(),
         "addresses": [str(address) for address in a.addresses],
         "counter": a.counter,
         "last_heard_seconds_ago": round(now - entry.last_heard, 3),
@@ -342,10 +344,12 @@ def resolve(reactor: Any, args: argparse.Namespace, finder: RoomFinder | None):
     if args.connect:
         if not args.key:
             raise errors.BadRoomSpec(
-                "--connect needs --key with the room key Q (64 hex digits);"
-                " 'chatroom find ROOM' prints it.")
+                "--connect needs --key with the host's key fingerprint (as"
+                " the host prints it at start) or public key; 'chatroom find"
+                " ROOM' prints both.")
         room, _ = parse_room_spec(args.room)
-        return target_for_address(args.connect, args.key, room)
+        target = yield find_by_address(reactor, args.connect, args.key, room)
+        return target
     announcement = yield finder.find(args.room)
     return RoomTarget.from_announcement(announcement)
 
@@ -363,7 +367,9 @@ def command_find(reactor: Any, args: argparse.Namespace, out: TextIO):
     if args.json:
         out.write(json.dumps({
             "room": target.room, "spec": room_spec(target.q, target.room),
-            "fingerprint": fingerprint(target.q), "key": target.q.hex(),
+            "fingerprint": fingerprint(target.q),
+            "short_fingerprint": short_fingerprint(target.q),
+            "public_key": target.q.hex(),
             "addresses": list(target.addresses), "counter": target.counter,
             "private": bool(a and a.private),
             "multicast_delivery": bool(a and a.multicast_delivery),
@@ -371,7 +377,8 @@ def command_find(reactor: Any, args: argparse.Namespace, out: TextIO):
     else:
         out.write("%s  at %s\n" % (room_spec(target.q, target.room),
                                    " ".join(target.addresses)))
-        out.write("  key %s\n" % (target.q.hex(),))
+        out.write("  key fingerprint %s\n" % (fingerprint(target.q),))
+        out.write("  public key %s\n" % (target.q.hex(),))
         out.write("  irssi pin %s\n" % (spki_pin(target.q),))
         out.write("  join: chatroom join %s\n"
                   % (room_spec(target.q, target.room),))

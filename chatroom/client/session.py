@@ -26,14 +26,16 @@ import hashlib
 from typing import Any, Callable, Sequence
 
 import attrs
-from twisted.internet import defer, endpoints, protocol
+from twisted.internet import defer, endpoints, interfaces, protocol
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatroom.client import errors
 from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT
+from chatroom.client.keys import KeyPin
 from chatroom.client.protocol import NickInUse as ProtocolNickInUse
 from chatroom.client.protocol import RoomClientProtocol
 from chatroom.client.split import (
@@ -297,20 +299,84 @@ class RoomFinder:
 
 
 def target_for_address(address: str, key: str, room: str) -> RoomTarget:
-    """A target given by hand (C{--connect HOST:PORT --key KEY}): C{key} is
-    the 64-hex-digit room key C{Q}."""
+    """A target given by hand with the public key itself (64 hex digits).
+
+    @raise errors.BadRoomSpec: C{address} is not C{HOST:PORT} or C{key} is
+        not 64 hex digits.
+    """
+    pin = KeyPin.parse(key)
+    _check_address(address)
+    if pin.exact_key is None:
+        raise errors.BadRoomSpec(
+            "This needs the host's public key (64 hex digits); use"
+            " find_by_address() with a fingerprint.")
+    return RoomTarget(pin.exact_key, room, (address,), -1)
+
+
+def _check_address(address: str) -> None:
     try:
         RoomAddress.parse(address)
-        q = bytes.fromhex(key.replace(":", ""))
-    except (ParseError, ValueError):
+    except ParseError:
         raise errors.BadRoomSpec(
-            "--connect takes HOST:PORT and --key the room's 64-hex-digit key;"
-            " 'chatroom find ROOM' prints both.") from None
-    if len(q) != 32:
-        raise errors.BadRoomSpec(
-            "--key takes the room's public key, 64 hex digits (not its"
-            " fingerprint); 'chatroom find ROOM' prints it.")
-    return RoomTarget(q, room, (address,), -1)
+            "--connect takes HOST:PORT, such as 192.0.2.7:6697; %r is not"
+            " one." % (address,)) from None
+
+
+@implementer(interfaces.IHandshakeListener)
+class _KeyProbe(protocol.Protocol):
+    """Completes a TLS handshake and hangs up without sending a byte."""
+
+    def __init__(self) -> None:
+        self.done: Deferred[None] = Deferred()
+        self.completed = False
+
+    def handshakeCompleted(self) -> None:
+        self.completed = True
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.completed:
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+
+@inlineCallbacks
+def find_by_address(reactor: Any, address: str, key: str, room: str,
+                    timeout: float = 10.0,
+                    endpoint_for: Callable[[str, PinnedClientCreator], Any]
+                    | None = None):
+    """A target given by hand (C{--connect HOST:PORT --key KEY}).
+
+    C{key} is what the host prints (its key fingerprint, 64 hex digits, or
+    the short one, 16) or its public key (64 hex digits).  One TLS
+    handshake with C{address} reads the server's key and checks it against
+    C{key} inside the handshake; no IRC byte is sent.
+
+    @return: a Deferred firing with the L{RoomTarget} for the server's key.
+    @raise errors.BadRoomSpec: C{address} or C{key} is malformed.
+    @raise errors.KeyPinMismatch: the server has another key.
+    @raise errors.HostUnreachable: no handshake with C{address}.
+    """
+    pin = KeyPin.parse(key)
+    _check_address(address)
+    creator = PinnedClientCreator(None, accept=pin.matches)
+    endpoint = (endpoint_for or (lambda a, c: tls_endpoint(
+        reactor, a, c, timeout=timeout)))(address, creator)
+    try:
+        probe = yield endpoint.connect(protocol.Factory.forProtocol(_KeyProbe))
+        yield probe.done.addTimeout(timeout, reactor)
+    except Exception as e:
+        if creator.seen_key is not None and not pin.matches(creator.seen_key):
+            raise errors.KeyPinMismatch("#" + room, address, pin.describe(),
+                                        short_fingerprint(creator.seen_key)) \
+                from None
+        raise errors.HostUnreachable("#" + room, (address,),
+                                     _reason_text(e)) from None
+    if creator.seen_key is None or not pin.matches(creator.seen_key):
+        raise errors.HostUnreachable("#" + room, (address,),
+                                     "the TLS handshake showed no Ed25519 key")
+    return RoomTarget(creator.seen_key, room, (address,), -1)
 
 
 def tls_endpoint(reactor: Any, address: str, creator: PinnedClientCreator,
