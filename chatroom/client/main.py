@@ -319,7 +319,7 @@ def command_rooms(reactor: Any, args: argparse.Namespace, out: TextIO):
                 out.write(change_line(change, reactor.seconds(), args.json) + "\n")
                 out.flush()
             finder.watch(changed)
-            yield Deferred()  # until Ctrl-C stops the reactor
+            yield args.stop_requested  # SIGTERM or Ctrl-C
     finally:
         yield finder.stop()
 
@@ -459,8 +459,7 @@ def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
         args.follow)
     try:
         if args.follow:
-            reactor.addSystemEventTrigger("before", "shutdown", session.close)
-            yield Deferred()  # until Ctrl-C stops the reactor
+            yield args.stop_requested  # SIGTERM or Ctrl-C
     finally:
         yield session.close("tail done")
         if finder is not None:
@@ -503,6 +502,7 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
 
     controller = ChatController(None, lambda text: write[0](text), leave,
                                 list_rooms)
+    args.stop_requested.addCallback(lambda _: leave())
     finder = None
     session, finder = yield _open_session(
         reactor, args, args.nick or default_nick(), 20, controller.event_received,
@@ -554,12 +554,20 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace, TextIO], Deferred]] = {
 
 
 def run(reactor: Any, argv: list[str], out: TextIO | None = None,
-        err: TextIO | None = None) -> Deferred[None]:
+        err: TextIO | None = None,
+        stop_requested: Deferred[int] | None = None) -> Deferred[None]:
     """Run one command line; fails with C{SystemExit(1)} after printing a
-    one-line error for every L{ChatroomError}."""
+    one-line error for every L{ChatroomError}.
+
+    @param stop_requested: fires (with the signal number) when the user
+        wants the command to stop: C{tail --follow}, C{rooms --watch} and
+        C{join} then finish as if done (leaving the room cleanly).
+    """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     args = build_parser().parse_args(argv)
+    args.stop_requested = stop_requested if stop_requested is not None \
+        else Deferred()
     d = defer.maybeDeferred(COMMANDS[args.command], reactor, args, out)
 
     def one_line(failure: Any) -> None:
@@ -570,12 +578,48 @@ def run(reactor: Any, argv: list[str], out: TextIO | None = None,
     return d.addErrback(one_line)
 
 
+def run_until_signal(reactor: Any, argv: list[str]) -> Deferred[None]:
+    """L{run} with SIGTERM and SIGINT (Ctrl-C) asking the command to stop.
+
+    The command finishes its own way (the session quits the room, discovery
+    sockets close) instead of the reactor stopping under it, which left a
+    suspended generator behind ("generator ignored GeneratorExit").  It
+    then exits 0 after SIGTERM and 130 (128 + SIGINT) after SIGINT, as
+    shells expect.  A second signal stops the reactor at once.
+    """
+    import signal
+    stop_requested: Deferred[int] = Deferred()
+    caught: list[int] = []
+
+    def requested(signum: int) -> None:
+        if not stop_requested.called:
+            stop_requested.callback(signum)
+        else:
+            reactor.stop()
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        reactor.callFromThread(requested, signum)
+
+    def install() -> None:
+        # After the reactor's own handlers, which stop it at once.
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+    reactor.callWhenRunning(install)
+
+    def exit_status(result: Any) -> Any:
+        if caught:
+            raise SystemExit(130 if caught[0] == signal.SIGINT else 0)
+        return result
+    return run(reactor, argv, stop_requested=stop_requested).addBoth(exit_status)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The C{chatroom} console script."""
     from twisted.internet import task
     argv = list(sys.argv[1:] if argv is None else argv)
     build_parser().parse_args(argv)  # --help and usage errors before the reactor
-    task.react(lambda reactor: run(reactor, argv))
+    task.react(lambda reactor: run_until_signal(reactor, argv))
 
 
 if __name__ == "__main__":
