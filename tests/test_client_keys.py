@@ -54,3 +54,58 @@ class BannerTests(SynchronousTestCase):
         first = out.getvalue().splitlines()[0]
         self.assertEqual(first, "chatroom host key fingerprint %s"
                          % (identity.fingerprint,))
+
+
+class ClientKeyFileTests(SynchronousTestCase):
+    """Issue 12 item 3: the client's own key, made like the host's."""
+
+    def setUp(self):
+        self.data_dir = os.path.join(self.mktemp(), "chatroom")
+
+    def test_made_on_first_use_private(self):
+        import stat
+
+        from chatroom.client.keys import client_key_path, load_client_identity
+        from chatroom.identity import ClientIdentity
+        first = load_client_identity(self.data_dir)
+        self.assertIsInstance(first, ClientIdentity)
+        path = client_key_path(self.data_dir)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.data_dir).st_mode) & 0o077, 0)
+        self.assertEqual(load_client_identity(self.data_dir).public_key,
+                         first.public_key)
+
+    def test_readable_by_others_refused(self):
+        from chatroom.client.keys import client_key_path, load_client_identity
+        from chatroom.errors import KeyFileError
+        load_client_identity(self.data_dir)
+        os.chmod(client_key_path(self.data_dir), 0o640)
+        error = self.assertRaises(KeyFileError, load_client_identity,
+                                  self.data_dir)
+        self.assertIn("The client key file", str(error))
+        self.assertIn("chmod 600", str(error))
+
+    def test_certificate_names_the_client_and_is_deterministic(self):
+        from cryptography.hazmat.primitives import serialization
+
+        from chatroom.identity import ClientIdentity, public_key_of
+        identity = ClientIdentity.generate()
+        again = ClientIdentity.from_private_key(identity.private_key)
+        der = serialization.Encoding.DER
+        self.assertEqual(identity.certificate.public_bytes(der),
+                         again.certificate.public_bytes(der))
+        self.assertEqual(public_key_of(identity.certificate), identity.public_key)
+        self.assertIn("chatroom client " + identity.short_fingerprint,
+                      identity.certificate.subject.rfc4514_string())
+
+    def test_whoami(self):
+        from twisted.internet.task import Clock
+
+        from chatroom.client.keys import load_client_identity
+        from chatroom.client.main import run
+        out = io.StringIO()
+        self.successResultOf(run(Clock(), ["whoami", "--data-dir", self.data_dir],
+                                 out, io.StringIO()))
+        identity = load_client_identity(self.data_dir)
+        self.assertEqual(out.getvalue().splitlines()[0],
+                         "client key fingerprint %s" % (identity.fingerprint,))

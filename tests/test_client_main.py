@@ -30,7 +30,9 @@ class ConsoleTests(TestCase):
 
     def setUp(self):
         self.discovery_port = random.randint(20000, 40000)
-        self.common = ["--discovery-interface", "127.0.0.1",
+        self.data_dir = self.mktemp()
+        self.common = ["--data-dir", self.data_dir,
+                       "--discovery-interface", "127.0.0.1",
                        "--discovery-port", str(self.discovery_port)]
 
     @defer.inlineCallbacks

@@ -43,12 +43,13 @@ class ConsoleProcess(protocol.ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
-def spawn(*argv):
+def spawn(data_home, *argv):
     process = ConsoleProcess()
     reactor.spawnProcess(
         process, sys.executable,
         [sys.executable, "-c", "from chatroom.client.main import main; main()",
-         *argv], env=dict(os.environ, PYTHONPATH=ROOT), path=ROOT)
+         *argv], env=dict(os.environ, PYTHONPATH=ROOT, XDG_DATA_HOME=data_home),
+        path=ROOT)
     return process
 
 
@@ -64,7 +65,7 @@ class StopTests(RunningHostMixin, TestCase):
 
     @defer.inlineCallbacks
     def stop(self, argv, signum):
-        process = spawn(*argv)
+        process = spawn(os.path.abspath(self.mktemp()), *argv)
         yield process.printed
         os.kill(process.transport.pid, signum)
         code = yield process.ended
@@ -76,7 +77,8 @@ class StopTests(RunningHostMixin, TestCase):
         connect = ["--connect", "127.0.0.1:%d" % (port,),
                    "--key", self.identity.fingerprint, *self.discovery]
         yield run(reactor, ["say", "lobby", "something to show", "--nick", "w",
-                            *connect], io.StringIO(), io.StringIO())
+                            "--data-dir", self.mktemp(), *connect],
+                  io.StringIO(), io.StringIO())
         result = yield self.stop(["tail", "lobby", "--follow", "--nick", "t",
                                   *connect], signum)
         return result

@@ -13,17 +13,61 @@ C{rooms --json}, errors, docs):
   and the tables show (C{short_fingerprint}).
 
 C{--key} takes any of the three (L{KeyPin}).
+
+The client's own key (L{load_client_identity}) is an Ed25519 key made on
+first use in the user's data directory, as the host's is: created 0600 with
+C{O_EXCL}, refused when others can read it (the same code,
+L{chatroom.identity.load_or_create}).  It is presented as a TLS client
+certificate; C{chatroom whoami} prints its key fingerprint.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import string
 
 import attrs
 
 from chatroom.client import errors
 from chatroom.core.names import SHORT_FINGERPRINT_HEX, fingerprint
+from chatroom.errors import DataDirectoryError
+from chatroom.identity import ClientIdentity, load_or_create
+
+#: The client's key file, in the data directory.
+CLIENT_KEY_FILE = "client-key.pem"
+
+
+def default_data_dir() -> str:
+    """C{$XDG_DATA_HOME/chatroom}, or C{~/.local/share/chatroom}: the
+    host's default too (C{twistd chatroom --data-dir})."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "chatroom")
+
+
+def client_key_path(data_dir: str | None = None) -> str:
+    """Where the client key lives."""
+    return os.path.join(data_dir or default_data_dir(), CLIENT_KEY_FILE)
+
+
+def load_client_identity(data_dir: str | None = None) -> ClientIdentity:
+    """The client's key, made on first use (the directory 0700, the file
+    0600).
+
+    @raise chatroom.errors.KeyFileError: the key file is readable by
+        others, is not an Ed25519 key, or cannot be made.
+    @raise chatroom.errors.DataDirectoryError: the directory cannot be made.
+    """
+    path = client_key_path(data_dir)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise DataDirectoryError(
+            "Cannot create the data directory %s for the client key: %s; give"
+            " another one with --data-dir." % (os.path.dirname(path),
+                                                e.strerror)) from None
+    return load_or_create(path, ClientIdentity)
 
 _HEX = frozenset(string.hexdigits)
 

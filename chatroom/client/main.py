@@ -26,6 +26,7 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from chatroom.client import errors
+from chatroom.client.keys import client_key_path, load_client_identity
 from chatroom.client.reconnect import RoomTarget
 from chatroom.client.session import (
     RoomEvent,
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multicast group (default %(default)s)")
     group.add_argument("--discovery-port", type=int, default=DEFAULT_PORT,
                        metavar="PORT", help="discovery UDP port (default %(default)s)")
+    common.add_argument(
+        "--data-dir", metavar="DIR", default=None,
+        help="where the client key is kept (default $XDG_DATA_HOME/chatroom"
+             " or ~/.local/share/chatroom)")
     direct = common.add_argument_group("without discovery")
     direct.add_argument("--connect", metavar="HOST:PORT",
                         help="connect to this address instead of finding the room")
@@ -119,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument("--lines", "-n", type=int, default=20, help="how many (default 20)")
     tail.add_argument("--nick", default=None, help="nickname (default: your user name)")
+
+    whoami = commands.add_parser(
+        "whoami", help="print this client's key fingerprint (made on first use)")
+    whoami.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="where the client key is kept")
     return parser
 
 
@@ -412,11 +422,12 @@ def _open_session(reactor: Any, args: argparse.Namespace, nick: str,
     if finder is not None:
         yield finder.start()
     try:
+        identity = load_client_identity(args.data_dir)
         target = yield resolve(reactor, args, finder)
         session = RoomSession(reactor, target, nick,
                               finder=finder if keep_finder else None,
                               on_event=on_event, on_status=on_status,
-                              recent=recent)
+                              recent=recent, identity=identity)
         yield session.connect()
     except BaseException:
         if finder is not None:
@@ -543,6 +554,18 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
         out.flush()
 
 
+def command_whoami(reactor: Any, args: argparse.Namespace,
+                   out: TextIO) -> Deferred[None]:
+    """C{chatroom whoami}: the client key's fingerprint (the key is made on
+    first use); hosts name this client by it (ghost takeover, allow-lists)."""
+    identity = load_client_identity(args.data_dir)
+    out.write("client key fingerprint %s\n" % (identity.fingerprint,))
+    out.write("  short fingerprint %s\n" % (identity.short_fingerprint,))
+    out.write("  key file %s\n" % (client_key_path(args.data_dir),))
+    out.flush()
+    return defer.succeed(None)
+
+
 COMMANDS: dict[str, Callable[[Any, argparse.Namespace, TextIO], Deferred]] = {
     "rooms": command_rooms,
     "find": command_find,
@@ -550,6 +573,7 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace, TextIO], Deferred]] = {
     "join": command_join,
     "say": command_say,
     "tail": command_tail,
+    "whoami": command_whoami,
 }
 
 

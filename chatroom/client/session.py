@@ -430,6 +430,10 @@ class RoomSession:
         PING probes the link.
     @param probe_timeout: seconds after the probe before a silent link
         counts as lost (reconnect and catch up as after any drop).
+    @param identity: the client's own key (a
+        L{chatroom.identity.ClientIdentity}), presented as the TLS client
+        certificate: a host that knows it can hand this session the nick
+        and rooms of a connection it still holds from before a drop.
     @ivar nick: the nick this session has on the host now.
     @ivar wanted_nick: the nick asked for (or last set with
         L{change_nick}).
@@ -446,7 +450,8 @@ class RoomSession:
                  realname: str = "chatroom user",
                  alternative_nicks: bool = True,
                  probe_interval: float = PROBE_INTERVAL,
-                 probe_timeout: float = PROBE_TIMEOUT) -> None:
+                 probe_timeout: float = PROBE_TIMEOUT,
+                 identity: Any = None) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
         self.reactor = reactor
@@ -455,6 +460,7 @@ class RoomSession:
         self.wanted_nick = nick
         self.alternative_nicks = alternative_nicks
         self.probe_interval = probe_interval
+        self.identity = identity
         self.probe_timeout = probe_timeout
         self._regain_call: Any = None
         self.realname = realname
@@ -754,7 +760,7 @@ class RoomSession:
 
     @inlineCallbacks
     def _open(self, address: str, target: RoomTarget):
-        creator = PinnedClientCreator(target.q)
+        creator = PinnedClientCreator(target.q, identity=self.identity)
         listener = _ConnectionListener(self)
 
         fallbacks = (errors.nick_alternatives(self.wanted_nick)
