@@ -70,7 +70,13 @@ class SessionTests(SessionTestsMixin, SynchronousTestCase):
     def test_join_and_talk(self):
         alice, alice_seen = self.session("alice")
         bob, bob_seen = self.session("bob")
-        event = self.successResultOf(self.say(alice, "hello"))
+        shown_first = []
+        d = alice.say("hello")
+        d.addCallback(lambda e: (shown_first.append(alice_seen.messages()), e)[1])
+        self.net.settle()
+        # The message is shown before say() fires.
+        self.assertEqual(shown_first, [[("alice", "hello")]])
+        event = self.successResultOf(d)
         self.assertEqual((event.text, event.own), ("hello", True))
         self.assertEqual(bob_seen.messages(), [("alice", "hello")])
         self.assertEqual(alice_seen.messages(), [("alice", "hello")])

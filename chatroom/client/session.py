@@ -910,15 +910,15 @@ class RoomSession:
                           message: Message) -> None:
         if proto is not self.protocol:
             return
+        if "batch" not in message.tags:
+            if self._syncing:
+                self._buffer.append(message)
+            else:
+                self._deliver(message)
+        # After delivery: whoever waits on say() sees the message shown.
         label = message.tags.get("label")
-        if label is not None:
+        if label is not None and proto is self.protocol:
             self._labeled(proto, label, message)
-        if "batch" in message.tags:
-            return
-        if self._syncing:
-            self._buffer.append(message)
-        else:
-            self._deliver(message)
 
     def _connection_lost(self, proto: RoomClientProtocol | None,
                          reason: Failure) -> None:
