@@ -385,7 +385,7 @@ def makeService(options: Options):
         raise SystemExit("chatroom: %s" % (e,)) from None
     identity = host_service.identity
     out = sys.stdout
-    out.write("chatroom host key %s\n" % (identity.fingerprint,))
+    out.write("chatroom host key fingerprint %s\n" % (identity.fingerprint,))
     for name in options["rooms"]:
         out.write("  hosting #%s (room %s/%s)%s\n" % (
             name, identity.short_fingerprint, name,

@@ -4,11 +4,17 @@
 Both sides are set explicitly rather than left to library defaults:
 TLS 1.2 or newer, ECDHE key exchange with AES-GCM or ChaCha20-Poly1305 only
 (TLS 1.3's suites are all of that kind), no compression, no renegotiation.
+
+Clients may present a certificate of their own key (a chatroom client
+always does; stock IRC clients do not): the host asks for one, never
+requires one, and accepts any self-signed one, since a client is known by
+the fingerprint of its key (L{client_key}), not by a CA.
 """
 
 from __future__ import annotations
 
 import hmac
+from typing import Callable
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -16,7 +22,7 @@ from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
-from chatroom.identity import HostIdentity, public_key_of
+from chatroom.identity import HostIdentity, Identity, public_key_of
 
 #: TLS 1.2 suites: forward secret (ECDHE) with an AEAD only.  Ed25519
 #: certificates are used with the ECDSA suites in TLS 1.2 (RFC 8422).
@@ -45,8 +51,31 @@ def server_options(identity: HostIdentity) -> ssl.CertificateOptions:
         certificate=identity.certificate,  # type: ignore[arg-type]
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
-    _harden(options.getContext())
+    context = options.getContext()
+    _harden(context)
+    # Ask for a client certificate, do not require one (no
+    # VERIFY_FAIL_IF_NO_PEER_CERT), and take any: the certificate only
+    # proves the client holds its key; what that key may do is decided by
+    # its fingerprint, later.
+    context.set_verify(SSL.VERIFY_PEER, _any_client_certificate)
     return options
+
+
+def _any_client_certificate(connection, certificate, errno, depth, ok) -> bool:
+    return True
+
+
+def client_key(transport) -> bytes | None:
+    """The raw 32-byte Ed25519 public key of the client certificate the
+    peer of C{transport} presented, or C{None} (no TLS, no certificate, or
+    a key that is not Ed25519).
+
+    Its fingerprint (L{chatroom.core.names.fingerprint}) names the client,
+    as a room key's names a host.
+    """
+    if getattr(transport, "getPeerCertificate", None) is None:
+        return None
+    return peer_public_key(transport)
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -55,14 +84,26 @@ class PinnedClientCreator:
     handshake: a server with another key fails the handshake before a single
     byte of the IRC session is sent.
 
-    @ivar public_key: the 32 raw bytes of the expected Ed25519 key.
+    @ivar public_key: the 32 raw bytes of the expected Ed25519 key, or
+        C{None} when C{accept} decides.
+    @ivar seen_key: the server's key once the handshake got that far.
+    @param identity: the client's own key (a L{chatroom.identity.Identity}),
+        presented as its certificate when the host asks; C{None}: none.
     """
 
-    def __init__(self, public_key: bytes) -> None:
+    def __init__(self, public_key: bytes | None,
+                 accept: Callable[[bytes], bool] | None = None,
+                 identity: Identity | None = None) -> None:
+        if (public_key is None) == (accept is None):
+            raise TypeError("give the expected key or an accept function")
         self.public_key = public_key
+        self._accept = accept
         self.seen_key: bytes | None = None
         self._context = SSL.Context(SSL.TLS_CLIENT_METHOD)
         _harden(self._context)
+        if identity is not None:
+            self._context.use_certificate(identity.certificate)
+            self._context.use_privatekey(identity.private_key)  # type: ignore[arg-type]
         self._context.set_verify(SSL.VERIFY_PEER, self._verify)
 
     def _verify(self, connection, certificate, errno, depth, ok) -> bool:
@@ -71,7 +112,12 @@ class PinnedClientCreator:
             return True
         key = public_key_of(certificate.to_cryptography())
         self.seen_key = key
-        return key is not None and hmac.compare_digest(key, self.public_key)
+        if key is None:
+            return False
+        if self._accept is not None:
+            return self._accept(key)
+        assert self.public_key is not None
+        return hmac.compare_digest(key, self.public_key)
 
     def clientConnectionForTLS(self, tlsProtocol):
         """Make the pinned OpenSSL connection for one TLS client."""

@@ -141,8 +141,10 @@ class MovingHostTests(RunningHostMixin, TestCase):
         yield self.stop_host()
         yield lost
         self.assertFalse(alice.joined)
-        with self.assertRaises(errors.NotConnected):
-            yield alice.say("nobody hears this")
+        # Typed while away: kept, and sent once back (after what the room
+        # said meanwhile, which is fetched first).
+        pending = alice.say("typed while away")
+        self.assertEqual(alice.pending, ["typed while away"])
 
         # Meanwhile the room goes on without them (same key, same data,
         # not announced): they must fetch these from history.
@@ -161,6 +163,9 @@ class MovingHostTests(RunningHostMixin, TestCase):
             for seen in (alice_seen, bob_seen)])
         new_port = yield self.start_host()
         yield resumed
+        sent.append("typed while away")
+        event = yield pending
+        self.assertEqual((event.text, event.sender), ("typed while away", "alice"))
         self.assertNotEqual(new_port, quiet_port)
         self.assertEqual(alice.address, "127.0.0.1:%d" % (new_port,))
         self.assertNotEqual(alice.address, first_address)

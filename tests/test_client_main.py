@@ -30,7 +30,9 @@ class ConsoleTests(TestCase):
 
     def setUp(self):
         self.discovery_port = random.randint(20000, 40000)
-        self.common = ["--discovery-interface", "127.0.0.1",
+        self.data_dir = self.mktemp()
+        self.common = ["--data-dir", self.data_dir,
+                       "--discovery-interface", "127.0.0.1",
                        "--discovery-port", str(self.discovery_port)]
 
     @defer.inlineCallbacks
@@ -69,7 +71,9 @@ class ConsoleTests(TestCase):
         rooms = json.loads(out)
         self.assertEqual([r["room"] for r in rooms], ["dev", "lobby"])
         lobby = rooms[1]
-        self.assertEqual(lobby["key"], identity.public_key.hex())
+        self.assertEqual(lobby["public_key"], identity.public_key.hex())
+        self.assertEqual(lobby["fingerprint"], identity.fingerprint)
+        self.assertNotIn("key", lobby)
         self.assertEqual(lobby["short_fingerprint"], identity.short_fingerprint)
         self.assertEqual(lobby["addresses"], ["127.0.0.1:%d" % (port,)])
         self.assertEqual(lobby["spec"], identity.short_fingerprint + "/lobby")
@@ -112,13 +116,15 @@ class ConsoleTests(TestCase):
         self.assertEqual(code, 0, err)
         self.assertIn("%s/lobby  at 127.0.0.1:%d" % (
             identity.short_fingerprint, port), out)
-        self.assertIn(identity.public_key.hex(), out)
+        self.assertIn("  key fingerprint %s\n" % (identity.fingerprint,), out)
+        self.assertIn("  public key %s\n" % (identity.public_key.hex(),), out)
         code, out, err = yield self.chatroom(
             "find", "--json", identity.short_fingerprint + "/lobby", *self.common)
         self.assertEqual(code, 0, err)
         found = json.loads(out)
         self.assertEqual(found["addresses"], ["127.0.0.1:%d" % (port,)])
-        self.assertEqual(found["key"], identity.public_key.hex())
+        self.assertEqual(found["public_key"], identity.public_key.hex())
+        self.assertEqual(found["fingerprint"], identity.fingerprint)
 
     @defer.inlineCallbacks
     def test_find_ambiguous(self):
@@ -209,6 +215,48 @@ class ConsoleTests(TestCase):
             colon_hex(identity.spki_sha256),), out)
 
     @defer.inlineCallbacks
+    def test_key_takes_what_the_host_prints(self):
+        """Issue 12 item 6: --key takes the public key, the key fingerprint
+        the host prints at start, or the short fingerprint."""
+        identity, port = yield self.start_host()
+        for n, key in enumerate((identity.public_key.hex(), identity.fingerprint,
+                                 identity.short_fingerprint,
+                                 identity.fingerprint.upper())):
+            code, out, err = yield self.chatroom(
+                "say", "--connect", "127.0.0.1:%d" % (port,), "--key", key,
+                "lobby", "form %d" % (n,), "--nick", "x%d" % (n,), *self.common)
+            self.assertEqual((code, err), (0, ""), key)
+        code, out, err = yield self.chatroom(
+            "tail", "--json", "--connect", "127.0.0.1:%d" % (port,), "--key",
+            identity.short_fingerprint, "lobby", *self.common)
+        self.assertEqual([json.loads(line)["text"] for line in out.splitlines()
+                          if json.loads(line)["kind"] == "message"],
+                         ["form 0", "form 1", "form 2", "form 3"])
+
+    @defer.inlineCallbacks
+    def test_bad_key_forms(self):
+        identity, port = yield self.start_host()
+        for key in ("abc", identity.fingerprint[:20], "zz" * 32):
+            code, out, err = yield self.chatroom(
+                "say", "--connect", "127.0.0.1:%d" % (port,), "--key", key,
+                "lobby", "hi", *self.common)
+            self.assertEqual(code, 1)
+            self.assertIn("--key takes", err)
+
+    @defer.inlineCallbacks
+    def test_wrong_fingerprint_with_connect(self):
+        identity, port = yield self.start_host()
+        other = HostIdentity.generate()
+        for key in (other.fingerprint, other.short_fingerprint):
+            code, out, err = yield self.chatroom(
+                "say", "--connect", "127.0.0.1:%d" % (port,), "--key", key,
+                "lobby", "hi", *self.common)
+            self.assertEqual(code, 1)
+            self.assertIn("is not the host --key %s" % (key[:16],), err)
+            self.assertIn("its key fingerprint is %s" % (
+                identity.short_fingerprint,), err)
+
+    @defer.inlineCallbacks
     def test_wrong_key_with_connect(self):
         identity, port = yield self.start_host()
         other = HostIdentity.generate()
@@ -216,8 +264,10 @@ class ConsoleTests(TestCase):
             "say", "--connect", "127.0.0.1:%d" % (port,), "--key",
             other.public_key.hex(), "lobby", "hi", "--nick", "x", *self.common)
         self.assertEqual(code, 1)
-        self.assertIn("is not the host of #lobby", err)
-        self.assertIn(identity.short_fingerprint, err)
+        self.assertIn("is not the host --key %s" % (
+            other.public_key.hex()[:16],), err)
+        self.assertIn("its key fingerprint is %s" % (identity.short_fingerprint,),
+                      err)
 
 
 class EntryPointTests(TestCase):

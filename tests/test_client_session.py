@@ -70,7 +70,13 @@ class SessionTests(SessionTestsMixin, SynchronousTestCase):
     def test_join_and_talk(self):
         alice, alice_seen = self.session("alice")
         bob, bob_seen = self.session("bob")
-        event = self.successResultOf(self.say(alice, "hello"))
+        shown_first = []
+        d = alice.say("hello")
+        d.addCallback(lambda e: (shown_first.append(alice_seen.messages()), e)[1])
+        self.net.settle()
+        # The message is shown before say() fires.
+        self.assertEqual(shown_first, [[("alice", "hello")]])
+        event = self.successResultOf(d)
         self.assertEqual((event.text, event.own), ("hello", True))
         self.assertEqual(bob_seen.messages(), [("alice", "hello")])
         self.assertEqual(alice_seen.messages(), [("alice", "hello")])
@@ -223,3 +229,151 @@ class DeadLinkTests(SessionTestsMixin, SynchronousTestCase):
             self.net.advance(20)
             self.successResultOf(self.say(bob, "n%d" % n))
         self.assertEqual(alice.protocol.keepalive.probes, 0)
+
+
+class PendingTests(SessionTestsMixin, SynchronousTestCase):
+    """Issue 12 item 4: what is typed while reconnecting is kept, sent in
+    order once back, never twice, and the user hears when it was not sent."""
+
+    def away(self, session):
+        self.net.refuse()
+        self.net.links[0].drop()
+        self.net.settle()
+        self.assertEqual(session.machine.state, ReconnectState.WAITING)
+
+    def back(self):
+        self.net.refuse(False)
+        self.net.advance(2)
+
+    def test_sent_in_order_once_back(self):
+        alice, alice_seen = self.session("alice")
+        bob, bob_seen = self.session("bob")
+        self.away(alice)
+        first = self.say(alice, "typed while away")
+        second = alice.action("waves")
+        self.net.settle()
+        self.assertNoResult(first)
+        self.assertEqual(alice.pending, ["typed while away", "waves"])
+        self.assertEqual(
+            [s for s in alice_seen.status if s.startswith("Pending")],
+            ["Pending until #lobby is back: typed while away",
+             "Pending until #lobby is back: waves"])
+        self.back()
+        self.assertTrue(alice.joined)
+        self.assertEqual(self.successResultOf(first).text, "typed while away")
+        self.assertEqual(self.successResultOf(second).kind, "action")
+        self.assertEqual(alice.pending, [])
+        self.assertEqual(bob_seen.messages(), [("alice", "typed while away"),
+                                               ("alice", "waves")])
+        self.assertEqual(alice_seen.messages(), bob_seen.messages())
+
+    def cut_after_host_read(self, link):
+        """The host reads what the client wrote, then the link dies before
+        anything comes back (the echo is lost)."""
+        pump = link.pump
+        pump.serverIO.bufferReceived(pump.clientIO.getOutBuffer())
+        link.silence()
+        self.net.settle()
+        pump.serverIO.loseConnection()
+        pump.clientIO.loseConnection()
+        self.net.settle()
+
+    def test_not_sent_twice_when_the_echo_was_lost(self):
+        alice, alice_seen = self.session("alice")
+        bob, bob_seen = self.session("bob")
+        d = alice.say("did it arrive?")
+        self.cut_after_host_read(self.net.links[0])
+        self.assertFalse(alice.joined)
+        self.assertEqual(bob_seen.messages(), [("alice", "did it arrive?")])
+        self.assertNoResult(d)
+        self.net.advance(2)
+        self.assertTrue(alice.joined)
+        event = self.successResultOf(d)
+        self.assertEqual((event.text, event.replayed), ("did it arrive?", True))
+        self.assertEqual(bob_seen.messages(), [("alice", "did it arrive?")])
+        self.assertEqual(alice_seen.messages(), [("alice", "did it arrive?")])
+
+    def test_sent_again_when_it_never_arrived(self):
+        alice, alice_seen = self.session("alice")
+        bob, bob_seen = self.session("bob")
+        self.net.links[0].silence()
+        d = self.say(alice, "lost on the way")
+        self.net.advance(61)  # probe, timeout, then the 1 s backoff
+        self.assertTrue(alice.joined)
+        self.assertEqual(self.successResultOf(d).text, "lost on the way")
+        # The host still holds the ghost called alice.
+        self.assertEqual(bob_seen.messages(), [("alice_", "lost on the way")])
+        self.assertEqual(alice_seen.messages(), bob_seen.messages())
+
+    def test_queue_is_bounded_and_says_so(self):
+        from chatroom.client.session import MAX_PENDING
+        alice, alice_seen = self.session("alice")
+        self.away(alice)
+        kept = [alice.say("m%d" % n) for n in range(MAX_PENDING)]
+        refused = alice.say("one too many")
+        failure = self.failureResultOf(refused, errors.NotSent)
+        self.assertIn("one too many", str(failure.value))
+        self.assertIn(str(failure.value), alice_seen.status)
+        self.assertEqual(len(alice.pending), MAX_PENDING)
+        self.back()
+        self.assertEqual([self.successResultOf(d).text for d in kept],
+                         ["m%d" % n for n in range(MAX_PENDING)])
+
+    def test_queue_bytes_bounded(self):
+        from chatroom.client.session import MAX_PENDING_BYTES
+        alice, _ = self.session("alice")
+        self.away(alice)
+        big = " ".join(["word"] * 2000)  # about 10 KB, split into lines
+        kept = [alice.say(big) for _ in range(MAX_PENDING_BYTES // len(big))]
+        self.failureResultOf(alice.say(big), errors.NotSent)
+        self.back()
+        for d in kept:
+            self.successResultOf(d)
+
+    def test_closing_with_pending_tells_the_user(self):
+        alice, alice_seen = self.session("alice")
+        self.away(alice)
+        d = alice.say("never sent")
+        closed = alice.close()
+        self.net.settle()
+        self.successResultOf(closed)
+        failure = self.failureResultOf(d, errors.NotSent)
+        self.assertIn("never sent", str(failure.value))
+        self.assertIn(str(failure.value), alice_seen.status)
+
+    def test_before_first_join_refused(self):
+        session, _ = self.session("alice", connect=False)
+        self.failureResultOf(session.say("early"), errors.NotConnected)
+
+
+class SplitTests(SessionTestsMixin, SynchronousTestCase):
+    """Issue 12 item 5: a message longer than a line is split, nothing lost."""
+
+    def test_long_message_arrives_whole_in_pieces(self):
+        alice, _ = self.session("alice")
+        bob, bob_seen = self.session("bob")
+        words = ["w%03d" % n for n in range(300)]  # 1499 bytes
+        event = self.successResultOf(self.say(alice, " ".join(words)))
+        texts = [text for sender, text in bob_seen.messages()]
+        self.assertEqual(len(texts), 4)
+        self.assertEqual(" ".join(texts), " ".join(words))
+        self.assertEqual(event.text, texts[-1])
+        source = alice.protocol.source
+        for text in texts[:-1]:
+            relayed = ":%s PRIVMSG #lobby :%s\r\n" % (source, text)
+            self.assertGreater(len(relayed.encode()), 512 - 5)
+            self.assertLessEqual(len(relayed.encode()), 512)
+
+    def test_long_word_of_multibyte_characters(self):
+        alice, _ = self.session("alice")
+        bob, bob_seen = self.session("bob")
+        text = "ü" * 700
+        self.successResultOf(self.say(alice, text))
+        self.assertEqual("".join(t for _, t in bob_seen.messages()), text)
+
+    def test_lines_are_messages(self):
+        alice, _ = self.session("alice")
+        bob, bob_seen = self.session("bob")
+        self.successResultOf(self.say(alice, "one\r\ntwo\nthree"))
+        self.assertEqual(bob_seen.messages(), [("alice", "one"), ("alice", "two"),
+                                               ("alice", "three")])

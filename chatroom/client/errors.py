@@ -56,18 +56,38 @@ class HostUnreachable(ClientError):
 class KeyMismatch(ClientError):
     """The server at the room's address has another key than the room's.
 
+    C{expected} and C{seen} are short key fingerprints (or, for a C{--key}
+    given by hand, what the user typed).
+
     No IRC byte was sent to it: the key is checked inside the TLS handshake.
     """
 
     def __init__(self, room: str, address: str, expected: str,
                  seen: str | None) -> None:
         super().__init__(
-            "The server at %s is not the host of %s: it has key %s, the room"
-            " has key %s; nothing was sent to it. Find the room again with"
-            " 'chatroom find', or check the fingerprint you gave."
+            "The server at %s is not the host of %s: its key fingerprint is"
+            " %s, the room's is %s; nothing was sent to it. Find the room"
+            " again with 'chatroom find', or check the --key you gave."
             % (address, room, seen or "(not an Ed25519 key)", expected))
         self.address = address
         self.expected = expected
+        self.seen = seen
+
+
+class KeyPinMismatch(KeyMismatch):
+    """The server at C{--connect} does not have the key C{--key} names."""
+
+    def __init__(self, room: str, address: str, given: str,
+                 seen: str | None) -> None:
+        ClientError.__init__(
+            self,
+            "The server at %s is not the host --key %s names: its key"
+            " fingerprint is %s; nothing was sent to it. Compare --key with"
+            " what the host prints at start ('chatroom host key fingerprint"
+            " ...') or 'chatroom find %s' prints."
+            % (address, given, seen or "(not an Ed25519 key)", room.lstrip("#")))
+        self.address = address
+        self.expected = given
         self.seen = seen
 
 
@@ -90,6 +110,11 @@ class RoomRefused(ClientError):
 
 class NotConnected(ClientError):
     """The client is not in the room right now (reconnecting or closed)."""
+
+
+class NotSent(ClientError):
+    """A message was not sent: the pending queue was full, the session
+    closed before it could be sent, or the host refused it."""
 
 
 #: The longest nick the client makes up (the host's C{NICKLEN}).

@@ -116,5 +116,5 @@ class Keepalive:
             self.probe("chatroom-%d" % (self.probes,))
         elif self.state is KeepaliveState.PROBING:
             self.state = KeepaliveState.DEAD
-            self.dead("no answer from the host for %g s, even to a PING"
+            self.dead("no answer from the host for %.0f s, even to a PING"
                       % (now - self._last_line,))

@@ -26,6 +26,7 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from chatroom.client import errors
+from chatroom.client.keys import client_key_path, load_client_identity
 from chatroom.client.reconnect import RoomTarget
 from chatroom.client.session import (
     RoomEvent,
@@ -33,7 +34,7 @@ from chatroom.client.session import (
     RoomSession,
     parse_room_spec,
     room_spec,
-    target_for_address,
+    find_by_address,
     tls_endpoint,
 )
 from chatroom.client.ui import ChatController, ChatTerminal, format_event
@@ -64,12 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multicast group (default %(default)s)")
     group.add_argument("--discovery-port", type=int, default=DEFAULT_PORT,
                        metavar="PORT", help="discovery UDP port (default %(default)s)")
+    common.add_argument(
+        "--data-dir", metavar="DIR", default=None,
+        help="where the client key is kept (default $XDG_DATA_HOME/chatroom"
+             " or ~/.local/share/chatroom)")
     direct = common.add_argument_group("without discovery")
     direct.add_argument("--connect", metavar="HOST:PORT",
                         help="connect to this address instead of finding the room")
     direct.add_argument("--key", metavar="HEX",
-                        help="with --connect: the room key Q, 64 hex digits"
-                             " ('chatroom find' prints it)")
+                        help="with --connect: the host's key fingerprint as"
+                             " it prints it at start (64 hex digits, or the"
+                             " short 16), or its public key (64 hex digits);"
+                             " 'chatroom find' prints them")
 
     parser = argparse.ArgumentParser(
         prog="chatroom",
@@ -117,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument("--lines", "-n", type=int, default=20, help="how many (default 20)")
     tail.add_argument("--nick", default=None, help="nickname (default: your user name)")
+
+    whoami = commands.add_parser(
+        "whoami", help="print this client's key fingerprint (made on first use)")
+    whoami.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="where the client key is kept")
     return parser
 
 
@@ -242,7 +254,7 @@ def room_json(entry: DirectoryEntry, now: float) -> dict[str, Any]:
         "spec": room_spec(a.q, a.room),
         "fingerprint": fingerprint(a.q),
         "short_fingerprint": short_fingerprint(a.q),
-        "key": a.q.hex(),
+        "public_key": a.q.hex(),
         "addresses": [str(address) for address in a.addresses],
         "counter": a.counter,
         "last_heard_seconds_ago": round(now - entry.last_heard, 3),
@@ -317,7 +329,7 @@ def command_rooms(reactor: Any, args: argparse.Namespace, out: TextIO):
                 out.write(change_line(change, reactor.seconds(), args.json) + "\n")
                 out.flush()
             finder.watch(changed)
-            yield Deferred()  # until Ctrl-C stops the reactor
+            yield args.stop_requested  # SIGTERM or Ctrl-C
     finally:
         yield finder.stop()
 
@@ -342,10 +354,12 @@ def resolve(reactor: Any, args: argparse.Namespace, finder: RoomFinder | None):
     if args.connect:
         if not args.key:
             raise errors.BadRoomSpec(
-                "--connect needs --key with the room key Q (64 hex digits);"
-                " 'chatroom find ROOM' prints it.")
+                "--connect needs --key with the host's key fingerprint (as"
+                " the host prints it at start) or public key; 'chatroom find"
+                " ROOM' prints both.")
         room, _ = parse_room_spec(args.room)
-        return target_for_address(args.connect, args.key, room)
+        target = yield find_by_address(reactor, args.connect, args.key, room)
+        return target
     announcement = yield finder.find(args.room)
     return RoomTarget.from_announcement(announcement)
 
@@ -363,7 +377,9 @@ def command_find(reactor: Any, args: argparse.Namespace, out: TextIO):
     if args.json:
         out.write(json.dumps({
             "room": target.room, "spec": room_spec(target.q, target.room),
-            "fingerprint": fingerprint(target.q), "key": target.q.hex(),
+            "fingerprint": fingerprint(target.q),
+            "short_fingerprint": short_fingerprint(target.q),
+            "public_key": target.q.hex(),
             "addresses": list(target.addresses), "counter": target.counter,
             "private": bool(a and a.private),
             "multicast_delivery": bool(a and a.multicast_delivery),
@@ -371,7 +387,8 @@ def command_find(reactor: Any, args: argparse.Namespace, out: TextIO):
     else:
         out.write("%s  at %s\n" % (room_spec(target.q, target.room),
                                    " ".join(target.addresses)))
-        out.write("  key %s\n" % (target.q.hex(),))
+        out.write("  key fingerprint %s\n" % (fingerprint(target.q),))
+        out.write("  public key %s\n" % (target.q.hex(),))
         out.write("  irssi pin %s\n" % (spki_pin(target.q),))
         out.write("  join: chatroom join %s\n"
                   % (room_spec(target.q, target.room),))
@@ -405,11 +422,12 @@ def _open_session(reactor: Any, args: argparse.Namespace, nick: str,
     if finder is not None:
         yield finder.start()
     try:
+        identity = load_client_identity(args.data_dir)
         target = yield resolve(reactor, args, finder)
         session = RoomSession(reactor, target, nick,
                               finder=finder if keep_finder else None,
                               on_event=on_event, on_status=on_status,
-                              recent=recent)
+                              recent=recent, identity=identity)
         yield session.connect()
     except BaseException:
         if finder is not None:
@@ -452,8 +470,7 @@ def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
         args.follow)
     try:
         if args.follow:
-            reactor.addSystemEventTrigger("before", "shutdown", session.close)
-            yield Deferred()  # until Ctrl-C stops the reactor
+            yield args.stop_requested  # SIGTERM or Ctrl-C
     finally:
         yield session.close("tail done")
         if finder is not None:
@@ -496,6 +513,7 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
 
     controller = ChatController(None, lambda text: write[0](text), leave,
                                 list_rooms)
+    args.stop_requested.addCallback(lambda _: leave())
     finder = None
     session, finder = yield _open_session(
         reactor, args, args.nick or default_nick(), 20, controller.event_received,
@@ -536,6 +554,18 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
         out.flush()
 
 
+def command_whoami(reactor: Any, args: argparse.Namespace,
+                   out: TextIO) -> Deferred[None]:
+    """C{chatroom whoami}: the client key's fingerprint (the key is made on
+    first use); hosts name this client by it (ghost takeover, allow-lists)."""
+    identity = load_client_identity(args.data_dir)
+    out.write("client key fingerprint %s\n" % (identity.fingerprint,))
+    out.write("  short fingerprint %s\n" % (identity.short_fingerprint,))
+    out.write("  key file %s\n" % (client_key_path(args.data_dir),))
+    out.flush()
+    return defer.succeed(None)
+
+
 COMMANDS: dict[str, Callable[[Any, argparse.Namespace, TextIO], Deferred]] = {
     "rooms": command_rooms,
     "find": command_find,
@@ -543,16 +573,25 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace, TextIO], Deferred]] = {
     "join": command_join,
     "say": command_say,
     "tail": command_tail,
+    "whoami": command_whoami,
 }
 
 
 def run(reactor: Any, argv: list[str], out: TextIO | None = None,
-        err: TextIO | None = None) -> Deferred[None]:
+        err: TextIO | None = None,
+        stop_requested: Deferred[int] | None = None) -> Deferred[None]:
     """Run one command line; fails with C{SystemExit(1)} after printing a
-    one-line error for every L{ChatroomError}."""
+    one-line error for every L{ChatroomError}.
+
+    @param stop_requested: fires (with the signal number) when the user
+        wants the command to stop: C{tail --follow}, C{rooms --watch} and
+        C{join} then finish as if done (leaving the room cleanly).
+    """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     args = build_parser().parse_args(argv)
+    args.stop_requested = stop_requested if stop_requested is not None \
+        else Deferred()
     d = defer.maybeDeferred(COMMANDS[args.command], reactor, args, out)
 
     def one_line(failure: Any) -> None:
@@ -563,12 +602,48 @@ def run(reactor: Any, argv: list[str], out: TextIO | None = None,
     return d.addErrback(one_line)
 
 
+def run_until_signal(reactor: Any, argv: list[str]) -> Deferred[None]:
+    """L{run} with SIGTERM and SIGINT (Ctrl-C) asking the command to stop.
+
+    The command finishes its own way (the session quits the room, discovery
+    sockets close) instead of the reactor stopping under it, which left a
+    suspended generator behind ("generator ignored GeneratorExit").  It
+    then exits 0 after SIGTERM and 130 (128 + SIGINT) after SIGINT, as
+    shells expect.  A second signal stops the reactor at once.
+    """
+    import signal
+    stop_requested: Deferred[int] = Deferred()
+    caught: list[int] = []
+
+    def requested(signum: int) -> None:
+        if not stop_requested.called:
+            stop_requested.callback(signum)
+        else:
+            reactor.stop()
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        reactor.callFromThread(requested, signum)
+
+    def install() -> None:
+        # After the reactor's own handlers, which stop it at once.
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+    reactor.callWhenRunning(install)
+
+    def exit_status(result: Any) -> Any:
+        if caught:
+            raise SystemExit(130 if caught[0] == signal.SIGINT else 0)
+        return result
+    return run(reactor, argv, stop_requested=stop_requested).addBoth(exit_status)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The C{chatroom} console script."""
     from twisted.internet import task
     argv = list(sys.argv[1:] if argv is None else argv)
     build_parser().parse_args(argv)  # --help and usage errors before the reactor
-    task.react(lambda reactor: run(reactor, argv))
+    task.react(lambda reactor: run_until_signal(reactor, argv))
 
 
 if __name__ == "__main__":

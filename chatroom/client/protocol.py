@@ -87,6 +87,8 @@ class RoomClientProtocol(protocol.Protocol):
         L{NickInUse} or the connection's loss reason.
     @ivar caps: the capabilities the server acknowledged.
     @ivar isupport: the server's ISUPPORT (005) tokens, name to value.
+    @ivar source: C{nick!user@host} as the server relays our lines, from
+        the echo of our own JOIN (C{None} before).
     """
 
     log = Logger()
@@ -101,6 +103,7 @@ class RoomClientProtocol(protocol.Protocol):
         self.wanted_nick = nick
         self._fallbacks = list(fallback_nicks)
         self.isupport: dict[str, str] = {}
+        self.source: str | None = None
         self.realname = realname
         self.listener = listener if listener is not None else RoomClientListener()
         self.wanted_caps = wanted_caps
@@ -186,6 +189,10 @@ class RoomClientProtocol(protocol.Protocol):
                 self.keepalive.start()
             if not self.registered.called:
                 self.registered.callback(message)
+        elif command == "JOIN" and message.prefix is not None and \
+                message.prefix.partition("!")[0] == self.nick:
+            # Our own source as the host relays it: what splitting counts.
+            self.source = message.prefix
         elif command == "005":
             for token in message.params[1:-1]:
                 name, _, value = token.partition("=")

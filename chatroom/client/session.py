@@ -26,16 +26,26 @@ import hashlib
 from typing import Any, Callable, Sequence
 
 import attrs
-from twisted.internet import defer, endpoints, protocol
+from twisted.internet import defer, endpoints, interfaces, protocol
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chatroom.client import errors
 from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT
+from chatroom.client.keys import KeyPin
 from chatroom.client.protocol import NickInUse as ProtocolNickInUse
 from chatroom.client.protocol import RoomClientProtocol
+from chatroom.client.split import (
+    ACTION_OVERHEAD,
+    DEFAULT_LINELEN,
+    MIN_BUDGET,
+    estimated_source,
+    split_text,
+    text_budget,
+)
 from chatroom.client.reconnect import (
     ReconnectMachine,
     ReconnectState,
@@ -80,6 +90,13 @@ RECENT_HISTORY = 20
 
 #: CHATHISTORY limit per request (the host's CHATHISTORY=100).
 HISTORY_PAGE = 100
+
+#: Messages kept while reconnecting (LIMITS.md "Client"): at most this
+#: many, and at most L{MAX_PENDING_BYTES} of text; beyond that the message
+#: is refused with L{errors.NotSent} and the user told, never dropped
+#: silently.
+MAX_PENDING = 100
+MAX_PENDING_BYTES = 64 * 1024
 
 #: Seconds between attempts to take back the wanted nick while the session
 #: uses a fallback (C{alice_}) and has not seen the holder leave the room.
@@ -140,6 +157,30 @@ class RoomEvent:
     def to_json(self) -> dict[str, Any]:
         """The event as a JSON-ready dict (C{tail --json})."""
         return attrs.asdict(self)
+
+
+@attrs.define(eq=False)
+class _Outgoing:
+    """One line of a message on its way: queued, sent and awaiting its echo,
+    or in doubt (sent on a connection that dropped before the echo)."""
+
+    kind: str  # "message" or "action"
+    text: str  # what the user sees (one piece of a split message)
+    done: Deferred
+    label: str | None = None
+    sent_on: Any = None
+    in_doubt: bool = False
+    first: bool = True  # the first line of what the user typed
+
+    @property
+    def wire_text(self) -> str:
+        if self.kind == "action":
+            return "\x01ACTION %s\x01" % (self.text,)
+        return self.text
+
+    @property
+    def size(self) -> int:
+        return len(self.text.encode("utf-8"))
 
 
 def event_from_message(message: Message, channel: str, room_key: str,
@@ -258,20 +299,84 @@ class RoomFinder:
 
 
 def target_for_address(address: str, key: str, room: str) -> RoomTarget:
-    """A target given by hand (C{--connect HOST:PORT --key KEY}): C{key} is
-    the 64-hex-digit room key C{Q}."""
+    """A target given by hand with the public key itself (64 hex digits).
+
+    @raise errors.BadRoomSpec: C{address} is not C{HOST:PORT} or C{key} is
+        not 64 hex digits.
+    """
+    pin = KeyPin.parse(key)
+    _check_address(address)
+    if pin.exact_key is None:
+        raise errors.BadRoomSpec(
+            "This needs the host's public key (64 hex digits); use"
+            " find_by_address() with a fingerprint.")
+    return RoomTarget(pin.exact_key, room, (address,), -1)
+
+
+def _check_address(address: str) -> None:
     try:
         RoomAddress.parse(address)
-        q = bytes.fromhex(key.replace(":", ""))
-    except (ParseError, ValueError):
+    except ParseError:
         raise errors.BadRoomSpec(
-            "--connect takes HOST:PORT and --key the room's 64-hex-digit key;"
-            " 'chatroom find ROOM' prints both.") from None
-    if len(q) != 32:
-        raise errors.BadRoomSpec(
-            "--key takes the room's public key, 64 hex digits (not its"
-            " fingerprint); 'chatroom find ROOM' prints it.")
-    return RoomTarget(q, room, (address,), -1)
+            "--connect takes HOST:PORT, such as 192.0.2.7:6697; %r is not"
+            " one." % (address,)) from None
+
+
+@implementer(interfaces.IHandshakeListener)
+class _KeyProbe(protocol.Protocol):
+    """Completes a TLS handshake and hangs up without sending a byte."""
+
+    def __init__(self) -> None:
+        self.done: Deferred[None] = Deferred()
+        self.completed = False
+
+    def handshakeCompleted(self) -> None:
+        self.completed = True
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.completed:
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+
+@inlineCallbacks
+def find_by_address(reactor: Any, address: str, key: str, room: str,
+                    timeout: float = 10.0,
+                    endpoint_for: Callable[[str, PinnedClientCreator], Any]
+                    | None = None):
+    """A target given by hand (C{--connect HOST:PORT --key KEY}).
+
+    C{key} is what the host prints (its key fingerprint, 64 hex digits, or
+    the short one, 16) or its public key (64 hex digits).  One TLS
+    handshake with C{address} reads the server's key and checks it against
+    C{key} inside the handshake; no IRC byte is sent.
+
+    @return: a Deferred firing with the L{RoomTarget} for the server's key.
+    @raise errors.BadRoomSpec: C{address} or C{key} is malformed.
+    @raise errors.KeyPinMismatch: the server has another key.
+    @raise errors.HostUnreachable: no handshake with C{address}.
+    """
+    pin = KeyPin.parse(key)
+    _check_address(address)
+    creator = PinnedClientCreator(None, accept=pin.matches)
+    endpoint = (endpoint_for or (lambda a, c: tls_endpoint(
+        reactor, a, c, timeout=timeout)))(address, creator)
+    try:
+        probe = yield endpoint.connect(protocol.Factory.forProtocol(_KeyProbe))
+        yield probe.done.addTimeout(timeout, reactor)
+    except Exception as e:
+        if creator.seen_key is not None and not pin.matches(creator.seen_key):
+            raise errors.KeyPinMismatch("#" + room, address, pin.describe(),
+                                        short_fingerprint(creator.seen_key)) \
+                from None
+        raise errors.HostUnreachable("#" + room, (address,),
+                                     _reason_text(e)) from None
+    if creator.seen_key is None or not pin.matches(creator.seen_key):
+        raise errors.HostUnreachable("#" + room, (address,),
+                                     "the TLS handshake showed no Ed25519 key")
+    return RoomTarget(creator.seen_key, room, (address,), -1)
 
 
 def tls_endpoint(reactor: Any, address: str, creator: PinnedClientCreator,
@@ -325,6 +430,10 @@ class RoomSession:
         PING probes the link.
     @param probe_timeout: seconds after the probe before a silent link
         counts as lost (reconnect and catch up as after any drop).
+    @param identity: the client's own key (a
+        L{chatroom.identity.ClientIdentity}), presented as the TLS client
+        certificate: a host that knows it can hand this session the nick
+        and rooms of a connection it still holds from before a drop.
     @ivar nick: the nick this session has on the host now.
     @ivar wanted_nick: the nick asked for (or last set with
         L{change_nick}).
@@ -341,7 +450,8 @@ class RoomSession:
                  realname: str = "chatroom user",
                  alternative_nicks: bool = True,
                  probe_interval: float = PROBE_INTERVAL,
-                 probe_timeout: float = PROBE_TIMEOUT) -> None:
+                 probe_timeout: float = PROBE_TIMEOUT,
+                 identity: Any = None) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
         self.reactor = reactor
@@ -350,6 +460,7 @@ class RoomSession:
         self.wanted_nick = nick
         self.alternative_nicks = alternative_nicks
         self.probe_interval = probe_interval
+        self.identity = identity
         self.probe_timeout = probe_timeout
         self._regain_call: Any = None
         self.realname = realname
@@ -375,6 +486,8 @@ class RoomSession:
         self._unwatch: Callable[[], None] | None = None
         self._closing = False
         self._quit_reason = "Leaving"
+        self._outbox: list[_Outgoing] = []
+        self._own_nicks = {casefold(nick)}
 
     # Public API
 
@@ -404,19 +517,34 @@ class RoomSession:
             self.machine.start()
         return self._first
 
+    @property
+    def pending(self) -> list[str]:
+        """The texts typed and not yet confirmed by the host, in order."""
+        return [item.text for item in self._outbox]
+
     def say(self, text: str) -> Deferred[RoomEvent | None]:
         """Send a message to the room.
 
-        @return: a Deferred firing with the message as the host ordered it
-            (its L{RoomEvent}, with its sequence number), or failing with
-            L{errors.NotConnected} or L{errors.ClientError} if the host
-            refused it.
+        A line longer than the host relays is sent as several messages
+        (see L{chatroom.client.split}); each line of a multi-line C{text}
+        is a message of its own.  While the session is reconnecting the
+        message is kept (L{pending}), shown with C{on_status}, and sent in
+        order once the room is joined again; it is never sent twice: a
+        message sent just before a drop is looked for in the history
+        fetched on return, and only sent again when it is not there.
+
+        @return: a Deferred firing with the (last) message as the host
+            ordered it (its L{RoomEvent}, with its sequence number; C{None}
+            from a host without C{echo-message}), or failing with
+            L{errors.NotConnected} before the first join or after
+            L{close}, or L{errors.NotSent} when the pending queue is full,
+            the session closed first, or the host refused it.
         """
-        return self._post("PRIVMSG", text)
+        return self._post("message", text)
 
     def action(self, text: str) -> Deferred[RoomEvent | None]:
-        """Send an action (C{/me text})."""
-        return self._post("PRIVMSG", "\x01ACTION %s\x01" % (text,))
+        """Send an action (C{/me text}); like L{say}."""
+        return self._post("action", text)
 
     def change_nick(self, nick: str) -> Deferred[str]:
         """Change nickname; fires with the new nick or fails with
@@ -499,6 +627,7 @@ class RoomSession:
         self._release()
         self._cancel_regain()
         self.machine.close()
+        self._fail_outbox("the session was closed first")
         if self.protocol is None and not self._closed.called:
             self._closed.callback(None)
         if self._first is not None and not self._first.called:
@@ -562,6 +691,11 @@ class RoomSession:
         self._hold()
         if status is not None:
             self.on_status(status)
+        # Caught up: whatever was in doubt and is not in the history never
+        # reached the host; send it (again) now, in order.
+        for item in self._outbox:
+            item.in_doubt = False
+        self._flush_outbox()
         if casefold(self.nick) != casefold(self.wanted_nick):
             self.on_status(
                 "The nick %s is taken on this host; you are %s until it is"
@@ -626,7 +760,7 @@ class RoomSession:
 
     @inlineCallbacks
     def _open(self, address: str, target: RoomTarget):
-        creator = PinnedClientCreator(target.q)
+        creator = PinnedClientCreator(target.q, identity=self.identity)
         listener = _ConnectionListener(self)
 
         fallbacks = (errors.nick_alternatives(self.wanted_nick)
@@ -656,6 +790,7 @@ class RoomSession:
         try:
             yield proto.registered
             self.nick = proto.nick
+            self._own_nicks.add(casefold(proto.nick))
         except ProtocolNickInUse:
             raise errors.NickInUse(self.wanted_nick,
                                    errors.alternative_nick(proto.nick)) from None
@@ -729,9 +864,14 @@ class RoomSession:
             self.nick = event.text
             if self.protocol is not None:
                 self.protocol.nick = event.text
+            self._own_nicks.add(casefold(event.text))
             if casefold(event.text) == casefold(self.wanted_nick):
                 self._cancel_regain()
                 self.on_status("You are %s again." % (event.text,))
+        if event.kind in ("message", "action") and any(
+                item.in_doubt for item in self._outbox) and \
+                casefold(event.sender) in self._own_nicks:
+            self._in_doubt_seen(event)
         self.on_event(event)
         if event.kind in ("quit", "part", "kick", "nick") and \
                 casefold(self.nick) != casefold(self.wanted_nick) and \
@@ -768,12 +908,17 @@ class RoomSession:
 
     def _message_received(self, proto: RoomClientProtocol | None,
                           message: Message) -> None:
-        if proto is not self.protocol or "batch" in message.tags:
+        if proto is not self.protocol:
             return
-        if self._syncing:
-            self._buffer.append(message)
-        else:
-            self._deliver(message)
+        if "batch" not in message.tags:
+            if self._syncing:
+                self._buffer.append(message)
+            else:
+                self._deliver(message)
+        # After delivery: whoever waits on say() sees the message shown.
+        label = message.tags.get("label")
+        if label is not None and proto is self.protocol:
+            self._labeled(proto, label, message)
 
     def _connection_lost(self, proto: RoomClientProtocol | None,
                          reason: Failure) -> None:
@@ -781,6 +926,9 @@ class RoomSession:
             return
         self.protocol = None
         self._release()
+        for item in self._outbox:
+            if item.sent_on is proto:
+                item.sent_on, item.label, item.in_doubt = None, None, True
         if self._closing or self.machine.state is ReconnectState.CLOSED:
             if not self._closed.called:
                 self._closed.callback(None)
@@ -794,27 +942,124 @@ class RoomSession:
                     self.channel, self.machine.state.value))
         return self.protocol
 
-    def _post(self, command: str, text: str) -> Deferred[RoomEvent | None]:
-        try:
-            proto = self._joined_protocol()
-        except errors.NotConnected as e:
-            return defer.fail(e)
-        if not {"labeled-response", "echo-message"} <= proto.caps:
-            proto.send(command, self.channel, text)
-            return defer.succeed(None)
-        label = proto.next_label()
-        done = proto.wait_for(lambda m: m.tags.get("label") == label)
-        proto.send(command, self.channel, text, tags={"label": label})
+    # The outbox: what the user typed, until the host confirms it
 
-        def read(message: Message) -> RoomEvent | None:
-            if message.command == command:
-                return event_from_message(message, self.channel, self.room_key,
-                                          self.nick)
-            if message.command == "ACK":
-                return None
-            raise errors.ClientError("The host did not take the message: %s."
-                                     % (message.params[-1],))
-        return done.addCallback(read)
+    def _post(self, kind: str, text: str) -> Deferred[RoomEvent | None]:
+        if self._closing or not self.machine.ever_joined or \
+                self.machine.state in (ReconnectState.CLOSED,
+                                       ReconnectState.FAILED):
+            return defer.fail(errors.NotConnected(
+                "Not in %s right now (%s)." % (self.channel,
+                                               self.machine.state.value)))
+        pieces = [piece for line in text.splitlines() or [""]
+                  for piece in split_text(line, self._text_budget(kind))]
+        pieces = [piece for piece in pieces if piece] or [""]
+        waiting = sum(1 for item in self._outbox if item.first)
+        waiting_bytes = sum(item.size for item in self._outbox)
+        size = sum(len(piece.encode("utf-8")) for piece in pieces)
+        if waiting + 1 > MAX_PENDING or waiting_bytes + size > MAX_PENDING_BYTES:
+            error = errors.NotSent(
+                "Not sent to %s: %d messages (%d bytes) are already waiting"
+                " for the connection (at most %d, %d bytes); send it again"
+                " once reconnected: %s" % (
+                    self.channel, waiting, waiting_bytes, MAX_PENDING,
+                    MAX_PENDING_BYTES, _quote(text)))
+            self.on_status(str(error))
+            return defer.fail(error)
+        items = [_Outgoing(kind, piece, Deferred(), first=n == 0)
+                 for n, piece in enumerate(pieces)]
+        self._outbox.extend(items)
+        if not self.joined:
+            self.on_status("Pending until %s is back: %s" % (self.channel,
+                                                             _quote(text)))
+        self._flush_outbox()
+        done = defer.gatherResults([item.done for item in items],
+                                   consumeErrors=True)
+
+        def last(results: list[RoomEvent | None]) -> RoomEvent | None:
+            return results[-1]
+
+        def first_error(failure: Failure) -> Failure:
+            failure.trap(defer.FirstError)
+            return failure.value.subFailure  # type: ignore[union-attr, no-any-return]
+        return done.addCallbacks(last, first_error)
+
+    def _text_budget(self, kind: str) -> int:
+        """Bytes of text one line may carry in this room (see L{split})."""
+        proto = self.protocol
+        linelen = DEFAULT_LINELEN
+        source = None
+        if proto is not None:
+            try:
+                linelen = int(proto.isupport.get("LINELEN", DEFAULT_LINELEN))
+            except ValueError:
+                linelen = DEFAULT_LINELEN
+            source = proto.source
+        if source is None:
+            source = estimated_source(self.nick)
+        budget = text_budget(linelen, source, self.channel)
+        if kind == "action":
+            budget -= ACTION_OVERHEAD
+        return max(budget, MIN_BUDGET)
+
+    def _flush_outbox(self) -> None:
+        """Send every queued line, in order, if joined."""
+        proto = self.protocol
+        if not self.joined or proto is None:
+            return
+        confirmed = {"labeled-response", "echo-message"} <= proto.caps
+        for item in list(self._outbox):
+            if item.sent_on is not None or item.in_doubt:
+                continue
+            if not confirmed:
+                # A host without echo or labels cannot confirm: sent is done.
+                proto.send("PRIVMSG", self.channel, item.wire_text)
+                self._outbox.remove(item)
+                item.done.callback(None)
+                continue
+            item.label = proto.next_label()
+            item.sent_on = proto
+            proto.send("PRIVMSG", self.channel, item.wire_text,
+                       tags={"label": item.label})
+
+    def _labeled(self, proto: RoomClientProtocol, label: str,
+                 message: Message) -> None:
+        """The host's answer to one of our labeled lines."""
+        for item in self._outbox:
+            if item.label == label and item.sent_on is proto:
+                break
+        else:
+            return
+        self._outbox.remove(item)
+        if message.command == "PRIVMSG":
+            item.done.callback(event_from_message(
+                message, self.channel, self.room_key, self.nick))
+        elif message.command in ("ACK", "BATCH"):
+            item.done.callback(None)
+        else:
+            error = errors.NotSent("The host did not take the message %r: %s."
+                                   % (item.text, message.params[-1]
+                                      if message.params else message.command))
+            self.on_status(str(error))
+            item.done.errback(error)
+
+    def _in_doubt_seen(self, event: RoomEvent) -> None:
+        """A message of ours in the history fetched after a drop: it was
+        sent before the drop, so it is not sent again."""
+        for item in self._outbox:
+            if item.in_doubt and item.kind == event.kind and \
+                    item.text == event.text:
+                self._outbox.remove(item)
+                item.done.callback(event)
+                return
+
+    def _fail_outbox(self, why: str) -> None:
+        outbox, self._outbox = self._outbox, []
+        for item in outbox:
+            error = errors.NotSent("Could not send to %s (%s): %s"
+                                   % (self.channel, why, _quote(item.text)))
+            self.on_status(str(error))
+            item.done.errback(error)
 
     def _directory_changed(self, change: DirectoryChange) -> None:
         announcement = change.entry.announcement
@@ -834,6 +1079,15 @@ class RoomSession:
     def _release(self) -> None:
         if self.finder is not None:
             self.finder.listener.release(self.machine.target.q, self.room)
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    """C{text} for a status line: its first line, cut to C{limit}
+    characters with an ellipsis."""
+    first = text.splitlines()[0] if text else ""
+    if len(first) > limit or first != text:
+        return first[:limit] + "..."
+    return first
 
 
 def _reason_text(error: BaseException) -> str:
