@@ -47,7 +47,7 @@ from chatroom.core.tokenbucket import TokenBucket
 from chatroom.host import RoomHost
 from chatroom.interfaces import IRoomMember
 from chatroom.lineguard import LineGuard
-from chatroom.tls import peer_public_key
+from chatroom.tls import client_key
 
 __all__ = ["CAPABILITIES", "IRCConnection", "IRCFactory", "isupport_tokens"]
 
@@ -129,7 +129,7 @@ class IRCConnection(protocol.Protocol):
         """TLS is up: registration time starts now."""
         if self.lifecycle is not None and self.lifecycle.handshake_done(
                 self.clock.seconds()):
-            self.client_key = peer_public_key(self.transport)
+            self.client_key = client_key(self.transport)
             self._arm()
 
     def register(self) -> None:

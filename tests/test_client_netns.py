@@ -13,10 +13,9 @@ is quick; bob sits next to the host and keeps talking.
 Checked: alice notices the dead link by her keepalive (probe + timeout),
 keeps what she typed meanwhile, reconnects when the link returns, sends
 what she typed once, and shows every message exactly once and in the
-host's order (the same order bob sees).  Ghost takeover (the host giving
-the new connection of the same client key the old one's nick at once) is
-asserted when the host says it supports it (C{RoomHost.takes_over_ghosts});
-otherwise alice comes back as C{alice_}, as documented.
+host's order (the same order bob sees).  The host gives the new connection
+of the same client key the old one's nick and rooms at once (ghost
+takeover), so alice comes back as C{alice}, told of nothing taken.
 
 Needs root, C{ip} (iproute2) and C{nft} (nftables); skips with the reason
 otherwise.
@@ -50,7 +49,7 @@ import json, os, sys
 from twisted.internet import reactor, stdio
 from twisted.protocols.basic import LineReceiver
 from chatroom.history import HistoryStore
-from chatroom.host import Limits, RoomHost
+from chatroom.host import Limits
 from chatroom.identity import load_or_create
 from chatroom.service import HostService
 
@@ -67,9 +66,7 @@ class Control(LineReceiver):
         service.stopService().addBoth(lambda _: reactor.stop())
 
 def ready(_):
-    print(json.dumps({"ready": identity.public_key.hex(),
-                      "takeover": bool(getattr(RoomHost, "takes_over_ghosts",
-                                               False))}), flush=True)
+    print(json.dumps({"ready": identity.public_key.hex()}), flush=True)
 
 def start():
     service.startService()
@@ -260,7 +257,7 @@ class SilentLinkTests(SynchronousTestCase):
     def test_silent_link_noticed_rejoined_nothing_lost(self) -> None:
         host = self.python_in("h", HOST_SCRIPT, str(self.tmp), HOST_ADDRESS)
         ready = host.expect(lambda i: "ready" in i, "host ready")
-        key, takeover = ready["ready"], ready["takeover"]
+        key = ready["ready"]
         address = "%s:6697" % (HOST_ADDRESS,)
         alice = self.python_in("c", CLIENT_SCRIPT, "alice", address, key,
                                str(PROBE))
@@ -299,13 +296,9 @@ class SilentLinkTests(SynchronousTestCase):
         self.assertIn("nothing lost", back["status"])
         for text in ("a2 typed into the dead link", "a3 typed while reconnecting"):
             alice.expect(lambda i, t=text: i.get("said") == t, text)
-        if takeover:
-            self.assertEqual(back["nick"], "alice")
-            self.assertFalse([s for s in alice.statuses() if "taken" in s])
-        else:
-            # The host still holds the ghost: alice is alice_ until the
-            # host's own 150 s timeout ends it.
-            self.assertEqual(back["nick"], "alice_")
+        # The host still held the ghost; the same client key took it over.
+        self.assertEqual(back["nick"], "alice")
+        self.assertFalse([s for s in alice.statuses() if "taken" in s])
         said(bob, "b3 after the link came back")
         alice.expect(lambda i: i.get("event", {}).get("text", "").startswith("b3"),
                      "b3")
