@@ -377,3 +377,33 @@ class SplitTests(SessionTestsMixin, SynchronousTestCase):
         self.successResultOf(self.say(alice, "one\r\ntwo\nthree"))
         self.assertEqual(bob_seen.messages(), [("alice", "one"), ("alice", "two"),
                                                ("alice", "three")])
+
+
+class PrivateRoomSessionTests(SessionTestsMixin, SynchronousTestCase):
+    """A private room: the password gets the session in; a refusal says
+    what would."""
+
+    def setUp(self):
+        super().setUp()
+        from chatroom.core.room import RoomAccess
+        self.net.host.rooms["lobby"].access = RoomAccess("sesame")
+
+    def refusal(self, **kwargs):
+        session, _ = self.session("eve", connect=False, **kwargs)
+        d = session.connect()
+        self.net.settle()
+        return str(self.failureResultOf(d, errors.RoomRefused).value)
+
+    def test_no_password(self):
+        text = self.refusal()
+        self.assertIn("it is private", text)
+        self.assertIn("--password", text)
+        self.assertNotIn("check the room name", text)
+
+    def test_wrong_password(self):
+        self.assertIn("password is wrong", self.refusal(password="guess"))
+
+    def test_right_password(self):
+        alice, seen = self.session("alice", password="sesame")
+        self.say(alice, "inside")
+        self.assertEqual(seen.messages(), [("alice", "inside")])

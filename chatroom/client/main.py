@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--lines", "-n", type=int, default=20, help="how many (default 20)")
     tail.add_argument("--nick", default=None, help="nickname (default: your user name)")
 
+    for parser in (join, say, tail):
+        parser.add_argument(
+            "--password", default=None,
+            help="the room password of a private room (its host was started "
+                 "with --private --room-password)")
+
     whoami = commands.add_parser(
         "whoami", help="print this client's key fingerprint (made on first use)")
     whoami.add_argument("--data-dir", metavar="DIR", default=None,
@@ -427,7 +433,8 @@ def _open_session(reactor: Any, args: argparse.Namespace, nick: str,
         session = RoomSession(reactor, target, nick,
                               finder=finder if keep_finder else None,
                               on_event=on_event, on_status=on_status,
-                              recent=recent, identity=identity)
+                              recent=recent, identity=identity,
+                              password=getattr(args, "password", None))
         yield session.connect()
     except BaseException:
         if finder is not None:

@@ -238,12 +238,16 @@ class RoomClientProtocol(protocol.Protocol):
 
     # Requests
 
-    def join(self, channel: str) -> defer.Deferred:
-        """Join C{channel}; fires with the end of NAMES (366)."""
+    def join(self, channel: str, key: str | None = None) -> defer.Deferred:
+        """Join C{channel}, with the room password C{key} if given; fires
+        with the end of NAMES (366) or the refusal numeric."""
         done = self.wait_for(lambda m: m.command in ("366", "403", "405", "471",
                                                      "473", "474", "475")
                              and len(m.params) > 1 and m.params[1] == channel)
-        self.send("JOIN", channel)
+        if key:
+            self.send("JOIN", channel, key)
+        else:
+            self.send("JOIN", channel)
         return done
 
     def history(self, channel: str, subcommand: str, *refs: str,

@@ -430,6 +430,8 @@ class RoomSession:
         PING probes the link.
     @param probe_timeout: seconds after the probe before a silent link
         counts as lost (reconnect and catch up as after any drop).
+    @param password: the room password of a private room (sent as the
+        key of C{JOIN}).
     @param identity: the client's own key (a
         L{chatroom.identity.ClientIdentity}), presented as the TLS client
         certificate: a host that knows it can hand this session the nick
@@ -451,7 +453,7 @@ class RoomSession:
                  alternative_nicks: bool = True,
                  probe_interval: float = PROBE_INTERVAL,
                  probe_timeout: float = PROBE_TIMEOUT,
-                 identity: Any = None) -> None:
+                 identity: Any = None, password: str | None = None) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
         self.reactor = reactor
@@ -461,6 +463,7 @@ class RoomSession:
         self.alternative_nicks = alternative_nicks
         self.probe_interval = probe_interval
         self.identity = identity
+        self.password = password
         self.probe_timeout = probe_timeout
         self._regain_call: Any = None
         self.realname = realname
@@ -818,12 +821,10 @@ class RoomSession:
         self._syncing = True
         self._buffer = []
         try:
-            reply = yield proto.join(self.channel)
+            reply = yield proto.join(self.channel, self.password)
             if reply.command != "366":
-                raise errors.RoomRefused(
-                    "The host refused to let you into %s (%s); check the room"
-                    " name with 'chatroom rooms'." % (self.channel,
-                                                      reply.params[-1]))
+                raise errors.RoomRefused(_refusal(self.channel, reply,
+                                                  self.password))
             missed = 0
             if self.last_seq is None:
                 batch = yield proto.history(self.channel, "LATEST", "*",
@@ -1094,3 +1095,19 @@ def _reason_text(error: BaseException) -> str:
     """A short human text for a connection error."""
     text = getattr(error, "strerror", None) or str(error) or type(error).__name__
     return text.strip().rstrip(".")
+
+
+def _refusal(channel: str, reply: Message, password: str | None) -> str:
+    """The sentence for a host's refusal to let us into C{channel}."""
+    said = reply.params[-1]
+    if reply.command == "475" and password:
+        return ("%s is private and the host says the password is wrong (%s);"
+                " check --password." % (channel, said))
+    if reply.command in ("473", "475"):
+        # A private room's refusal says what would let us in: the password,
+        # or which key fingerprint to give the host's operator.
+        return ("The host refused to let you into %s: %s. Give its password"
+                " with --password, or ask the host's operator to add the key"
+                " 'chatroom whoami' prints." % (channel, said))
+    return ("The host refused to let you into %s (%s); check the room name"
+            " with 'chatroom rooms'." % (channel, said))
