@@ -112,7 +112,7 @@ def server_endpoint(reactor: Any, description: str, tls_options: Any) -> Any:
             inner = endpoints.serverFromString(reactor, ":".join(["tcp", *parts[1:]]))
             return HostTLSServerEndpoint(inner, tls_options)
         return endpoints.serverFromString(reactor, description)
-    except IndexError:
+    except (IndexError, KeyError):
         if parts[0] == "systemd":
             raise EndpointError(
                 "%s names a socket systemd did not pass (LISTEN_FDS); start "
@@ -120,7 +120,7 @@ def server_endpoint(reactor: Any, description: str, tls_options: Any) -> Any:
                 "endpoint." % (description,)) from None
         raise EndpointError("%s is not a usable listener description." % (
             description,)) from None
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError) as e:
         raise EndpointError(
             "%s is not a usable listener description (%s); see the endpoint "
             "strings of twisted.internet.endpoints.serverFromString." % (
