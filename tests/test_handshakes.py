@@ -214,3 +214,42 @@ def _fire_after(factory, name, deferred):
             deferred.callback(None)
         return result
     setattr(factory, name, wrapper)
+
+
+class BurstTests(TestCase):
+    """A burst of honest clients over the global cap waits, it is not refused."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_burst_all_served(self):
+        from chatroom.client.protocol import RoomClientProtocol
+        from chatroom.host import Limits
+        from chatroom.tls import PinnedClientCreator
+
+        from .running_host import Recorder
+
+        identity = HostIdentity.generate()
+        host = HostService(reactor, identity, HistoryStore(":memory:"), ["lobby"],
+                           tls_port=0, tls_interface="127.0.0.1",
+                           limits=Limits(flood_rate=0),
+                           handshakes=HandshakeLimits(in_progress=4))
+        host.startService()
+        self.addCleanup(host.stopService)
+        (port,) = yield host.listening_ports()
+        creator = PinnedClientCreator(identity.public_key)
+        endpoint = endpoints.wrapClientTLS(creator, endpoints.TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port.getHost().port))
+        # All connections are started in one reactor turn, so the host
+        # accepts them together, well over the cap of 4.
+        connecting = [endpoint.connect(protocol.Factory.forProtocol(
+            lambda n=n: RoomClientProtocol("user%d" % (n,), Recorder())))
+            for n in range(30)]
+        clients = yield defer.gatherResults(connecting)
+        for client in clients:
+            self.addCleanup(client.transport.abortConnection)
+        yield defer.gatherResults([client.registered for client in clients])
+        self.assertGreaterEqual(host.host.counters.get("handshakes-paused", 0), 1)
+        self.assertNotIn("handshakes-refused-per-address", host.host.counters)
+        self.assertEqual(host.factory.in_progress, 0)
+        self.assertFalse(host.factory.paused)
