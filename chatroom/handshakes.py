@@ -124,6 +124,8 @@ class HandshakeLimitFactory(policies.WrappingFactory):
 
     protocol = HandshakeLimitProtocol
     log = Logger()
+    # The wrapped factory already logs its start and stop.
+    noisy = False
 
     def __init__(self, wrappedFactory: Any, limits: HandshakeLimits, clock: Any,
                  count: Callable[[str], None] = lambda name: None) -> None:

@@ -140,14 +140,16 @@ class ListeningService(service.Service):
 
     @param description: what to call the listener in messages.
     @param on_port: called with the port once listening, if given.
+    @param on_stop: called with the port when it stops listening, if given.
     """
 
     def __init__(self, endpoint: Any, factory: Any, description: str,
-                 on_port: Any = None) -> None:
+                 on_port: Any = None, on_stop: Any = None) -> None:
         self.endpoint = endpoint
         self.factory = factory
         self.description = description
         self.on_port = on_port
+        self.on_stop = on_stop
         self.port: Any = None
         self._listening: defer.Deferred | None = None
         self._waiters: list[defer.Deferred] = []
@@ -204,6 +206,8 @@ class ListeningService(service.Service):
         port, self.port = self.port, None
         self._failure = None
         if port is not None:
+            if self.on_stop is not None:
+                self.on_stop(port)
             return port.stopListening()
         if listening is not None:
             listening.cancel()
@@ -281,7 +285,8 @@ class HostService(service.MultiService):
 
     def _listen(self, endpoint: Any, description: str) -> None:
         listener = ListeningService(endpoint, self.factory, description,
-                                    on_port=self.factory.add_port)
+                                    on_port=self.factory.add_port,
+                                    on_stop=self.factory.remove_port)
         listener.setServiceParent(self)
         self.listeners.append(listener)
 
