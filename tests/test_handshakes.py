@@ -1,6 +1,7 @@
 """The cap on TLS handshakes in progress (chatroom.handshakes)."""
 
 from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -118,6 +119,23 @@ class HandshakeLimitTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(address_key("2001:db8::1"), "2001:db8::/64")
 
+    def test_ipv4_mapped(self):
+        """On a dual-stack socket an IPv4 client counts as its IPv4 address
+        (not one /64 for every IPv4 client), and the protocol inside sees
+        that address; mapped loopback stays exempt."""
+        self.connect("::ffff:192.0.2.1")
+        self.connect("192.0.2.1")
+        _, transport = self.connect("::ffff:192.0.2.1")
+        self.assertTrue(transport.disconnecting)
+        _, other = self.connect("::ffff:192.0.2.2")
+        self.assertFalse(other.disconnecting)
+        self.assertEqual(address_key("::ffff:127.0.0.1"), None)
+        wrapper = self.factory.buildProtocol(None)
+        wrapper.makeConnection(StringTransport(
+            peerAddress=IPv6Address("TCP", "::ffff:192.0.2.9", 4000)))
+        self.assertEqual(wrapper.wrappedProtocol.transport.getPeer(),
+                         IPv4Address("TCP", "192.0.2.9", 4000))
+
     def test_global_cap_pauses_accepting(self):
         """At the global cap the ports stop accepting; one completion
         resumes them.  Loopback counts here."""
@@ -157,10 +175,10 @@ class HandshakeLimitTests(SynchronousTestCase):
         self.assertFalse(self.port.paused)
 
 
-class _Address:
-    def __init__(self, host):
-        self.host = host
-        self.port = 1234
+def _Address(host):
+    if ":" in host:
+        return IPv6Address("TCP", host, 1234)
+    return IPv4Address("TCP", host, 1234)
 
 
 class RealHandshakeTests(TestCase):

@@ -121,6 +121,30 @@ class InheritedSocketTests(SynchronousTestCase):
         self.assertEqual(second.port(), port)
 
 
+class DualStackSocketTests(SynchronousTestCase):
+    """The unit's socket is IPv6 with IPv4 mapped in (domain INET6); IPv4
+    clients on it arrive as ::ffff:a.b.c.d and are served."""
+
+    def test_ipv4_client_on_ipv6_socket(self):
+        data_dir = os.path.abspath(self.mktemp())
+        os.makedirs(data_dir)
+        key = load_or_create(data_paths(data_dir)[0]).public_key
+        listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.addCleanup(listener.close)
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # Only loopback: the IPv4-mapped form of 127.0.0.1.
+        listener.bind(("::ffff:127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        host = _inherit(listener, ["--tls-endpoint", "systemd:domain=INET6:name=tls"],
+                        data_dir, os.path.join(data_dir, "host.log"))
+        self.addCleanup(host.stop)
+        # The kernel queues the connection until the host accepts it.
+        client = _TLSClient(socket.create_connection(("127.0.0.1", port), 30), key)
+        client.register("alice")
+        client.close()
+
+
 class _TLSClient:
     """TLS over an already connected socket, pinned to the room key."""
 
