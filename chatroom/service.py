@@ -128,6 +128,11 @@ def server_endpoint(reactor: Any, description: str, tls_options: Any) -> Any:
     except OSError as e:
         raise EndpointError("%s cannot be used: %s (%s)." % (
             description, e.strerror or e, e.filename or "")) from None
+    except Exception as e:
+        # Endpoint parsers are plugins and raise what they like (a PEM file
+        # that is not a key raises OpenSSL's error): still one sentence.
+        raise EndpointError("%s cannot be used (%s: %s)." % (
+            description, type(e).__name__, e)) from None
 
 
 class ListeningService(service.Service):
@@ -266,6 +271,12 @@ class HostService(service.MultiService):
             inner = server_endpoint(reactor, tls_endpoint, tls)
             if isinstance(inner, HostTLSServerEndpoint):
                 inner = inner.endpoint  # "ssl:" here means the same as "tcp:"
+            elif isinstance(inner, endpoints.SSL4ServerEndpoint):
+                raise EndpointError(
+                    "--tls-endpoint %s names its own certificate; the main "
+                    "port always serves the host's, bound to its key: give a "
+                    "tcp: or systemd: endpoint, or use --listen for another "
+                    "certificate." % (tls_endpoint,))
             self._listen(HostTLSServerEndpoint(inner, tls), tls_endpoint)
         elif tls_port is not None:
             self._listen(HostTLSServerEndpoint(endpoints.TCP4ServerEndpoint(
