@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_ircserver -*-
-"""The room host: rooms, nicknames and the per-turn commit-then-deliver step.
+"""The room host: rooms, membership, nicknames and the per-turn commit step.
 
-Connections call the rooms (the pure sequencer) and hand the resulting events
-to L{RoomHost.submit}.  Once per reactor turn the host commits every pending
+The host is the one owner of membership: L{RoomHost.join}, L{RoomHost.part},
+L{RoomHost.kick} and L{RoomHost.quit} change a room's members (the pure
+sequencer, L{chatroom.core.room.Room}) and the member's rooms together, and
+queue the resulting L{Delivery} with L{RoomHost.submit}.  Once per reactor turn the host commits every pending
 event to the history store in one transaction and only then delivers them,
 so no member is ever shown an event that a crash could lose.  Delivery is
 shaped for speed: consecutive events with the same audience are formatted
@@ -20,7 +22,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatroom.core.names import casefold
-from chatroom.core.room import POST_COMMANDS, Event, Room
+from chatroom.core.room import POST_COMMANDS, Delivery, Event, Room
 from chatroom.core.tokenbucket import TokenBucket
 
 
@@ -107,13 +109,16 @@ class RoomHost:
         self.created_ms = self.now_ms()
         self.rooms: dict[str, Room] = {}
         self.nicks: dict[str, Any] = {}
+        #: The rooms of each member, by room key: the other side of each
+        #: room's members, changed only by the membership methods below.
+        self._rooms_of: dict[Any, dict[str, Room]] = {}
         self.clients = 0
         #: Every admitted connection (registered or not).
         self.connections: set[Any] = set()
         self._per_address: dict[str, int] = {}
         self._new_connections: dict[str, TokenBucket] = {}
         self._throttled: dict[str, float] = {}
-        self._pending: list[Event] = []
+        self._pending: list[Delivery] = []
         self._flush_call: Any = None
         #: Counters an operator can read: refused input, dropped clients...
         self.counters: dict[str, int] = {}
@@ -267,34 +272,116 @@ class RoomHost:
             del self.nicks[casefold(old)]
         self.nicks[casefold(new)] = member
 
-    def member_left(self, member: Any, reason: str) -> None:
-        """C{member} disconnected: it quits every room, its nick is free."""
+    # Membership: the one place where both sides change together
+
+    def rooms_of(self, member: Any) -> list[Room]:
+        """The rooms C{member} is in, in the order it joined them."""
+        return list(self._rooms_of.get(member, {}).values())
+
+    def join(self, member: Any, room: Room, reply: Any = None) -> Delivery:
+        """Put C{member} in C{room}; the C{JOIN} goes to everyone in it.
+
+        The caller has checked L{Room.join_refusal}.
+        """
+        delivery = room.join(member, self.now_ms())
+        self._rooms_of.setdefault(member, {})[room.key] = room
+        self.submit(delivery, reply)
+        return delivery
+
+    def part(self, member: Any, room: Room, reason: str | None,
+             reply: Any = None) -> Delivery:
+        """C{member} leaves C{room}.
+
+        @raise NotAMember: if C{member} is not in C{room}.
+        """
+        delivery = room.leave(member, "PART", reason, self.now_ms())
+        self._forget(member, room)
+        self.submit(delivery, reply)
+        return delivery
+
+    def kick(self, operator: Any, room: Room, target: Any, reason: str,
+             reply: Any = None) -> Delivery:
+        """Operator C{operator} removes C{target} from C{room}.
+
+        @raise NotOperator: if C{operator} is not one of the room's operators.
+        @raise NotAMember: if C{operator} or C{target} is not in the room.
+        """
+        delivery = room.kick(operator, target, reason, self.now_ms())
+        self._forget(target, room)
+        self.submit(delivery, reply)
+        return delivery
+
+    def quit(self, member: Any, reason: str) -> None:
+        """C{member} disconnected: it leaves every room, its nick is free.
+
+        Everyone who shared a room with it is sent one C{QUIT} line, which
+        is stored once per room.
+        """
         if member.nick is not None and self.nicks.get(casefold(member.nick)) is member:
             del self.nicks[casefold(member.nick)]
         told = {member}
         now = self.now_ms()
-        for room in list(member.rooms.values()):
-            event = room.leave(member, "QUIT", reason, now)
-            # One QUIT line per member who shared any room, stored per room.
-            event.audience = tuple(m for m in event.audience if m not in told)
-            event.origin = None
-            told.update(event.audience)
-            self.submit(event)
-        member.rooms.clear()
+        for room in self._rooms_of.pop(member, {}).values():
+            delivery = room.leave(member, "QUIT", reason, now)
+            delivery.audience = tuple(m for m in delivery.audience if m not in told)
+            delivery.origin = None
+            told.update(delivery.audience)
+            self.submit(delivery)
+
+    def take_over(self, ghost: Any, member: Any, reason: str) -> list[Room]:
+        """C{member}, a new connection of the client that C{ghost} belonged
+        to, takes C{ghost}'s nick and its place in every room at once; the
+        ghost is closed with C{reason} and leaves no C{QUIT} behind.
+
+        @return: the rooms C{member} is now in.
+        """
+        rooms = self._rooms_of.pop(ghost, {})
+        for room in rooms.values():
+            room.replace(ghost, member)
+        if rooms:
+            self._rooms_of[member] = rooms
+        if ghost.nick is not None and self.nicks.get(casefold(ghost.nick)) is ghost:
+            del self.nicks[casefold(ghost.nick)]
+        self.count("ghosts-taken-over")
+        ghost.disconnect(reason)
+        return list(rooms.values())
+
+    def _forget(self, member: Any, room: Room) -> None:
+        rooms = self._rooms_of.get(member)
+        if rooms is not None:
+            rooms.pop(room.key, None)
+            if not rooms:
+                del self._rooms_of[member]
+
+    def change_nick(self, member: Any, new: str, reply: Any = None) -> Delivery:
+        """C{member} is now called C{new}: everyone who shares a room with
+        it (and itself) sees the C{NICK} line.  The caller has set the
+        member's new nick and source after this call."""
+        delivery = Delivery(
+            Event(room=None, seq=None, time_ms=self.now_ms(), command="NICK",
+                  source=member.source, params=(new,)),
+            self.shared_audience(member), origin=member)
+        self.claim_nick(member, member.nick, new)
+        self.submit(delivery, reply)
+        return delivery
 
     def shared_audience(self, member: Any) -> tuple[Any, ...]:
         """Everyone who shares a room with C{member}, and C{member}."""
         seen = {member: None}
-        for room in member.rooms.values():
+        for room in self._rooms_of.get(member, {}).values():
             for other in room.members:
                 seen[other] = None
         return tuple(seen)
 
     # Commit, then deliver
 
-    def submit(self, event: Event) -> None:
-        """Queue C{event}; it is stored and delivered at the end of the turn."""
-        self._pending.append(event)
+    def submit(self, delivery: Delivery, reply: Any = None) -> None:
+        """Queue C{delivery}; it is stored and delivered at the end of the
+        turn.  C{reply}, the L{chatroom.reply.Reply} of the command that
+        caused it, is told once it is."""
+        if reply is not None:
+            reply.expect(delivery)
+        self._pending.append(delivery)
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self.flush)
 
@@ -303,32 +390,35 @@ class RoomHost:
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
-        events, self._pending = self._pending, []
-        if not events:
+        deliveries, self._pending = self._pending, []
+        if not deliveries:
             return
         try:
-            self.store.append(events)
+            self.store.append([delivery.event for delivery in deliveries])
         except Exception:
             # Not stored means not shown: nobody sees these events, and their
             # sequence numbers are skipped, never reused.
             self.log.failure("Could not store {count} events; not delivering",
-                             count=len(events))
+                             count=len(deliveries))
             self.count("store-failures")
+            for delivery in deliveries:
+                if delivery.reply is not None:
+                    delivery.reply.committed(delivery, stored=False)
             return
-        self._deliver(events)
+        self._deliver(deliveries)
 
-    def _deliver(self, events: list[Event]) -> None:
+    def _deliver(self, deliveries: list[Delivery]) -> None:
         start = 0
-        while start < len(events):
-            audience = events[start].audience
+        while start < len(deliveries):
+            audience = deliveries[start].audience
             end = start + 1
-            while end < len(events) and events[end].audience is audience:
+            while end < len(deliveries) and deliveries[end].audience is audience:
                 end += 1
-            run = events[start:end]
+            run = deliveries[start:end]
             _deliver_run(run, audience)
-            for event in run:
-                if event.origin is not None:
-                    event.origin.event_committed(event)
+            for delivery in run:
+                if delivery.reply is not None:
+                    delivery.reply.committed(delivery)
             start = end
 
     def close_all(self, reason: str, grace: float = 5.0) -> defer.Deferred:
@@ -340,7 +430,7 @@ class RoomHost:
         connections = list(self.connections)
         lost = defer.gatherResults([c.when_lost() for c in connections])
         for connection in connections:
-            connection.close(reason)
+            connection.disconnect(reason)
         if not connections:
             return lost
         deadline = self.clock.callLater(
@@ -357,41 +447,42 @@ class RoomHost:
         self.flush()
 
 
-def _deliver_run(run: list[Event], audience: tuple[Any, ...]) -> None:
+def _deliver_run(run: list[Delivery], audience: tuple[Any, ...]) -> None:
     """Deliver events that share one audience: one write per member."""
-    special = {event.origin for event in run if event.origin is not None}
+    origins = {delivery.origin for delivery in run if delivery.origin is not None}
     shared: dict[int, bytes] = {}
     for member in audience:
-        if member in special:
+        if member in origins:
             _deliver_to_origin(run, member)
             continue
         variant = member.variant
         data = shared.get(variant)
         if data is None:
-            data = shared[variant] = b"".join([e.line(variant) for e in run])
+            data = shared[variant] = b"".join([d.event.line(variant) for d in run])
         if data:
             member.deliver(data)
 
 
-def _deliver_to_origin(run: list[Event], member: Any) -> None:
+def _deliver_to_origin(run: list[Delivery], member: Any) -> None:
     """Deliver a run to a member who caused some of its events.
 
-    Its own messages come back only with C{echo-message}; its own labelled
-    events go to L{IRoomMember.labeled_echo} so the label can be attached.
+    Its own messages come back only with C{echo-message}; its own events
+    caused by a labelled command go to that command's reply, which owns the
+    label, and every other line keeps its place in the order.
     """
     variant = member.variant
-    lines = []
-    for event in run:
-        if event.origin is member:
-            if event.command in POST_COMMANDS and not member.echo:
+    lines: list[bytes] = []
+    for delivery in run:
+        line = delivery.event.line(variant)
+        if delivery.origin is member:
+            if delivery.event.command in POST_COMMANDS and not member.echo:
                 continue
-            if event.label is not None:
+            if delivery.reply is not None and delivery.reply.holds_echo:
                 if lines:
                     member.deliver(b"".join(lines))
                     lines = []
-                member.labeled_echo(event, event.line(variant))
+                delivery.reply.echo(line)
                 continue
-        lines.append(event.line(variant))
+        lines.append(line)
     if lines:
         member.deliver(b"".join(lines))
-

@@ -6,8 +6,11 @@ from zope.interface import Attribute, Interface
 class IRoomMember(Interface):
     """Something that receives a room's events: a TLS connection, a test fake.
 
-    The host calls L{deliver} with bytes that are already formatted for the
+    This is exactly what L{chatroom.host.RoomHost} uses of a member.  The
+    host calls L{deliver} with bytes that are already formatted for the
     member's L{variant}; members of the same variant share the same bytes.
+    The member's own events caused by a labelled command go to that
+    command's L{chatroom.reply.Reply} instead, which owns label and echo.
     """
 
     nick = Attribute("The member's current nickname.")
@@ -19,13 +22,6 @@ class IRoomMember(Interface):
 
     def deliver(data):
         """Queue C{data} (bytes, whole lines) for the member."""
-
-    def labeled_echo(event, line):
-        """C{line} shows the member its own C{event}, which carries a
-        C{labeled-response} label: the member attaches the label."""
-
-    def event_committed(event):
-        """An event this member caused has been stored and delivered."""
 
     def disconnect(reason):
         """Close the member's connection, telling it C{reason}."""

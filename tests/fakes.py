@@ -4,9 +4,12 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from zope.interface import implementer
+
 from chatroom.core.ircline import parse_line
 from chatroom.history import HistoryStore
 from chatroom.host import Limits, RoomHost
+from chatroom.interfaces import IRoomMember
 from chatroom.ircserver import IRCConnection
 
 
@@ -69,3 +72,29 @@ class FakeClient:
         """The connection drops."""
         self.protocol.connectionLost()
         self.host.clock.advance(0)
+
+
+@implementer(IRoomMember)
+class FakeMember:
+    """A room member with no connection: it keeps what it is delivered.
+
+    The third kind of L{IRoomMember} beside the TLS connection and the
+    multicast fan-out; the shared behaviour suite runs against it.
+    """
+
+    def __init__(self, nick, variant=0, echo=False):
+        self.nick = nick
+        self.user = "~" + nick
+        self.realname = nick
+        self.address = "fake"
+        self.source = "%s!~%s@fake" % (nick, nick)
+        self.variant = variant
+        self.echo = echo
+        self.received = []
+        self.disconnected = None
+
+    def deliver(self, data):
+        self.received.append(data)
+
+    def disconnect(self, reason):
+        self.disconnected = reason

@@ -174,6 +174,31 @@ class ConsoleTests(TestCase):
         self.assertEqual(seqs, sorted(seqs))
 
     @defer.inlineCallbacks
+    def test_say_while_the_nick_is_taken(self):
+        """Issue 12 item 1: with 'tail --follow' holding the default nick in
+        one terminal, 'say' in another comes in as nick_ and delivers."""
+        from chatroom.client.reconnect import RoomTarget
+        from chatroom.client.session import RoomSession
+        identity, port = yield self.start_host()
+        seen = []
+        holder = RoomSession(reactor, RoomTarget(
+            identity.public_key, "lobby", ("127.0.0.1:%d" % (port,),)),
+            "scripter", on_event=seen.append)
+        yield holder.connect()
+        self.addCleanup(holder.close)
+        code, out, err = yield self.chatroom(
+            "say", "lobby", "from the other terminal", "--nick", "scripter",
+            *self.common)
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn(("scripter_", "from the other terminal"),
+                      [(e.sender, e.text) for e in seen])
+
+    def test_join_nick_defaults_to_the_user_name(self):
+        from chatroom.client.main import build_parser
+        args = build_parser().parse_args(["join", "lobby"])
+        self.assertIsNone(args.nick)
+
+    @defer.inlineCallbacks
     def test_pins(self):
         identity, port = yield self.start_host()
         code, out, err = yield self.chatroom("pins", "lobby", *self.common)

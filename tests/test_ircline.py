@@ -85,6 +85,15 @@ class ParseTests(SynchronousTestCase):
         self.assertRaises(LineTooLong, parse_line,
                           b"PRIVMSG #a :" + b"x" * (511 - 12))
 
+    def test_limit_is_an_argument(self):
+        """A client parses relayed lines, longer by the source prefix, with
+        a larger limit of its own; the default stays the server's 512."""
+        line = b":alice!~alice@192.0.2.1 PRIVMSG #a :" + b"x" * 505
+        self.assertRaises(LineTooLong, parse_line, line)
+        self.assertEqual(parse_line(line, max_irc_bytes=1024).params[1],
+                         "x" * 505)
+        self.assertRaises(LineTooLong, parse_line, line, max_irc_bytes=512)
+
     def test_tags_too_long(self):
         self.assertRaises(LineTooLong, parse_line,
                           b"@+a=" + b"x" * 4095 + b" PRIVMSG #a :hi")

@@ -4,7 +4,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 
-from chatroom.core.ircline import MAX_UNTERMINATED_BYTES
+from chatroom.core.ircline import MAX_UNTERMINATED_BYTES, parse_line
 from chatroom.history import HistoryStore
 from chatroom.host import Limits
 from chatroom.ircserver import IRCConnection
@@ -441,7 +441,7 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual((self.host.clients, self.host.nicks), (0, {}))
         self.assertEqual(self.host.rooms["lobby"].members, ())
         self.assertEqual(self.host.clock.getDelayedCalls(), [])
-        self.assertEqual(client.protocol._awaiting_labels, {})
+        self.assertEqual(self.host.rooms_of(client.protocol), [])
 
     def test_handshake_timeout(self):
         """A TLS client that never finishes the handshake is aborted at 10 s."""
@@ -680,10 +680,21 @@ class ChatHistoryTests(SynchronousTestCase):
     def test_labeled_history(self):
         """A labelled request wraps the history batch in a labelled batch."""
         self.alice.send("@label=h CHATHISTORY LATEST #lobby * 1")
-        messages = self.alice.messages()
+        raw = self.alice.raw()
+        messages = [parse_line(line) for line in raw.split(b"\r\n") if line]
         self.assertEqual([m.command for m in messages], ["BATCH"] * 2 + ["PRIVMSG"] +
                          ["BATCH"] * 2)
         self.assertEqual(messages[0].tags, {"label": "h"})
+        # Nested batches: the inner batch belongs to the outer one, its
+        # lines keep the inner reference, and no line has a tag twice.
+        outer = messages[0].params[0][1:]
+        inner = messages[1].params[0][1:]
+        self.assertEqual(messages[1].tags["batch"], outer)
+        self.assertEqual(messages[2].tags["batch"], inner)
+        self.assertEqual(messages[3].tags["batch"], outer)
+        self.assertNotIn("batch", messages[4].tags)
+        for line in raw.split(b"\r\n"):
+            self.assertLessEqual(line.split(b" ")[0].count(b"batch="), 1, line)
 
 
 class RestartTests(SynchronousTestCase):
@@ -712,3 +723,51 @@ class MemberInterfaceTests(SynchronousTestCase):
         from chatroom.interfaces import IRoomMember
         client = FakeClient(make_host()).register("alice")
         self.assertTrue(verifyObject(IRoomMember, client.protocol))
+
+
+class GhostTakeoverTests(SynchronousTestCase):
+    """A client that comes back with the same client key (TLS client
+    certificate) takes over its old connection at once."""
+
+    def setUp(self):
+        self.host = make_host(limits=NO_FLOOD)
+        self.bob = FakeClient(self.host).register("bob").join()
+
+    def connect(self, key):
+        client = FakeClient(self.host)
+        # What handshakeCompleted reads from the client's certificate.
+        client.protocol.client_key = key
+        return client
+
+    def test_same_key_takes_over(self):
+        ghost = self.connect(b"k" * 32).register("alice", ("message-tags",)).join()
+        self.bob.raw()
+        back = self.connect(b"k" * 32)
+        back.send("NICK alice", "USER alice 0 * :Alice")
+        self.assertTrue(back.protocol.registered)
+        error = [m for m in ghost.messages() if m.command == "ERROR"]
+        self.assertIn("same client key", error[0].params[0])
+        commands = back.commands()
+        self.assertEqual(commands[0], "001")
+        self.assertEqual(commands[-3:], ["JOIN", "353", "366"])
+        ghost.disconnect()
+        self.assertEqual(self.bob.messages(), [])  # no QUIT, no JOIN
+        self.assertIs(self.host.nick_owner("alice"), back.protocol)
+        self.assertEqual(self.host.rooms_of(back.protocol),
+                         [self.host.rooms["lobby"]])
+        self.bob.send("PRIVMSG #lobby :still here?")
+        (message,) = back.messages()
+        self.assertEqual(message.params, ("#lobby", "still here?"))
+        self.assertEqual(self.host.counters["ghosts-taken-over"], 1)
+
+    def test_other_key_or_no_key_is_refused(self):
+        self.connect(b"k" * 32).register("alice")
+        for key in (b"x" * 32, None):
+            other = self.connect(key)
+            other.send("NICK alice")
+            self.assertEqual(other.commands(), ["433"])
+        stock = FakeClient(self.host).register("carol")
+        again = FakeClient(self.host)
+        again.send("NICK carol")
+        self.assertEqual(again.commands(), ["433"])
+        self.assertTrue(stock.protocol.registered)

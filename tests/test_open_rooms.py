@@ -129,7 +129,7 @@ class ModerationTests(SynchronousTestCase):
         self.assertEqual((kick.command, kick.prefix.split("!")[0], kick.params),
                          ("KICK", "alice", ("#fun", "bob", "behave")))
         self.assertNotIn(self.bob.protocol, self.host.rooms["fun"])
-        self.assertEqual(self.bob.protocol.rooms, {})
+        self.assertEqual(self.host.rooms_of(self.bob.protocol), [])
         self.bob.send("PRIVMSG #fun :hey")
         self.assertEqual(self.bob.commands(), ["404"])
         self.alice.send("KICK #fun nobody")

@@ -1,7 +1,5 @@
 """Tests for chatroom.core.room: the pure sequencer."""
 
-from hypothesis import given
-from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatroom.core.room import (
@@ -10,7 +8,6 @@ from chatroom.core.room import (
     NotAMember,
     Room,
 )
-from chatroom.core.names import casefold, make_msgid, parse_msgid
 
 
 class Member:
@@ -33,13 +30,13 @@ class RoomTests(SynchronousTestCase):
 
     def test_events_numbered_in_order(self):
         """Every event takes the next number, starting at next_seq."""
-        events = [
+        events = [delivery.event for delivery in (
             self.room.join(self.alice, 1),
             self.room.join(self.bob, 2),
             self.room.post(self.alice, "PRIVMSG", "hi", 3),
             self.room.set_topic(self.bob, "t", 4),
             self.room.leave(self.alice, "PART", "bye", 5),
-        ]
+        )]
         self.assertEqual([e.seq for e in events], [7, 8, 9, 10, 11])
         self.assertEqual(self.room.next_seq, 12)
         self.assertEqual([e.msgid for e in events][0], "lobby:7")
@@ -79,7 +76,7 @@ class RoomTests(SynchronousTestCase):
         """Each variant gets its tags; the bytes are made once and shared."""
         self.room.join(self.alice, 1)
         event = self.room.post(self.alice, "PRIVMSG", "hi you", 1500,
-                               client_tags={"+typing": "done"})
+                               client_tags={"+typing": "done"}).event
         self.assertEqual(event.line(0), b":alice!u@h PRIVMSG #Lobby :hi you\r\n")
         self.assertEqual(event.line(SERVER_TIME),
                          b"@time=1970-01-01T00:00:01.500Z :alice!u@h PRIVMSG #Lobby"
@@ -91,22 +88,34 @@ class RoomTests(SynchronousTestCase):
 
     def test_quit_params(self):
         self.room.join(self.alice, 1)
-        event = self.room.leave(self.alice, "QUIT", "gone", 2)
-        self.assertEqual(event.params, ("gone",))
+        delivery = self.room.leave(self.alice, "QUIT", "gone", 2)
+        self.assertEqual(delivery.event.params, ("gone",))
+        self.assertIs(delivery.origin, self.alice)
 
+    def test_event_is_frozen(self):
+        """An event is wire data: it cannot be changed after it happened."""
+        import attrs
+        event = self.room.join(self.alice, 1).event
+        self.assertRaises(attrs.exceptions.FrozenInstanceError,
+                          setattr, event, "params", ("#x",))
 
-class NameTests(SynchronousTestCase):
-    """Case folding and message ids."""
-
-    def test_casefold_ascii(self):
-        self.assertEqual(casefold("LoBBy"), "lobby")
-        self.assertEqual(casefold("\u00c9T\u00c9"), "\u00c9t\u00c9")
-
-    @given(st.from_regex(r"[a-z0-9_.-]{1,20}", fullmatch=True),
-           st.integers(min_value=0, max_value=2**63))
-    def test_msgid_round_trip(self, room, seq):
-        self.assertEqual(parse_msgid(make_msgid(room, seq)), (room, seq))
-
-    def test_bad_msgids(self):
-        for msgid in ("lobby", "lobby:", "lobby:x", ":-1", "lobby:\u0663"):
-            self.assertIsNone(parse_msgid(msgid))
+    def test_multicast_members_leave_the_audience(self):
+        """A member on multicast delivery is still a member, but is not
+        sent events over its connection, except its own leave."""
+        self.room.join(self.alice, 1)
+        self.room.join(self.bob, 2)
+        self.room.set_multicast(self.bob, True)
+        self.assertTrue(self.room.on_multicast(self.bob))
+        self.assertEqual(self.room.members, (self.alice, self.bob))
+        self.assertEqual(self.room.audience, (self.alice,))
+        first = self.room.post(self.alice, "PRIVMSG", "a", 3)
+        second = self.room.post(self.alice, "PRIVMSG", "b", 4)
+        self.assertIs(first.audience, second.audience)
+        part = self.room.leave(self.bob, "PART", None, 5)
+        self.assertEqual(part.audience, (self.alice, self.bob))
+        self.assertFalse(self.room.on_multicast(self.bob))
+        self.room.join(self.bob, 6)
+        self.assertEqual(self.room.audience, (self.alice, self.bob))
+        self.room.set_multicast(self.bob, True)
+        self.room.set_multicast(self.bob, False)
+        self.assertEqual(self.room.audience, (self.alice, self.bob))

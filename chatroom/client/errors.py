@@ -92,6 +92,19 @@ class NotConnected(ClientError):
     """The client is not in the room right now (reconnecting or closed)."""
 
 
+#: The longest nick the client makes up (the host's C{NICKLEN}).
+NICKLEN = 30
+
+
+def nick_alternatives(nick: str, nicklen: int = NICKLEN) -> list[str]:
+    """The nicks to try, in order, when C{nick} is taken (433):
+    C{nick_}, C{nick__}, then C{nick1} to C{nick9}, as irssi (appending
+    C{_}) and WeeChat (a list, then digits) do; LIMITS.md "Client".  Each is
+    cut to C{nicklen} characters."""
+    suffixes = ["_", "__"] + [str(n) for n in range(1, 10)]
+    return [nick[:nicklen - len(suffix)] + suffix for suffix in suffixes]
+
+
 def alternative_nick(nick: str) -> str:
     """A nickname to offer when C{nick} is taken: C{alice} -> C{alice_}."""
     if len(nick) < 30:

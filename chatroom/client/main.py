@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     join = commands.add_parser("join", parents=[common], help="join a room and chat")
     join.add_argument("room", metavar="ROOM|FINGERPRINT/ROOM")
-    join.add_argument("--nick", required=True, help="your nickname")
+    join.add_argument("--nick", default=None,
+                      help="your nickname (default: your user name)")
 
     say = commands.add_parser("say", parents=[common],
                               help="send one message (each line of TEXT) and leave")
@@ -372,7 +373,7 @@ def command_find(reactor: Any, args: argparse.Namespace, out: TextIO):
                                    " ".join(target.addresses)))
         out.write("  key %s\n" % (target.q.hex(),))
         out.write("  irssi pin %s\n" % (spki_pin(target.q),))
-        out.write("  join: chatroom join %s --nick NICK\n"
+        out.write("  join: chatroom join %s\n"
                   % (room_spec(target.q, target.room),))
     out.flush()
 
@@ -479,7 +480,7 @@ class _PlainLines(LineReceiver):
 @inlineCallbacks
 def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
                  stdin_fd: int = 0):
-    """C{chatroom join ROOM --nick NICK}: the interactive chat."""
+    """C{chatroom join ROOM [--nick NICK]}: the interactive chat."""
     write: list[Callable[[str], None]] = [lambda text: (out.write(text + "\n"),
                                                         out.flush())]
     done: Deferred[None] = Deferred()
@@ -497,7 +498,7 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
                                 list_rooms)
     finder = None
     session, finder = yield _open_session(
-        reactor, args, args.nick, 20, controller.event_received,
+        reactor, args, args.nick or default_nick(), 20, controller.event_received,
         controller.status, True)
     controller.session = session
     if finder is None:

@@ -10,7 +10,7 @@ single IRC byte.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, interfaces, protocol
 from twisted.logger import Logger
@@ -24,7 +24,18 @@ from chatroom.core.ircline import (
     format_line,
     parse_line,
 )
+from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT, Keepalive
 from chatroom.core.names import parse_msgid
+
+#: The longest IRC part of a line from the server, CR LF included.  A member
+#: may send 512 bytes (RFC 1459 2.3); the host relays that line with the
+#: member's source in front (nick up to 30, user up to 11, host up to 63
+#: bytes: HOSTLEN), so 1024 leaves room for any legal relayed line.
+MAX_RELAYED_BYTES = 1024
+
+#: The longest tag part from the server: IRCv3 message-tags lets servers
+#: send up to 8191 bytes of tags (with the C{@} and the space).
+MAX_SERVER_TAG_BYTES = 8191
 
 #: Capabilities a chatroom client asks for (when the server offers them).
 CLIENT_CAPS = ("message-tags", "server-time", "echo-message", "batch",
@@ -56,21 +67,40 @@ class NickInUse(Exception):
     """The server refused the nickname (433)."""
 
 
+class LinkDead(Exception):
+    """The host stayed silent through a keepalive probe; the client hung up."""
+
+
 @implementer(interfaces.IHandshakeListener)
 class RoomClientProtocol(protocol.Protocol):
     """An IRC client connection to a chatroom host (or any IRC server).
 
+    @param fallback_nicks: nicks to try in order when the server says the
+        nick is taken (433) during registration; when they are all taken
+        too, L{registered} fails with L{NickInUse}.
+    @param clock: C{seconds()} and C{callLater()}; with one, the connection
+        is watched by a L{Keepalive} once registered (PING after
+        C{probe_interval} seconds without a line, hang up when nothing
+        arrives C{probe_timeout} seconds later: the connection is then
+        lost with L{LinkDead}).  Without one, nothing is probed.
     @ivar registered: fires with the welcome message (001), or fails with
         L{NickInUse} or the connection's loss reason.
     @ivar caps: the capabilities the server acknowledged.
+    @ivar isupport: the server's ISUPPORT (005) tokens, name to value.
     """
 
     log = Logger()
 
     def __init__(self, nick: str, listener: Any = None,
                  wanted_caps: tuple[str, ...] = CLIENT_CAPS,
-                 realname: str = "chatroom user") -> None:
+                 realname: str = "chatroom user",
+                 fallback_nicks: Sequence[str] = (),
+                 clock: Any = None, probe_interval: float = PROBE_INTERVAL,
+                 probe_timeout: float = PROBE_TIMEOUT) -> None:
         self.nick = nick
+        self.wanted_nick = nick
+        self._fallbacks = list(fallback_nicks)
+        self.isupport: dict[str, str] = {}
         self.realname = realname
         self.listener = listener if listener is not None else RoomClientListener()
         self.wanted_caps = wanted_caps
@@ -80,6 +110,11 @@ class RoomClientProtocol(protocol.Protocol):
         self._waiters: list[tuple[Callable[[Message], bool], defer.Deferred]] = []
         self._labels = 0
         self._started = False
+        self._dead: str | None = None
+        self.keepalive: Keepalive | None = None
+        if clock is not None:
+            self.keepalive = Keepalive(clock, self._probe, self._link_dead,
+                                       probe_interval, probe_timeout)
 
     # Connection
 
@@ -94,7 +129,18 @@ class RoomClientProtocol(protocol.Protocol):
         self.send("NICK", self.nick)
         self.send("USER", self.nick.lower()[:10], "0", "*", self.realname)
 
+    def _probe(self, token: str) -> None:
+        self.send("PING", token)
+
+    def _link_dead(self, why: str) -> None:
+        self._dead = why
+        self.transport.abortConnection()
+
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self.keepalive is not None:
+            self.keepalive.stop()
+        if self._dead is not None:
+            reason = Failure(LinkDead(self._dead))
         if not self.registered.called:
             self.registered.errback(reason)
         waiters, self._waiters = self._waiters, []
@@ -117,9 +163,12 @@ class RoomClientProtocol(protocol.Protocol):
     # Input
 
     def dataReceived(self, data: bytes) -> None:
+        if self.keepalive is not None:
+            self.keepalive.line_received()
         for line in self._lines.feed(data):
             try:
-                message = parse_line(line)
+                message = parse_line(line, MAX_RELAYED_BYTES,
+                                     MAX_SERVER_TAG_BYTES)
             except ParseError:
                 self.log.warn("Ignoring a malformed line from the server")
                 continue
@@ -133,8 +182,17 @@ class RoomClientProtocol(protocol.Protocol):
             self._cap(message.params[1], message.params[-1])
         elif command == "001":
             self.nick = message.params[0]
+            if self.keepalive is not None:
+                self.keepalive.start()
             if not self.registered.called:
                 self.registered.callback(message)
+        elif command == "005":
+            for token in message.params[1:-1]:
+                name, _, value = token.partition("=")
+                self.isupport[name.upper()] = value
+        elif command == "433" and not self.registered.called and self._fallbacks:
+            self.nick = self._fallbacks.pop(0)
+            self.send("NICK", self.nick)
         elif command in ("433", "432") and not self.registered.called:
             self.registered.errback(NickInUse(message.params[1]))
             self.transport.loseConnection()

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatroom.client import errors
+from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT
 from chatroom.client.protocol import NickInUse as ProtocolNickInUse
 from chatroom.client.protocol import RoomClientProtocol
 from chatroom.client.reconnect import (
@@ -79,6 +80,10 @@ RECENT_HISTORY = 20
 
 #: CHATHISTORY limit per request (the host's CHATHISTORY=100).
 HISTORY_PAGE = 100
+
+#: Seconds between attempts to take back the wanted nick while the session
+#: uses a fallback (C{alice_}) and has not seen the holder leave the room.
+REGAIN_INTERVAL = 60.0
 
 _ROOM_COMMANDS = frozenset({"PRIVMSG", "NOTICE", "JOIN", "PART", "TOPIC", "KICK"})
 
@@ -312,6 +317,17 @@ class RoomSession:
         the connection (lost, reconnected and what was fetched).
     @param recent: how many events of history to show on the first join.
     @param policy: backoff policy, C{attempt -> seconds}.
+    @param alternative_nicks: when C{nick} is taken, register as
+        C{nick_}, C{nick__}, C{nick1} ... C{nick9} instead (the first that
+        is free), and take C{nick} back once it is free; when False, a
+        taken nick fails L{connect} with L{errors.NickInUse}.
+    @param probe_interval: seconds without a line from the host before a
+        PING probes the link.
+    @param probe_timeout: seconds after the probe before a silent link
+        counts as lost (reconnect and catch up as after any drop).
+    @ivar nick: the nick this session has on the host now.
+    @ivar wanted_nick: the nick asked for (or last set with
+        L{change_nick}).
     """
 
     def __init__(self, reactor: Any, target: RoomTarget | Announcement, nick: str,
@@ -322,12 +338,20 @@ class RoomSession:
                  policy: Callable[[int], float] | None = None,
                  clock: Any = None, timeout: float = ATTEMPT_TIMEOUT,
                  endpoint_for: Callable[[str, PinnedClientCreator], Any] | None = None,
-                 realname: str = "chatroom user") -> None:
+                 realname: str = "chatroom user",
+                 alternative_nicks: bool = True,
+                 probe_interval: float = PROBE_INTERVAL,
+                 probe_timeout: float = PROBE_TIMEOUT) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.nick = nick
+        self.wanted_nick = nick
+        self.alternative_nicks = alternative_nicks
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self._regain_call: Any = None
         self.realname = realname
         self.room = target.room
         self.channel = "#" + target.room
@@ -396,7 +420,11 @@ class RoomSession:
 
     def change_nick(self, nick: str) -> Deferred[str]:
         """Change nickname; fires with the new nick or fails with
-        L{errors.NickInUse} (or L{errors.ClientError} for a bad nick)."""
+        L{errors.NickInUse} (or L{errors.ClientError} for a bad nick, or
+        L{errors.NotConnected} while reconnecting)."""
+        return defer.maybeDeferred(self._change_nick, nick)
+
+    def _change_nick(self, nick: str) -> Deferred[str]:
         proto = self._joined_protocol()
         old = proto.nick
         done = proto.wait_for(lambda m: (
@@ -410,12 +438,17 @@ class RoomSession:
                 raise errors.ClientError(
                     "The host refused the nick %s (%s); choose another."
                     % (nick, message.params[-1]))
+            self.wanted_nick = message.params[0]
             return message.params[0]
         proto.send("NICK", nick)
         return done.addCallback(check)
 
     def names(self) -> Deferred[list[str]]:
-        """Fires with the nicks in the room (C{@} marks operators)."""
+        """Fires with the nicks in the room (C{@} marks operators), or fails
+        with L{errors.NotConnected} while reconnecting."""
+        return defer.maybeDeferred(self._names)
+
+    def _names(self) -> Deferred[list[str]]:
         proto = self._joined_protocol()
         collected: list[str] = []
 
@@ -430,7 +463,12 @@ class RoomSession:
         return done.addCallback(lambda _: collected)
 
     def topic(self, text: str | None = None) -> Deferred[str]:
-        """Show the topic (C{text} C{None}) or set it; fires with the topic."""
+        """Show the topic (C{text} C{None}) or set it; fires with the topic,
+        or fails with L{errors.NotConnected} while reconnecting (or
+        L{errors.ClientError} when the host refuses)."""
+        return defer.maybeDeferred(self._topic, text)
+
+    def _topic(self, text: str | None) -> Deferred[str]:
         proto = self._joined_protocol()
         if text is not None:
             done = proto.wait_for(lambda m: (
@@ -459,6 +497,7 @@ class RoomSession:
             self._unwatch()
             self._unwatch = None
         self._release()
+        self._cancel_regain()
         self.machine.close()
         if self.protocol is None and not self._closed.called:
             self._closed.callback(None)
@@ -523,6 +562,11 @@ class RoomSession:
         self._hold()
         if status is not None:
             self.on_status(status)
+        if casefold(self.nick) != casefold(self.wanted_nick):
+            self.on_status(
+                "The nick %s is taken on this host; you are %s until it is"
+                " free, then you get it back." % (self.wanted_nick, self.nick))
+            self._schedule_regain()
         if self._first is not None and not self._first.called:
             self._first.callback(self)
 
@@ -541,10 +585,6 @@ class RoomSession:
             error = errors.HostUnreachable(self.channel,
                                            self.machine.target.addresses,
                                            str(failure.value))
-        if isinstance(error, errors.NickInUse) and self.machine.ever_joined:
-            # Probably our own ghost: the host has not noticed the old
-            # connection is gone.  Come back under another nick.
-            self.nick = error.suggestion
         was_first = not self.machine.ever_joined
         self.machine.attempt_failed(attempt, str(error))
         if was_first and self._first is not None and not self._first.called:
@@ -589,8 +629,16 @@ class RoomSession:
         creator = PinnedClientCreator(target.q)
         listener = _ConnectionListener(self)
 
+        fallbacks = (errors.nick_alternatives(self.wanted_nick)
+                     if self.alternative_nicks else [])
+
         def build() -> RoomClientProtocol:
-            proto = RoomClientProtocol(self.nick, listener, realname=self.realname)
+            proto = RoomClientProtocol(self.wanted_nick, listener,
+                                       realname=self.realname,
+                                       fallback_nicks=fallbacks,
+                                       clock=self.clock,
+                                       probe_interval=self.probe_interval,
+                                       probe_timeout=self.probe_timeout)
             listener.protocol = proto
             return proto
         try:
@@ -607,9 +655,10 @@ class RoomSession:
         self.address = address
         try:
             yield proto.registered
+            self.nick = proto.nick
         except ProtocolNickInUse:
-            raise errors.NickInUse(self.nick, errors.alternative_nick(self.nick)) \
-                from None
+            raise errors.NickInUse(self.wanted_nick,
+                                   errors.alternative_nick(proto.nick)) from None
         except CancelledError:
             if proto.transport is not None:
                 proto.transport.abortConnection()
@@ -680,8 +729,42 @@ class RoomSession:
             self.nick = event.text
             if self.protocol is not None:
                 self.protocol.nick = event.text
+            if casefold(event.text) == casefold(self.wanted_nick):
+                self._cancel_regain()
+                self.on_status("You are %s again." % (event.text,))
         self.on_event(event)
+        if event.kind in ("quit", "part", "kick", "nick") and \
+                casefold(self.nick) != casefold(self.wanted_nick) and \
+                casefold(event.sender if event.kind != "kick" else
+                         event.text.split(" ")[0]) == casefold(self.wanted_nick):
+            self._regain()
         return event
+
+    # Taking the wanted nick back
+
+    def _regain(self) -> None:
+        """Ask for the wanted nick; the host answers with our NICK event
+        (handled in L{_deliver}) or 433, which is ignored."""
+        if self.joined and self.protocol is not None and \
+                casefold(self.nick) != casefold(self.wanted_nick):
+            self.protocol.send("NICK", self.wanted_nick)
+
+    def _schedule_regain(self) -> None:
+        if self._regain_call is None or not self._regain_call.active():
+            self._regain_call = self.clock.callLater(REGAIN_INTERVAL,
+                                                     self._regain_tick)
+
+    def _regain_tick(self) -> None:
+        self._regain_call = None
+        if casefold(self.nick) == casefold(self.wanted_nick) or self._closing:
+            return
+        self._regain()
+        self._schedule_regain()
+
+    def _cancel_regain(self) -> None:
+        if self._regain_call is not None and self._regain_call.active():
+            self._regain_call.cancel()
+        self._regain_call = None
 
     def _message_received(self, proto: RoomClientProtocol | None,
                           message: Message) -> None:

@@ -153,11 +153,18 @@ def format_tags(tags: dict[str, str]) -> str:
         for key, value in tags.items())
 
 
-def parse_line(line: bytes) -> Message:
+def parse_line(line: bytes, max_irc_bytes: int = MAX_IRC_BYTES,
+               max_tag_bytes: int = MAX_CLIENT_TAG_BYTES) -> Message:
     """Parse one line (without its terminator) into a L{Message}.
 
-    @raise LineTooLong: the tag part exceeds L{MAX_CLIENT_TAG_BYTES} or the
-        IRC part (counted with its CR LF) exceeds L{MAX_IRC_BYTES}.
+    @param max_irc_bytes: the longest IRC part allowed, counted with its
+        CR LF.  A server parses what clients send with the default (RFC
+        1459's 512); a client parses what servers relay, which carries the
+        sender's source in front of a line of up to 512 bytes, and so
+        passes a larger limit.
+    @param max_tag_bytes: the longest tag part, with its C{@} and space.
+    @raise LineTooLong: the tag part exceeds C{max_tag_bytes} or the
+        IRC part (counted with its CR LF) exceeds C{max_irc_bytes}.
     @raise InvalidUTF8: the line is not UTF-8.
     @raise ParseError: there is no command, or the tags are malformed.
     """
@@ -166,10 +173,10 @@ def parse_line(line: bytes) -> Message:
     raw_tags = None
     if line.startswith(b"@"):
         raw_tags, _, rest = line.partition(b" ")
-        if len(raw_tags) + 1 > MAX_CLIENT_TAG_BYTES:
+        if len(raw_tags) + 1 > max_tag_bytes:
             raise LineTooLong("the message tags are too long")
     rest = rest.lstrip(b" ")
-    if len(rest) + 2 > MAX_IRC_BYTES:
+    if len(rest) + 2 > max_irc_bytes:
         raise LineTooLong("the line is too long")
     if b"\0" in line:
         raise ParseError("the line contains a NUL byte")

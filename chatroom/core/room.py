@@ -28,12 +28,15 @@ VARIANTS = 4
 POST_COMMANDS = frozenset({"PRIVMSG", "NOTICE", "TAGMSG"})
 
 
-@attrs.define(eq=False)
+@attrs.frozen(eq=False)
 class Event:
     """One event of a room, or an unsequenced line to several members.
 
+    Wire data only: what is stored and what every recipient is shown.  Who
+    receives it and who caused it travel beside it in a L{Delivery}.
+
     @ivar room: the room key (folded name) or C{None} for lines that belong
-        to no single room (a nick change).
+        to no single room (a nick change, a private message).
     @ivar seq: the room's sequence number; C{None} for lines that are
         delivered but neither numbered nor stored (C{NICK}, C{TAGMSG}).
     @ivar time_ms: when the host accepted it, in milliseconds since the epoch.
@@ -41,9 +44,6 @@ class Event:
     @ivar source: the C{nick!user@host} of whoever caused it.
     @ivar params: the IRC parameters, the channel first where there is one.
     @ivar client_tags: client-only tags (C{+typing} ...) to relay.
-    @ivar audience: the members to deliver it to (not stored).
-    @ivar origin: the member who caused it, if connected (not stored).
-    @ivar label: the C{labeled-response} label of the command that caused it.
     """
 
     room: str | None
@@ -53,11 +53,10 @@ class Event:
     source: str
     params: tuple[str, ...]
     client_tags: dict[str, str] = attrs.field(factory=dict)
-    audience: tuple[Any, ...] = ()
-    origin: Any = None
-    label: str | None = None
+    # The formatted line per variant, filled on first use: a cache, not
+    # state, so the event stays what it was when it happened.
     _lines: list[bytes | None] = attrs.field(
-        factory=lambda: [None] * VARIANTS, repr=False)
+        init=False, factory=lambda: [None] * VARIANTS, repr=False)
 
     @property
     def msgid(self) -> str | None:
@@ -85,12 +84,33 @@ class Event:
             if self.command == "TAGMSG" and not variant & MESSAGE_TAGS:
                 # A TAGMSG is nothing but tags: members without
                 # message-tags are not sent it at all.
-                self._lines[variant] = b""
-                return b""
-            cached = self._lines[variant] = format_line(
-                self.command, *self.params, prefix=self.source,
-                tags=self.tags_for(variant))
+                cached = b""
+            else:
+                cached = format_line(self.command, *self.params,
+                                     prefix=self.source,
+                                     tags=self.tags_for(variant))
+            self._lines[variant] = cached
         return cached
+
+
+@attrs.define(eq=False)
+class Delivery:
+    """An event on its way: who receives it and who caused it (not stored).
+
+    @ivar event: the event.
+    @ivar audience: the members to deliver it to, in order.  Deliveries made
+        while membership did not change share the same tuple, which lets the
+        host format a run of them once per variant.
+    @ivar origin: the member who caused it, if it is still connected; it
+        gets its own copy only with C{echo-message} for messages.
+    @ivar reply: the reply object of the command that caused it, which
+        owns the label and the echo; C{None} for events nobody asked for.
+    """
+
+    event: Event
+    audience: tuple[Any, ...]
+    origin: Any = None
+    reply: Any = None
 
 
 @attrs.define
@@ -187,7 +207,14 @@ class Room:
         self.operators: set[Any] = set()
         self.invited: set[str] = set()
         self._members: dict[Any, None] = {}
+        #: Members who take the room's events by multicast (fan-out), not
+        #: over their own connection.
+        self._multicast: set[Any] = set()
+        #: Who is sent each event over its own connection: the members not
+        #: on multicast delivery.  Replaced (never changed) when membership
+        #: or delivery changes, so events share it between changes.
         self.audience: tuple[Any, ...] = ()
+        self._member_tuple: tuple[Any, ...] = ()
 
     def __repr__(self) -> str:
         return "<Room %s next_seq=%d members=%d>" % (
@@ -202,17 +229,42 @@ class Room:
     @property
     def members(self) -> tuple[Any, ...]:
         """The members, in the order they joined."""
-        return self.audience
+        return self._member_tuple
+
+    def _changed(self) -> None:
+        self._member_tuple = tuple(self._members)
+        multicast = self._multicast
+        self.audience = (tuple(m for m in self._members if m not in multicast)
+                         if multicast else self._member_tuple)
+
+    def set_multicast(self, member: Any, multicast: bool) -> None:
+        """Deliver the room's events to C{member} by multicast (C{True}) or
+        over its own connection (C{False}).
+
+        @raise NotAMember: if C{member} is not in the room.
+        """
+        if member not in self._members:
+            raise NotAMember(member)
+        if multicast:
+            self._multicast.add(member)
+        else:
+            self._multicast.discard(member)
+        self._changed()
+
+    def on_multicast(self, member: Any) -> bool:
+        """Whether C{member} takes the room's events by multicast."""
+        return member in self._multicast
 
     def _event(self, command: str, member: Any, params: tuple[str, ...],
                now_ms: int, client_tags: dict[str, str] | None = None,
-               label: str | None = None) -> Event:
+               audience: tuple[Any, ...] | None = None) -> Delivery:
         seq = self.next_seq
         self.next_seq = seq + 1
-        return Event(room=self.key, seq=seq, time_ms=now_ms, command=command,
-                     source=member.source, params=params,
-                     client_tags=client_tags or {}, audience=self.audience,
-                     origin=member, label=label)
+        event = Event(room=self.key, seq=seq, time_ms=now_ms, command=command,
+                      source=member.source, params=params,
+                      client_tags=client_tags or {})
+        return Delivery(event, self.audience if audience is None else audience,
+                        origin=member)
 
     def join_refusal(self, nick: str, key: str | None) -> str | None:
         """Why C{nick} may not join (C{"invite-only"}, C{"bad-key"}), or C{None}."""
@@ -222,7 +274,7 @@ class Room:
             return "bad-key"
         return None
 
-    def join(self, member: Any, now_ms: int, label: str | None = None) -> Event:
+    def join(self, member: Any, now_ms: int) -> Delivery:
         """Add C{member}; the join event goes to everyone, the joiner too.
 
         In a room a user opened, whoever joins it empty becomes its
@@ -232,8 +284,23 @@ class Room:
             self.operators.add(member)
         self.invited.discard(casefold(member.nick))
         self._members[member] = None
-        self.audience = tuple(self._members)
-        return self._event("JOIN", member, (self.channel,), now_ms, label=label)
+        self._changed()
+        return self._event("JOIN", member, (self.channel,), now_ms)
+
+    def replace(self, old: Any, new: Any) -> None:
+        """C{new} takes C{old}'s place (and operator status) in the room,
+        without an event: the same client came back on a new connection.
+
+        @raise NotAMember: if C{old} is not in the room.
+        """
+        if old not in self._members:
+            raise NotAMember(old)
+        self._members = {new if m is old else m: None for m in self._members}
+        if old in self.operators:
+            self.operators.discard(old)
+            self.operators.add(new)
+        self._multicast.discard(old)
+        self._changed()
 
     def _remove(self, member: Any) -> tuple[Any, ...]:
         """Take C{member} out; return the audience it was part of.
@@ -243,13 +310,18 @@ class Room:
         if member not in self._members:
             raise NotAMember(member)
         audience = self.audience
+        if member in self._multicast:
+            # Its own PART, QUIT or KICK reaches it over its connection,
+            # as IRC requires; the others on multicast get it by datagram.
+            self._multicast.discard(member)
+            audience = audience + (member,)
         del self._members[member]
         self.operators.discard(member)
-        self.audience = tuple(self._members)
+        self._changed()
         return audience
 
     def leave(self, member: Any, command: str, reason: str | None,
-              now_ms: int, label: str | None = None) -> Event:
+              now_ms: int) -> Delivery:
         """Remove C{member} (C{command} is C{PART}, C{QUIT} or C{KICK}).
 
         The event goes to everyone who was in the room, the leaver too.
@@ -263,13 +335,10 @@ class Room:
             params = (self.channel, reason)
         else:
             params = (self.channel,)
-        event = self._event(command, member, params, now_ms, label=label)
-        event.audience = audience
-        return event
+        return self._event(command, member, params, now_ms, audience=audience)
 
     def post(self, member: Any, command: str, text: str, now_ms: int,
-             client_tags: dict[str, str] | None = None,
-             label: str | None = None) -> Event:
+             client_tags: dict[str, str] | None = None) -> Delivery:
         """A message or notice from C{member} to the room.
 
         @raise NotAMember: if C{member} is not in the room.
@@ -277,10 +346,9 @@ class Room:
         if member not in self._members:
             raise NotAMember(member)
         return self._event(command, member, (self.channel, text), now_ms,
-                           client_tags=client_tags, label=label)
+                           client_tags=client_tags)
 
-    def set_topic(self, member: Any, text: str, now_ms: int,
-                  label: str | None = None) -> Event:
+    def set_topic(self, member: Any, text: str, now_ms: int) -> Delivery:
         """Change the topic.
 
         @raise NotAMember: if C{member} is not in the room.
@@ -292,8 +360,7 @@ class Room:
         if "t" in self.modes and member not in self.operators:
             raise NotOperator(member)
         self.topic = Topic(text, member.source, now_ms)
-        return self._event("TOPIC", member, (self.channel, text), now_ms,
-                           label=label)
+        return self._event("TOPIC", member, (self.channel, text), now_ms)
 
     def is_operator(self, member: Any) -> bool:
         """Whether C{member} is one of the room's operators."""
@@ -313,8 +380,8 @@ class Room:
         if member not in self.operators:
             raise NotOperator(member)
 
-    def kick(self, member: Any, target: Any, reason: str, now_ms: int,
-             label: str | None = None) -> Event:
+    def kick(self, member: Any, target: Any, reason: str,
+             now_ms: int) -> Delivery:
         """Operator C{member} removes C{target} from the room.
 
         @raise NotOperator: if C{member} is not an operator.
@@ -322,10 +389,8 @@ class Room:
         """
         self._require_operator(member)
         audience = self._remove(target)
-        event = self._event("KICK", member, (self.channel, target.nick, reason),
-                            now_ms, label=label)
-        event.audience = audience
-        return event
+        return self._event("KICK", member, (self.channel, target.nick, reason),
+                           now_ms, audience=audience)
 
     def invite(self, member: Any, nick: str) -> None:
         """C{member} invites C{nick}; in a C{+i} room only operators may.
@@ -339,8 +404,8 @@ class Room:
             raise NotOperator(member)
         self.invited.add(casefold(nick))
 
-    def change_modes(self, member: Any, changes: list[ModeChange], now_ms: int,
-                     label: str | None = None) -> Event | None:
+    def change_modes(self, member: Any, changes: list[ModeChange],
+                     now_ms: int) -> Delivery | None:
         """Operator C{member} applies C{changes}; the event shows what changed.
 
         Changes that change nothing (C{+i} on a C{+i} room, C{+o} of someone
@@ -383,8 +448,7 @@ class Room:
                 text += "+" if sign else "-"
             text += change.mode
         params = tuple(c.param for c in applied if c.param is not None)
-        return self._event("MODE", member, (self.channel, text, *params), now_ms,
-                           label=label)
+        return self._event("MODE", member, (self.channel, text, *params), now_ms)
 
     def mode_string(self, show_key: bool) -> tuple[str, ...]:
         """The room's modes for C{324}: C{("+int",)} or C{("+ik", key)}."""

@@ -1,0 +1,100 @@
+# -*- test-case-name: tests.test_ircserver -*-
+"""The command table: every IRC command the host answers, in one place.
+
+Each entry names the handler, the fewest parameters the command needs and
+whether it may be sent before registration (Ergo's C{irc/commands.go}).
+L{run} does the checks every command shares, once: registration (C{451}),
+parameters (C{461}), the reply object that owns the label, and a last
+guard so that a bug answers C{FAIL ... INTERNAL_ERROR} instead of taking
+the connection down.  Handlers are grouped by topic in this package and
+take C{(host, connection, reply, message)}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+from twisted.logger import Logger
+
+from chatroom.commands import history, messages, registration, rooms
+from chatroom.core.ircline import Message
+from chatroom.reply import Reply
+
+log = Logger()
+
+Handler = Callable[[Any, Any, Reply, Message], None]
+
+
+@attrs.frozen
+class Command:
+    """One row of the table.
+
+    @ivar handler: called as C{handler(host, connection, reply, message)}.
+    @ivar min_params: fewer parameters than this are answered with C{461}.
+    @ivar before_registration: whether an unregistered client may send it.
+    @ivar after_registration: whether a registered client may send it
+        (C{USER} may not: C{462}).
+    """
+
+    handler: Handler
+    min_params: int = 0
+    before_registration: bool = False
+    after_registration: bool = True
+
+
+COMMANDS: dict[str, Command] = {
+    # Registration and connection upkeep (registration.py)
+    "CAP": Command(registration.cap, 0, before_registration=True),
+    "NICK": Command(registration.nick, 0, before_registration=True),
+    "USER": Command(registration.user, 4, before_registration=True,
+                    after_registration=False),
+    "PING": Command(registration.ping, 0, before_registration=True),
+    "PONG": Command(registration.pong, 0, before_registration=True),
+    "QUIT": Command(registration.quit, 0, before_registration=True),
+    "MOTD": Command(registration.motd),
+    # Rooms (rooms.py)
+    "JOIN": Command(rooms.join, 1),
+    "PART": Command(rooms.part, 1),
+    "NAMES": Command(rooms.names),
+    "TOPIC": Command(rooms.topic, 1),
+    "WHO": Command(rooms.who),
+    "MODE": Command(rooms.mode, 1),
+    "KICK": Command(rooms.kick, 2),
+    "INVITE": Command(rooms.invite, 2),
+    # Messages (messages.py)
+    "PRIVMSG": Command(messages.privmsg),
+    "NOTICE": Command(messages.notice),
+    "TAGMSG": Command(messages.tagmsg),
+    # History (history.py)
+    "CHATHISTORY": Command(history.chathistory),
+}
+
+
+def run(host: Any, connection: Any, message: Message) -> None:
+    """Run C{message} from C{connection}: check, dispatch, answer."""
+    name = message.command
+    label = None
+    if "labeled-response" in connection.caps:
+        label = message.tags.get("label") or None
+    reply = Reply(connection, label)
+    command = COMMANDS.get(name)
+    if not connection.registered and (
+            command is None or not command.before_registration):
+        reply.numeric("451", "You have not registered")
+    elif command is None:
+        reply.numeric("421", name, "Unknown command")
+    elif connection.registered and not command.after_registration:
+        reply.numeric("462", "You may not reregister")
+    elif len(message.params) < command.min_params:
+        reply.numeric("461", name, "Not enough parameters")
+    else:
+        try:
+            command.handler(host, connection, reply, message)
+        except Exception:
+            # A bug must not take the connection or the host down; it is
+            # logged once and the client told.
+            log.failure("Error handling {command}", command=name)
+            host.count("internal-errors")
+            reply.send("FAIL", name, "INTERNAL_ERROR", "Internal error")
+    reply.close()

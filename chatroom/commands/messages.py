@@ -1,0 +1,99 @@
+# -*- test-case-name: tests.test_ircserver.RoomTests -*-
+"""Messages: PRIVMSG, NOTICE and TAGMSG, to rooms and to users.
+
+A message to a room is numbered and stored by the room; a message to a
+user, and every TAGMSG, is relayed without a number and not stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatroom.commands.registration import TARGMAX
+from chatroom.core.ircline import Message
+from chatroom.core.room import Delivery, Event
+from chatroom.reply import Reply
+
+
+def privmsg(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """Send a message to a room, or privately to one user."""
+    _post(host, connection, reply, message)
+
+
+def notice(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """Like PRIVMSG, but never answered with an error (RFC 2812 3.3.2)."""
+    _post(host, connection, reply, message, quiet=True)
+
+
+def tagmsg(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """Relay client-only tags (typing notices...) to a room or user."""
+    if "message-tags" in connection.caps:
+        _post(host, connection, reply, message, quiet=True)
+
+
+def _post(host: Any, connection: Any, reply: Reply, message: Message,
+          quiet: bool = False) -> None:
+    command = message.command
+    params = message.params
+    if not params:
+        if not quiet:
+            reply.numeric("411", "No recipient given (%s)" % (command,))
+        return
+    if command == "TAGMSG":
+        text = None
+    elif len(params) < 2 or not params[1]:
+        if not quiet:
+            reply.numeric("412", "No text to send")
+        return
+    else:
+        text = params[1]
+    client_tags = {k: v for k, v in message.tags.items() if k.startswith("+")}
+    for target in params[0].split(",")[:TARGMAX]:
+        if target.startswith("#"):
+            _post_to_room(host, connection, reply, command, target, text,
+                          client_tags, quiet)
+        else:
+            _post_to_user(host, connection, reply, command, target, text,
+                          client_tags, quiet)
+
+
+def _post_to_room(host: Any, connection: Any, reply: Reply, command: str,
+                  channel: str, text: str | None, client_tags: dict[str, str],
+                  quiet: bool) -> None:
+    room = host.find_room(channel)
+    if room is None:
+        if not quiet:
+            reply.numeric("403", channel, "No such channel")
+        return
+    if connection not in room:
+        if not quiet:
+            reply.numeric("404", channel, "Cannot send to channel")
+        return
+    now = host.now_ms()
+    if text is None:
+        # TAGMSG: relayed, but neither numbered nor stored.
+        delivery = Delivery(
+            Event(room=None, seq=None, time_ms=now, command=command,
+                  source=connection.source, params=(room.channel,),
+                  client_tags=client_tags),
+            room.audience, origin=connection)
+    else:
+        delivery = room.post(connection, command, text, now, client_tags)
+    host.submit(delivery, reply)
+
+
+def _post_to_user(host: Any, connection: Any, reply: Reply, command: str,
+                  nick: str, text: str | None, client_tags: dict[str, str],
+                  quiet: bool) -> None:
+    other = host.nick_owner(nick)
+    if other is None or not other.registered:
+        if not quiet:
+            reply.numeric("401", nick, "No such nick/channel")
+        return
+    params = (other.nick,) if text is None else (other.nick, text)
+    audience = (other,) if other is connection else (other, connection)
+    # Private messages are relayed, not numbered and not stored.
+    host.submit(Delivery(
+        Event(room=None, seq=None, time_ms=host.now_ms(), command=command,
+              source=connection.source, params=params, client_tags=client_tags),
+        audience, origin=connection), reply)

@@ -1,0 +1,296 @@
+# -*- test-case-name: tests.test_ircserver.RoomTests -*-
+"""Room commands: JOIN, PART, NAMES, TOPIC, WHO, MODE, KICK, INVITE.
+
+Membership changes go through the host (L{chatroom.host.RoomHost.join},
+C{part}, C{kick}), which updates the room and the member together; room
+rules (keys, invitations, operators) are the room's
+(L{chatroom.core.room.Room}).  These handlers only read commands and
+answer them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatroom.commands.registration import TARGMAX, TOPICLEN
+from chatroom.core.ircline import Message
+from chatroom.core.names import casefold, valid_room_name
+from chatroom.core.room import (
+    MissingModeParameter,
+    NotAMember,
+    NotOperator,
+    Room,
+    UnknownMode,
+    parse_mode_changes,
+)
+from chatroom.core.tokenbucket import TokenBucket
+from chatroom.reply import Reply
+
+
+def room_or_403(host: Any, reply: Reply, channel: str) -> Room | None:
+    """The room named C{channel}, or C{None} after answering C{403}."""
+    room = host.find_room(channel)
+    if room is None:
+        reply.numeric("403", channel, "No such channel")
+    return room
+
+
+def refuse(reply: Reply, room: Room, error: Exception) -> None:
+    """Answer a room's refusal: not a member (442) or not operator (482)."""
+    if isinstance(error, NotOperator):
+        reply.numeric("482", room.channel, "You're not channel operator")
+    else:
+        reply.numeric("442", room.channel, "You're not on that channel")
+
+
+def join(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """Join rooms (C{JOIN #a,#b [key,key]}); C{JOIN 0} leaves every room.
+
+    With C{--open-rooms}, joining a room that does not exist opens it.
+    """
+    if message.params[0] == "0":
+        for room in host.rooms_of(connection):
+            host.part(connection, room, None, reply)
+        return
+    keys = message.params[1].split(",") if len(message.params) > 1 else []
+    for index, channel in enumerate(message.params[0].split(",")):
+        room = host.find_room(channel)
+        if room is None:
+            room = _open_room(host, connection, reply, channel)
+            if room is None:
+                continue
+        if connection in room:
+            continue
+        refusal = room.join_refusal(connection.nick or "",
+                                    keys[index] if index < len(keys) else None)
+        if refusal == "invite-only":
+            reply.numeric("473", room.channel, "Cannot join channel (+i)")
+            continue
+        if refusal == "bad-key":
+            reply.numeric("475", room.channel, "Cannot join channel (+k)")
+            continue
+        delivery = host.join(connection, room, reply)
+        reply.after(delivery, _show_room(host, connection, reply, room))
+
+
+def _show_room(host: Any, connection: Any, reply: Reply, room: Room):
+    """The topic and names a joiner is sent after its C{JOIN}."""
+    def show() -> None:
+        if connection in room:
+            show_room(reply, room)
+    return show
+
+
+def show_room(reply: Reply, room: Room) -> None:
+    """What a member is told of a room it is now in: topic and names."""
+    send_topic(reply, room, on_join=True)
+    send_names(reply, room)
+
+
+def _open_room(host: Any, connection: Any, reply: Reply,
+               channel: str) -> Room | None:
+    """Open room C{channel} for this user, or say why not."""
+    limits = host.limits
+    if not limits.open_rooms:
+        reply.numeric("403", channel, "No such channel")
+        return None
+    name = channel[1:] if channel.startswith("#") else ""
+    if not valid_room_name(name, limits.room_name_length):
+        reply.numeric("479", channel, "Illegal channel name: use up to %d "
+                      "letters, digits and -_." % (limits.room_name_length,))
+        return None
+    if not host.can_open_room():
+        host.count("refused-max-rooms")
+        reply.numeric("437", channel, "Cannot open more rooms on this host")
+        return None
+    if connection.opened_rooms is None:
+        connection.opened_rooms = TokenBucket(limits.opened_per_hour,
+                                              limits.opened_per_hour / 3600.0)
+    if not connection.opened_rooms.take(host.clock.seconds()):
+        host.count("refused-open-rate")
+        reply.numeric("437", channel,
+                      "You have opened too many rooms; try again later")
+        return None
+    return host.open_room(name)
+
+
+def part(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """Leave rooms, with an optional reason."""
+    reason = message.params[1] if len(message.params) > 1 else None
+    for channel in message.params[0].split(","):
+        room = room_or_403(host, reply, channel)
+        if room is None:
+            continue
+        if connection not in room:
+            reply.numeric("442", channel, "You're not on that channel")
+            continue
+        host.part(connection, room, reason, reply)
+
+
+def names(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """List who is in a room."""
+    if not message.params:
+        reply.numeric("366", "*", "End of /NAMES list")
+        return
+    for channel in message.params[0].split(","):
+        room = host.find_room(channel)
+        if room is None:
+            reply.numeric("366", channel, "End of /NAMES list")
+        else:
+            send_names(reply, room)
+
+
+def send_names(reply: Reply, room: Room) -> None:
+    """C{353} lines of the room's members, then C{366}."""
+    nicks = [("@" if room.is_operator(m) else "") + m.nick for m in room.members]
+    # Keep each 353 line well inside 512 bytes.
+    chunk: list[str] = []
+    size = 0
+    for nick in nicks:
+        if size + len(nick) > 400:
+            reply.numeric("353", "=", room.channel, " ".join(chunk))
+            chunk, size = [], 0
+        chunk.append(nick)
+        size += len(nick) + 1
+    if chunk:
+        reply.numeric("353", "=", room.channel, " ".join(chunk))
+    reply.numeric("366", room.channel, "End of /NAMES list")
+
+
+def send_topic(reply: Reply, room: Room, on_join: bool = False) -> None:
+    """C{332}/C{333} for the room's topic, or C{331} (not on join)."""
+    topic = room.topic
+    if not topic.text:
+        if not on_join:
+            reply.numeric("331", room.channel, "No topic is set")
+        return
+    reply.numeric("332", room.channel, topic.text)
+    reply.numeric("333", room.channel, topic.setter.split("!")[0],
+                  str(topic.time_ms // 1000))
+
+
+def topic(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """Show or change a room's topic."""
+    room = room_or_403(host, reply, message.params[0])
+    if room is None:
+        return
+    if len(message.params) == 1:
+        send_topic(reply, room)
+        return
+    if connection not in room:
+        reply.numeric("442", room.channel, "You're not on that channel")
+        return
+    text = message.params[1][:TOPICLEN]
+    try:
+        delivery = room.set_topic(connection, text, host.now_ms())
+    except NotOperator as error:
+        refuse(reply, room, error)
+        return
+    host.submit(delivery, reply)
+
+
+def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """List a room's members, or one user (basic C{352} replies)."""
+    mask = message.params[0] if message.params else "*"
+    room = host.find_room(mask)
+    if room is not None:
+        members = room.members
+    else:
+        owner = host.nick_owner(mask)
+        members = (owner,) if owner is not None else ()
+    for member in members:
+        flags = "H@" if room is not None and room.is_operator(member) else "H"
+        reply.numeric("352", room.channel if room else "*", member.user,
+                      member.address, host.server_name, member.nick,
+                      flags, "0 " + member.realname)
+    reply.numeric("315", mask, "End of /WHO list")
+
+
+def mode(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """Room modes (C{+i}, C{+t}, C{+k key}, C{+o nick}); users may set C{+i}."""
+    target = message.params[0]
+    if target.startswith("#"):
+        room = room_or_403(host, reply, target)
+        if room is not None:
+            _room_mode(host, connection, reply, room, message.params[1:])
+        return
+    if casefold(target) != casefold(connection.nick or ""):
+        reply.numeric("502", "Can't change mode for other users")
+    elif len(message.params) == 1:
+        reply.numeric("221", "+i")
+    else:
+        reply.send("MODE", connection.nick or "*", message.params[1],
+                   prefix=connection.source)
+
+
+def _room_mode(host: Any, connection: Any, reply: Reply, room: Room,
+               params: tuple[str, ...]) -> None:
+    if not params:
+        reply.numeric("324", room.channel, *room.mode_string(connection in room))
+        reply.numeric("329", room.channel, str(room.created_ms // 1000))
+        return
+    if params[0] in ("b", "+b", "e", "+e", "I", "+I"):
+        # List queries: this host keeps no such lists.
+        reply.numeric({"b": "368", "e": "349", "I": "347"}[params[0][-1]],
+                      room.channel, "End of list")
+        return
+    try:
+        changes = parse_mode_changes(params[0], params[1:])
+    except UnknownMode as e:
+        reply.numeric("472", str(e), "is unknown mode char to me")
+        return
+    except MissingModeParameter:
+        reply.numeric("461", "MODE", "Not enough parameters")
+        return
+    try:
+        delivery = room.change_modes(connection, changes, host.now_ms())
+    except (NotAMember, NotOperator) as error:
+        refuse(reply, room, error)
+        return
+    for change in changes:
+        if change.mode == "o" and room.member_named(change.param or "") is None:
+            reply.numeric("441", change.param or "*", room.channel,
+                          "They aren't on that channel")
+    if delivery is not None:
+        host.save_modes(room)
+        host.submit(delivery, reply)
+
+
+def kick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """An operator removes members: C{KICK #room nick[,nick] [:reason]}."""
+    room = room_or_403(host, reply, message.params[0])
+    if room is None:
+        return
+    reason = message.params[2] if len(message.params) > 2 else connection.nick or ""
+    for nick in message.params[1].split(",")[:TARGMAX]:
+        target = room.member_named(nick)
+        if target is None:
+            reply.numeric("441", nick, room.channel, "They aren't on that channel")
+            continue
+        try:
+            host.kick(connection, room, target, reason, reply)
+        except (NotAMember, NotOperator) as error:
+            refuse(reply, room, error)
+            return
+
+
+def invite(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """Invite a user into a room (operators only when it is C{+i})."""
+    nick, channel = message.params[:2]
+    other = host.nick_owner(nick)
+    if other is None or not other.registered:
+        reply.numeric("401", nick, "No such nick/channel")
+        return
+    room = room_or_403(host, reply, channel)
+    if room is None:
+        return
+    if other in room:
+        reply.numeric("443", other.nick, room.channel, "is already on channel")
+        return
+    try:
+        room.invite(connection, other.nick)
+    except (NotAMember, NotOperator) as error:
+        refuse(reply, room, error)
+        return
+    reply.numeric("341", other.nick, room.channel)
+    other.send("INVITE", other.nick, room.channel, prefix=connection.source)

@@ -1,0 +1,133 @@
+# -*- test-case-name: tests.test_ircserver.LabeledResponseTests -*-
+"""The answer to one IRC command: its lines, its label, its batch, its echo.
+
+Every command a client sends gets one L{Reply} (Ergo's C{ResponseBuffer}).
+Handlers add numerics and other lines to it; room events the command caused
+are handed to the host with it, and the host gives the reply the sender's
+own copy of each event (its echo) once the event is stored.  When the
+handler has returned and every event it caused is stored, the reply is
+written: with IRCv3 C{labeled-response}, as an C{ACK} (nothing to say), as
+one labelled line, or as one labelled C{BATCH}; without a label, as the
+plain lines.  So the label, the batch and the echo are handled here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from chatroom.core.ircline import add_tags, format_line
+
+#: The longest C{label} value a client may send, in bytes (IRCv3
+#: labeled-response: "the label ... MUST NOT exceed 64 bytes").
+MAX_LABEL_BYTES = 64
+
+
+class Reply:
+    """The lines answering one command, written once the command is done.
+
+    @param connection: the L{chatroom.ircserver.IRCConnection} that sent the
+        command; the reply is written to it.
+    @param label: the command's C{label} tag, when the client negotiated
+        C{labeled-response}; C{None} otherwise.
+    """
+
+    def __init__(self, connection: Any, label: str | None) -> None:
+        self.connection = connection
+        self.label = label
+        self._lines: list[bytes] = []
+        self._waiting: list[Any] = []
+        self._after: list[tuple[Any, Callable[[], None]]] = []
+        self._open = True
+
+    def send(self, command: str, *params: str, prefix: str | None = None,
+             tags: dict[str, str] | None = None) -> None:
+        """Add one line, from the server unless C{prefix} says otherwise."""
+        self._lines.append(format_line(
+            command, *params, prefix=prefix or self.connection.host.server_name,
+            tags=tags))
+
+    def numeric(self, code: str, *params: str) -> None:
+        """Add a numeric reply addressed to the client (its nick, or C{*})."""
+        self.send(code, self.connection.nick or "*", *params)
+
+    def extend(self, lines: list[bytes]) -> None:
+        """Add lines that are already formatted (a history batch)."""
+        self._lines.extend(lines)
+
+    # Events the command caused
+
+    def expect(self, delivery: Any) -> None:
+        """C{delivery} was caused by this command: wait until it is stored."""
+        delivery.reply = self
+        self._waiting.append(delivery)
+
+    def after(self, delivery: Any, follow_up: Callable[[], None]) -> None:
+        """Run C{follow_up} once C{delivery} is stored and echoed (the topic
+        and names after a C{JOIN})."""
+        self._after.append((delivery, follow_up))
+
+    @property
+    def holds_echo(self) -> bool:
+        """Whether the client's own copies of the events this command caused
+        belong in the reply (a labelled reply is written as one piece), or
+        go out at their place in the room's order."""
+        return self.label is not None
+
+    def echo(self, line: bytes) -> None:
+        """The client's own copy of an event this labelled command caused."""
+        self._lines.append(line)
+
+    def committed(self, delivery: Any, stored: bool = True) -> None:
+        """The host stored (or, with C{stored=False}, could not store)
+        C{delivery}; run its follow-ups and write the reply if it is done."""
+        self._waiting.remove(delivery)
+        if not stored:
+            self.send("FAIL", delivery.event.command, "INTERNAL_ERROR",
+                      "Could not store the event; it was not delivered")
+        for item in [item for item in self._after if item[0] is delivery]:
+            self._after.remove(item)
+            if stored:
+                item[1]()
+        self._write_if_done()
+
+    def close(self) -> None:
+        """The handler returned: write the reply now, or once every event
+        it caused is stored."""
+        self._open = False
+        self._write_if_done()
+
+    def _write_if_done(self) -> None:
+        if self._open or self._waiting:
+            return
+        lines, self._lines = self._lines, []
+        connection = self.connection
+        if self.label is None:
+            if lines:
+                connection.write(b"".join(lines))
+            return
+        tag = {"label": self.label}
+        server = connection.host.server_name
+        if not lines:
+            connection.write(format_line("ACK", prefix=server, tags=tag))
+        elif len(lines) == 1:
+            connection.write(add_tags(lines[0], tag))
+        elif "batch" not in connection.caps:
+            connection.write(b"".join(lines))
+        else:
+            ref = connection.new_batch_id()
+            connection.write(
+                add_tags(format_line("BATCH", "+" + ref, "labeled-response",
+                                     prefix=server), tag) +
+                b"".join(line if _in_batch(line) else add_tags(line, {"batch": ref})
+                         for line in lines) +
+                format_line("BATCH", "-" + ref, prefix=server))
+
+
+def _in_batch(line: bytes) -> bool:
+    """Whether C{line} already belongs to a (nested) batch: a line carries
+    each tag key at most once, so it keeps its inner batch."""
+    if not line.startswith(b"@"):
+        return False
+    tags = line[1:line.index(b" ")]
+    return any(tag.split(b"=", 1)[0] == b"batch" for tag in tags.split(b";"))
