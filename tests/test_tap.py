@@ -176,7 +176,8 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         for option in ("--room", "--data-dir", "--port", "--interface", "--listen",
                        "--history-keep", "--history-days", "--flood-rate",
-                       "--max-clients", "--no-discovery"):
+                       "--max-clients", "--no-discovery", "--max-handshakes",
+                       "--max-handshakes-per-address", "--tls-endpoint"):
             self.assertIn(option, result.stdout)
 
     def test_twistd_bad_option(self):
