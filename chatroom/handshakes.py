@@ -16,6 +16,12 @@ connections from accept to C{handshakeCompleted}:
   connections that arrive meanwhile, so a burst of honest clients waits
   rather than being refused.
 
+The wrapper also shows the protocol inside an IPv4 peer on a dual-stack
+socket (C{::ffff:192.0.2.1}, RFC 4291 section 2.5.5.2, as the systemd unit's
+C{[::]} socket gives) as the IPv4 address it is, so that every per-address
+count of the host sees one address per IPv4 client rather than one /64 for
+all of them.
+
 Each cap is logged once when it trips (again only after a minute without
 tripping); every refusal and pause is counted for the operator.
 """
@@ -26,6 +32,7 @@ import ipaddress
 from typing import Any, Callable
 
 import attrs
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -51,14 +58,26 @@ class HandshakeLimits:
     per_address: int = 3
 
 
+def unmapped(address: str) -> str:
+    """C{address}, or the IPv4 address it maps (C{::ffff:a.b.c.d})."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return address
+
+
 def address_key(address: str) -> str | None:
     """The per-address counting key of C{address}; C{None} when exempt.
 
     Loopback and non-IP peers (UNIX sockets, test transports) are exempt;
-    IPv6 addresses count per /64, since one host usually holds a whole /64.
+    IPv4-mapped IPv6 addresses count as their IPv4 address; other IPv6
+    addresses count per /64, since one host usually holds a whole /64.
     """
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(unmapped(address))
     except ValueError:
         return None
     if ip.is_loopback:
@@ -85,8 +104,7 @@ class HandshakeLimitProtocol(policies.ProtocolWrapper):
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)
         if ISSLTransport.providedBy(transport):
-            peer = transport.getPeer()
-            self._key = address_key(getattr(peer, "host", ""))
+            self._key = address_key(getattr(transport.getPeer(), "host", ""))
             if not self.factory.handshake_started(self._key):
                 self._refused = True
                 transport.abortConnection()
@@ -94,6 +112,14 @@ class HandshakeLimitProtocol(policies.ProtocolWrapper):
             self._counted = True
         self.factory.registerProtocol(self)
         self.wrappedProtocol.makeConnection(self)
+
+    def getPeer(self) -> Any:
+        """The peer's address, an IPv4-mapped IPv6 one as plain IPv4."""
+        peer = self.transport.getPeer()
+        host = getattr(peer, "host", None)
+        if isinstance(peer, IPv6Address) and host and unmapped(host) != host:
+            return IPv4Address(peer.type, unmapped(host), peer.port)
+        return peer
 
     def _finished(self) -> None:
         if self._counted:
@@ -124,6 +150,8 @@ class HandshakeLimitFactory(policies.WrappingFactory):
 
     protocol = HandshakeLimitProtocol
     log = Logger()
+    # The wrapped factory already logs its start and stop.
+    noisy = False
 
     def __init__(self, wrappedFactory: Any, limits: HandshakeLimits, clock: Any,
                  count: Callable[[str], None] = lambda name: None) -> None:

@@ -153,7 +153,14 @@ class HistoryStore:
                       "{old} to {new}; the version {old} database is kept as "
                       "{copy}", path=path, old=version, new=SCHEMA_VERSION,
                       copy=copy)
-        _upgrade(self._db, version)
+        try:
+            _upgrade(self._db, version)
+        except sqlite3.Error as e:
+            self._db.close()
+            raise HistoryStoreError(
+                "The history database %s could not be upgraded from schema %d "
+                "(%s); it is unchanged, and a copy is next to it." % (
+                    path, version, e)) from None
 
     def close(self) -> None:
         """Close the database."""

@@ -134,7 +134,7 @@ def server_endpoint(reactor: Any, description: str, tls_options: Any) -> Any:
             inner = endpoints.serverFromString(reactor, ":".join(["tcp", *parts[1:]]))
             return HostTLSServerEndpoint(inner, tls_options)
         return endpoints.serverFromString(reactor, description)
-    except IndexError:
+    except (IndexError, KeyError):
         if parts[0] == "systemd":
             raise EndpointError(
                 "%s names a socket systemd did not pass (LISTEN_FDS); start "
@@ -142,7 +142,7 @@ def server_endpoint(reactor: Any, description: str, tls_options: Any) -> Any:
                 "endpoint." % (description,)) from None
         raise EndpointError("%s is not a usable listener description." % (
             description,)) from None
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError) as e:
         raise EndpointError(
             "%s is not a usable listener description (%s); see the endpoint "
             "strings of twisted.internet.endpoints.serverFromString." % (
@@ -150,6 +150,11 @@ def server_endpoint(reactor: Any, description: str, tls_options: Any) -> Any:
     except OSError as e:
         raise EndpointError("%s cannot be used: %s (%s)." % (
             description, e.strerror or e, e.filename or "")) from None
+    except Exception as e:
+        # Endpoint parsers are plugins and raise what they like (a PEM file
+        # that is not a key raises OpenSSL's error): still one sentence.
+        raise EndpointError("%s cannot be used (%s: %s)." % (
+            description, type(e).__name__, e)) from None
 
 
 class ListeningService(service.Service):
@@ -162,14 +167,16 @@ class ListeningService(service.Service):
 
     @param description: what to call the listener in messages.
     @param on_port: called with the port once listening, if given.
+    @param on_stop: called with the port when it stops listening, if given.
     """
 
     def __init__(self, endpoint: Any, factory: Any, description: str,
-                 on_port: Any = None) -> None:
+                 on_port: Any = None, on_stop: Any = None) -> None:
         self.endpoint = endpoint
         self.factory = factory
         self.description = description
         self.on_port = on_port
+        self.on_stop = on_stop
         self.port: Any = None
         self._listening: defer.Deferred | None = None
         self._waiters: list[defer.Deferred] = []
@@ -226,6 +233,8 @@ class ListeningService(service.Service):
         port, self.port = self.port, None
         self._failure = None
         if port is not None:
+            if self.on_stop is not None:
+                self.on_stop(port)
             return port.stopListening()
         if listening is not None:
             listening.cancel()
@@ -303,6 +312,12 @@ class HostService(service.MultiService):
             inner = server_endpoint(reactor, tls_endpoint, tls)
             if isinstance(inner, HostTLSServerEndpoint):
                 inner = inner.endpoint  # "ssl:" here means the same as "tcp:"
+            elif isinstance(inner, endpoints.SSL4ServerEndpoint):
+                raise EndpointError(
+                    "--tls-endpoint %s names its own certificate; the main "
+                    "port always serves the host's, bound to its key: give a "
+                    "tcp: or systemd: endpoint, or use --listen for another "
+                    "certificate." % (tls_endpoint,))
             self._listen(HostTLSServerEndpoint(inner, tls), tls_endpoint)
         elif tls_port is not None:
             self._listen(HostTLSServerEndpoint(endpoints.TCP4ServerEndpoint(
@@ -322,7 +337,8 @@ class HostService(service.MultiService):
 
     def _listen(self, endpoint: Any, description: str) -> None:
         listener = ListeningService(endpoint, self.factory, description,
-                                    on_port=self.factory.add_port)
+                                    on_port=self.factory.add_port,
+                                    on_stop=self.factory.remove_port)
         listener.setServiceParent(self)
         self.listeners.append(listener)
 

@@ -295,6 +295,8 @@ def main() -> int:
     print("announcements heard: %d, from %d of %d lives; T from %s to %s" % (
         len(heard), lives_heard, len(t_by_life), heard[0] if heard else "-",
         heard[-1] if heard else "-"))
+    if not total_shown or not history:
+        problems.append("no message was shown or stored: the load did not run")
     if kills < args.kills:
         problems.append("only %d kills within the time limit" % (kills,))
     if problems:

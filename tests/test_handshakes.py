@@ -1,6 +1,7 @@
 """The cap on TLS handshakes in progress (chatroom.handshakes)."""
 
 from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -118,6 +119,23 @@ class HandshakeLimitTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(address_key("2001:db8::1"), "2001:db8::/64")
 
+    def test_ipv4_mapped(self):
+        """On a dual-stack socket an IPv4 client counts as its IPv4 address
+        (not one /64 for every IPv4 client), and the protocol inside sees
+        that address; mapped loopback stays exempt."""
+        self.connect("::ffff:192.0.2.1")
+        self.connect("192.0.2.1")
+        _, transport = self.connect("::ffff:192.0.2.1")
+        self.assertTrue(transport.disconnecting)
+        _, other = self.connect("::ffff:192.0.2.2")
+        self.assertFalse(other.disconnecting)
+        self.assertEqual(address_key("::ffff:127.0.0.1"), None)
+        wrapper = self.factory.buildProtocol(None)
+        wrapper.makeConnection(StringTransport(
+            peerAddress=IPv6Address("TCP", "::ffff:192.0.2.9", 4000)))
+        self.assertEqual(wrapper.wrappedProtocol.transport.getPeer(),
+                         IPv4Address("TCP", "192.0.2.9", 4000))
+
     def test_global_cap_pauses_accepting(self):
         """At the global cap the ports stop accepting; one completion
         resumes them.  Loopback counts here."""
@@ -157,10 +175,10 @@ class HandshakeLimitTests(SynchronousTestCase):
         self.assertFalse(self.port.paused)
 
 
-class _Address:
-    def __init__(self, host):
-        self.host = host
-        self.port = 1234
+def _Address(host):
+    if ":" in host:
+        return IPv6Address("TCP", host, 1234)
+    return IPv4Address("TCP", host, 1234)
 
 
 class RealHandshakeTests(TestCase):
@@ -214,3 +232,42 @@ def _fire_after(factory, name, deferred):
             deferred.callback(None)
         return result
     setattr(factory, name, wrapper)
+
+
+class BurstTests(TestCase):
+    """A burst of honest clients over the global cap waits, it is not refused."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_burst_all_served(self):
+        from chatroom.client.protocol import RoomClientProtocol
+        from chatroom.host import Limits
+        from chatroom.tls import PinnedClientCreator
+
+        from .running_host import Recorder
+
+        identity = HostIdentity.generate()
+        host = HostService(reactor, identity, HistoryStore(":memory:"), ["lobby"],
+                           tls_port=0, tls_interface="127.0.0.1",
+                           limits=Limits(flood_rate=0),
+                           handshakes=HandshakeLimits(in_progress=4))
+        host.startService()
+        self.addCleanup(host.stopService)
+        (port,) = yield host.listening_ports()
+        creator = PinnedClientCreator(identity.public_key)
+        endpoint = endpoints.wrapClientTLS(creator, endpoints.TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port.getHost().port))
+        # All connections are started in one reactor turn, so the host
+        # accepts them together, well over the cap of 4.
+        connecting = [endpoint.connect(protocol.Factory.forProtocol(
+            lambda n=n: RoomClientProtocol("user%d" % (n,), Recorder())))
+            for n in range(30)]
+        clients = yield defer.gatherResults(connecting)
+        for client in clients:
+            self.addCleanup(client.transport.abortConnection)
+        yield defer.gatherResults([client.registered for client in clients])
+        self.assertGreaterEqual(host.host.counters.get("handshakes-paused", 0), 1)
+        self.assertNotIn("handshakes-refused-per-address", host.host.counters)
+        self.assertEqual(host.factory.in_progress, 0)
+        self.assertFalse(host.factory.paused)

@@ -189,6 +189,24 @@ class UpgradeTests(SynchronousTestCase):
         self.addCleanup(db.close)
         self.assertEqual(db.execute("SELECT version FROM version").fetchall(), [(1,)])
 
+    def test_failed_upgrade_is_one_sentence(self):
+        """An upgrade step that fails leaves the database as it was."""
+        path = os.path.abspath(self.mktemp())
+        self.make_v1(path)
+        db = sqlite3.connect(path)
+        # A column the upgrade adds already exists: its ALTER TABLE fails.
+        db.execute("ALTER TABLE rooms ADD COLUMN modes TEXT NOT NULL DEFAULT ''")
+        db.commit()
+        db.close()
+        error = self.assertRaises(HistoryStoreError, HistoryStore, path)
+        self.assertIn("could not be upgraded from schema 1", str(error))
+        db = sqlite3.connect(path)
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("SELECT version FROM version").fetchall(), [(1,)])
+        # The steps before the failing one were rolled back too.
+        self.assertNotIn("opened", [row[1] for row in db.execute(
+            "PRAGMA table_info(rooms)")])
+
     def make_v1(self, path):
         from importlib import resources
         db = sqlite3.connect(path)

@@ -194,9 +194,11 @@ class ListeningServiceTests(TestCase):
         from twisted.internet import endpoints, protocol
 
         from chatroom.service import ListeningService
+        seen = []
         listener = ListeningService(
             endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
-            protocol.Factory(), "test")
+            protocol.Factory(), "test", on_port=lambda p: seen.append(("on", p)),
+            on_stop=lambda p: seen.append(("off", p)))
         waiting = listener.when_listening()
         listener.privilegedStartService()
         listener.startService()
@@ -204,6 +206,7 @@ class ListeningServiceTests(TestCase):
         self.assertIs((yield listener.when_listening()), port)
         yield listener.stopService()
         self.assertFalse(port.connected)
+        self.assertEqual(seen, [("on", port), ("off", port)])
 
     def test_failure_raises_at_start(self):
         from twisted.internet import endpoints, protocol

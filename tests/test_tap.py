@@ -133,6 +133,39 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("bogus:1", message)
         self.assertEqual(closed, [True])
 
+    def test_listen_certificate_not_a_key(self):
+        """A certificate file that holds no key is one sentence."""
+        pem = os.path.abspath(self.mktemp())
+        with open(pem, "w") as f:
+            f.write("not a key\n")
+        message = self.make_service_exit("--listen", "ssl:0:privateKey=" + pem)
+        self.assertIn("cannot be used", message)
+
+    def test_tls_endpoint_with_certificate(self):
+        """The main TLS port always serves the host's certificate."""
+        from cryptography.hazmat.primitives import serialization
+
+        from chatroom.identity import HostIdentity
+        identity = HostIdentity.generate()
+        pem = os.path.abspath(self.mktemp())
+        with open(pem, "wb") as f:
+            f.write(identity.private_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()))
+            f.write(identity.certificate.public_bytes(serialization.Encoding.PEM))
+        message = self.make_service_exit(
+            "--tls-endpoint", "ssl:0:interface=127.0.0.1:privateKey=" + pem)
+        self.assertIn("names its own certificate", message)
+
+    def test_tls_endpoint(self):
+        """--tls-endpoint replaces --port: one TLS listener, on it."""
+        from chatroom.service import HostTLSServerEndpoint
+        service = self.build(self.parse(
+            "--tls-endpoint", "tcp:0:interface=127.0.0.1"))
+        (listener,) = service.listeners
+        self.assertIsInstance(listener.endpoint, HostTLSServerEndpoint)
+        self.assertEqual(listener.description, "tcp:0:interface=127.0.0.1")
+
     def test_make_service(self):
         options = self.parse("--port", "0", "--room", "dev",
                              "--max-handshakes", "9")
@@ -162,7 +195,8 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         for option in ("--room", "--data-dir", "--port", "--interface", "--listen",
                        "--history-keep", "--history-days", "--flood-rate",
-                       "--max-clients", "--no-discovery"):
+                       "--max-clients", "--no-discovery", "--max-handshakes",
+                       "--max-handshakes-per-address", "--tls-endpoint"):
             self.assertIn(option, result.stdout)
 
     def test_twistd_bad_option(self):

@@ -189,6 +189,9 @@ def parse_line(line: bytes, max_irc_bytes: int = MAX_IRC_BYTES,
     prefix = None
     if text.startswith(":"):
         prefix, _, text = text[1:].partition(" ")
+        if not prefix:
+            # ": CMD" would format back without a prefix.
+            raise ParseError("the line has an empty prefix")
         text = text.lstrip(" ")
     head, has_trailing, trailing = text.partition(" :")
     # Only the space separates parameters (RFC 1459 2.3.1), not tabs & co.
@@ -197,6 +200,9 @@ def parse_line(line: bytes, max_irc_bytes: int = MAX_IRC_BYTES,
         params.append(trailing)
     if not params or params[0].startswith(":"):
         raise ParseError("the line has no command")
+    if params[0].startswith("@"):
+        # " @x" (tags cannot follow spaces) would format back as tags.
+        raise ParseError("the command starts with '@'")
     command = params.pop(0)
     return Message(command=command.upper(), params=tuple(params), tags=tags,
                    prefix=prefix)
