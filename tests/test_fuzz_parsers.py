@@ -221,10 +221,6 @@ class RoomSpecFuzzTests(SynchronousTestCase):
         else:
             self.assertEqual(parse_room_spec(room), (room, b""))
 
-    test_parsed_rooms_are_openable.todo = (  # type: ignore[attr-defined]
-        "issue 9 item 5: the client's spec parser uses discovery's looser "
-        "room-name rule, so '##0' parses as room '#0' (which writes back as "
-        "'#0', room '0') and '\x85' as a room no host can open")
 
     @settings(max_examples=500, deadline=None)
     @given(st.binary(min_size=32, max_size=32),

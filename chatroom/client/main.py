@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--lines", "-n", type=int, default=20, help="how many (default 20)")
     tail.add_argument("--nick", default=None, help="nickname (default: your user name)")
 
-    for parser in (join, say, tail):
-        parser.add_argument(
+    for room_command in (join, say, tail):
+        room_command.add_argument(
             "--password", default=None,
             help="the room password of a private room (its host was started "
                  "with --private --room-password)")

@@ -53,15 +53,15 @@ from chatroom.client.reconnect import (
 )
 from chatroom.core.directory import DirectoryChange, DirectoryEntry, Outcome
 from chatroom.core.discovery import (
+    MAX_ROOM_NAME_BYTES,
     Announcement,
     ParseError,
     RoomAddress,
-    check_room_name,
     fingerprint_prefix_from_hex,
     short_fingerprint,
 )
 from chatroom.core.ircline import Message, parse_server_time
-from chatroom.core.names import casefold, parse_msgid
+from chatroom.core.names import casefold, parse_msgid, valid_room_name
 from chatroom.core.search import DEFAULT_RINGS, Ring
 from chatroom.discovery import (
     DEFAULT_ANNOUNCE_TTL,
@@ -115,8 +115,13 @@ def parse_room_spec(text: str) -> tuple[str, bytes]:
     """
     fingerprint, _, room = text.rpartition("/")
     room = room[1:] if room.startswith("#") else room
+    if not valid_room_name(room, MAX_ROOM_NAME_BYTES):
+        # The hosts' rule (chatroom.core.names), not the wider one of the
+        # discovery wire format: a name no host can open is never searched.
+        raise errors.BadRoomSpec(
+            "%r is not a room: write ROOM or FINGERPRINT/ROOM, the room name"
+            " being letters, digits and '-_.' only." % (text,))
     try:
-        check_room_name(room)
         prefix = fingerprint_prefix_from_hex(fingerprint) if fingerprint else b""
     except (ParseError, ValueError) as e:
         raise errors.BadRoomSpec(
