@@ -398,11 +398,16 @@ class ReorderBuffer:
         if self.tls_from is not None:
             stop = min(stop, self.tls_from - 1)
         start = max(self._scanned + 1, self.next_seq)
+        # One random wait for everything found missing at once, so that a
+        # lost burst is asked for in one request, not one per event.
+        deadline: float | None = None
         for seq in range(start, stop + 1):
             if (seq not in self._held and seq not in self._over_tls and
                     seq not in self._due):
-                low, high = self._repair_wait
-                self._due[seq] = now + low + (high - low) * self._random()
+                if deadline is None:
+                    low, high = self._repair_wait
+                    deadline = now + low + (high - low) * self._random()
+                self._due[seq] = deadline
         self._scanned = max(self._scanned, stop)
 
     def rescan(self, now: float) -> None:
