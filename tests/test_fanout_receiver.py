@@ -128,6 +128,22 @@ class ReorderBufferTests(SynchronousTestCase):
         b.offer(3, line(3), 1.0)
         self.assertEqual(b.due(2.1), [((2, 2), (4, 4))])
 
+    def test_request_fits_one_line(self) -> None:
+        """Many scattered gaps are asked for in requests that each fit the
+        host's 450-character limit, until all are asked."""
+        b = self.buffer()
+        for seq in range(1, 1000, 2):
+            b.offer(seq, line(seq), 0.0)
+        b.offer(1, line(1), 0.0)
+        asked = []
+        for _ in range(10):
+            for ranges in b.due(1.0):
+                text = f.format_ranges(ranges)  # type: ignore[arg-type]
+                self.assertLessEqual(len(text), f.MAX_RANGES_TEXT)
+                self.assertEqual(f.parse_ranges(text), ranges)
+                asked += [s for a, z in ranges for s in range(a, z + 1)]  # type: ignore[misc]
+        self.assertEqual(sorted(asked), list(range(2, 999, 2)))
+
     def test_filled_meanwhile(self) -> None:
         """A gap filled before the wait ends is never asked for."""
         b = self.buffer()

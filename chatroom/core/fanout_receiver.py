@@ -45,8 +45,10 @@ from chatroom.core.fanout import (
     ModeChange,
     Opened,
     Ranges,
+    MAX_RANGES_TEXT,
     RoomIdentity,
     decode_payload,
+    format_ranges,
 )
 from chatroom.core.tokenbucket import TokenBucket
 
@@ -373,11 +375,17 @@ class ReorderBuffer:
             return [RequestHistory(self.next_seq - 1, HISTORY_LIMIT)]
         ready = sorted(seq for seq, deadline in self._due.items()
                        if deadline <= now)[:self._max_repair]
-        if not ready:
+        ranges = _to_ranges(ready)
+        # The host takes at most 450 characters of ranges (one IRC line);
+        # what does not fit stays due and goes in the next request.
+        while len(format_ranges(ranges)) > MAX_RANGES_TEXT:
+            ranges = ranges[:len(ranges) * 3 // 4]
+        if not ranges:
             return []
-        for seq in ready:
-            self._due[seq] = now + REPAIR_RETRY
-        return [_to_ranges(ready)]
+        for first, last in ranges:
+            for seq in range(first, last + 1):
+                self._due[seq] = now + REPAIR_RETRY
+        return [ranges]
 
     # -- inside
 
