@@ -160,6 +160,16 @@ class ReorderBufferTests(SynchronousTestCase):
         self.assertEqual(b.counts["skipped"], 3)
         self.assertIsNone(b.wake_at())
 
+    def test_complete_ahead(self) -> None:
+        """A complete range beyond the next event marks its last number
+        too, and a later offer still fills a number marked missing."""
+        b = self.buffer()
+        b.offer(5, line(5), 0)
+        b.complete([(3, 4)], 0)
+        self.assertEqual(delivered(list(b.offer(1, line(1), 0))), [1])
+        self.assertEqual(delivered(list(b.offer(3, line(3), 0))), [])
+        self.assertEqual(delivered(list(b.offer(2, line(2), 0))), [2, 3, 5])
+
     def test_live_tls_completes(self) -> None:
         """With tls_from set, a live TLS event says all below it (from
         tls_from on) never existed, and nothing there is asked for."""

@@ -612,6 +612,31 @@ class SenderTests(SynchronousTestCase):
         policy.request("e", [5], 0.7)
         self.assertEqual(policy.wake_at(), 0.85)
 
+    def test_repair_from_history_store(self) -> None:
+        """Events older than the in-memory cache, or evicted from it while
+        a request waited, are left to the history store, never reported
+        as skipped."""
+        room = SimRoom(seed=16, sender_args={"cache_events": 10})
+        room.join("a")
+        room.flush()
+        for _ in range(30):
+            room.say("a")
+        room.flush()
+        old = f.MemberRequest("lobby", "REPAIR", ranges=((2, 3),))
+        (answer,) = room.sender.request("a", old, 0.0)
+        self.assertEqual(answer, s.SendRepair("a", ((2, 3),), (), ((2, 3),)))
+        room.handle(room.sender.request(
+            "a", f.MemberRequest("lobby", "START", epoch=1), 0.0))
+        recent = f.MemberRequest("lobby", "REPAIR", ranges=((25, 26),))
+        self.assertEqual(room.sender.request("a", recent, 0.0), [])
+        for _ in range(10):
+            room.say("a")
+        room.flush()  # evicts 25 and 26
+        actions = room.sender.flush(1.0)
+        repairs = [a for a in actions if isinstance(a, s.SendRepair)]
+        self.assertEqual(repairs, [s.SendRepair("a", ((25, 26),), (),
+                                                ((25, 26),))])
+
     def test_requests_from_non_members_ignored(self) -> None:
         """A departed member's repair requests get nothing."""
         room = SimRoom(seed=14)

@@ -312,7 +312,8 @@ class ReorderBuffer:
                 self.next_seq = last + 1
                 out += self._drain()
                 continue
-            for seq in range(first, min(last, self.next_seq + self._max_ahead)):
+            for seq in range(first,
+                             min(last + 1, self.next_seq + self._max_ahead)):
                 if seq not in self._held:
                     self._held[seq] = None
                     self.counts["skipped"] += 1
