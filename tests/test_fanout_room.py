@@ -637,6 +637,27 @@ class SenderTests(SynchronousTestCase):
         self.assertEqual(repairs, [s.SendRepair("a", ((25, 26),), (),
                                                 ((25, 26),))])
 
+    def test_heartbeat_never_claims_unsent_events(self) -> None:
+        """While events wait for a pacing token, heartbeats carry the newest
+        event already multicast, so members do not ask for the others."""
+        room = SimRoom(seed=17, sender_args={"burst": 1, "rate": 1.0})
+        room.join("a")
+        room.flush()
+        sent_first = list(room.net)
+        for turn in range(3):
+            room.say("a", "x" * 900)
+            room.flush()
+        room.net.clear()
+        room.advance(0.5)
+        key = room.sender.keys.current.key
+        beats = [f.open_datagram(f.Datagram.from_bytes(d), ROOM, key)
+                 for d in room.net]
+        beats = [b for b in beats if b.kind == f.KIND_HEARTBEAT]
+        self.assertTrue(beats)
+        self.assertTrue(sent_first)
+        self.assertEqual({b.seq for b in beats}, {1})
+        self.assertEqual(room.sender.last_seq, 4)
+
     def test_requests_from_non_members_ignored(self) -> None:
         """A departed member's repair requests get nothing."""
         room = SimRoom(seed=14)

@@ -576,8 +576,10 @@ class FanoutSender:
     def _heartbeat(self) -> bytes:
         epoch = self.keys.current
         self.counts["heartbeats"] += 1
+        # The newest event already multicast: events still waiting for a
+        # pacing token must not look lost.
         return seal(self._key, self.identity, epoch.key, KIND_HEARTBEAT,
-                    epoch.take_counter(), self.last_seq, b"")
+                    epoch.take_counter(), self._first_unsealed() - 1, b"")
 
     def _restart_heartbeats(self, now: float) -> None:
         self._heartbeat_step = 0
