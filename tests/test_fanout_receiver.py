@@ -328,6 +328,25 @@ class ReceiverTests(SynchronousTestCase):
             self.assertEqual(self.feed(junk), [])
         self.assertEqual(self.receiver.buffer.next_seq, 2)
 
+    def test_check_order(self) -> None:
+        """The first failing check names the drop: the window before the
+        AEAD, the AEAD before the budget, the budget before the
+        signature; a non-member's flood does not spend the budget."""
+        self.feed(data(1, counter=0))
+        forged_replay = data(9, counter=0, key=f.EpochKey(1, bytes(32)))
+        self.assert_dropped(forged_replay, "replay")
+        for counter in range(1, 400):
+            self.feed(data(2, counter=counter, key=f.EpochKey(1, bytes(32))),
+                      1.0)
+        self.assertEqual(self.receiver.drops["bad-ciphertext"], 399)
+        self.assertEqual(self.receiver.drops["rate-limited"], 0)
+        for counter in range(1, 400):
+            self.feed(data(2, counter=counter, signer=MEMBER_KEY), 1.0)
+        # 399 member forgeries: the full budget of 200 is spent on
+        # signature checks, the other 199 are dropped before.
+        self.assertEqual(self.receiver.drops["bad-signature"], 200)
+        self.assertEqual(self.receiver.drops["rate-limited"], 199)
+
     def test_far_ahead_counter_asks_sync(self) -> None:
         """A counter far ahead asks the host to resynchronise (at most every
         5 s); the answer moves the window forward."""
