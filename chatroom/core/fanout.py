@@ -499,13 +499,18 @@ def format_ranges(ranges: Iterable[tuple[int, int]]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
+MAX_RANGES_TEXT = 450
+"""Characters of ranges a REPAIR or REPAIRED line may carry, so the line
+stays under IRC's 512 bytes with a 64-byte room name."""
+
+
 def parse_ranges(text: str, limit: int = MAX_REPAIR_EVENTS) -> Ranges:
     """Parse ``"5-7,12"``: ascending, disjoint ranges of sequence numbers
     (each at least 1) covering at most ``limit`` events in all.
 
     @raise ParseError: C{bad-params}, or C{too-many} beyond ``limit``.
     """
-    if not text or len(text) > 450:
+    if not text or len(text) > MAX_RANGES_TEXT:
         raise ParseError("The ranges are empty or too long.", "bad-params")
     ranges: list[tuple[int, int]] = []
     total = 0

@@ -498,7 +498,12 @@ class FanoutSender:
         if not seqs:
             return []
         events = tuple((s, self._cache[s]) for s in seqs if s in self._cache)
-        return [SendRepair(member, _to_ranges(seqs), events)]
+        # Events evicted from the cache since the request came are read
+        # from the history store, never reported as skipped.
+        oldest = next(iter(self._cache), self.last_seq + 1)
+        evicted = [s for s in seqs if s < oldest and s not in self._cache]
+        return [SendRepair(member, _to_ranges(seqs), events,
+                           _to_ranges(evicted))]
 
     def _repairs_due(self, now: float) -> list[SenderAction]:
         again, each = self.policy.due(now)
@@ -571,8 +576,10 @@ class FanoutSender:
     def _heartbeat(self) -> bytes:
         epoch = self.keys.current
         self.counts["heartbeats"] += 1
+        # The newest event already multicast: events still waiting for a
+        # pacing token must not look lost.
         return seal(self._key, self.identity, epoch.key, KIND_HEARTBEAT,
-                    epoch.take_counter(), self.last_seq, b"")
+                    epoch.take_counter(), self._first_unsealed() - 1, b"")
 
     def _restart_heartbeats(self, now: float) -> None:
         self._heartbeat_step = 0
