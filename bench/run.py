@@ -502,8 +502,24 @@ class ChatroomBaseline(Chatroom):
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+class ChatroomExperiment(Chatroom):
+    """chatroom with an experimental change patched in at start
+    (--experiment NAME=VALUE, see bench/experiment_host.py)."""
+
+    name = "experiment"
+
+    def command(self, port, delivery):
+        cmd = super().command(port, delivery)
+        assert cmd[1:1 + len(TWISTD)] == TWISTD
+        return [cmd[0], os.path.join(BENCH, "experiment_host.py"),
+                *self.opts.experiment, "--", *cmd[1 + len(TWISTD):]]
+
+    def version(self):
+        return f"{super().version()} with {' '.join(self.opts.experiment)}"
+
+
 SERVERS = {"ngircd": Ngircd, "inspircd": Inspircd, "chatroom": Chatroom,
-           "baseline": ChatroomBaseline}
+           "baseline": ChatroomBaseline, "experiment": ChatroomExperiment}
 #: The servers chatroom's figures are compared with, in table order: the C
 #: servers, and chatroom itself at --baseline REV (after/before).
 REFERENCES = ("ngircd", "inspircd", "baseline")
@@ -617,11 +633,11 @@ def fmt(value, spec):
         return str(value)
 
 
-def ratios(results, reference):
-    """chatroom / reference for every numeric metric of every scenario."""
+def ratios(results, reference, subject="chatroom"):
+    """subject / reference for every numeric metric of every scenario."""
     out = {}
     for scen, by_server in results.items():
-        a, b = by_server.get("chatroom"), by_server.get(reference)
+        a, b = by_server.get(subject), by_server.get(reference)
         if not (a and b and a.get("ok") and b.get("ok")):
             continue
         out[scen] = {}
@@ -636,8 +652,8 @@ def ratios(results, reference):
 def table(scenarios, servers, results, ratio):
     """The printed table; ratio maps a reference server to ratios() for it."""
     lines = []
-    refs = [r for r in REFERENCES if r in ratio and "chatroom" in servers]
-    cols = servers + [f"chatroom/{r}" for r in refs]
+    refs = [r for r in ratio if "/" in r or "chatroom" in servers]
+    cols = servers + [r if "/" in r else f"chatroom/{r}" for r in refs]
     width = [36] + [max(16, len(c) + 2) for c in cols]
     for scen in scenarios:
         lines.append("")
@@ -695,6 +711,10 @@ def main(argv=None):
                    help="also run chatroom as of git revision REV (server "
                         "'baseline', added to --servers), for before/after "
                         "figures from the same run")
+    p.add_argument("--experiment", metavar="NAME=VALUE", action="append", default=[],
+                   help="also run chatroom with an experimental change patched "
+                        "in (server 'experiment', see bench/experiment_host.py); "
+                        "repeat for more")
     p.add_argument("--python", default=sys.executable,
                    help="Python with the project's dependencies, used to start "
                         "chatroom (default: this one)")
@@ -732,6 +752,10 @@ def main(argv=None):
                       "baseline")
     if "baseline" in wanted and not opts.baseline:
         p.error("server 'baseline' needs --baseline REV")
+    if opts.experiment and "experiment" not in wanted:
+        wanted.append("experiment")
+    if "experiment" in wanted and not opts.experiment:
+        p.error("server 'experiment' needs --experiment NAME=VALUE")
     for name in wanted:
         if name not in SERVERS:
             p.error(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
@@ -789,6 +813,8 @@ def main(argv=None):
 
     names = [s.name for s in servers]
     ratio = {ref: ratios(results, ref) for ref in REFERENCES if ref in names}
+    if "experiment" in names and "chatroom" in names:
+        ratio["experiment/chatroom"] = ratios(results, "chatroom", "experiment")
     report = {
         "started": started,
         "command": [sys.executable] + sys.argv,
