@@ -26,6 +26,13 @@ Experiments:
     client while more than N events are queued.  Combine with
     ``output-budget`` to also wait for the sockets to take the output.
 
+``tls-unbuffered=1``
+    TLS connections use Twisted's plain ``TLSMemoryBIOProtocol`` instead of
+    its default ``BufferingTLSTransport``, which holds every write smaller
+    than 64 kB for one more reactor turn (a ``callLater(0)`` per connection
+    and write).  The host already writes once per member per turn, so that
+    second aggregation only adds a turn of delay and a timer per member.
+
 Usage: ``experiment_host.py NAME=VALUE [...] -- TWISTD_ARGS...``.
 """
 
@@ -117,7 +124,15 @@ def turn_events(count):
     RoomHost.flush = flush
 
 
-EXPERIMENTS = {"output-budget": output_budget, "turn-events": turn_events}
+def tls_unbuffered(value):
+    from twisted.protocols import tls
+
+    if value not in ("", "0"):
+        tls.TLSMemoryBIOFactory.protocol = tls.TLSMemoryBIOProtocol
+
+
+EXPERIMENTS = {"output-budget": output_budget, "turn-events": turn_events,
+               "tls-unbuffered": tls_unbuffered}
 
 
 def main(argv):

@@ -132,7 +132,7 @@ static int drain_timed_out;
 static int64_t t_begin, t_joined, t_warm, t0, t1, t_drained;
 
 /* /proc samples */
-typedef struct sample { int ok; double cpu_s; long rss_kb, hwm_kb; } sample;
+typedef struct sample { int ok; double cpu_s; long rss_kb, hwm_kb, anon_kb; } sample;
 static sample s_base, s_joined, s_t0, s_t1, s_end;
 static struct rusage ru_t0, ru_t1, ru_end;
 
@@ -192,6 +192,7 @@ static sample read_proc(void) {
     while (fgets(buf, sizeof buf, f)) {
         if (!strncmp(buf, "VmRSS:", 6)) s.rss_kb = atol(buf + 6);
         else if (!strncmp(buf, "VmHWM:", 6)) s.hwm_kb = atol(buf + 6);
+        else if (!strncmp(buf, "RssAnon:", 8)) s.anon_kb = atol(buf + 8);
     }
     fclose(f);
     s.ok = 1;
@@ -651,8 +652,9 @@ static double hist_pct(double q) {
 
 static void print_sample(const char *name, sample *s, int comma) {
     if (!s->ok) { printf("    \"%s\": null%s\n", name, comma ? "," : ""); return; }
-    printf("    \"%s\": {\"cpu_s\": %.3f, \"rss_kb\": %ld, \"hwm_kb\": %ld}%s\n", name,
-           s->cpu_s, s->rss_kb, s->hwm_kb, comma ? "," : "");
+    printf("    \"%s\": {\"cpu_s\": %.3f, \"rss_kb\": %ld, \"hwm_kb\": %ld, "
+           "\"anon_kb\": %ld}%s\n", name, s->cpu_s, s->rss_kb, s->hwm_kb, s->anon_kb,
+           comma ? "," : "");
 }
 
 static void report(void) {

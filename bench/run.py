@@ -571,6 +571,7 @@ def run_one(server, scenario, opts):
         base, end = srv.get("baseline"), srv.get("measure_end")
         if base:
             result["server_start_kib"] = base["rss_kb"]
+            result["server_start_anon_kib"] = base.get("anon_kb")
         if base and end:
             result["server_peak_kib"] = end["hwm_kb"]
             result["rss_growth_kib"] = end["rss_kb"] - base["rss_kb"]
@@ -608,6 +609,8 @@ METRICS = [
     ("server_peak_kib", "server peak memory KiB", "{:,}",
      ("throughput", "latency", "memory")),
     ("server_start_kib", "server RSS before first client KiB", "{:,}", ("memory",)),
+    ("server_start_anon_kib", "  of which anonymous (not files) KiB", "{:,}",
+     ("memory",)),
     ("kib_per_client", "server KiB per client", "{:.1f}", ("memory",)),
     ("setup_s", "connect+register+join s", "{:.2f}", ("memory",)),
 ]
