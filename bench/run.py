@@ -684,6 +684,18 @@ def table(scenarios, servers, results, ratio):
     return "\n".join(lines)
 
 
+def chatroom_openssl(python):
+    """The OpenSSL that chatroom's pyOpenSSL uses (often the cryptography
+    wheel's own copy, not the system's)."""
+    try:
+        r = subprocess.run([python, "-c", "from OpenSSL import SSL; print(SSL.OpenSSL_version("
+                            "SSL.OPENSSL_VERSION).decode())"],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() or None
+
+
 def machine_info():
     info = {"kernel": platform.release(), "cpus": os.cpu_count(),
             "python": sys.version.split()[0]}
@@ -821,7 +833,7 @@ def main(argv=None):
     report = {
         "started": started,
         "command": [sys.executable] + sys.argv,
-        "machine": machine_info(),
+        "machine": dict(machine_info(), chatroom_openssl=chatroom_openssl(opts.python)),
         "git_commit": subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"],
                                      capture_output=True, text=True).stdout.strip(),
         "servers": {s.name: s.version() for s in servers},
