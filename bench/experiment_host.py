@@ -33,6 +33,11 @@ Experiments:
     and write).  The host already writes once per member per turn, so that
     second aggregation only adds a turn of delay and a timer per member.
 
+``malloc-trim=SECONDS``
+    Every SECONDS, ask glibc to return free heap memory to the system
+    (``malloc_trim(0)``), so that a burst's freed buffers stop counting in
+    the resident memory.
+
 Usage: ``experiment_host.py NAME=VALUE [...] -- TWISTD_ARGS...``.
 """
 
@@ -131,8 +136,18 @@ def tls_unbuffered(value):
         tls.TLSMemoryBIOFactory.protocol = tls.TLSMemoryBIOProtocol
 
 
+def malloc_trim(seconds):
+    import ctypes
+
+    from twisted.internet import reactor, task
+
+    libc = ctypes.CDLL("libc.so.6")
+    loop = task.LoopingCall(libc.malloc_trim, 0)
+    reactor.callWhenRunning(loop.start, float(seconds), now=False)
+
+
 EXPERIMENTS = {"output-budget": output_budget, "turn-events": turn_events,
-               "tls-unbuffered": tls_unbuffered}
+               "tls-unbuffered": tls_unbuffered, "malloc-trim": malloc_trim}
 
 
 def main(argv):
