@@ -3,7 +3,7 @@
  *
  * One thread, epoll, non-blocking sockets, OpenSSL.  N clients connect to
  * HOST:PORT with TLS (no certificate verification: the benchmark measures
- * throughput, not identity), register with NICK/USER, wait for 001, JOIN one
+ * throughput, not identity; --plain: plain-text TCP instead), register with NICK/USER, wait for 001, JOIN one
  * channel and wait until every client has seen its own JOIN.  Then K of them
  * (clients 0..K-1) send PRIVMSG to the channel, either as fast as the server
  * takes them (each sender keeps at most --window messages that have not yet
@@ -96,6 +96,7 @@ static int opt_parallel = 64;          /* clients setting up at the same time */
 static const char *opt_nick_prefix = "b";
 static int opt_verbose = 0;
 static int opt_poke_ms = 200;          /* 0: never poke a stalled server */
+static int opt_plain = 0;              /* plain-text IRC instead of TLS */
 
 /* ------------------------------------------------------------- state */
 static conn *conns;
@@ -131,7 +132,7 @@ static int drain_timed_out;
 static int64_t t_begin, t_joined, t_warm, t0, t1, t_drained;
 
 /* /proc samples */
-typedef struct sample { int ok; double cpu_s; long rss_kb, hwm_kb; } sample;
+typedef struct sample { int ok; double cpu_s; long rss_kb, hwm_kb, anon_kb; } sample;
 static sample s_base, s_joined, s_t0, s_t1, s_end;
 static struct rusage ru_t0, ru_t1, ru_end;
 
@@ -191,6 +192,7 @@ static sample read_proc(void) {
     while (fgets(buf, sizeof buf, f)) {
         if (!strncmp(buf, "VmRSS:", 6)) s.rss_kb = atol(buf + 6);
         else if (!strncmp(buf, "VmHWM:", 6)) s.hwm_kb = atol(buf + 6);
+        else if (!strncmp(buf, "RssAnon:", 8)) s.anon_kb = atol(buf + 8);
     }
     fclose(f);
     s.ok = 1;
@@ -276,6 +278,18 @@ static void flush(conn *c) {
     c->want_write_on_read = 0;
     while (c->woff < c->wlen) {
         size_t n = c->wlen - c->woff;
+        if (opt_plain) {
+            ssize_t w = send(c->fd, c->wbuf + c->woff, n, MSG_NOSIGNAL);
+            if (w > 0) { c->woff += (size_t)w; continue; }
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+                set_events(c, EPOLLIN | EPOLLOUT);
+                return;
+            }
+            char why[128];
+            snprintf(why, sizeof why, "write: %s", w < 0 ? strerror(errno) : "EOF");
+            close_conn(c, why);
+            return;
+        }
         int r = SSL_write(c->ssl, c->wbuf + c->woff, n > 65536 ? 65536 : (int)n);
         if (r > 0) { c->woff += (size_t)r; continue; }
         int e = ssl_err(c, r, "write");
@@ -436,7 +450,19 @@ static void handle_input(conn *c) {
     int64_t now = now_ns();
     for (int iter = 0; iter < 64; iter++) {
         if (c->state == C_CLOSED) return;
-        int r = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(RBUF_CAP - c->rlen));
+        int r;
+        if (opt_plain) {
+            ssize_t got = recv(c->fd, c->rbuf + c->rlen, RBUF_CAP - c->rlen, 0);
+            if (got <= 0) {
+                if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                    return;
+                char why[128];
+                snprintf(why, sizeof why, "read: %s", got < 0 ? strerror(errno) : "EOF");
+                close_conn(c, why);
+                return;
+            }
+            r = (int)got;
+        } else r = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(RBUF_CAP - c->rlen));
         if (r <= 0) {
             int e = ssl_err(c, r, "read");
             if (e == SSL_ERROR_WANT_WRITE) set_events(c, EPOLLIN | EPOLLOUT);
@@ -481,7 +507,7 @@ static void start_conn(conn *c) {
 }
 
 static void do_handshake(conn *c) {
-    int r = SSL_do_handshake(c->ssl);
+    int r = opt_plain ? 1 : SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->state = C_REGISTERING;
         wprintf(c, "NICK %s\r\nUSER %s 0 * :loadgen %d\r\n", c->nick, c->nick, c->id);
@@ -505,9 +531,11 @@ static void on_event(conn *c, uint32_t ev) {
             close_conn(c, why);
             return;
         }
-        c->ssl = SSL_new(ctx);
-        SSL_set_fd(c->ssl, c->fd);
-        SSL_set_connect_state(c->ssl);
+        if (!opt_plain) {
+            c->ssl = SSL_new(ctx);
+            SSL_set_fd(c->ssl, c->fd);
+            SSL_set_connect_state(c->ssl);
+        }
         c->state = C_HANDSHAKE;
         do_handshake(c);
         return;
@@ -624,8 +652,9 @@ static double hist_pct(double q) {
 
 static void print_sample(const char *name, sample *s, int comma) {
     if (!s->ok) { printf("    \"%s\": null%s\n", name, comma ? "," : ""); return; }
-    printf("    \"%s\": {\"cpu_s\": %.3f, \"rss_kb\": %ld, \"hwm_kb\": %ld}%s\n", name,
-           s->cpu_s, s->rss_kb, s->hwm_kb, comma ? "," : "");
+    printf("    \"%s\": {\"cpu_s\": %.3f, \"rss_kb\": %ld, \"hwm_kb\": %ld, "
+           "\"anon_kb\": %ld}%s\n", name, s->cpu_s, s->rss_kb, s->hwm_kb, s->anon_kb,
+           comma ? "," : "");
 }
 
 static void report(void) {
@@ -665,7 +694,8 @@ static void report(void) {
     } else printf("null,\n");
     printf("  \"clients\": %d, \"senders\": %d, \"rate_per_sender\": %g, \"window\": %d,\n",
            opt_clients, opt_senders, opt_rate, opt_window);
-    printf("  \"payload_bytes\": %d, \"nodelay\": %s,\n", opt_payload, opt_nodelay ? "true" : "false");
+    printf("  \"payload_bytes\": %d, \"nodelay\": %s, \"tls\": %s,\n", opt_payload,
+           opt_nodelay ? "true" : "false", opt_plain ? "false" : "true");
     printf("  \"setup_s\": %.3f, \"duration_s\": %.3f, \"drain_s\": %.3f,\n",
            t_joined ? (double)(t_joined - t_begin) / 1e9 : -1.0, dur,
            t_drained > t1 && t1 ? (double)(t_drained - t1) / 1e9 : 0.0);
@@ -719,7 +749,7 @@ static void usage(void) {
         "  [--cpu CORE] [--server-pid PID] [--payload BYTES] [--nodelay]\n"
         "  [--parallel CLIENTS_SETTING_UP_AT_ONCE] [--nick-prefix P]\n"
         "  [--poke-ms MS (PING a stalled sender's server after MS; 0 = never)]\n"
-        "  [--verbose]\n");
+        "  [--plain (plain-text IRC, no TLS)] [--verbose]\n");
     exit(2);
 }
 
@@ -749,6 +779,7 @@ int main(int argc, char **argv) {
         else if (OPT("--nick-prefix")) opt_nick_prefix = v;
         else if (OPT("--poke-ms")) opt_poke_ms = atoi(v);
         else if (!strcmp(a, "--nodelay")) opt_nodelay = 1;
+        else if (!strcmp(a, "--plain")) opt_plain = 1;
         else if (!strcmp(a, "--verbose")) opt_verbose = 1;
         else usage();
 #undef OPT

@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
-"""Run the chatroom benchmark: the same IRC-over-TLS workload against ngircd and chatroom.
+"""Run the chatroom benchmark: the same IRC workload against ngircd, InspIRCd and chatroom.
 
 One command, from the repository root, with the Python that has the project's
 dependencies (it is also the Python the chatroom server is started with)::
 
     python3 bench/run.py
 
-It installs what it needs on Debian 12 (gcc, make, libssl-dev, ngircd, openssl),
-builds the C load generator (bench/loadgen.c) into bench/build/, and then, for
-every scenario and every server, starts a fresh server on 127.0.0.1 pinned to
-CPU 0, drives it with the generator pinned to CPU 1, and stops it again.  It
-prints a table (chatroom's figures also as ratios to ngircd's from the same
-run) and writes everything to bench/results/<time>.json.
+It installs what it needs on Debian 12 (gcc, make, libssl-dev, ngircd,
+inspircd, openssl), builds the C load generator (bench/loadgen.c) into
+bench/build/, and then, for every scenario and every server, starts a fresh
+server on 127.0.0.1 pinned to CPU 0, drives it with the generator pinned to
+CPU 1, and stops it again.  It prints a table (chatroom's figures also as
+ratios to each reference server's from the same run) and writes everything to
+bench/results/<time>.json.
 
 Only the Python standard library is used.  See docs/benchmarks.rst.
 """
@@ -67,17 +68,26 @@ SCENARIOS = [
         "clients": 1000, "senders": 0, "rate": 0, "window": 1,
         "duration": 5, "delivery": "tls", "kind": "memory",
     },
+    {
+        "name": "idle_1000_plain",
+        "title": "1000 idle registered plain-text clients",
+        "clients": 1000, "senders": 0, "rate": 0, "window": 1,
+        "duration": 5, "delivery": "plain", "kind": "memory",
+    },
 ]
 
 # What each delivery mode adds to the server's and the generator's command
-# lines.  Servers list the modes they support; others are skipped.
+# lines.  Servers list the modes they support; others are skipped.  For
+# "plain" the generator's port is each server's plain-text listener (its TLS
+# listener then gets another free port on 127.0.0.1).
 DELIVERY_MODES = {
     "tls": {"chatroom_args": [], "loadgen_args": []},
+    "plain": {"chatroom_args": [], "loadgen_args": ["--plain"]},
 }
 
 # The chatroom options the harness relies on (checked against --help).
 CHATROOM_FLAGS = ["--data-dir", "--room", "--interface", "--port",
-                  "--no-discovery", "--flood-rate", "--max-clients"]
+                  "--no-discovery", "--flood-rate", "--max-clients", "--listen"]
 
 # `python -m twisted.scripts.twistd` does nothing with Twisted 26 (the module
 # has no __main__ guard), so twistd is started the way its console script does.
@@ -86,7 +96,7 @@ TWISTD = ["-c", "import sys; from twisted.scripts.twistd import run; "
 
 APT_PACKAGES = {  # command or file -> Debian package
     "cc": "gcc", "make": "make", "openssl": "openssl", "ngircd": "ngircd",
-    "/usr/include/openssl/ssl.h": "libssl-dev",
+    "inspircd": "inspircd", "/usr/include/openssl/ssl.h": "libssl-dev",
 }
 
 
@@ -109,7 +119,7 @@ def missing_packages():
 
 
 def ensure_packages(allow_install):
-    """Install the build tools and ngircd with apt-get if any are missing."""
+    """Install the build tools and the C servers with apt-get if any are missing."""
     missing = missing_packages()
     if not missing:
         return
@@ -121,8 +131,9 @@ def ensure_packages(allow_install):
         raise BenchError(f"missing packages {' '.join(missing)} and not root; "
                          f"as root run: apt-get install -y {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # Installing ngircd would start the system-wide daemon (listening on all
-    # interfaces); a policy-rc.d that denies service starts prevents that.
+    # Installing ngircd or inspircd would start the system-wide daemon
+    # (listening on all interfaces); a policy-rc.d that denies service starts
+    # prevents that.
     policy = "/usr/sbin/policy-rc.d"
     made_policy = False
     try:
@@ -258,10 +269,35 @@ class Server:
             self.tmp = None
 
 
+def make_certificate(directory):
+    """A self-signed P-256 certificate and the RFC 7919 ffdhe2048 DH group.
+
+    The same for both C servers, so the TLS work per connection is alike.
+    Returns (key, cert, dh) paths.
+    """
+    key, cert, dh = (os.path.join(directory, n) for n in ("key.pem", "cert.pem", "dh.pem"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out",
+                    cert, "-days", "2", "-subj", "/CN=bench.local"],
+                   check=True, capture_output=True, timeout=60)
+    # Fixed RFC 7919 group: instant, unlike generating DH parameters.
+    subprocess.run(["openssl", "genpkey", "-genparam", "-algorithm", "DH",
+                    "-pkeyopt", "group:ffdhe2048", "-out", dh],
+                   check=True, capture_output=True, timeout=60)
+    return key, cert, dh
+
+
+def tls_and_plain_ports(port, delivery):
+    """(TLS port, plain-text port): the generator's port is the one it speaks."""
+    other = free_port()
+    return (other, port) if delivery == "plain" else (port, other)
+
+
 class Ngircd(Server):
     """Debian's ngircd 26 with TLS on 127.0.0.1 and its flood limits lifted."""
 
     name = "ngircd"
+    deliveries = ("tls", "plain")
 
     def unavailable(self):
         if not shutil.which("ngircd"):
@@ -275,17 +311,10 @@ class Ngircd(Server):
 
     def command(self, port, delivery):
         t = self.tmp
-        key, cert, dh = (os.path.join(t, n) for n in ("key.pem", "cert.pem", "dh.pem"))
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out",
-                        cert, "-days", "2", "-subj", "/CN=bench.local"],
-                       check=True, capture_output=True, timeout=60)
-        # Fixed RFC 7919 group: instant, unlike generating DH parameters.
-        subprocess.run(["openssl", "genpkey", "-genparam", "-algorithm", "DH",
-                        "-pkeyopt", "group:ffdhe2048", "-out", dh],
-                       check=True, capture_output=True, timeout=60)
+        key, cert, dh = make_certificate(t)
         conf = os.path.join(t, "ngircd.conf")
-        plain = free_port()  # ngircd always opens a plain port; keep it local too
+        # ngircd always opens a plain port too; both stay on 127.0.0.1.
+        tls_port, plain = tls_and_plain_ports(port, delivery)
         with open(conf, "w") as f:
             f.write(f"""\
 # Written by bench/run.py: loopback only, TLS, no throttling.
@@ -316,28 +345,98 @@ IncludeDir = {t}
 CertFile = {cert}
 KeyFile = {key}
 DHFile = {dh}
-Ports = {port}
+Ports = {tls_port}
 """)
         return ["ngircd", "-n", "-f", conf]
+
+
+class Inspircd(Server):
+    """Debian's InspIRCd 3 (GnuTLS) on 127.0.0.1, limits lifted like ngircd's."""
+
+    name = "inspircd"
+    deliveries = ("tls", "plain")
+
+    def unavailable(self):
+        if not shutil.which("inspircd"):
+            return "inspircd is not installed (apt-get install inspircd)"
+        return None
+
+    def version(self):
+        r = subprocess.run(["inspircd", "--version"], capture_output=True, text=True,
+                           timeout=30)
+        out = (r.stdout or r.stderr).strip().splitlines()
+        return out[0] if out else None
+
+    def command(self, port, delivery):
+        t = self.tmp
+        key, cert, dh = make_certificate(t)
+        tls_port, plain = tls_and_plain_ports(port, delivery)
+        motd = os.path.join(t, "motd.txt")
+        with open(motd, "w") as f:
+            f.write("benchmark\n")
+        conf = os.path.join(t, "inspircd.conf")
+        # Limits lifted so that it does not throttle the benchmark: no fake
+        # lag and a command rate no client reaches (commandrate is in
+        # commands per 1000 s), send queues large enough for a full-speed
+        # member (ngircd has no send queue limit to lift), no connection
+        # limits per address (every client comes from 127.0.0.1), no DNS or
+        # ident lookups (and its resolver pointed at 127.0.0.1, so nothing
+        # leaves the machine).  Everything else is the Debian default.
+        with open(conf, "w") as f:
+            f.write(f"""\
+<config format="xml">
+<server name="bench.local" description="chatroom benchmark" network="bench">
+<admin name="benchmark" nick="benchmark" email="bench@localhost">
+<module name="ssl_gnutls">
+<sslprofile name="bench" provider="gnutls" certfile="{cert}" keyfile="{key}"
+            dhfile="{dh}" hash="sha256">
+<bind address="127.0.0.1" port="{tls_port}" type="clients" sslprofile="bench">
+<bind address="127.0.0.1" port="{plain}" type="clients">
+<connect name="bench" allow="*" maxchans="20" timeout="60" pingfreq="600"
+         hardsendq="64M" softsendq="64M" recvq="1M" threshold="1000000"
+         commandrate="4000000000" fakelag="no" localmax="100000"
+         globalmax="100000" maxconnwarn="no" resolvehostnames="no"
+         useident="no" limit="100000">
+<performance softlimit="4000" somaxconn="128" clonesonconnect="no"
+             quietbursts="yes">
+<limits maxnick="31">
+<channels users="20" opers="60">
+<files motd="{motd}">
+<pid file="{t}/inspircd.pid">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default"
+     target="{t}/inspircd.log">
+<options prefixquit="Quit: " syntaxhints="no" announcets="yes">
+<security hideserver="" userstats="Pu" flatlinks="no" maxtargets="20">
+<whowas groupsize="10" maxgroups="100000" maxkeep="3d">
+<dns server="127.0.0.1" timeout="1">
+""")
+        # It refuses to run as root without --runasroot; the process lives
+        # for one scenario, listens on 127.0.0.1 only and is stopped after it.
+        cmd = ["inspircd", "--nofork", "--config", conf]
+        if os.geteuid() == 0:
+            cmd.append("--runasroot")
+        return cmd
 
 
 class Chatroom(Server):
     """This project's room host, started through its twistd plugin."""
 
     name = "chatroom"
+    deliveries = ("tls", "plain")
+    root = REPO
 
     def env(self):
         env = dict(os.environ)
-        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"]
+        env["PYTHONPATH"] = self.root + (os.pathsep + env["PYTHONPATH"]
                                     if env.get("PYTHONPATH") else "")
         return env
 
     def cwd(self):
-        return REPO  # the twistd plugin is found from the repository root
+        return self.root  # the twistd plugin is found from the repository root
 
     def unavailable(self):
         try:
-            r = subprocess.run([self.opts.python, *TWISTD, "chatroom", "--help"], cwd=REPO, env=self.env(),
+            r = subprocess.run([self.opts.python, *TWISTD, "chatroom", "--help"], cwd=self.root, env=self.env(),
                                capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"cannot run {self.opts.python}: {e}"
@@ -359,14 +458,71 @@ class Chatroom(Server):
     def command(self, port, delivery):
         data = os.path.join(self.tmp, "data")
         os.mkdir(data, 0o700)
+        tls_port, plain = tls_and_plain_ports(port, delivery)
+        extra = (["--listen", f"tcp:{plain}:interface=127.0.0.1"]
+                 if delivery == "plain" else [])
         return [self.opts.python, *TWISTD, "-n", "--pidfile=",
                 "chatroom", "--data-dir", data, "--room", CHANNEL_ROOM,
-                "--interface", "127.0.0.1", "--port", str(port), "--no-discovery",
-                "--flood-rate", "0", "--max-clients", "2000",
+                "--interface", "127.0.0.1", "--port", str(tls_port), "--no-discovery",
+                "--flood-rate", "0", "--max-clients", "2000", *extra,
                 *DELIVERY_MODES[delivery]["chatroom_args"]]
 
 
-SERVERS = {"ngircd": Ngircd, "chatroom": Chatroom}
+class ChatroomBaseline(Chatroom):
+    """chatroom as of an earlier commit (--baseline REV), for before/after
+    figures from the same run: the commit is exported with ``git archive``
+    into a temporary directory, which is removed at the end."""
+
+    name = "baseline"
+
+    def __init__(self, opts):
+        super().__init__(opts)
+        self.rev = opts.baseline
+        self.root = tempfile.mkdtemp(prefix="bench-baseline-")
+        self.export_error = None
+        archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", self.rev],
+                                 capture_output=True, timeout=120)
+        if archive.returncode != 0:
+            self.export_error = archive.stderr.decode("utf-8", "replace").strip()
+            return
+        subprocess.run(["tar", "-x", "-C", self.root], input=archive.stdout, check=True,
+                       timeout=120)
+
+    def unavailable(self):
+        if self.export_error:
+            return f"cannot export {self.rev}: {self.export_error}"
+        return super().unavailable()
+
+    def version(self):
+        r = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", self.rev],
+                           capture_output=True, text=True, timeout=30)
+        return f"chatroom at {r.stdout.strip() or self.rev}"
+
+    def cleanup(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class ChatroomExperiment(Chatroom):
+    """chatroom with an experimental change patched in at start
+    (--experiment NAME=VALUE, see bench/experiment_host.py)."""
+
+    name = "experiment"
+
+    def command(self, port, delivery):
+        cmd = super().command(port, delivery)
+        assert cmd[1:1 + len(TWISTD)] == TWISTD
+        return [cmd[0], os.path.join(BENCH, "experiment_host.py"),
+                *self.opts.experiment, "--", *cmd[1 + len(TWISTD):]]
+
+    def version(self):
+        return f"{super().version()} with {' '.join(self.opts.experiment)}"
+
+
+SERVERS = {"ngircd": Ngircd, "inspircd": Inspircd, "chatroom": Chatroom,
+           "baseline": ChatroomBaseline, "experiment": ChatroomExperiment}
+#: The servers chatroom's figures are compared with, in table order: the C
+#: servers, and chatroom itself at --baseline REV (after/before).
+REFERENCES = ("ngircd", "inspircd", "baseline")
 
 
 # ---------------------------------------------------------------- running
@@ -413,6 +569,9 @@ def run_one(server, scenario, opts):
             result["server_log_tail"] = server.log_tail()
         srv = result.get("server") or {}
         base, end = srv.get("baseline"), srv.get("measure_end")
+        if base:
+            result["server_start_kib"] = base["rss_kb"]
+            result["server_start_anon_kib"] = base.get("anon_kb")
         if base and end:
             result["server_peak_kib"] = end["hwm_kb"]
             result["rss_growth_kib"] = end["rss_kb"] - base["rss_kb"]
@@ -449,6 +608,9 @@ METRICS = [
      ("throughput", "latency")),
     ("server_peak_kib", "server peak memory KiB", "{:,}",
      ("throughput", "latency", "memory")),
+    ("server_start_kib", "server RSS before first client KiB", "{:,}", ("memory",)),
+    ("server_start_anon_kib", "  of which anonymous (not files) KiB", "{:,}",
+     ("memory",)),
     ("kib_per_client", "server KiB per client", "{:.1f}", ("memory",)),
     ("setup_s", "connect+register+join s", "{:.2f}", ("memory",)),
 ]
@@ -474,11 +636,11 @@ def fmt(value, spec):
         return str(value)
 
 
-def ratios(results):
-    """chatroom / ngircd for every numeric metric of every scenario."""
+def ratios(results, reference, subject="chatroom"):
+    """subject / reference for every numeric metric of every scenario."""
     out = {}
     for scen, by_server in results.items():
-        a, b = by_server.get("chatroom"), by_server.get("ngircd")
+        a, b = by_server.get(subject), by_server.get(reference)
         if not (a and b and a.get("ok") and b.get("ok")):
             continue
         out[scen] = {}
@@ -491,9 +653,11 @@ def ratios(results):
 
 
 def table(scenarios, servers, results, ratio):
+    """The printed table; ratio maps a reference server to ratios() for it."""
     lines = []
-    cols = servers + (["chatroom/ngircd"] if {"ngircd", "chatroom"} <= set(servers) else [])
-    width = [34] + [16] * len(cols)
+    refs = [r for r in ratio if "/" in r or "chatroom" in servers]
+    cols = servers + [r if "/" in r else f"chatroom/{r}" for r in refs]
+    width = [36] + [max(16, len(c) + 2) for c in cols]
     for scen in scenarios:
         lines.append("")
         lines.append(f"{scen['title']}  [{scen['name']}, delivery={scen['delivery']}]")
@@ -512,12 +676,24 @@ def table(scenarios, servers, results, ratio):
             for name in servers:
                 res = by_server.get(name)
                 row.append(fmt(get(res, key), spec) if res and res.get("ok") else "-")
-            if len(cols) > len(servers):
-                r = ratio.get(scen["name"], {}).get(key)
+            for ref in refs:
+                r = ratio[ref].get(scen["name"], {}).get(key)
                 row.append("-" if r is None else f"{r:.2f}x")
             lines.append("".join(c.ljust(w) if i == 0 else c.rjust(w)
                                  for i, (c, w) in enumerate(zip(row, width))))
     return "\n".join(lines)
+
+
+def chatroom_openssl(python):
+    """The OpenSSL that chatroom's pyOpenSSL uses (often the cryptography
+    wheel's own copy, not the system's)."""
+    try:
+        r = subprocess.run([python, "-c", "from OpenSSL import SSL; print(SSL.OpenSSL_version("
+                            "SSL.OPENSSL_VERSION).decode())"],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() or None
 
 
 def machine_info():
@@ -540,12 +716,20 @@ def machine_info():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--servers", default="ngircd,chatroom",
-                   help="comma-separated servers to run: ngircd, chatroom "
-                        "(default: both; chatroom is skipped with a message if "
-                        "it cannot start)")
+    p.add_argument("--servers", default="ngircd,inspircd,chatroom",
+                   help="comma-separated servers to run: ngircd, inspircd, "
+                        "chatroom (default: all three; a server that cannot "
+                        "start is skipped with a message saying why)")
     p.add_argument("--scenarios", default=",".join(s["name"] for s in SCENARIOS),
                    help="comma-separated scenario names (default: all)")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also run chatroom as of git revision REV (server "
+                        "'baseline', added to --servers), for before/after "
+                        "figures from the same run")
+    p.add_argument("--experiment", metavar="NAME=VALUE", action="append", default=[],
+                   help="also run chatroom with an experimental change patched "
+                        "in (server 'experiment', see bench/experiment_host.py); "
+                        "repeat for more")
     p.add_argument("--python", default=sys.executable,
                    help="Python with the project's dependencies, used to start "
                         "chatroom (default: this one)")
@@ -578,6 +762,15 @@ def main(argv=None):
             "mean little")
         opts.server_cpu = opts.loadgen_cpu = None
     wanted = [s.strip() for s in opts.servers.split(",") if s.strip()]
+    if opts.baseline and "baseline" not in wanted:
+        wanted.insert(wanted.index("chatroom") if "chatroom" in wanted else len(wanted),
+                      "baseline")
+    if "baseline" in wanted and not opts.baseline:
+        p.error("server 'baseline' needs --baseline REV")
+    if opts.experiment and "experiment" not in wanted:
+        wanted.append("experiment")
+    if "experiment" in wanted and not opts.experiment:
+        p.error("server 'experiment' needs --experiment NAME=VALUE")
     for name in wanted:
         if name not in SERVERS:
             p.error(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
@@ -595,17 +788,21 @@ def main(argv=None):
         log(str(e))
         return 2
 
-    servers, skipped = [], {}
+    servers, skipped, skipped_objects = [], {}, []
     for name in wanted:
         srv = SERVERS[name](opts)
         why = srv.unavailable()
         if why:
             log(f"skipping {name}: {why}")
             skipped[name] = why
+            skipped_objects.append(srv)
         else:
             servers.append(srv)
     if not servers:
         log("no server to benchmark")
+        for srv in skipped_objects:
+            if hasattr(srv, "cleanup"):
+                srv.cleanup()
         return 2
 
     started = time.strftime("%Y%m%d-%H%M%S")
@@ -625,13 +822,18 @@ def main(argv=None):
     finally:
         for srv in servers:
             srv.stop()
+        for srv in servers + [s for s in skipped_objects]:
+            if hasattr(srv, "cleanup"):
+                srv.cleanup()
 
     names = [s.name for s in servers]
-    ratio = ratios(results)
+    ratio = {ref: ratios(results, ref) for ref in REFERENCES if ref in names}
+    if "experiment" in names and "chatroom" in names:
+        ratio["experiment/chatroom"] = ratios(results, "chatroom", "experiment")
     report = {
         "started": started,
         "command": [sys.executable] + sys.argv,
-        "machine": machine_info(),
+        "machine": dict(machine_info(), chatroom_openssl=chatroom_openssl(opts.python)),
         "git_commit": subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"],
                                      capture_output=True, text=True).stdout.strip(),
         "servers": {s.name: s.version() for s in servers},
@@ -640,7 +842,7 @@ def main(argv=None):
         "scenarios": scenarios,
         "delivery_modes": DELIVERY_MODES,
         "results": results,
-        "ratios_chatroom_to_ngircd": ratio,
+        "ratios_chatroom_to": ratio,
     }
     out = opts.output or os.path.join(RESULTS, f"{started}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
