@@ -26,6 +26,7 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from chatroom.client import errors
+from chatroom.client.fanout import FanoutOptions
 from chatroom.client.reconnect import RoomTarget
 from chatroom.client.session import (
     RoomEvent,
@@ -64,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multicast group (default %(default)s)")
     group.add_argument("--discovery-port", type=int, default=DEFAULT_PORT,
                        metavar="PORT", help="discovery UDP port (default %(default)s)")
+    # fan-out (issue 10): multicast delivery, docs/client.rst.
+    multicast = common.add_argument_group("multicast delivery")
+    multicast.add_argument(
+        "--fanout-interface", default=None, metavar="ADDRESS",
+        help="address of the network interface to receive a room's multicast"
+             " delivery on (default: the --discovery-interface address)")
+    multicast.add_argument(
+        "--no-multicast", action="store_true",
+        help="receive every event over TLS even when the room offers"
+             " multicast delivery")
     direct = common.add_argument_group("without discovery")
     direct.add_argument("--connect", metavar="HOST:PORT",
                         help="connect to this address instead of finding the room")
@@ -127,6 +138,14 @@ def default_nick() -> str:
     if not cleaned or not cleaned[0].isalpha():
         cleaned = "u" + cleaned
     return cleaned[:30]
+
+
+def fanout_options(args: argparse.Namespace) -> FanoutOptions | None:
+    """How sessions take multicast delivery (C{None}: TLS only)."""
+    if args.no_multicast:
+        return None
+    return FanoutOptions(interface=args.fanout_interface or
+                         args.discovery_interface)
 
 
 def make_finder(reactor: Any, args: argparse.Namespace) -> RoomFinder:
@@ -400,7 +419,8 @@ def command_pins(reactor: Any, args: argparse.Namespace, out: TextIO):
 @inlineCallbacks
 def _open_session(reactor: Any, args: argparse.Namespace, nick: str,
                   recent: int, on_event: Callable[[RoomEvent], None],
-                  on_status: Callable[[str], None], keep_finder: bool):
+                  on_status: Callable[[str], None], keep_finder: bool,
+                  multicast: bool = False):
     finder = None if args.connect else make_finder(reactor, args)
     if finder is not None:
         yield finder.start()
@@ -409,7 +429,9 @@ def _open_session(reactor: Any, args: argparse.Namespace, nick: str,
         session = RoomSession(reactor, target, nick,
                               finder=finder if keep_finder else None,
                               on_event=on_event, on_status=on_status,
-                              recent=recent)
+                              recent=recent,
+                              fanout=fanout_options(args) if multicast
+                              else None)
         yield session.connect()
     except BaseException:
         if finder is not None:
@@ -449,7 +471,7 @@ def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
 
     session, finder = yield _open_session(
         reactor, args, args.nick or default_nick(), args.lines, show, status,
-        args.follow)
+        args.follow, multicast=args.follow)
     try:
         if args.follow:
             reactor.addSystemEventTrigger("before", "shutdown", session.close)
@@ -499,7 +521,7 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
     finder = None
     session, finder = yield _open_session(
         reactor, args, args.nick or default_nick(), 20, controller.event_received,
-        controller.status, True)
+        controller.status, True, multicast=True)
     controller.session = session
     if finder is None:
         controller.list_rooms = None

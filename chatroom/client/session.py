@@ -33,9 +33,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatroom.client import errors
+from chatroom.client.fanout import CAPABILITY as FANOUT_CAPABILITY
+from chatroom.client.fanout import FanoutOptions, MulticastDelivery
 from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT
 from chatroom.client.protocol import NickInUse as ProtocolNickInUse
-from chatroom.client.protocol import RoomClientProtocol
+from chatroom.client.protocol import CLIENT_CAPS, RoomClientProtocol
 from chatroom.client.reconnect import (
     ReconnectMachine,
     ReconnectState,
@@ -325,6 +327,11 @@ class RoomSession:
         PING probes the link.
     @param probe_timeout: seconds after the probe before a silent link
         counts as lost (reconnect and catch up as after any drop).
+    @param fanout: how to take multicast delivery when the room offers it
+        (L{FanoutOptions}: the interface to join the group on, 127.0.0.1
+        by default); C{None}: TLS delivery only.
+    @ivar fanout: the L{MulticastDelivery} (its C{mode} says how events
+        arrive now), or C{None}.
     @ivar nick: the nick this session has on the host now.
     @ivar wanted_nick: the nick asked for (or last set with
         L{change_nick}).
@@ -341,7 +348,8 @@ class RoomSession:
                  realname: str = "chatroom user",
                  alternative_nicks: bool = True,
                  probe_interval: float = PROBE_INTERVAL,
-                 probe_timeout: float = PROBE_TIMEOUT) -> None:
+                 probe_timeout: float = PROBE_TIMEOUT,
+                 fanout: FanoutOptions | None = FanoutOptions()) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
         self.reactor = reactor
@@ -375,6 +383,10 @@ class RoomSession:
         self._unwatch: Callable[[], None] | None = None
         self._closing = False
         self._quit_reason = "Leaving"
+        # fan-out (issue 10): multicast delivery when the room offers it.
+        self.fanout = None if fanout is None else MulticastDelivery(
+            reactor, self.clock, target.q, target.room, fanout, self._deliver,
+            self.on_status, lambda: self.last_seq)
 
     # Public API
 
@@ -505,6 +517,8 @@ class RoomSession:
             self._first.errback(errors.NotConnected(
                 "The session was closed before it joined %s." % (self.channel,)))
             self._first.addErrback(lambda f: None)
+        if self.fanout is not None:  # fan-out (issue 10): and its socket
+            return self.fanout.close_after(self._closed)
         return self._closed
 
     # ReconnectActions
@@ -634,6 +648,9 @@ class RoomSession:
 
         def build() -> RoomClientProtocol:
             proto = RoomClientProtocol(self.wanted_nick, listener,
+                                       wanted_caps=CLIENT_CAPS + (
+                                           (FANOUT_CAPABILITY,) if self.fanout
+                                           else ()),  # fan-out (issue 10)
                                        realname=self.realname,
                                        fallback_nicks=fallbacks,
                                        clock=self.clock,
@@ -712,6 +729,8 @@ class RoomSession:
             buffered, self._buffer = self._buffer, []
             for message in buffered:
                 self._deliver(message)
+            if self.fanout is not None:  # fan-out (issue 10)
+                self.fanout.caught_up(proto)
         finally:
             self._syncing = False
             self._buffer = []
@@ -770,6 +789,9 @@ class RoomSession:
                           message: Message) -> None:
         if proto is not self.protocol or "batch" in message.tags:
             return
+        if self.fanout is not None and self.fanout.message_received(
+                proto, message):  # fan-out (issue 10)
+            return
         if self._syncing:
             self._buffer.append(message)
         else:
@@ -781,6 +803,8 @@ class RoomSession:
             return
         self.protocol = None
         self._release()
+        if self.fanout is not None:  # fan-out (issue 10)
+            self.fanout.connection_lost()
         if self._closing or self.machine.state is ReconnectState.CLOSED:
             if not self._closed.called:
                 self._closed.callback(None)
