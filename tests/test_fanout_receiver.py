@@ -148,8 +148,10 @@ class ReorderBufferTests(SynchronousTestCase):
         """With tls_from set, a live TLS event says all below it (from
         tls_from on) never existed, and nothing there is asked for."""
         b = ReorderBuffer(10, lambda: 0.0, tls_from=10)
-        self.assertEqual(delivered(list(b.offer(12, line(12), 0))), [12])
-        self.assertEqual(b.next_seq, 13)
+        self.assertEqual(delivered(list(b.offer(13, line(13), 0))), [])
+        self.assertEqual(delivered(list(b.offer(12, line(12), 0, tls=True))),
+                         [12, 13])
+        self.assertEqual(b.next_seq, 14)
         self.assertIsNone(b.wake_at())
 
     def test_over_tls_not_asked_until_late(self) -> None:

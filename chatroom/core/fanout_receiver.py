@@ -219,9 +219,10 @@ class ReorderBuffer:
     them) are passed over once a source says its range is complete.
 
     While ``tls_from`` is set, every event from that number on arrives live
-    over TLS, in order, with nothing missing: such an event also completes
-    everything between the last delivered and itself, and nothing at or
-    after ``tls_from`` is ever asked for as a repair.
+    over TLS, in order, with nothing missing: such an event (offered with
+    ``tls=True``) also completes everything from ``tls_from`` up to
+    itself, and nothing at or after ``tls_from`` is ever asked for as a
+    repair.
     """
 
     def __init__(self, next_seq: int, random: Callable[[], float],
@@ -249,10 +250,12 @@ class ReorderBuffer:
 
     # -- offering events
 
-    def offer(self, seq: int, line: bytes, now: float) -> list[Deliver]:
-        """Offer event ``seq`` from any source; return what can now be
-        delivered, in order."""
-        live = self.tls_from is not None and seq >= self.tls_from
+    def offer(self, seq: int, line: bytes, now: float,
+              tls: bool = False) -> list[Deliver]:
+        """Offer event ``seq`` from any source (``tls``: it came over the
+        member's TLS connection); return what can now be delivered, in
+        order."""
+        live = tls and self.tls_from is not None and seq >= self.tls_from
         if seq < self.next_seq or (seq in self._held and
                                    self._held[seq] is not None):
             self.counts["duplicate"] += 1
@@ -510,9 +513,12 @@ class FanoutReceiver:
         """The host confirmed a START (MULTICAST) or a STOP (TLS)."""
         actions: list[Action] = []
         if change.multicast:
-            # Everything up to change.seq came over TLS before this line.
-            actions += self.buffer.complete(
-                [(self.buffer.next_seq, change.seq)], now)
+            # Everything from tls_from up to change.seq came live over TLS
+            # before this line; gaps below tls_from are still being
+            # repaired and must not be passed over.
+            tls_from = self.buffer.tls_from
+            if tls_from is not None and change.seq >= tls_from:
+                actions += self.buffer.complete([(tls_from, change.seq)], now)
             self.buffer.tls_from = None
             self.buffer.rescan(now)
             self.mode = "multicast"
@@ -531,7 +537,7 @@ class FanoutReceiver:
     def tls_event(self, seq: int, line: bytes, now: float) -> list[Action]:
         """A numbered room event arrived over TLS (live, echo, repair, or
         one too big for a datagram)."""
-        return list(self.buffer.offer(seq, line, now))
+        return list(self.buffer.offer(seq, line, now, tls=True))
 
     def repaired(self, ranges: Ranges, now: float) -> list[Action]:
         """The host's ``REPAIRED`` line: the ranges are complete."""
