@@ -4,11 +4,12 @@ L{FanoutNetwork} connects real L{chatroom.client.session.RoomSession}s (and
 their real L{RoomClientProtocol} and L{MulticastDelivery}) to
 L{FanoutRoomHost}, a small IRC server that speaks just enough of the room
 protocol (CAP, registration, JOIN, PRIVMSG, CHATHISTORY, QUIT) and the
-C{FANOUT} lines of C{docs/protocol-fanout.rst}.  Its datagrams are sealed
-and signed for real (L{chatroom.core.fanout.seal}, with the host key of the
-protocol document's test vectors) by L{MiniSender}, and travel through
-L{Air}: the fan-out group on a fake link, where a test decides which
-datagrams are lost.  TLS connections are C{twisted.test.iosim} pumps; one
+C{FANOUT} lines of C{docs/protocol-fanout.rst}, with the real pure host
+side, L{chatroom.core.fanout_sender.FanoutSender} (keys, rotation,
+packing, pacing, heartbeats, NACK aggregation), signing with the host key
+of the protocol document's test vectors.  Datagrams travel through L{Air}:
+the fan-out group on a fake link, where a test decides which datagrams are
+lost.  TLS connections are C{twisted.test.iosim} pumps; one
 C{task.Clock} drives everything.
 
 The real host edge lives in C{chatroom/host.py}; this fake exists so that
@@ -17,11 +18,9 @@ the client's side can be tested against the protocol document alone.
 
 from __future__ import annotations
 
-import collections
 import random
 from typing import Any, Callable
 
-import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twisted.internet import defer, protocol
@@ -31,19 +30,11 @@ from twisted.test import iosim
 
 from chatroom.core.fanout import (
     CAPABILITY,
-    KIND_DATA,
-    KIND_HEARTBEAT,
-    MAX_LINE_BYTES,
-    MAX_PLAINTEXT,
-    EpochKey,
-    KeyGrant,
     MemberRequest,
-    ModeChange,
     RoomIdentity,
-    encode_events,
     format_ranges,
-    seal,
 )
+from chatroom.core.fanout_sender import FanoutSender
 from chatroom.core.errors import ParseError
 from chatroom.core.ircline import (
     LineBuffer,
@@ -119,155 +110,6 @@ class Air:
                     assert sock.protocol is not None
                     sock.protocol.datagramReceived(data, ("10.0.0.1", 40000))
         return bool(queue)
-
-
-# -- a minimal host side of fan-out -------------------------------------------
-
-@attrs.frozen
-class SendKey:
-    member: Any
-    grant: KeyGrant
-
-
-@attrs.frozen
-class SendMode:
-    member: Any
-    change: ModeChange
-
-
-@attrs.frozen
-class SendDatagram:
-    data: bytes
-
-
-@attrs.frozen
-class SendRepair:
-    member: Any
-    ranges: tuple[tuple[int, int], ...]
-    events: tuple[tuple[int, bytes], ...]
-
-
-@attrs.define
-class _Epoch:
-    key: EpochKey
-    start_seq: int
-    counter: int = 0
-
-
-class MiniSender:
-    """The host side of fan-out, reduced to what protocol-fanout.rst
-    requires of it: keys per epoch (a new one at each departure, never
-    given to the departed), consecutive events packed into signed
-    datagrams, heartbeats (0.25 s after the last datagram, then every
-    second), START/STOP answered with MODE, repairs answered over TLS.
-    No pacing and no NACK aggregation (the client sees neither)."""
-
-    def __init__(self, identity: RoomIdentity, keys: Callable[[], bytes]) -> None:
-        self.identity = identity
-        self._keys = keys
-        self.epochs = [_Epoch(EpochKey(1, keys()), 1)]
-        self.members: dict[Any, bool] = {}
-        self.last_seq = 0
-        self.lines: dict[int, bytes] = {}
-        self._departures: list[int] = []
-        self._heartbeat_at: float | None = None
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def is_multicast(self, member: Any) -> bool:
-        return self.members.get(member, False)
-
-    def _grant(self) -> KeyGrant:
-        current = self.epochs[-1]
-        return KeyGrant(self.identity.room, current.key, GROUP, PORT,
-                        current.counter)
-
-    def member_joined(self, member: Any, now: float) -> list[Any]:
-        self.members.setdefault(member, False)
-        if self._heartbeat_at is None:
-            self._heartbeat_at = now + 0.25
-        return [SendKey(member, self._grant())]
-
-    def member_left(self, member: Any, from_seq: int) -> list[Any]:
-        if self.members.pop(member, None) is not None:
-            self._departures.append(from_seq)
-        return []
-
-    def request(self, member: Any, request: MemberRequest,
-                now: float) -> list[Any]:
-        if member not in self.members:
-            return []
-        if request.verb in ("START", "STOP"):
-            self.members[member] = request.verb == "START"
-            return [SendMode(member, ModeChange(
-                self.identity.room, request.verb == "START", self.last_seq))]
-        if request.verb == "SYNC":
-            return [SendKey(member, self._grant())]
-        self.counts["repair-requests"] += 1
-        events = []
-        for first, last in request.ranges:
-            for seq in range(first, min(last, self.last_seq) + 1):
-                events.append((seq, self.lines[seq]))
-                self.counts["repaired-events"] += 1
-        return [SendRepair(member, request.ranges, tuple(events))]
-
-    def flush(self, now: float, events: list[tuple[int, bytes]]) -> list[Any]:
-        actions: list[Any] = []
-        if self._departures:
-            start = min(self._departures)
-            self._departures = []
-            epoch = self.epochs[-1].key.epoch + 1
-            self.epochs.append(_Epoch(EpochKey(epoch, self._keys()), start))
-            grant = self._grant()
-            actions += [SendKey(member, grant) for member in self.members]
-        queue = collections.deque()
-        for seq, line in events:
-            self.lines[seq] = line
-            self.last_seq = seq
-            queue.append((seq, line))
-        while queue:
-            actions.append(SendDatagram(self._pack(queue)))
-        if actions and any(isinstance(a, SendDatagram) for a in actions):
-            self._heartbeat_at = now + 0.25
-        elif self._heartbeat_at is not None and now >= self._heartbeat_at:
-            epoch = self.epochs[-1]
-            actions.append(SendDatagram(seal(
-                HOST_KEY, self.identity, epoch.key, KIND_HEARTBEAT,
-                self._counter(epoch), self.last_seq, b"")))
-            self.counts["heartbeats"] += 1
-            self._heartbeat_at = now + 1.0
-        if not self.members:
-            self._heartbeat_at = None
-        return actions
-
-    @property
-    def wake_at(self) -> float | None:
-        return self._heartbeat_at
-
-    def _epoch_for(self, seq: int) -> _Epoch:
-        return [e for e in self.epochs if e.start_seq <= seq][-1]
-
-    def _counter(self, epoch: _Epoch) -> int:
-        counter = epoch.counter
-        epoch.counter += 1
-        return counter
-
-    def _pack(self, queue: collections.deque) -> bytes:
-        first = queue[0][0]
-        epoch = self._epoch_for(first)
-        lines: list[bytes | None] = []
-        size = 0
-        while queue and self._epoch_for(queue[0][0]) is epoch:
-            line = queue[0][1]
-            entry = line if len(line) <= MAX_LINE_BYTES else None
-            cost = 2 + (len(entry) if entry is not None else 0)
-            if size + cost > MAX_PLAINTEXT:
-                break
-            lines.append(entry)
-            size += cost
-            queue.popleft()
-        self.counts["datagrams"] += 1
-        return seal(HOST_KEY, self.identity, epoch.key, KIND_DATA,
-                    self._counter(epoch), first, encode_events(lines))
 
 
 # -- the IRC side --------------------------------------------------------------
@@ -362,7 +204,8 @@ class HostConnection(protocol.Protocol):
 
 
 class FanoutRoomHost:
-    """One room, its history, its members, and fan-out by L{MiniSender}.
+    """One room, its history, its members, and fan-out by a
+    L{FanoutSender}.
 
     Events are numbered in order; each turn's events go to TLS members at
     once and to the group at L{end_turn} (after the "commit"), as the real
@@ -371,7 +214,7 @@ class FanoutRoomHost:
     """
 
     def __init__(self, clock: Clock, room: str = "lobby",
-                 keys: Callable[[], bytes] | None = None) -> None:
+                 keys: Callable[[int], bytes] | None = None) -> None:
         self.clock = clock
         self.room = room
         self.channel = "#" + room
@@ -379,12 +222,15 @@ class FanoutRoomHost:
         if keys is None:
             source = iter([EPOCH_1_KEY])
             rng = random.Random(7)
-            keys = lambda: next(source, None) or rng.randbytes(32)  # noqa: E731
-        self.sender = MiniSender(self.identity, keys)
+
+            def keys(size: int) -> bytes:
+                return next(source, None) or rng.randbytes(size)
+        self.sender = FanoutSender(HOST_KEY, self.identity, GROUP, PORT, keys)
         self.air = Air()
         self.history: list[tuple[int, bytes]] = []
         self.members: list[HostConnection] = []
         self.requests: list[tuple[str | None, MemberRequest]] = []
+        self.history_requests: list[tuple[str | None, tuple[str, ...]]] = []
         self.turn: list[tuple[int, bytes]] = []
         self.seq = 0
         self._timer: Any = None
@@ -434,6 +280,7 @@ class FanoutRoomHost:
             self.sender.member_left(conn, seq)
 
     def chathistory(self, conn: HostConnection, params: tuple[str, ...]) -> None:
+        self.history_requests.append((conn.nick, params))
         sub, limit = params[0], int(params[-1])
         if sub == "LATEST":
             events = self.history[-limit:]
