@@ -489,3 +489,169 @@ class OvertakingTests(SynchronousTestCase):
         actions += receiver.tls_event(12, line(12), 0.0)
         shown = [a.seq for a in actions if type(a).__name__ == "Deliver"]
         self.assertEqual(shown, [10, 11, 12])
+
+
+class _RecordingProtocol:
+    """Stands in for the TLS connection: records what the edge sends and
+    fires C{started} on START."""
+
+    def __init__(self):
+        self.transport = StringTransport()
+        self.sent = []
+        self.started = defer.Deferred()
+
+    def send(self, command, *params):
+        self.sent.append((command,) + params)
+        if params[1:2] == ("START",) and not self.started.called:
+            self.started.callback(params)
+
+
+class LoopbackDeliveryTests(TestCase):
+    """The whole member edge on real sockets: a datagram sealed by the
+    host key and sent to the group out of 127.0.0.1 makes the client ask
+    for multicast delivery."""
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_signed_heartbeat_over_loopback_starts_multicast(self):
+        from twisted.internet import reactor
+
+        from chatroom.client.fanout import MulticastDelivery
+        from chatroom.core.fanout import KIND_HEARTBEAT, KeyGrant, seal
+
+        from .fanout_fakes import HOST_KEY
+
+        port = free_udp_port()
+        group = "239.255.%d.%d" % (random.randrange(100, 250),
+                                   random.randrange(1, 250))
+        status = []
+        delivery = MulticastDelivery(reactor, reactor, Q, "lobby",
+                                     FanoutOptions(), lambda m: None,
+                                     status.append, lambda: 41)
+        self.addCleanup(delivery.stop)
+        proto = _RecordingProtocol()
+        epoch = EpochKey(1, EPOCH_1_KEY)
+        grant = KeyGrant("lobby", epoch, group, port, 0)
+        delivery.caught_up(proto)
+        delivery.message_received(proto, _fanout_message(grant.to_params()))
+        self.assertEqual(delivery.mode, "tls")
+        joined = yield delivery.socket.ready
+        self.assertTrue(joined)
+
+        sender = _Sender()
+        sending = reactor.listenMulticast(0, sender, interface="127.0.0.1")
+        self.addCleanup(sending.stopListening)
+        yield sender.ready
+        sending.setTTL(1)
+        sending.setLoopbackMode(True)
+        sending.write(seal(HOST_KEY, RoomIdentity(Q, "lobby"), epoch,
+                           KIND_HEARTBEAT, 0, 41, b""), (group, port))
+        params = yield proto.started
+        self.assertEqual(params, ("#lobby", "START", "1"))
+        self.assertEqual(delivery.mode, "starting")
+        self.assertEqual(delivery.receiver.accepted, 1)
+        self.assertEqual(dict(delivery.receiver.drops), {})
+        yield delivery.stop()
+
+
+def _fanout_message(params):
+    from chatroom.core.ircline import Message
+
+    return Message("FANOUT", tuple(params), prefix="srv")
+
+
+class BadInputTests(SynchronousTestCase):
+    """Bad FANOUT lines and datagrams are counted, never raised, and the
+    room stays on TLS."""
+
+    def delivery(self, listen=None, **options):
+        from twisted.internet.task import Clock
+
+        from chatroom.client.fanout import MulticastDelivery
+
+        from .fanout_fakes import Air
+
+        self.air = Air()
+        self.clock = Clock()
+        self.status = []
+        delivery = MulticastDelivery(
+            None, self.clock, Q, "lobby",
+            FanoutOptions(listen=listen or self.air.listen, **options),
+            lambda m: None, self.status.append, lambda: 10)
+        self.proto = _RecordingProtocol()
+        delivery.caught_up(self.proto)
+        self.addCleanup(delivery.stop)
+        return delivery
+
+    def key_params(self, **changes):
+        params = ["#lobby", "KEY", "1", "chacha20-poly1305",
+                  EPOCH_1_KEY.hex(), GROUP, str(PORT), "0"]
+        for index, value in changes.items():
+            params[int(index[1:])] = value
+        return params
+
+    def test_unknown_algorithm_stays_on_tls(self):
+        delivery = self.delivery()
+        delivery.message_received(self.proto, _fanout_message(
+            self.key_params(p3="aes-256-gcm")))
+        self.assertIsNone(delivery.receiver)
+        self.assertEqual(self.air.sockets, [])
+        self.assertEqual(delivery.drops["unsupported-algorithm"], 1)
+        self.assertIn("algorithm this client does not know", self.status[0])
+
+    def test_malformed_lines_counted(self):
+        delivery = self.delivery()
+        for params in (self.key_params(p5="10.0.0.1"),
+                       self.key_params(p4="zz"),
+                       ["#lobby", "MODE", "SIDEWAYS", "3"],
+                       ["#lobby", "REPAIRED", "5-3"],
+                       ["#lobby", "WHATEVER"],
+                       ["#lobby"]):
+            self.assertTrue(delivery.message_received(
+                self.proto, _fanout_message(params)))
+        self.assertIsNone(delivery.receiver)
+        self.assertEqual(sum(delivery.drops.values()), 6)
+        self.assertEqual(self.proto.sent, [])
+
+    def test_key_for_another_room_ignored(self):
+        delivery = self.delivery()
+        delivery.message_received(self.proto, _fanout_message(
+            self.key_params(p0="#kitchen")))
+        self.assertIsNone(delivery.receiver)
+        self.assertEqual(delivery.drops["other-room"], 1)
+
+    def test_garbage_datagrams_counted(self):
+        delivery = self.delivery()
+        delivery.message_received(self.proto, _fanout_message(
+            self.key_params()))
+        for data in (b"", b"CRFO", b"\x00" * 200, bytes(range(256)) * 4,
+                     b"x" * 1300):
+            self.air.send(data)
+        self.air.flush()
+        self.assertEqual(delivery.receiver.accepted, 0)
+        self.assertEqual(sum(delivery.receiver.drops.values()), 5)
+        self.assertEqual(delivery.mode, "tls")
+        self.assertEqual(self.proto.sent, [])
+
+    def test_join_failure_told_to_the_user(self):
+        from twisted.internet.defer import fail
+
+        from .discovery_fakes import FakeMulticastTransport
+
+        class Refusing(FakeMulticastTransport):
+            def joinGroup(self, address, interface=""):
+                return fail(OSError(99, "Cannot assign requested address"))
+
+        def listen(port, proto):
+            transport = Refusing(address=("0.0.0.0", port))
+            transport.attach(proto)
+            return transport
+
+        delivery = self.delivery(listen=listen, interface="192.0.2.1")
+        delivery.message_received(self.proto, _fanout_message(
+            self.key_params()))
+        self.assertEqual(delivery.drops["cannot-join"], 1)
+        self.assertTrue(self.status[0].startswith(
+            "Cannot join multicast group 239.255.67.70 on 192.0.2.1"),
+            self.status)

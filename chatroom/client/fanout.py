@@ -469,13 +469,14 @@ class MulticastDelivery:
         return self.reactor.listenMulticast(port, sock, interface="",
                                             listenMultiple=True)
 
-    def _joined(self, ok: bool, sock: FanoutSocket) -> None:
+    def _joined(self, ok: bool, sock: FanoutSocket) -> bool:
         if not ok and sock is self.socket:
             self.drops["cannot-join"] += 1
             self.report("Cannot join multicast group %s on %s (%s); receiving"
                         " %s over TLS.  Is --fanout-interface an address of"
                         " this machine?" % (sock.group, sock.interface,
                                            sock.failure_reason, self.channel))
+        return ok
 
     def _close_socket(self) -> None:
         port, self._port = self._port, None
