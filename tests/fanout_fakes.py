@@ -70,7 +70,9 @@ class Air:
     socket that is listening on the port and joined the group on an
     explicit interface, unless C{lose(index, data)} says this one is lost
     (C{index} counts every datagram sent, from 0).  L{cut} loses
-    everything (the multicast route is gone).
+    everything (the multicast route is gone); C{duplicate(index, data)}
+    delivers one twice; L{reorder}, a C{random.Random}, shuffles each
+    flush.
 
     @ivar sent: every datagram sent, in order.
     @ivar lost: indexes of the datagrams lost.
@@ -82,6 +84,9 @@ class Air:
         self.lost: list[int] = []
         self.queue: list[tuple[int, bytes]] = []
         self.lose: Callable[[int, bytes], bool] = lambda index, data: False
+        self.duplicate: Callable[[int, bytes], bool] = \
+            lambda index, data: False
+        self.reorder: random.Random | None = None
         self.cut = False
 
     def listen(self, port: int, proto: protocol.DatagramProtocol) -> Any:
@@ -99,10 +104,15 @@ class Air:
             self.lost.append(index)
             return
         self.queue.append((index, data))
+        if self.duplicate(index, data):
+            self.queue.append((index, data))
 
     def flush(self) -> bool:
-        """Deliver what is queued; True if anything was."""
+        """Deliver what is queued (shuffled, with L{reorder}); True if
+        anything was."""
         queue, self.queue = self.queue, []
+        if self.reorder is not None:
+            self.reorder.shuffle(queue)
         for _, data in queue:
             for sock in self.sockets:
                 if (sock.listening and sock.address[1] == PORT and
@@ -372,6 +382,12 @@ class FanoutNetwork:
         self.host = FanoutRoomHost(self.clock, room)
         self.air = self.host.air
         self.pumps: list[iosim.IOPump] = []
+        self.air_first = False
+        """End the host's turn and deliver its datagrams before moving TLS
+        bytes (datagrams overtake the TLS lines of the same events)."""
+        self.tls_stalled = False
+        """Move no TLS bytes (a TCP retransmission on a lossy link) while
+        datagrams still arrive."""
 
     def endpoint_for(self, address: str, creator: Any) -> _Endpoint:
         """For C{RoomSession(endpoint_for=...)}."""
@@ -382,7 +398,9 @@ class FanoutNetwork:
         for _ in range(limit):
             self.clock.advance(0)
             moved = False
-            for pump in self.pumps:
+            if self.air_first and (self.host.end_turn() | self.air.flush()):
+                moved = True
+            for pump in self.pumps if not self.tls_stalled else ():
                 if pump.pump(advanceClock=False):
                     moved = True
             if self.host.end_turn():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 import socket
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import StringTransport
@@ -143,6 +145,13 @@ class FanoutSessionMixin:
         self.assertEqual(seqs, list(range(seqs[0], seqs[-1] + 1)))
         shown = [(e.seq, e.text) for e in seen.events if e.kind == "message"]
         self.assertEqual(shown, posted)
+
+
+class _PropertyCase(FanoutSessionMixin, SynchronousTestCase):
+    """A fresh network per hypothesis example."""
+
+    def runTest(self):
+        """Not run by itself."""
 
 
 class SwitchTests(FanoutSessionMixin, SynchronousTestCase):
@@ -302,6 +311,51 @@ class LossTests(FanoutSessionMixin, SynchronousTestCase):
         self.net.advance(1)
         self.assert_exactly_once_in_order(seen, posted)
         self.assertEqual(session.fanout.mode, "multicast")
+
+
+class LossPropertyTests(SynchronousTestCase):
+    """Whatever the group loses, duplicates or reorders, and whether
+    datagrams overtake TLS or not, a multicast member shows every event
+    once, in the host's order."""
+
+    @settings(max_examples=40, deadline=None)
+    @given(turns=st.lists(st.integers(1, 6), min_size=1, max_size=40),
+           loss=st.sampled_from([0.0, 0.1, 0.3, 0.6]),
+           duplicate=st.sampled_from([0.0, 0.1, 0.5]),
+           reorder=st.booleans(), air_first=st.booleans(),
+           stall=st.tuples(st.integers(0, 4), st.integers(0, 20)),
+           seed=st.integers(0, 2**32 - 1))
+    @example(turns=[3] * 20, loss=0.3, duplicate=0.0, reorder=False,
+             air_first=False, stall=(0, 10), seed=5)
+    def test_exactly_once_in_order(self, turns, loss, duplicate, reorder,
+                                   air_first, stall, seed):
+        case = _PropertyCase()
+        case.setUp()
+        try:
+            # Events flow from the join on: the switch to multicast, and
+            # datagrams overtaking TLS before it, are part of every case.
+            session, seen = case.session()
+            rng = random.Random(seed)
+            case.air.lose = lambda index, data: rng.random() < loss
+            case.air.duplicate = lambda index, data: rng.random() < duplicate
+            case.air.reorder = random.Random(seed) if reorder else None
+            case.net.air_first = air_first
+            posted = []
+            for turn, count in enumerate(turns):
+                # TLS stalls for a while (from turn stall[0], for stall[1]
+                # turns); datagrams keep coming.
+                case.net.tls_stalled = stall[0] <= turn < sum(stall)
+                for i in range(count):
+                    text = "t%d.%d" % (turn, i)
+                    posted.append((case.host.say("bob", text), text))
+                case.net.advance(rng.choice([0.001, 0.01, 0.1]))
+            case.net.tls_stalled = False
+            case.net.advance(8, step=0.05)
+            case.assert_exactly_once_in_order(seen, posted)
+            if loss == 0.0:
+                self.assertEqual(session.fanout.mode, "multicast")
+        finally:
+            case.doCleanups()
 
 
 class FallbackTests(FanoutSessionMixin, SynchronousTestCase):
