@@ -208,6 +208,21 @@ class SwitchTests(FanoutSessionMixin, SynchronousTestCase):
         self.net.settle()
         self.assert_exactly_once_in_order(seen, posted)
 
+    def test_not_asked_without_a_multicast_reactor(self):
+        """A reactor that cannot listen to a group (here a bare clock)
+        never asks for the capability."""
+        seen = Seen()
+        session = RoomSession(self.net.clock, TARGET, "alice",
+                              on_event=seen.on_event,
+                              endpoint_for=self.net.endpoint_for)
+        self.assertFalse(session.fanout.available)
+        d = session.connect()
+        self.net.settle()
+        self.successResultOf(d)
+        self.addCleanup(self.close, session)
+        self.assertNotIn(CAPABILITY, self.conn("alice").caps)
+        self.assertEqual(self.host.sender.members, ())
+
     def test_tls_and_multicast_members_see_the_same(self):
         alice, alice_seen = self.on_multicast("alice")
         carol, carol_seen = self.session("carol", fanout=False)

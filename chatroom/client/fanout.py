@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 from twisted.internet import defer, error
+from twisted.internet.interfaces import IReactorMulticast
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -210,6 +211,15 @@ class MulticastDelivery:
         self._timer: Any = None
         self._shown_mode = "tls"
         self._stopped = False
+
+    @property
+    def available(self) -> bool:
+        """Whether this client can listen to a group at all (a reactor
+        with multicast, or a C{listen} given); when not, the session does
+        not ask for the capability, so the host keeps it on TLS and never
+        counts it as a key holder."""
+        return (self.options.listen is not None or
+                IReactorMulticast.providedBy(self.reactor))
 
     @property
     def mode(self) -> str:

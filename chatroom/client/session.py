@@ -649,7 +649,9 @@ class RoomSession:
         def build() -> RoomClientProtocol:
             proto = RoomClientProtocol(self.wanted_nick, listener,
                                        wanted_caps=CLIENT_CAPS + (
-                                           (FANOUT_CAPABILITY,) if self.fanout
+                                           (FANOUT_CAPABILITY,)
+                                           if self.fanout and
+                                           self.fanout.available
                                            else ()),  # fan-out (issue 10)
                                        realname=self.realname,
                                        fallback_nicks=fallbacks,
