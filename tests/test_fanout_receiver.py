@@ -128,6 +128,22 @@ class ReorderBufferTests(SynchronousTestCase):
         b.offer(3, line(3), 1.0)
         self.assertEqual(b.due(2.1), [((2, 2), (4, 4))])
 
+    def test_request_fits_one_line(self) -> None:
+        """Many scattered gaps are asked for in requests that each fit the
+        host's 450-character limit, until all are asked."""
+        b = self.buffer()
+        for seq in range(1, 1000, 2):
+            b.offer(seq, line(seq), 0.0)
+        b.offer(1, line(1), 0.0)
+        asked = []
+        for _ in range(10):
+            for ranges in b.due(1.0):
+                text = f.format_ranges(ranges)  # type: ignore[arg-type]
+                self.assertLessEqual(len(text), f.MAX_RANGES_TEXT)
+                self.assertEqual(f.parse_ranges(text), ranges)
+                asked += [s for a, z in ranges for s in range(a, z + 1)]  # type: ignore[misc]
+        self.assertEqual(sorted(asked), list(range(2, 999, 2)))
+
     def test_filled_meanwhile(self) -> None:
         """A gap filled before the wait ends is never asked for."""
         b = self.buffer()
@@ -143,6 +159,16 @@ class ReorderBufferTests(SynchronousTestCase):
         self.assertEqual(delivered(list(b.complete([(1, 3)], 0))), [4])
         self.assertEqual(b.counts["skipped"], 3)
         self.assertIsNone(b.wake_at())
+
+    def test_complete_ahead(self) -> None:
+        """A complete range beyond the next event marks its last number
+        too, and a later offer still fills a number marked missing."""
+        b = self.buffer()
+        b.offer(5, line(5), 0)
+        b.complete([(3, 4)], 0)
+        self.assertEqual(delivered(list(b.offer(1, line(1), 0))), [1])
+        self.assertEqual(delivered(list(b.offer(3, line(3), 0))), [])
+        self.assertEqual(delivered(list(b.offer(2, line(2), 0))), [2, 3, 5])
 
     def test_live_tls_completes(self) -> None:
         """With tls_from set, a live TLS event says all below it (from
@@ -301,6 +327,25 @@ class ReceiverTests(SynchronousTestCase):
             junk = data(2)[:34] + junk[:1000]
             self.assertEqual(self.feed(junk), [])
         self.assertEqual(self.receiver.buffer.next_seq, 2)
+
+    def test_check_order(self) -> None:
+        """The first failing check names the drop: the window before the
+        AEAD, the AEAD before the budget, the budget before the
+        signature; a non-member's flood does not spend the budget."""
+        self.feed(data(1, counter=0))
+        forged_replay = data(9, counter=0, key=f.EpochKey(1, bytes(32)))
+        self.assert_dropped(forged_replay, "replay")
+        for counter in range(1, 400):
+            self.feed(data(2, counter=counter, key=f.EpochKey(1, bytes(32))),
+                      1.0)
+        self.assertEqual(self.receiver.drops["bad-ciphertext"], 399)
+        self.assertEqual(self.receiver.drops["rate-limited"], 0)
+        for counter in range(1, 400):
+            self.feed(data(2, counter=counter, signer=MEMBER_KEY), 1.0)
+        # 399 member forgeries: the full budget of 200 is spent on
+        # signature checks, the other 199 are dropped before.
+        self.assertEqual(self.receiver.drops["bad-signature"], 200)
+        self.assertEqual(self.receiver.drops["rate-limited"], 199)
 
     def test_far_ahead_counter_asks_sync(self) -> None:
         """A counter far ahead asks the host to resynchronise (at most every

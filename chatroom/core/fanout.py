@@ -117,16 +117,19 @@ class RoomIdentity:
         if not isinstance(value, str) or not value or len(value.encode()) > 64:
             raise ParseError("A room name is 1 to 64 bytes.", "bad-room-name")
 
-    @property
-    def room_id(self) -> bytes:
-        """First 8 bytes of SHA-256(context || Q || casefold(R))."""
+    #: First 8 bytes of SHA-256(context || Q || casefold(R)).
+    room_id: bytes = attrs.field(init=False, eq=False, repr=False)
+    #: ``Q || casefold(R)``, appended to the header as AEAD data.
+    aad_suffix: bytes = attrs.field(init=False, eq=False, repr=False)
+
+    @room_id.default
+    def _room_id(self) -> bytes:
         return hashlib.sha256(
             _ROOM_ID_CONTEXT + self.q + room_key(self.room).encode("utf-8")
         ).digest()[:ROOM_ID_SIZE]
 
-    @property
-    def aad_suffix(self) -> bytes:
-        """``Q || casefold(R)``, appended to the header as AEAD data."""
+    @aad_suffix.default
+    def _aad_suffix(self) -> bytes:
         return self.q + room_key(self.room).encode("utf-8")
 
 
@@ -146,6 +149,13 @@ class EpochKey:
     def _check_key(self, attribute: object, value: bytes) -> None:
         if not isinstance(value, bytes) or len(value) != KEY_SIZE:
             raise ParseError("An epoch key is 32 bytes.", "bad-key")
+
+    #: The AEAD with this key, made once.
+    aead: ChaCha20Poly1305 = attrs.field(init=False, eq=False, repr=False)
+
+    @aead.default
+    def _aead(self) -> ChaCha20Poly1305:
+        return ChaCha20Poly1305(self.key)
 
 
 def nonce(epoch: int, counter: int) -> bytes:
@@ -233,7 +243,7 @@ class Datagram:
             room identity or the ciphertext was changed.
         """
         try:
-            return ChaCha20Poly1305(key.key).decrypt(
+            return key.aead.decrypt(
                 nonce(self.epoch, self.counter), self.sealed,
                 self.header() + identity.aad_suffix)
         except InvalidTag:
@@ -317,7 +327,7 @@ def seal(private_key: Ed25519PrivateKey, identity: RoomIdentity, key: EpochKey,
         raise ParseError("Counter or sequence number out of range.", "malformed")
     header = _HEADER.pack(MAGIC, VERSION, kind, identity.room_id, key.epoch,
                           counter, seq)
-    sealed = ChaCha20Poly1305(key.key).encrypt(
+    sealed = key.aead.encrypt(
         nonce(key.epoch, counter), plaintext, header + identity.aad_suffix)
     signed = header + sealed
     return signed + private_key.sign(signed)
@@ -489,13 +499,18 @@ def format_ranges(ranges: Iterable[tuple[int, int]]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
+MAX_RANGES_TEXT = 450
+"""Characters of ranges a REPAIR or REPAIRED line may carry, so the line
+stays under IRC's 512 bytes with a 64-byte room name."""
+
+
 def parse_ranges(text: str, limit: int = MAX_REPAIR_EVENTS) -> Ranges:
     """Parse ``"5-7,12"``: ascending, disjoint ranges of sequence numbers
     (each at least 1) covering at most ``limit`` events in all.
 
     @raise ParseError: C{bad-params}, or C{too-many} beyond ``limit``.
     """
-    if not text or len(text) > 450:
+    if not text or len(text) > MAX_RANGES_TEXT:
         raise ParseError("The ranges are empty or too long.", "bad-params")
     ranges: list[tuple[int, int]] = []
     total = 0

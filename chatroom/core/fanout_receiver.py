@@ -45,8 +45,10 @@ from chatroom.core.fanout import (
     ModeChange,
     Opened,
     Ranges,
+    MAX_RANGES_TEXT,
     RoomIdentity,
     decode_payload,
+    format_ranges,
 )
 from chatroom.core.tokenbucket import TokenBucket
 
@@ -310,7 +312,8 @@ class ReorderBuffer:
                 self.next_seq = last + 1
                 out += self._drain()
                 continue
-            for seq in range(first, min(last, self.next_seq + self._max_ahead)):
+            for seq in range(first,
+                             min(last + 1, self.next_seq + self._max_ahead)):
                 if seq not in self._held:
                     self._held[seq] = None
                     self.counts["skipped"] += 1
@@ -373,11 +376,17 @@ class ReorderBuffer:
             return [RequestHistory(self.next_seq - 1, HISTORY_LIMIT)]
         ready = sorted(seq for seq, deadline in self._due.items()
                        if deadline <= now)[:self._max_repair]
-        if not ready:
+        ranges = _to_ranges(ready)
+        # The host takes at most 450 characters of ranges (one IRC line);
+        # what does not fit stays due and goes in the next request.
+        while len(format_ranges(ranges)) > MAX_RANGES_TEXT:
+            ranges = ranges[:len(ranges) * 3 // 4]
+        if not ranges:
             return []
-        for seq in ready:
-            self._due[seq] = now + REPAIR_RETRY
-        return [_to_ranges(ready)]
+        for first, last in ranges:
+            for seq in range(first, last + 1):
+                self._due[seq] = now + REPAIR_RETRY
+        return [ranges]
 
     # -- inside
 
@@ -398,11 +407,16 @@ class ReorderBuffer:
         if self.tls_from is not None:
             stop = min(stop, self.tls_from - 1)
         start = max(self._scanned + 1, self.next_seq)
+        # One random wait for everything found missing at once, so that a
+        # lost burst is asked for in one request, not one per event.
+        deadline: float | None = None
         for seq in range(start, stop + 1):
             if (seq not in self._held and seq not in self._over_tls and
                     seq not in self._due):
-                low, high = self._repair_wait
-                self._due[seq] = now + low + (high - low) * self._random()
+                if deadline is None:
+                    low, high = self._repair_wait
+                    deadline = now + low + (high - low) * self._random()
+                self._due[seq] = deadline
         self._scanned = max(self._scanned, stop)
 
     def rescan(self, now: float) -> None:

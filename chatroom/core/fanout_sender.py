@@ -418,10 +418,12 @@ class FanoutSender:
             self._pending.append((seq, line))
         while len(self._cache) > self._cache_events:
             self._cache.popitem(last=False)
-        multicast = tuple(m for m, on in self._members.items() if on)
-        if oversized and multicast:
-            self.counts["over-tls"] += len(oversized)
-            actions.append(SendEvents(multicast, tuple(oversized)))
+        if oversized:
+            # Per-member work only for the rare event too big to multicast.
+            multicast = tuple(m for m, on in self._members.items() if on)
+            if multicast:
+                self.counts["over-tls"] += len(oversized)
+                actions.append(SendEvents(multicast, tuple(oversized)))
         actions += self._repairs_due(now)
         actions += self._send(now)
         if (self._heartbeat_at is not None and now >= self._heartbeat_at
@@ -496,7 +498,12 @@ class FanoutSender:
         if not seqs:
             return []
         events = tuple((s, self._cache[s]) for s in seqs if s in self._cache)
-        return [SendRepair(member, _to_ranges(seqs), events)]
+        # Events evicted from the cache since the request came are read
+        # from the history store, never reported as skipped.
+        oldest = next(iter(self._cache), self.last_seq + 1)
+        evicted = [s for s in seqs if s < oldest and s not in self._cache]
+        return [SendRepair(member, _to_ranges(seqs), events,
+                           _to_ranges(evicted))]
 
     def _repairs_due(self, now: float) -> list[SenderAction]:
         again, each = self.policy.due(now)
@@ -569,8 +576,10 @@ class FanoutSender:
     def _heartbeat(self) -> bytes:
         epoch = self.keys.current
         self.counts["heartbeats"] += 1
+        # The newest event already multicast: events still waiting for a
+        # pacing token must not look lost.
         return seal(self._key, self.identity, epoch.key, KIND_HEARTBEAT,
-                    epoch.take_counter(), self.last_seq, b"")
+                    epoch.take_counter(), self._first_unsealed() - 1, b"")
 
     def _restart_heartbeats(self, now: float) -> None:
         self._heartbeat_step = 0
