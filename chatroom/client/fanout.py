@@ -221,6 +221,11 @@ class MulticastDelivery:
         return (self.options.listen is not None or
                 IReactorMulticast.providedBy(self.reactor))
 
+    def wanted_caps(self, base: tuple[str, ...]) -> tuple[str, ...]:
+        """The capabilities a connection asks for: C{base} and, when this
+        client can listen to a group, the fan-out capability."""
+        return base + (CAPABILITY,) if self.available else base
+
     @property
     def mode(self) -> str:
         """How the room's events arrive now: C{"tls"}, C{"starting"} (a

@@ -33,7 +33,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatroom.client import errors
-from chatroom.client.fanout import CAPABILITY as FANOUT_CAPABILITY
 from chatroom.client.fanout import FanoutOptions, MulticastDelivery
 from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT
 from chatroom.client.protocol import NickInUse as ProtocolNickInUse
@@ -648,11 +647,9 @@ class RoomSession:
 
         def build() -> RoomClientProtocol:
             proto = RoomClientProtocol(self.wanted_nick, listener,
-                                       wanted_caps=CLIENT_CAPS + (
-                                           (FANOUT_CAPABILITY,)
-                                           if self.fanout and
-                                           self.fanout.available
-                                           else ()),  # fan-out (issue 10)
+                                       wanted_caps=self.fanout.wanted_caps(
+                                           CLIENT_CAPS) if self.fanout
+                                       else CLIENT_CAPS,  # fan-out (issue 10)
                                        realname=self.realname,
                                        fallback_nicks=fallbacks,
                                        clock=self.clock,
