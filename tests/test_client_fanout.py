@@ -96,6 +96,33 @@ class OptionTests(SynchronousTestCase):
         args = build_parser().parse_args(["join", "lobby"])
         self.assertEqual(fanout_options(args).interface, "127.0.0.1")
 
+    def test_which_commands_take_multicast(self):
+        """join and tail --follow ask for multicast delivery; say and a
+        plain tail, which leave at once, do not."""
+        import io
+
+        from chatroom.client import errors, main
+
+        made = []
+
+        class Recorder:
+            def __init__(self, reactor, target, nick, fanout=None, **kwargs):
+                made.append(fanout)
+
+            def connect(self):
+                return defer.fail(errors.HostUnreachable(
+                    "#lobby", ("127.0.0.1:1",), "test"))
+
+        self.patch(main, "RoomSession", Recorder)
+        direct = ["--connect", "127.0.0.1:1", "--key", Q.hex(),
+                  "--fanout-interface", "10.0.0.7"]
+        for argv in (["say", "lobby", "hi"], ["tail", "lobby"],
+                     ["tail", "-f", "lobby"], ["join", "lobby"]):
+            d = main.run(None, argv + direct, io.StringIO(), io.StringIO())
+            self.failureResultOf(d, SystemExit)
+        self.assertEqual([None if f is None else f.interface for f in made],
+                         [None, None, "10.0.0.7", "10.0.0.7"])
+
 
 class FanoutSessionMixin:
     """Sessions on a L{FanoutNetwork}."""
