@@ -428,8 +428,16 @@ class RoomHost:
             run = deliveries[start:end]
             _deliver_run(run, audience)
             for delivery in run:
-                if delivery.reply is not None:
-                    delivery.reply.committed(delivery)
+                reply = delivery.reply
+                if reply is not None:
+                    origin = delivery.origin
+                    if (reply.holds_echo and origin is not None and origin.echo
+                            and origin not in audience):
+                        # A member on multicast delivery still gets the
+                        # labelled answer to its own command over its
+                        # connection, echo included (protocol-fanout.rst).
+                        reply.echo(delivery.event.line(origin.variant))
+                    reply.committed(delivery)
             start = end
         if self.fanout is not None:
             self.fanout.turn(deliveries)

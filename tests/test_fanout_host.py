@@ -175,3 +175,14 @@ class HostFanoutTests(SynchronousTestCase):
         self.assertEqual([(m.command, m.params[1]) for m in fails],
                          [("FAIL", "INVALID_PARAMS"), ("FAIL", "NOT_AVAILABLE")])
         self.assertEqual(self.host.counters["fanout-bad-requests"], 1)
+
+    def test_labelled_echo_over_tls(self):
+        """A multicast member's labelled message is answered over TLS with
+        its echo carrying the label, as for a TLS member."""
+        alice, _ = self.taker("alice")
+        alice.send("CAP REQ :labeled-response")
+        alice.messages()
+        alice.send("@label=l1 PRIVMSG #lobby :mine")
+        (echo,) = alice.messages()
+        self.assertEqual((echo.command, echo.params[-1], echo.tags["label"]),
+                         ("PRIVMSG", "mine", "l1"))

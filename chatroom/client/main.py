@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from chatroom.client import errors
 from chatroom.client.keys import client_key_path, load_client_identity
+from chatroom.client.fanout import FanoutOptions
 from chatroom.client.reconnect import RoomTarget
 from chatroom.client.session import (
     RoomEvent,
@@ -69,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", metavar="DIR", default=None,
         help="where the client key is kept (default $XDG_DATA_HOME/chatroom"
              " or ~/.local/share/chatroom)")
+    # fan-out (issue 10): multicast delivery, docs/client.rst.
+    multicast = common.add_argument_group("multicast delivery")
+    multicast.add_argument(
+        "--fanout-interface", default=None, metavar="ADDRESS",
+        help="address of the network interface to receive a room's multicast"
+             " delivery on (default: the --discovery-interface address)")
+    multicast.add_argument(
+        "--no-multicast", action="store_true",
+        help="receive every event over TLS even when the room offers"
+             " multicast delivery")
     direct = common.add_argument_group("without discovery")
     direct.add_argument("--connect", metavar="HOST:PORT",
                         help="connect to this address instead of finding the room")
@@ -145,6 +156,14 @@ def default_nick() -> str:
     if not cleaned or not cleaned[0].isalpha():
         cleaned = "u" + cleaned
     return cleaned[:30]
+
+
+def fanout_options(args: argparse.Namespace) -> FanoutOptions | None:
+    """How sessions take multicast delivery (C{None}: TLS only)."""
+    if args.no_multicast:
+        return None
+    return FanoutOptions(interface=args.fanout_interface or
+                         args.discovery_interface)
 
 
 def make_finder(reactor: Any, args: argparse.Namespace) -> RoomFinder:
@@ -423,7 +442,8 @@ def command_pins(reactor: Any, args: argparse.Namespace, out: TextIO):
 @inlineCallbacks
 def _open_session(reactor: Any, args: argparse.Namespace, nick: str,
                   recent: int, on_event: Callable[[RoomEvent], None],
-                  on_status: Callable[[str], None], keep_finder: bool):
+                  on_status: Callable[[str], None], keep_finder: bool,
+                  multicast: bool = False):
     finder = None if args.connect else make_finder(reactor, args)
     if finder is not None:
         yield finder.start()
@@ -434,7 +454,9 @@ def _open_session(reactor: Any, args: argparse.Namespace, nick: str,
                               finder=finder if keep_finder else None,
                               on_event=on_event, on_status=on_status,
                               recent=recent, identity=identity,
-                              password=getattr(args, "password", None))
+                              password=getattr(args, "password", None),
+                              fanout=fanout_options(args) if multicast
+                              else None)
         yield session.connect()
     except BaseException:
         if finder is not None:
@@ -474,7 +496,7 @@ def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
 
     session, finder = yield _open_session(
         reactor, args, args.nick or default_nick(), args.lines, show, status,
-        args.follow)
+        args.follow, multicast=args.follow)
     try:
         if args.follow:
             yield args.stop_requested  # SIGTERM or Ctrl-C
@@ -524,7 +546,7 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
     finder = None
     session, finder = yield _open_session(
         reactor, args, args.nick or default_nick(), 20, controller.event_received,
-        controller.status, True)
+        controller.status, True, multicast=True)
     controller.session = session
     if finder is None:
         controller.list_rooms = None

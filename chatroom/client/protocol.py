@@ -26,6 +26,7 @@ from chatroom.core.ircline import (
 )
 from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT, Keepalive
 from chatroom.core.names import parse_msgid
+from chatroom.client.fanout import wanted_caps as fanout_wanted_caps
 
 #: The longest IRC part of a line from the server, CR LF included.  A member
 #: may send 512 bytes (RFC 1459 2.3); the host relays that line with the
@@ -211,6 +212,9 @@ class RoomClientProtocol(protocol.Protocol):
         if sub == "LS":
             offered = set(text.split())
             wanted = [c for c in self.wanted_caps if c in offered]
+            # fan-out (issue 10): only with message-tags, server-time and
+            # echo-message, or the host refuses the whole request.
+            wanted = fanout_wanted_caps(wanted)
             if wanted:
                 self.send("CAP", "REQ", " ".join(wanted))
             else:

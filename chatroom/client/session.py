@@ -34,10 +34,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatroom.client import errors
+from chatroom.client.fanout import FanoutOptions, MulticastDelivery
 from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT
 from chatroom.client.keys import KeyPin
 from chatroom.client.protocol import NickInUse as ProtocolNickInUse
-from chatroom.client.protocol import RoomClientProtocol
+from chatroom.client.protocol import CLIENT_CAPS, RoomClientProtocol
 from chatroom.client.split import (
     ACTION_OVERHEAD,
     DEFAULT_LINELEN,
@@ -441,6 +442,11 @@ class RoomSession:
         L{chatroom.identity.ClientIdentity}), presented as the TLS client
         certificate: a host that knows it can hand this session the nick
         and rooms of a connection it still holds from before a drop.
+    @param fanout: how to take multicast delivery when the room offers it
+        (L{FanoutOptions}: the interface to join the group on, 127.0.0.1
+        by default); C{None}: TLS delivery only.
+    @ivar fanout: the L{MulticastDelivery} (its C{mode} says how events
+        arrive now), or C{None}.
     @ivar nick: the nick this session has on the host now.
     @ivar wanted_nick: the nick asked for (or last set with
         L{change_nick}).
@@ -458,7 +464,8 @@ class RoomSession:
                  alternative_nicks: bool = True,
                  probe_interval: float = PROBE_INTERVAL,
                  probe_timeout: float = PROBE_TIMEOUT,
-                 identity: Any = None, password: str | None = None) -> None:
+                 identity: Any = None, password: str | None = None,
+                 fanout: FanoutOptions | None = FanoutOptions()) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
         self.reactor = reactor
@@ -496,6 +503,10 @@ class RoomSession:
         self._quit_reason = "Leaving"
         self._outbox: list[_Outgoing] = []
         self._own_nicks = {casefold(nick)}
+        # fan-out (issue 10): multicast delivery when the room offers it.
+        self.fanout = None if fanout is None else MulticastDelivery(
+            reactor, self.clock, target.q, target.room, fanout, self._deliver,
+            self.on_status, lambda: self.last_seq)
 
     # Public API
 
@@ -642,6 +653,8 @@ class RoomSession:
             self._first.errback(errors.NotConnected(
                 "The session was closed before it joined %s." % (self.channel,)))
             self._first.addErrback(lambda f: None)
+        if self.fanout is not None:  # fan-out (issue 10): and its socket
+            return self.fanout.close_after(self._closed)
         return self._closed
 
     # ReconnectActions
@@ -776,6 +789,9 @@ class RoomSession:
 
         def build() -> RoomClientProtocol:
             proto = RoomClientProtocol(self.wanted_nick, listener,
+                                       wanted_caps=self.fanout.wanted_caps(
+                                           CLIENT_CAPS) if self.fanout
+                                       else CLIENT_CAPS,  # fan-out (issue 10)
                                        realname=self.realname,
                                        fallback_nicks=fallbacks,
                                        clock=self.clock,
@@ -853,6 +869,8 @@ class RoomSession:
             buffered, self._buffer = self._buffer, []
             for message in buffered:
                 self._deliver(message)
+            if self.fanout is not None:  # fan-out (issue 10)
+                self.fanout.caught_up(proto)
         finally:
             self._syncing = False
             self._buffer = []
@@ -916,7 +934,9 @@ class RoomSession:
                           message: Message) -> None:
         if proto is not self.protocol:
             return
-        if "batch" not in message.tags:
+        taken = (self.fanout is not None and "batch" not in message.tags
+                 and self.fanout.message_received(proto, message))  # fan-out
+        if not taken and "batch" not in message.tags:
             if self._syncing:
                 self._buffer.append(message)
             else:
@@ -935,6 +955,8 @@ class RoomSession:
         for item in self._outbox:
             if item.sent_on is proto:
                 item.sent_on, item.label, item.in_doubt = None, None, True
+        if self.fanout is not None:  # fan-out (issue 10)
+            self.fanout.connection_lost()
         if self._closing or self.machine.state is ReconnectState.CLOSED:
             if not self._closed.called:
                 self._closed.callback(None)
