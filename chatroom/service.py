@@ -18,7 +18,7 @@ from twisted.internet import defer, endpoints
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -91,20 +91,6 @@ _CERTIFICATE_ARGUMENTS = ("privateKey", "certKey")
 
 
 @implementer(IStreamServerEndpoint)
-class HostTLSFactory(TLSMemoryBIOFactory):
-    """TLS for the host's connections, without Twisted's write buffering.
-
-    Twisted's default TLS transport (C{BufferingTLSTransport}) holds every
-    write smaller than 64 kB for one more reactor turn, with a timer per
-    connection.  The host already writes once per member per turn, so that
-    second aggregation only adds a turn of delay: measured with
-    C{bench/run.py --experiment tls-unbuffered=1}, it roughly doubled p50
-    and p99 latency at light load (docs/benchmarks.rst).
-    """
-
-    protocol = TLSMemoryBIOProtocol
-
-
 class HostTLSServerEndpoint:
     """TLS with the host's own certificate over any stream server endpoint.
 
@@ -122,7 +108,7 @@ class HostTLSServerEndpoint:
 
     def listen(self, factory: Any) -> defer.Deferred:
         """Listen on the wrapped endpoint with C{factory} inside TLS."""
-        return self.endpoint.listen(HostTLSFactory(self.options, False, factory))
+        return self.endpoint.listen(TLSMemoryBIOFactory(self.options, False, factory))
 
 
 def _arguments(description: str) -> list[str]:

@@ -36,28 +36,3 @@ class PageCacheTests(SynchronousTestCase):
         (cache_size,), = store._db.execute("PRAGMA cache_size")
         self.assertEqual(cache_size, -PAGE_CACHE_KIB)
         self.assertLess(PAGE_CACHE_KIB, 2000)
-
-
-class UnbufferedTLSTests(SynchronousTestCase):
-    """The host's TLS connections write at once: the host already batches
-    one write per member per turn."""
-
-    def test_listener_factory(self):
-        """What L{HostTLSServerEndpoint} listens with builds plain
-        C{TLSMemoryBIOProtocol}s, not Twisted's C{BufferingTLSTransport}."""
-        from twisted.internet.protocol import Factory, Protocol
-        from twisted.protocols.tls import TLSMemoryBIOProtocol
-
-        from chatroom.service import HostTLSServerEndpoint
-
-        listened = []
-
-        class Endpoint:
-            def listen(self, factory):
-                listened.append(factory)
-
-        options = server_options(HostIdentity.generate())
-        HostTLSServerEndpoint(Endpoint(), options).listen(
-            Factory.forProtocol(Protocol))
-        (factory,) = listened
-        self.assertIs(factory.protocol, TLSMemoryBIOProtocol)
