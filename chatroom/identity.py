@@ -123,7 +123,7 @@ class Identity:
     @property
     def spki_sha256(self) -> bytes:
         """SHA-256 of the DER SubjectPublicKeyInfo (irssi's public-key pin)."""
-        return spki_sha256(self.certificate)
+        return spki_sha256(self.public_key)
 
     @property
     def certificate_sha256(self) -> bytes:
@@ -132,9 +132,12 @@ class Identity:
             serialization.Encoding.DER)).digest()
 
 
-def spki_sha256(certificate: x509.Certificate) -> bytes:
-    """SHA-256 of a certificate's DER SubjectPublicKeyInfo."""
-    return hashlib.sha256(certificate.public_key().public_bytes(
+def spki_sha256(public_key: bytes) -> bytes:
+    """SHA-256 of the DER SubjectPublicKeyInfo of a raw Ed25519 key: what
+    irssi's C{-tls_pinned_pubkey} pins, computed from the key alone (the
+    certificate carries the same SubjectPublicKeyInfo)."""
+    return hashlib.sha256(ed25519.Ed25519PublicKey.from_public_bytes(
+        public_key).public_bytes(
         serialization.Encoding.DER,
         serialization.PublicFormat.SubjectPublicKeyInfo)).digest()
 

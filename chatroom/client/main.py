@@ -16,7 +16,6 @@ import sys
 from typing import Any, Callable, TextIO
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.internet import defer, interfaces, protocol
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.conch.insults.insults import ServerProtocol
@@ -43,7 +42,7 @@ from chatroom.core.directory import DirectoryChange, DirectoryEntry, Outcome
 from chatroom.core.names import fingerprint, short_fingerprint
 from chatroom.discovery import DEFAULT_GROUP, DEFAULT_PORT
 from chatroom.errors import ChatroomError
-from chatroom.identity import colon_hex
+from chatroom.identity import colon_hex, spki_sha256
 from chatroom.tls import PinnedClientCreator
 
 #: Seconds C{chatroom rooms} listens after asking the network.
@@ -178,10 +177,7 @@ def make_finder(reactor: Any, args: argparse.Namespace) -> RoomFinder:
 def spki_pin(q: bytes) -> str:
     """irssi's C{-tls_pinned_pubkey}: SHA-256 of the SubjectPublicKeyInfo
     of C{Q}, colon hex.  Computed from C{Q} alone (no connection)."""
-    spki = ed25519.Ed25519PublicKey.from_public_bytes(q).public_bytes(
-        serialization.Encoding.DER,
-        serialization.PublicFormat.SubjectPublicKeyInfo)
-    return colon_hex(hashlib.sha256(spki).digest())
+    return colon_hex(spki_sha256(q))
 
 
 @implementer(interfaces.IHandshakeListener)
