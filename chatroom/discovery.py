@@ -1,26 +1,26 @@
 # -*- test-case-name: tests.test_discovery_net -*-
 """Twisted edge of discovery: the multicast sockets of a host and a listener, and a service.
 
-Bytes live here; state lives in the pure core (:mod:`chatroom.core.node`
-and what it is built from), as txtorcon keeps ``TorControlProtocol`` apart
-from ``TorState``.  Each protocol:
+Bytes live here; state lives in the pure core (L{chatroom.core.node}
+and what it is built from), as txtorcon keeps C{TorControlProtocol} apart
+from C{TorState}.  Each protocol:
 
 - sets up its socket (explicit multicast interface, TTL, group join);
-- hands every datagram to its node's one ``datagram_received`` method and
+- hands every datagram to its node's one C{datagram_received} method and
   sends what comes back;
-- keeps one timer, armed for the node's :meth:`next_wake`, and sends what
-  the node's ``wake`` returns.
+- keeps one timer, armed for the node's L{next_wake}, and sends what
+  the node's C{wake} returns.
 
-:class:`HostProtocol` announces a host's rooms and answers queries for
-them; :class:`ListenerProtocol` keeps a room directory, runs searches and
+L{HostProtocol} announces a host's rooms and answers queries for
+them; L{ListenerProtocol} keeps a room directory, runs searches and
 relays held announcements, with a second socket
-(:attr:`ListenerProtocol.query_protocol`) for its queries;
-:class:`DiscoveryService` opens and closes their sockets.  Nothing reads
+(L{ListenerProtocol.query_protocol}) for its queries;
+L{DiscoveryService} opens and closes their sockets.  Nothing reads
 the global reactor: the clock and the reactor are passed in.
 
 Multicast always goes out of an explicit interface and groups are always
 joined on an explicit interface: leaving the choice to the kernel sends to
-the default route.  See ``docs/protocol-discovery.rst``.
+the default route.  See C{docs/protocol-discovery.rst}.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def log_setup_failure(failure: Failure, group: str, interface: str) -> None:
 def _send(
     transport: Any, data: bytes, address: tuple[str, int], drops: Counter[str]
 ) -> bool:
-    """Write one datagram; a failure is logged and counted in ``drops``."""
+    """Write one datagram; a failure is logged and counted in C{drops}."""
     if transport is None:
         drops["send-while-stopped"] += 1
         return False
@@ -124,8 +124,8 @@ def _send(
 class _MulticastSocket(DatagramProtocol):
     """What hosts and listeners share: socket set-up, one timer, sending.
 
-    Subclasses set :attr:`node` (a :class:`~chatroom.core.node.HostNode`
-    or :class:`~chatroom.core.node.ListenerNode`).
+    Subclasses set L{node} (a L{chatroom.core.node.HostNode}
+    or L{chatroom.core.node.ListenerNode}).
     """
 
     node: HostNode | ListenerNode
@@ -152,7 +152,7 @@ class _MulticastSocket(DatagramProtocol):
         self.ttl = ttl
         self.random = random if random is not None else random_module.SystemRandom()
         self.ready: Deferred[None] = Deferred()
-        """Fires (with ``None``) once the group is joined, or once a failure
+        """Fires (with C{None}) once the group is joined, or once a failure
         to join has been logged."""
         self._timer: IDelayedCall | None = None
         self._timer_at: float | None = None
@@ -170,7 +170,7 @@ class _MulticastSocket(DatagramProtocol):
 
     @property
     def responder(self) -> Responder:
-        """The node's :class:`~chatroom.core.responder.Responder`."""
+        """The node's L{chatroom.core.responder.Responder}."""
         return self.node.responder
 
     # -- socket ---------------------------------------------------------------
@@ -208,7 +208,7 @@ class _MulticastSocket(DatagramProtocol):
     # -- what the node returns ----------------------------------------------------
 
     def react(self, reaction: Reaction) -> None:
-        """Send ``reaction``'s datagrams and re-arm the timer."""
+        """Send C{reaction}'s datagrams and re-arm the timer."""
         for send in reaction.sends:
             _send(self.transport, send.data, send.address, self.drops)
         self._arm()
@@ -239,7 +239,7 @@ class _MulticastSocket(DatagramProtocol):
     # -- for DiscoveryService -------------------------------------------------------
 
     def listen(self, reactor: Any) -> list[Any]:
-        """Open this protocol's sockets on ``reactor``; return the ports.
+        """Open this protocol's sockets on C{reactor}; return the ports.
 
         The discovery socket binds the group port on all addresses (binding
         the interface address would receive no multicast) and shares it
@@ -256,8 +256,8 @@ class _MulticastSocket(DatagramProtocol):
 class HostProtocol(_MulticastSocket):
     """The host's discovery socket: announces its rooms and answers queries.
 
-    ``next_counter()`` returns the next value of the host's persisted
-    counter ``T`` (see :class:`~chatroom.core.announcer.Announcer`).
+    C{next_counter()} returns the next value of the host's persisted
+    counter C{T} (see L{chatroom.core.announcer.Announcer}).
     """
 
     def __init__(
@@ -310,7 +310,7 @@ class HostProtocol(_MulticastSocket):
         self.react(self.node.add_room(room))
 
     def remove_room(self, name: str) -> None:
-        """Stop announcing room ``name`` and send its signed goodbye."""
+        """Stop announcing room C{name} and send its signed goodbye."""
         self.react(self.node.remove_room(name))
 
     def say_goodbye(self) -> None:
@@ -340,7 +340,7 @@ class QuerySocketProtocol(DatagramProtocol):
         d.addErrback(log_setup_failure, self.listener.group, self.listener.interface)
 
     def send_query(self, query: Query, ttl: int) -> None:
-        """Send ``query`` to the group with multicast TTL ``ttl``."""
+        """Send C{query} to the group with multicast TTL C{ttl}."""
         if self.transport is not None:
             self.transport.setTTL(ttl)
         group = (self.listener.group, self.listener.port)
@@ -356,10 +356,10 @@ class ListenerProtocol(_MulticastSocket):
     """A listener's discovery socket: keeps the room directory, searches,
     and relays held announcements.
 
-    ``on_change(change)`` is called with every
-    :class:`~chatroom.core.directory.DirectoryChange` that alters the set of
+    C{on_change(change)} is called with every
+    L{chatroom.core.directory.DirectoryChange} that alters the set of
     rooms or a room's announcement (added, updated, removed, expired,
-    evicted).  The second socket for queries is :attr:`query_protocol`.
+    evicted).  The second socket for queries is L{query_protocol}.
     """
 
     def __init__(
@@ -419,10 +419,10 @@ class ListenerProtocol(_MulticastSocket):
         """Run an expanding-ring search for one room.
 
         Returns a Deferred that fires with a
-        :class:`~chatroom.core.search.SearchResult`: ``found`` with the
+        L{chatroom.core.search.SearchResult}: C{found} with the
         newest announcement the directory holds for the room answered, or
         not found after the last ring.  Cancelling the Deferred (or stopping
-        the listener) fires it with a result in the ``cancelled`` state.
+        the listener) fires it with a result in the C{cancelled} state.
         """
         done: Deferred[SearchResult] = Deferred(lambda d: search.cancel())
 
@@ -450,8 +450,8 @@ class ListenerProtocol(_MulticastSocket):
     def ask(
         self, room: str | None = None, fingerprint_prefix: bytes = b"", ttl: int = 1
     ) -> Query:
-        """Send one query (any room by default) with ``ttl``; the answers
-        go into the directory.  ``chatroom rooms`` calls this at start so
+        """Send one query (any room by default) with C{ttl}; the answers
+        go into the directory.  C{chatroom rooms} calls this at start so
         the list fills within about a second.  Returns the query sent."""
         query = Query(
             query_id=self._new_query_id(),
@@ -471,7 +471,7 @@ class ListenerProtocol(_MulticastSocket):
         self.node.hold(announcement, self.clock.seconds())
 
     def release(self, q: bytes, room: str) -> None:
-        """Stop relaying room ``(q, room)``."""
+        """Stop relaying room C{(q, room)}."""
         self.node.release(q, room)
 
     # -- what the node returns ----------------------------------------------------
@@ -494,7 +494,7 @@ class ListenerProtocol(_MulticastSocket):
 class DiscoveryService(Service):
     """Opens a host's or listener's discovery sockets while running.
 
-    :meth:`stopService` lets the protocol act first (a host sends its
+    L{stopService} lets the protocol act first (a host sends its
     goodbyes), and returns a Deferred that fires when the sockets are
     closed.
     """

@@ -1,16 +1,16 @@
 # -*- test-case-name: tests.test_discovery_announcer -*-
 """A host's announcements: which rooms, signed with which counter, sent when.
 
-An :class:`Announcer` holds the rooms a host runs and their signed
+An L{Announcer} holds the rooms a host runs and their signed
 announcements.  It signs each room once with a fresh value of the host's
-persisted counter ``T`` (and again only when the content changes: a new
-address), sends the same bytes on the :class:`~chatroom.core.schedule.AnnounceSchedule`,
-and signs a goodbye with a new ``T`` when a room closes or the host stops.
+persisted counter C{T} (and again only when the content changes: a new
+address), sends the same bytes on the L{chatroom.core.schedule.AnnounceSchedule},
+and signs a goodbye with a new C{T} when a room closes or the host stops.
 
-Pure: ``now`` is passed in and the schedule's randomness is injected.  The
+Pure: C{now} is passed in and the schedule's randomness is injected.  The
 announcer never sends: every method returns the datagrams to send now, and
-:meth:`Announcer.next_due` says when :meth:`Announcer.due` has more.  State
-diagram: ``docs/state-machines/announce.dot``.
+L{Announcer.next_due} says when L{Announcer.due} has more.  State
+diagram: C{docs/state-machines/announce.dot}.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ DEFAULT_LIFETIME = 180
 intervals (docs/protocol-discovery.rst, "Host")."""
 
 TIME_TOLERANCE = 1e-9
-"""Seconds: a due time this close to ``now`` counts as reached (float
+"""Seconds: a due time this close to C{now} counts as reached (float
 rounding of timers)."""
 
 
@@ -52,17 +52,17 @@ class HostedRoom:
 
 
 def hosted_room(room: HostedRoom | str) -> HostedRoom:
-    """Accept a room name where a :class:`HostedRoom` is expected."""
+    """Accept a room name where a L{HostedRoom} is expected."""
     return room if isinstance(room, HostedRoom) else HostedRoom(room)
 
 
 def room_address(address: RoomAddress | str) -> RoomAddress:
-    """Accept ``host:port`` text where a :class:`RoomAddress` is expected."""
+    """Accept C{host:port} text where a L{RoomAddress} is expected."""
     return address if isinstance(address, RoomAddress) else RoomAddress.parse(address)
 
 
 class AnnouncerState(enum.Enum):
-    """The states of an :class:`Announcer` (``announce.dot``)."""
+    """The states of an L{Announcer} (C{announce.dot})."""
 
     WAITING = "waiting"
     """Made; nothing signed yet (the socket is not ready)."""
@@ -75,10 +75,10 @@ class AnnouncerState(enum.Enum):
 class Announcer:
     """The signed announcements of a host's rooms and when to send them.
 
-    ``next_counter()`` returns the next value of the host's persisted
-    counter ``T`` (strictly increasing; persistence is the caller's job).
-    It is called once per room at :meth:`start`, once per room whenever
-    :meth:`update_addresses` changes the content, once for a room added
+    C{next_counter()} returns the next value of the host's persisted
+    counter C{T} (strictly increasing; persistence is the caller's job).
+    It is called once per room at L{start}, once per room whenever
+    L{update_addresses} changes the content, once for a room added
     later, and once per room for a goodbye.
     """
 
@@ -137,8 +137,8 @@ class Announcer:
         return [announcement]
 
     def remove_room(self, name: str) -> Goodbye | None:
-        """Stop announcing room ``name``; returns its signed goodbye to send
-        now (``None`` if it was not announced)."""
+        """Stop announcing room C{name}; returns its signed goodbye to send
+        now (C{None} if it was not announced)."""
         if not any(r.name == name for r in self.rooms):
             return None
         self.rooms = tuple(r for r in self.rooms if r.name != name)
@@ -150,7 +150,7 @@ class Announcer:
     def say_goodbye(self) -> list[Goodbye]:
         """Stop announcing; returns a signed goodbye for every room (each
         with a new counter).  Only the first call returns any.
-        :attr:`announcements` keeps the last ones sent."""
+        L{announcements} keeps the last ones sent."""
         was_announcing = self.state is AnnouncerState.ANNOUNCING
         self.state = AnnouncerState.GONE
         self._next_at = None
@@ -165,7 +165,7 @@ class Announcer:
     # -- time -------------------------------------------------------------------
 
     def due(self, now: float) -> list[Announcement]:
-        """The announcements to send at ``now`` (every room's, or none if
+        """The announcements to send at C{now} (every room's, or none if
         it is not yet time); moves the schedule on when it returns some."""
         if self._next_at is None or self._next_at > now + TIME_TOLERANCE:
             return []
@@ -173,7 +173,7 @@ class Announcer:
         return list(self.announcements)
 
     def next_due(self) -> float | None:
-        """When :meth:`due` will next return announcements, or ``None``."""
+        """When L{due} will next return announcements, or C{None}."""
         return self._next_at
 
     # -- internals ----------------------------------------------------------------

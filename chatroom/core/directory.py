@@ -2,14 +2,14 @@
 """The room directory: the newest valid announcement per room, with expiry and goodbyes.
 
 A listener feeds every verified announcement, goodbye and answer into a
-:class:`RoomDirectory`.  For each room ``(Q, R)`` it keeps the announcement
-with the highest counter ``T``; it drops stale and conflicting ones and
+L{RoomDirectory}.  For each room C{(Q, R)} it keeps the announcement
+with the highest counter C{T}; it drops stale and conflicting ones and
 counts why; it forgets a room when its lifetime runs out or a signed goodbye
 arrives; and it never holds more than a fixed number of entries.
 
-Pure: ``now`` (float seconds on any monotonic scale) is passed into every
+Pure: C{now} (float seconds on any monotonic scale) is passed into every
 method; the directory never reads a clock.  It trusts that announcements and
-goodbyes were verified (they come from ``from_bytes`` or ``sign``).
+goodbyes were verified (they come from C{from_bytes} or C{sign}).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Outcome(enum.Enum):
     """What offering an announcement or goodbye did to the directory.
 
     Outcomes whose value is a drop reason left the directory unchanged and
-    were counted in :attr:`RoomDirectory.drops`.
+    were counted in L{RoomDirectory.drops}.
     """
 
     ADDED = "added"
@@ -82,10 +82,10 @@ _DROPS = frozenset(
 class DirectoryEntry:
     """One room as the directory knows it.
 
-    ``first_heard`` and ``last_heard`` are the ``now`` values of the first
+    C{first_heard} and C{last_heard} are the C{now} values of the first
     offer of this room and of the last offer that was accepted (a refresh
-    counts); ``expires_at`` is when it will be forgotten.  The bytes to relay
-    are ``announcement.to_bytes()``, verbatim.
+    counts); C{expires_at} is when it will be forgotten.  The bytes to relay
+    are C{announcement.to_bytes()}, verbatim.
     """
 
     announcement: Announcement
@@ -95,7 +95,7 @@ class DirectoryEntry:
 
     @property
     def key(self) -> RoomKey:
-        """The room's identity ``(Q, R)``."""
+        """The room's identity C{(Q, R)}."""
         return self.announcement.key
 
     def remaining(self, now: float) -> float:
@@ -113,7 +113,7 @@ class _Tombstone:
 class DirectoryChange:
     """A change to report to observers: what happened, and to which room.
 
-    ``entry`` is the entry as it is now (or was, for removals).
+    C{entry} is the entry as it is now (or was, for removals).
     """
 
     outcome: Outcome
@@ -121,10 +121,10 @@ class DirectoryChange:
 
 
 class RoomDirectory:
-    """The newest valid announcement per room ``(Q, R)``, bounded in size.
+    """The newest valid announcement per room C{(Q, R)}, bounded in size.
 
-    Every ``offer_*`` and ``expire`` call takes ``now``.  Drops are counted
-    by reason in :attr:`drops`; pass ``drops`` to count them into a counter
+    Every C{offer_*} and C{expire} call takes C{now}.  Drops are counted
+    by reason in L{drops}; pass C{drops} to count them into a counter
     shared with the code that feeds the directory (the listener counts
     malformed and forged datagrams there too), so that there is one set of
     drop counters.
@@ -157,12 +157,12 @@ class RoomDirectory:
         now: float,
         lifetime: float | None = None,
     ) -> list[DirectoryChange]:
-        """Offer a verified announcement heard at ``now``.
+        """Offer a verified announcement heard at C{now}.
 
-        ``lifetime`` overrides the announcement's own (an answer's remaining
-        lifetime, already capped by :attr:`Answer.lifetime`).  Returns the
+        C{lifetime} overrides the announcement's own (an answer's remaining
+        lifetime, already capped by L{Answer.lifetime}).  Returns the
         changes made: usually one; an eviction adds one; empty when the
-        announcement was dropped (the reason is counted in :attr:`drops`).
+        announcement was dropped (the reason is counted in L{drops}).
         """
         changes = self.expire(now)
         if lifetime is None:
@@ -209,11 +209,11 @@ class RoomDirectory:
         return self.offer_announcement(answer.announcement, now, answer.lifetime)
 
     def offer_goodbye(self, goodbye: Goodbye, now: float) -> list[DirectoryChange]:
-        """Offer a verified goodbye heard at ``now``.
+        """Offer a verified goodbye heard at C{now}.
 
         A goodbye whose counter is at least the held announcement's removes
         the room and leaves a tombstone, so older announcements of the room
-        are dropped for :attr:`tombstone_lifetime` seconds.  An older
+        are dropped for L{tombstone_lifetime} seconds.  An older
         goodbye is dropped and counted.
         """
         changes = self.expire(now)
@@ -238,7 +238,7 @@ class RoomDirectory:
         return changes
 
     def expire(self, now: float) -> list[DirectoryChange]:
-        """Forget every entry and tombstone whose time is up at ``now``;
+        """Forget every entry and tombstone whose time is up at C{now};
         return the rooms that expired."""
         changes = []
         while self._heap and self._heap[0][0] <= now:
@@ -255,12 +255,12 @@ class RoomDirectory:
 
     def knows_key(self, q: bytes) -> bool:
         """True if the directory holds a room (or a goodbye's tombstone) of
-        host key ``q``: a key whose signature was verified before.  Constant
+        host key C{q}: a key whose signature was verified before.  Constant
         time, so it can be asked for every datagram of a flood."""
         return q in self._keys
 
     def lookup(self, q: bytes, room: str, now: float) -> DirectoryEntry | None:
-        """Return the live entry for room ``(q, room)``, or ``None``."""
+        """Return the live entry for room C{(q, room)}, or C{None}."""
         held = self._entries.get((q, room))
         if isinstance(held, DirectoryEntry) and held.expires_at > now:
             return held
@@ -269,8 +269,8 @@ class RoomDirectory:
     def find(
         self, now: float, room: str | None = None, fingerprint_prefix: bytes = b""
     ) -> list[DirectoryEntry]:
-        """Return live entries matching ``room`` (any if ``None``) and whose
-        key fingerprint starts with ``fingerprint_prefix``, newest heard
+        """Return live entries matching C{room} (any if C{None}) and whose
+        key fingerprint starts with C{fingerprint_prefix}, newest heard
         first."""
         found = [
             entry

@@ -1,23 +1,23 @@
 # -*- test-case-name: tests.test_discovery_codec -*-
 """Discovery datagrams: announcement, goodbye, query and answer, to and from bytes.
 
-The wire format is specified in ``docs/protocol-discovery.rst``; this module
+The wire format is specified in C{docs/protocol-discovery.rst}; this module
 follows that document.  Every datagram starts with the same six-byte header
-(magic ``CRDS``, version, kind).  Announcements and goodbyes end with one
-Ed25519 signature over every byte before it, made by the host key ``Q`` that
+(magic C{CRDS}, version, kind).  Announcements and goodbyes end with one
+Ed25519 signature over every byte before it, made by the host key C{Q} that
 the datagram itself carries.  Queries and answers are unsigned; an answer
 carries the host's signed announcement verbatim, so anybody can relay one and
 nobody can forge one.
 
-:func:`parse_datagram` is the one entry point from bytes to a value object;
-:func:`read_envelope` says what a datagram claims to be (its kind, and whose
+L{parse_datagram} is the one entry point from bytes to a value object;
+L{read_envelope} says what a datagram claims to be (its kind, and whose
 signature it carries) without parsing it, for receivers that must refuse a
 flood cheaply.
 
 Parsing is strict about the canonical form, so that
-``X.from_bytes(data).to_bytes() == data`` for every datagram that parses, and a
+C{X.from_bytes(data).to_bytes() == data} for every datagram that parses, and a
 relayed announcement is byte-for-byte the one the host signed.  Every
-malformed input raises :class:`ParseError` and nothing else.
+malformed input raises L{ParseError} and nothing else.
 
 This module is pure: no sockets, no clock, no Twisted.
 """
@@ -91,9 +91,9 @@ _FORBIDDEN_IN_ROOM = frozenset([chr(c) for c in range(0x20)] + ["\x7f", " ", ","
 
 def fingerprint_prefix_from_hex(text: str) -> bytes:
     """Turn a typed fingerprint (any even number of hex digits, at most 64,
-    colons allowed) into the prefix bytes a :class:`Query` carries.
+    colons allowed) into the prefix bytes a L{Query} carries.
 
-    Raises :class:`ParseError` with a sentence when the text is not hex.
+    Raises L{ParseError} with a sentence when the text is not hex.
     """
     cleaned = text.replace(":", "").strip().lower()
     if len(cleaned) % 2 or len(cleaned) > 64:
@@ -112,15 +112,15 @@ def fingerprint_prefix_from_hex(text: str) -> bytes:
 
 
 def raw_public_key(private_key: Ed25519PrivateKey) -> bytes:
-    """Return the raw 32-byte public key ``Q`` of an Ed25519 private key."""
+    """Return the raw 32-byte public key C{Q} of an Ed25519 private key."""
     return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def check_room_name(room: str) -> str:
-    """Return ``room`` if it is a valid room name, else raise :class:`ParseError`.
+    """Return C{room} if it is a valid room name, else raise L{ParseError}.
 
     A room name is 1 to 64 bytes of UTF-8 without control characters,
-    spaces or commas (so that ``#room`` is a valid IRC channel).
+    spaces or commas (so that C{#room} is a valid IRC channel).
     """
     if not isinstance(room, str):
         raise ParseError("A room name must be text.", "bad-room-name")
@@ -217,8 +217,8 @@ def _canonical_host(host: str) -> str:
 class RoomAddress:
     """Where a room's TLS server listens: an IPv4 or IPv6 address and a port.
 
-    ``host`` is kept in the canonical text form of :mod:`ipaddress`
-    (``"192.0.2.10"``, ``"2001:db8::10"``); ``str()`` gives ``host:port``
+    C{host} is kept in the canonical text form of L{ipaddress}
+    (C{"192.0.2.10"}, C{"2001:db8::10"}); C{str()} gives C{host:port}
     with IPv6 hosts in brackets.
     """
 
@@ -232,7 +232,7 @@ class RoomAddress:
 
     @classmethod
     def parse(cls, text: str) -> RoomAddress:
-        """Read ``host:port`` or ``[v6host]:port`` as a people would type it."""
+        """Read C{host:port} or C{[v6host]:port} as a people would type it."""
         try:
             if text.startswith("["):
                 host, _, port = text[1:].partition("]:")
@@ -257,7 +257,7 @@ class RoomAddress:
 
     @classmethod
     def from_bytes(cls, value: bytes) -> RoomAddress:
-        """Decode the value of an address field; :class:`ParseError` if bad."""
+        """Decode the value of an address field; L{ParseError} if bad."""
         if len(value) == 7 and value[0] == 4:
             ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(
                 value[1:5]
@@ -385,7 +385,7 @@ def _sign(private_key: Ed25519PrivateKey, signed: bytes) -> bytes:
 class _Signed:
     """What the two signed datagrams share: the wire form and the check.
 
-    Subclasses have ``q``, ``room``, ``signature`` and ``signed_bytes()``.
+    Subclasses have C{q}, C{room}, C{signature} and C{signed_bytes()}.
     """
 
     kind: ClassVar[int]
@@ -409,30 +409,30 @@ class _Signed:
 
     @property
     def key(self) -> tuple[bytes, str]:
-        """The room's identity ``(Q, R)``."""
+        """The room's identity C{(Q, R)}."""
         return (self.q, self.room)
 
     def to_bytes(self) -> bytes:
-        """The datagram: :meth:`signed_bytes` followed by the signature."""
+        """The datagram: L{signed_bytes} followed by the signature."""
         return self.signed_bytes() + self.signature
 
     def verify(self) -> None:
-        """Raise :class:`ParseError` unless the signature is ``q``'s."""
+        """Raise L{ParseError} unless the signature is C{q}'s."""
         _verify(self.q, self.signed_bytes(), self.signature)
 
 
 @attrs.frozen
 class Announcement(_Signed):
-    """A host's signed statement: key ``q`` hosts ``room`` at ``addresses``.
+    """A host's signed statement: key C{q} hosts C{room} at C{addresses}.
 
-    ``counter`` is the host's persisted counter ``T``: a higher value for the
-    same ``(q, room)`` replaces every lower one.  ``lifetime`` (seconds) is
-    how long listeners keep it without hearing it again.  ``flags`` is the
+    C{counter} is the host's persisted counter C{T}: a higher value for the
+    same C{(q, room)} replaces every lower one.  C{lifetime} (seconds) is
+    how long listeners keep it without hearing it again.  C{flags} is the
     raw flag byte (bits the program does not know are kept and ignored);
-    use :attr:`private` and :attr:`multicast_delivery` to read it.
-    ``extensions`` holds unknown fields, kept so a relay stays verbatim.
+    use L{private} and L{multicast_delivery} to read it.
+    C{extensions} holds unknown fields, kept so a relay stays verbatim.
 
-    Build one with :meth:`sign`; read one with :meth:`from_bytes`, which
+    Build one with L{sign}; read one with L{from_bytes}, which
     checks the signature.
     """
 
@@ -475,7 +475,7 @@ class Announcement(_Signed):
 
     @property
     def short_fingerprint(self) -> str:
-        """The host key's short fingerprint (see :func:`short_fingerprint`)."""
+        """The host key's short fingerprint (see L{short_fingerprint})."""
         return short_fingerprint(self.q)
 
     @classmethod
@@ -519,9 +519,9 @@ class Announcement(_Signed):
 
     @classmethod
     def from_bytes(cls, data: bytes, verify: bool = True) -> Announcement:
-        """Parse and verify an announcement; :class:`ParseError` if anything
-        is wrong, including the signature.  With ``verify=False`` the
-        signature is left for :meth:`verify` (it is the costly step)."""
+        """Parse and verify an announcement; L{ParseError} if anything
+        is wrong, including the signature.  With C{verify=False} the
+        signature is left for L{verify} (it is the costly step)."""
         _check_header(data, KIND_ANNOUNCEMENT)
         if len(data) > MAX_ANNOUNCEMENT_SIZE:
             raise ParseError(
@@ -575,9 +575,9 @@ class Announcement(_Signed):
 
 @attrs.frozen
 class Goodbye(_Signed):
-    """A host's signed statement that it no longer hosts ``room``.
+    """A host's signed statement that it no longer hosts C{room}.
 
-    ``counter`` comes from the same counter as announcements; a goodbye
+    C{counter} comes from the same counter as announcements; a goodbye
     removes the room only if its counter is at least the announcement's.
     """
 
@@ -626,9 +626,9 @@ class Goodbye(_Signed):
 
     @classmethod
     def from_bytes(cls, data: bytes, verify: bool = True) -> Goodbye:
-        """Parse and verify a goodbye; :class:`ParseError` if anything is
-        wrong, including the signature (left for :meth:`verify` when
-        ``verify`` is false)."""
+        """Parse and verify a goodbye; L{ParseError} if anything is
+        wrong, including the signature (left for L{verify} when
+        C{verify} is false)."""
         _check_header(data, KIND_GOODBYE)
         if len(data) > MAX_ANNOUNCEMENT_SIZE:
             raise ParseError(
@@ -684,10 +684,10 @@ def _validate_padding(instance: object, attribute: object, value: int) -> None:
 class Query:
     """A request: "whoever holds an announcement matching this, answer me".
 
-    ``room`` (``None`` for any room) and ``fingerprint_prefix`` (leading
-    bytes of the SHA-256 of ``Q``; empty for any key) select rooms.
-    ``query_id`` is random and echoed in answers.  ``padding`` is the
-    number of zero bytes in the padding field (``None`` for no padding
+    C{room} (C{None} for any room) and C{fingerprint_prefix} (leading
+    bytes of the SHA-256 of C{Q}; empty for any key) select rooms.
+    C{query_id} is random and echoed in answers.  C{padding} is the
+    number of zero bytes in the padding field (C{None} for no padding
     field): answers are never larger than three times the query, so a
     querier pads its query to make room for the answers it expects.
     """
@@ -718,7 +718,7 @@ class Query:
         return None
 
     def padded_to(self, size: int) -> Query:
-        """Return this query with padding so that it is at least ``size``
+        """Return this query with padding so that it is at least C{size}
         bytes long (capped at the datagram limit)."""
         size = min(size, MAX_DATAGRAM_SIZE)
         bare = attrs.evolve(self, padding=None)
@@ -728,7 +728,7 @@ class Query:
         return attrs.evolve(self, padding=missing)
 
     def matches(self, announcement: Announcement) -> bool:
-        """True if ``announcement`` is one this query asks for."""
+        """True if C{announcement} is one this query asks for."""
         if self.room is not None and announcement.room != self.room:
             return False
         return (
@@ -754,8 +754,8 @@ class Query:
 
     @classmethod
     def from_bytes(cls, data: bytes, verify: bool = True) -> Query:
-        """Parse a query; :class:`ParseError` if it is malformed.  A query
-        is not signed: ``verify`` is accepted for a uniform interface."""
+        """Parse a query; L{ParseError} if it is malformed.  A query
+        is not signed: C{verify} is accepted for a uniform interface."""
         _check_header(data, KIND_QUERY)
         fixed_end = HEADER_SIZE + QUERY_ID_SIZE
         if len(data) < fixed_end:
@@ -811,7 +811,7 @@ def _validate_remaining(instance: object, attribute: object, value: int) -> None
 class Answer:
     """A reply to a query: the host's signed announcement, carried verbatim.
 
-    ``query_id`` echoes the query.  ``remaining`` is how many seconds the
+    C{query_id} echoes the query.  C{remaining} is how many seconds the
     answerer would still keep the announcement; receivers keep it for the
     smaller of that and the announcement's own lifetime, so relays cannot
     extend a room's life.  Neither field is signed: they are hints, and the
@@ -859,9 +859,9 @@ class Answer:
         cls, data: bytes, verify: bool = True, known: Announcement | None = None
     ) -> Answer:
         """Parse an answer and verify the announcement inside it;
-        :class:`ParseError` if anything is wrong.  With ``verify=False`` the
-        inner signature is left for ``answer.announcement.verify()``.
-        ``known`` is an announcement the caller decoded and verified before:
+        L{ParseError} if anything is wrong.  With C{verify=False} the
+        inner signature is left for C{answer.announcement.verify()}.
+        C{known} is an announcement the caller decoded and verified before:
         if the answer carries exactly its bytes, it is used as it is,
         neither parsed nor verified again."""
         _check_header(data, KIND_ANSWER)
@@ -908,18 +908,18 @@ def parse_datagram(
     data: bytes, verify: bool = True, known: Announcement | Goodbye | None = None
 ) -> Datagram:
     """Parse any discovery datagram by its kind byte: the one decode entry
-    point.  The result's ``kind`` says what it is, and its ``statement`` is
-    the host-signed announcement or goodbye it carries (``None`` for a
+    point.  The result's C{kind} says what it is, and its C{statement} is
+    the host-signed announcement or goodbye it carries (C{None} for a
     query).
 
     Signed kinds (and the announcement inside an answer) are verified
-    unless ``verify`` is false; then the caller decides whether the
-    signature is worth checking and calls ``datagram.statement.verify()``.
-    ``known`` is a statement the caller decoded and verified before (see
-    :func:`read_envelope`): a datagram that is, or carries, exactly its
+    unless C{verify} is false; then the caller decides whether the
+    signature is worth checking and calls C{datagram.statement.verify()}.
+    C{known} is a statement the caller decoded and verified before (see
+    L{read_envelope}): a datagram that is, or carries, exactly its
     bytes reuses it instead of parsing and verifying them again.
 
-    Raises :class:`ParseError`, and nothing else, for every malformed,
+    Raises L{ParseError}, and nothing else, for every malformed,
     forged, unknown-version or unknown-kind input.
     """
     _check_header(data, None)
@@ -940,10 +940,10 @@ def parse_datagram(
 class Envelope:
     """What a datagram claims to be, read without parsing or verifying it.
 
-    ``kind`` is its kind byte; ``statement`` the raw bytes of the
+    C{kind} is its kind byte; C{statement} the raw bytes of the
     host-signed statement it carries (the whole datagram for an
     announcement or goodbye, the embedded announcement for an answer,
-    ``None`` for a query); ``key`` the host key ``Q`` that statement names.
+    C{None} for a query); C{key} the host key C{Q} that statement names.
     Nothing here is checked beyond framing: it tells a receiver, for the
     cost of a few slices, whose signature a datagram would cost it to
     check, so that a flood can be refused before it is parsed.
@@ -955,10 +955,10 @@ class Envelope:
 
 
 def read_envelope(data: bytes) -> Envelope:
-    """Read the :class:`Envelope` of a datagram.
+    """Read the L{Envelope} of a datagram.
 
-    Raises :class:`ParseError` if the header is bad, the kind unknown, or
-    a signed statement too short to name its key; :func:`parse_datagram`
+    Raises L{ParseError} if the header is bad, the kind unknown, or
+    a signed statement too short to name its key; L{parse_datagram}
     refuses every such datagram too (sometimes for another reason: it
     checks more).  A datagram that passes may still fail to parse.
     """

@@ -1,18 +1,18 @@
 # -*- test-case-name: tests.test_fanout_codec -*-
 """Fan-out wire formats: the datagram, its sealing and checking, and the
-parameters of the ``FANOUT`` IRC lines.
+parameters of the C{FANOUT} IRC lines.
 
-The formats are specified in ``docs/protocol-fanout.rst``; this module
+The formats are specified in C{docs/protocol-fanout.rst}; this module
 follows that document.  A fan-out datagram carries one or more consecutive
-room events (the exact lines a TLS member with ``message-tags`` and
-``server-time`` gets), encrypted with ChaCha20-Poly1305 (RFC 8439) under the
+room events (the exact lines a TLS member with C{message-tags} and
+C{server-time} gets), encrypted with ChaCha20-Poly1305 (RFC 8439) under the
 room's current epoch key, and ends with one Ed25519 signature by the host key
-``Q`` over every byte before it.  Keys travel only over each member's own TLS
-connection, in a ``FANOUT #room KEY ...`` line (:class:`KeyGrant`).
+C{Q} over every byte before it.  Keys travel only over each member's own TLS
+connection, in a C{FANOUT #room KEY ...} line (L{KeyGrant}).
 
-The host side (:mod:`chatroom.core.fanout_sender`) and the member side
-(:mod:`chatroom.core.fanout_receiver`) are built on the value objects here.
-Every malformed input raises :class:`ParseError` with a reason token, and
+The host side (L{chatroom.core.fanout_sender}) and the member side
+(L{chatroom.core.fanout_receiver}) are built on the value objects here.
+Every malformed input raises L{ParseError} with a reason token, and
 nothing else.  This module is pure: no sockets, no clock, no Twisted.
 """
 
@@ -38,8 +38,8 @@ from chatroom.core.names import casefold
 CAPABILITY = "chatroom.invalid/fanout"
 """The IRCv3 capability a client requests to be offered multicast delivery.
 
-IRCv3 vendor capabilities are named ``<domain>/<name>``.  The project owns no
-domain (its homepage is ``example.invalid``); ``.invalid`` can never be
+IRCv3 vendor capabilities are named C{<domain>/<name>}.  The project owns no
+domain (its homepage is C{example.invalid}); C{.invalid} can never be
 registered (RFC 2606), so no real vendor's capability can ever collide with
 this one."""
 
@@ -97,9 +97,9 @@ def room_key(room: str) -> str:
 
 @attrs.frozen
 class RoomIdentity:
-    """A room as ``(Q, R)``: the host's raw Ed25519 public key and the name.
+    """A room as C{(Q, R)}: the host's raw Ed25519 public key and the name.
 
-    ``room_id`` is the 8-byte compact form a datagram carries; ``aad`` is
+    C{room_id} is the 8-byte compact form a datagram carries; C{aad} is
     what every datagram's AEAD additionally authenticates (the full identity,
     so two rooms whose compact ids collide still cannot read each other).
     """
@@ -119,7 +119,7 @@ class RoomIdentity:
 
     #: First 8 bytes of SHA-256(context || Q || casefold(R)).
     room_id: bytes = attrs.field(init=False, eq=False, repr=False)
-    #: ``Q || casefold(R)``, appended to the header as AEAD data.
+    #: C{Q || casefold(R)}, appended to the header as AEAD data.
     aad_suffix: bytes = attrs.field(init=False, eq=False, repr=False)
 
     @room_id.default
@@ -135,7 +135,7 @@ class RoomIdentity:
 
 @attrs.frozen
 class EpochKey:
-    """One epoch's AEAD key: ``epoch`` (1 to 2**32-1) and 32 random bytes."""
+    """One epoch's AEAD key: C{epoch} (1 to 2**32-1) and 32 random bytes."""
 
     epoch: int = attrs.field()
     key: bytes = attrs.field(repr=False)
@@ -172,10 +172,10 @@ def nonce(epoch: int, counter: int) -> bytes:
 @attrs.frozen
 class Datagram:
     """A fan-out datagram as it is on the wire, before any check but the
-    cheap ones in :meth:`from_bytes`.
+    cheap ones in L{from_bytes}.
 
-    ``seq`` is the first event's sequence number (data) or the latest
-    sequence number the host has sent in the room (heartbeat).  ``sealed``
+    C{seq} is the first event's sequence number (data) or the latest
+    sequence number the host has sent in the room (heartbeat).  C{sealed}
     is the ChaCha20-Poly1305 ciphertext with its 16-byte tag.
     """
 
@@ -265,7 +265,7 @@ class Datagram:
 
 def encode_events(lines: Sequence[bytes | None]) -> bytes:
     """The plaintext of a data datagram: per event a 2-byte length and the
-    line (no CR LF); length 0 (``None`` here) marks an event the host sends
+    line (no CR LF); length 0 (C{None} here) marks an event the host sends
     to multicast members over TLS instead."""
     out = []
     for line in lines:
@@ -277,7 +277,7 @@ def encode_events(lines: Sequence[bytes | None]) -> bytes:
 
 
 def decode_events(plaintext: bytes) -> tuple[bytes | None, ...]:
-    """Split a data plaintext into event lines (``None`` for "over TLS").
+    """Split a data plaintext into event lines (C{None} for "over TLS").
 
     @raise ParseError: C{malformed} when a length runs past the end, a
         line is not a valid single line, or there is no event.
@@ -305,8 +305,8 @@ def decode_events(plaintext: bytes) -> tuple[bytes | None, ...]:
 
 
 def check_event_line(line: bytes) -> bytes:
-    """Return ``line`` if it can travel in a datagram: non-empty, no CR, LF
-    or NUL; else raise :class:`ParseError` (C{malformed})."""
+    """Return C{line} if it can travel in a datagram: non-empty, no CR, LF
+    or NUL; else raise L{ParseError} (C{malformed})."""
     if not line or b"\r" in line or b"\n" in line or b"\0" in line:
         raise ParseError("An event is one non-empty line without CR, LF or NUL.",
                          "malformed")
@@ -315,7 +315,7 @@ def check_event_line(line: bytes) -> bytes:
 
 def seal(private_key: Ed25519PrivateKey, identity: RoomIdentity, key: EpochKey,
          kind: int, counter: int, seq: int, plaintext: bytes) -> bytes:
-    """Encrypt ``plaintext`` under ``key`` with nonce ``(epoch, counter)`` and
+    """Encrypt C{plaintext} under C{key} with nonce C{(epoch, counter)} and
     sign the result with the host key.  Returns the datagram bytes.
 
     @raise ParseError: C{oversized} when the result would not fit in
@@ -337,8 +337,8 @@ def seal(private_key: Ed25519PrivateKey, identity: RoomIdentity, key: EpochKey,
 class Opened:
     """What a datagram said, after decryption and verification.
 
-    ``lines`` is empty for a heartbeat, whose ``seq`` is the latest sequence
-    number sent; for data, ``lines[i]`` is event ``seq + i`` (``None``: that
+    C{lines} is empty for a heartbeat, whose C{seq} is the latest sequence
+    number sent; for data, C{lines[i]} is event C{seq + i} (C{None}: that
     event comes over TLS).
     """
 
@@ -409,10 +409,10 @@ def _room_from_channel(text: str) -> str:
 
 @attrs.frozen
 class KeyGrant:
-    """Host to member: ``FANOUT #room KEY epoch algorithm key group port next``.
+    """Host to member: C{FANOUT #room KEY epoch algorithm key group port next}.
 
-    ``key`` is the 32-byte epoch key, sent as 64 lowercase hex digits;
-    ``group`` and ``port`` say where datagrams go; ``next_counter`` is the
+    C{key} is the 32-byte epoch key, sent as 64 lowercase hex digits;
+    C{group} and C{port} say where datagrams go; C{next_counter} is the
     counter of the next datagram the host will seal under this epoch, which
     (re)starts the receiver's replay window.
     """
@@ -465,9 +465,9 @@ class KeyGrant:
 
 @attrs.frozen
 class ModeChange:
-    """Host to member: ``FANOUT #room MODE MULTICAST|TLS seq``.
+    """Host to member: C{FANOUT #room MODE MULTICAST|TLS seq}.
 
-    Events up to and including ``seq`` were sent the old way; events after
+    Events up to and including C{seq} were sent the old way; events after
     it come the new way (datagrams and repairs, or TLS).
     """
 
@@ -482,7 +482,7 @@ class ModeChange:
 
     @classmethod
     def from_params(cls, params: Sequence[str]) -> ModeChange:
-        """Parse a MODE line; :class:`ParseError` (C{bad-params})."""
+        """Parse a MODE line; L{ParseError} (C{bad-params})."""
         if len(params) != 4 or params[1] != "MODE" or params[2] not in (
                 "MULTICAST", "TLS"):
             raise ParseError("A MODE line is MODE MULTICAST|TLS seq.",
@@ -495,7 +495,7 @@ Ranges = tuple[tuple[int, int], ...]
 
 
 def format_ranges(ranges: Iterable[tuple[int, int]]) -> str:
-    """``((5, 7), (12, 12))`` -> ``"5-7,12"``."""
+    """C{((5, 7), (12, 12))} -> C{"5-7,12"}."""
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
@@ -505,10 +505,10 @@ stays under IRC's 512 bytes with a 64-byte room name."""
 
 
 def parse_ranges(text: str, limit: int = MAX_REPAIR_EVENTS) -> Ranges:
-    """Parse ``"5-7,12"``: ascending, disjoint ranges of sequence numbers
-    (each at least 1) covering at most ``limit`` events in all.
+    """Parse C{"5-7,12"}: ascending, disjoint ranges of sequence numbers
+    (each at least 1) covering at most C{limit} events in all.
 
-    @raise ParseError: C{bad-params}, or C{too-many} beyond ``limit``.
+    @raise ParseError: C{bad-params}, or C{too-many} beyond C{limit}.
     """
     if not text or len(text) > MAX_RANGES_TEXT:
         raise ParseError("The ranges are empty or too long.", "bad-params")
@@ -530,8 +530,8 @@ def parse_ranges(text: str, limit: int = MAX_REPAIR_EVENTS) -> Ranges:
 
 @attrs.frozen
 class Repaired:
-    """Host to member: ``FANOUT #room REPAIRED ranges``: every event in
-    ``ranges`` that exists has been sent over TLS before this line; any
+    """Host to member: C{FANOUT #room REPAIRED ranges}: every event in
+    C{ranges} that exists has been sent over TLS before this line; any
     still missing was never committed (a skipped sequence number)."""
 
     room: str
@@ -543,7 +543,7 @@ class Repaired:
 
     @classmethod
     def from_params(cls, params: Sequence[str]) -> Repaired:
-        """Parse a REPAIRED line; :class:`ParseError`."""
+        """Parse a REPAIRED line; L{ParseError}."""
         if len(params) != 3 or params[1] != "REPAIRED":
             raise ParseError("A REPAIRED line is REPAIRED ranges.", "bad-params")
         return cls(_room_from_channel(params[0]), parse_ranges(params[2]))
@@ -551,10 +551,10 @@ class Repaired:
 
 @attrs.frozen
 class MemberRequest:
-    """Member to host: ``FANOUT #room START epoch``, ``STOP``, ``SYNC`` or
-    ``REPAIR ranges``.
+    """Member to host: C{FANOUT #room START epoch}, C{STOP}, C{SYNC} or
+    C{REPAIR ranges}.
 
-    ``verb`` is one of those four; ``epoch`` is set for START, ``ranges``
+    C{verb} is one of those four; C{epoch} is set for START, C{ranges}
     for REPAIR (at most 1000 events).
     """
 

@@ -2,29 +2,29 @@
 """The member side of fan-out: datagram checks, replay window, reorder
 buffer, repair timing and the choice between multicast and TLS delivery.
 
-Everything here is pure: time is passed in as ``now`` (seconds, any
-monotonic clock) and randomness as a ``random()`` callable.  The Twisted
+Everything here is pure: time is passed in as C{now} (seconds, any
+monotonic clock) and randomness as a C{random()} callable.  The Twisted
 edge calls one method per input and performs the actions it gets back:
 
 ==============================  ==============================================
 input                           call
 ==============================  ==============================================
-a UDP datagram for the room     :meth:`FanoutReceiver.datagram_received`
-``FANOUT #r KEY ...`` line      :meth:`FanoutReceiver.key_received`
-``FANOUT #r MODE ...`` line     :meth:`FanoutReceiver.mode_changed`
-``FANOUT #r REPAIRED ...``      :meth:`FanoutReceiver.repaired`
-a numbered room event over TLS  :meth:`FanoutReceiver.tls_event` (live,
+a UDP datagram for the room     L{FanoutReceiver.datagram_received}
+C{FANOUT #r KEY ...} line      L{FanoutReceiver.key_received}
+C{FANOUT #r MODE ...} line     L{FanoutReceiver.mode_changed}
+C{FANOUT #r REPAIRED ...}      L{FanoutReceiver.repaired}
+a numbered room event over TLS  L{FanoutReceiver.tls_event} (live,
                                 echo, repair or oversized: all the same)
-a CHATHISTORY batch ended       :meth:`FanoutReceiver.history_batch`
-the timer at ``wake_at`` fired  :meth:`FanoutReceiver.tick`
+a CHATHISTORY batch ended       L{FanoutReceiver.history_batch}
+the timer at C{wake_at} fired  L{FanoutReceiver.tick}
 ==============================  ==============================================
 
-Each returns a list of actions (:class:`Deliver`, :class:`SendRequest`,
-:class:`RequestHistory`, :class:`ModeReport`); after each call the edge
-re-arms its one timer for :attr:`FanoutReceiver.wake_at`.  Nothing here
-raises on bad input: drops are counted in :attr:`FanoutReceiver.drops` by
-reason token.  The protocol is ``docs/protocol-fanout.rst``; the state
-machine is ``docs/state-machines/fanout-receiver.dot``.
+Each returns a list of actions (L{Deliver}, L{SendRequest},
+L{RequestHistory}, L{ModeReport}); after each call the edge
+re-arms its one timer for L{FanoutReceiver.wake_at}.  Nothing here
+raises on bad input: drops are counted in L{FanoutReceiver.drops} by
+reason token.  The protocol is C{docs/protocol-fanout.rst}; the state
+machine is C{docs/state-machines/fanout-receiver.dot}.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ REPLAY_WINDOW = 64
 
 MAX_FORWARD_JUMP = 1000
 """LIMITS.md: a counter more than 1000 ahead of the window is not accepted;
-the member resynchronises over TLS (``FANOUT #r SYNC``)."""
+the member resynchronises over TLS (C{FANOUT #r SYNC})."""
 
 MAX_AHEAD = 1000
 """Events held beyond the next one to deliver; a gap bigger than this (or
@@ -66,7 +66,7 @@ than the 1000-event repair limit) is caught up with CHATHISTORY."""
 ROOM_RATE = 200.0
 """LIMITS.md: accepted datagrams per room per second.  Checked just before
 the signature (the one expensive check), so a flood costs at most 200
-verifications per second; the excess is dropped as ``rate-limited``."""
+verifications per second; the excess is dropped as C{rate-limited}."""
 
 REPAIR_WAIT = (0.05, 0.2)
 """LIMITS.md: a member waits a random 50-200 ms before asking for repair,
@@ -81,7 +81,7 @@ TLS_WAIT = 2.0
 TLS before it is asked for as a repair."""
 
 HISTORY_LIMIT = 100
-"""Events asked per CHATHISTORY request (the host's ``CHATHISTORY=100``)."""
+"""Events asked per CHATHISTORY request (the host's C{CHATHISTORY=100})."""
 
 HISTORY_RETRY = 10.0
 
@@ -113,14 +113,14 @@ RETRY_BACKOFF = (30.0, 600.0)
 10 min; reset after 10 min of working multicast."""
 
 SYNC_INTERVAL = 5.0
-"""At most one ``FANOUT #r SYNC`` per this many seconds."""
+"""At most one C{FANOUT #r SYNC} per this many seconds."""
 
 
 # -- actions -------------------------------------------------------------------
 
 @attrs.frozen
 class Deliver:
-    """Show event ``seq``: ``line`` is its IRC line without CR LF, as a TLS
+    """Show event C{seq}: C{line} is its IRC line without CR LF, as a TLS
     member with message-tags and server-time gets it."""
 
     seq: int
@@ -129,15 +129,15 @@ class Deliver:
 
 @attrs.frozen
 class SendRequest:
-    """Write ``FANOUT`` + ``request.to_params()`` to the host over TLS."""
+    """Write C{FANOUT} + C{request.to_params()} to the host over TLS."""
 
     request: MemberRequest
 
 
 @attrs.frozen
 class RequestHistory:
-    """Send ``CHATHISTORY AFTER #room msgid=ROOM:after limit``; call
-    :meth:`FanoutReceiver.history_batch` when the batch has ended."""
+    """Send C{CHATHISTORY AFTER #room msgid=ROOM:after limit}; call
+    L{FanoutReceiver.history_batch} when the batch has ended."""
 
     after: int
     limit: int
@@ -145,8 +145,8 @@ class RequestHistory:
 
 @attrs.frozen
 class ModeReport:
-    """Tell the user how events now arrive: ``mode`` is ``"multicast"`` or
-    ``"tls"``; ``reason`` is a sentence."""
+    """Tell the user how events now arrive: C{mode} is C{"multicast"} or
+    C{"tls"}; C{reason} is a sentence."""
 
     mode: str
     reason: str
@@ -160,9 +160,9 @@ Action = Union[Deliver, SendRequest, RequestHistory, ModeReport]
 class ReplayWindow:
     """Anti-replay over one epoch's datagram counters (RFC 4303 3.4.3).
 
-    ``top`` is the highest counter accepted (``next_counter - 1`` at the
-    start); bit ``i`` of the mask says counter ``top - i`` was accepted.
-    :meth:`check` never changes anything; only :meth:`accept` (called
+    C{top} is the highest counter accepted (C{next_counter - 1} at the
+    start); bit C{i} of the mask says counter C{top - i} was accepted.
+    L{check} never changes anything; only L{accept} (called
     after every other check has passed) moves the window.
     """
 
@@ -175,12 +175,12 @@ class ReplayWindow:
 
     @property
     def state(self) -> tuple[int, int]:
-        """``(top, mask)``, to compare before and after."""
+        """C{(top, mask)}, to compare before and after."""
         return self.top, self._mask
 
     def check(self, counter: int) -> str | None:
-        """``None`` if ``counter`` may be accepted, else the reason token:
-        ``replay``, ``too-old`` or ``too-far-ahead``."""
+        """C{None} if C{counter} may be accepted, else the reason token:
+        C{replay}, C{too-old} or C{too-far-ahead}."""
         if counter > self.top:
             if counter - self.top > self.max_jump:
                 return "too-far-ahead"
@@ -192,7 +192,7 @@ class ReplayWindow:
         return None
 
     def accept(self, counter: int) -> None:
-        """Mark ``counter`` as seen, sliding the window if it is newer."""
+        """Mark C{counter} as seen, sliding the window if it is newer."""
         if counter > self.top:
             shift = counter - self.top
             self._mask = ((self._mask << shift) | 1) & ((1 << self.size) - 1) \
@@ -215,15 +215,15 @@ class ReorderBuffer:
     """Merge datagrams, TLS events, repairs and CHATHISTORY catch-up into one
     stream that delivers every sequence number once, in order.
 
-    ``next_seq`` is the first event to deliver.  Events are offered from
+    C{next_seq} is the first event to deliver.  Events are offered from
     any source in any order; duplicates and events already delivered are
     dropped.  Sequence numbers that never existed (a failed commit skips
     them) are passed over once a source says its range is complete.
 
-    While ``tls_from`` is set, every event from that number on arrives live
+    While C{tls_from} is set, every event from that number on arrives live
     over TLS, in order, with nothing missing: such an event (offered with
-    ``tls=True``) also completes everything from ``tls_from`` up to
-    itself, and nothing at or after ``tls_from`` is ever asked for as a
+    C{tls=True}) also completes everything from C{tls_from} up to
+    itself, and nothing at or after C{tls_from} is ever asked for as a
     repair.
     """
 
@@ -254,7 +254,7 @@ class ReorderBuffer:
 
     def offer(self, seq: int, line: bytes, now: float,
               tls: bool = False) -> list[Deliver]:
-        """Offer event ``seq`` from any source (``tls``: it came over the
+        """Offer event C{seq} from any source (C{tls}: it came over the
         member's TLS connection); return what can now be delivered, in
         order."""
         live = tls and self.tls_from is not None and seq >= self.tls_from
@@ -280,7 +280,7 @@ class ReorderBuffer:
         return delivered
 
     def expect_over_tls(self, seq: int, now: float) -> None:
-        """A datagram said event ``seq`` is sent over TLS (too big for a
+        """A datagram said event C{seq} is sent over TLS (too big for a
         datagram): do not ask for it unless it is late."""
         if seq >= self.next_seq and seq not in self._held:
             self._over_tls[seq] = now + TLS_WAIT
@@ -288,12 +288,12 @@ class ReorderBuffer:
         self._known(seq, now)
 
     def known(self, latest: int, now: float) -> None:
-        """Events up to ``latest`` exist (a heartbeat, a MODE line)."""
+        """Events up to C{latest} exist (a heartbeat, a MODE line)."""
         self._known(latest, now)
 
     def complete(self, ranges: Iterable[tuple[int, int]],
                  now: float) -> list[Deliver]:
-        """Everything in ``ranges`` that exists has been offered: mark the
+        """Everything in C{ranges} that exists has been offered: mark the
         rest as never existing and deliver what that unblocks."""
         out: list[Deliver] = []
         for first, last in sorted(ranges):
@@ -324,8 +324,8 @@ class ReorderBuffer:
 
     def history_batch(self, after: int, events: Sequence[tuple[int, bytes]],
                       limit: int, now: float) -> list[Deliver]:
-        """A ``CHATHISTORY AFTER msgid=after limit`` batch ended with
-        ``events`` (oldest first).  A full batch covers ``after`` to its
+        """A C{CHATHISTORY AFTER msgid=after limit} batch ended with
+        C{events} (oldest first).  A full batch covers C{after} to its
         last event; a short one everything the host had committed, which
         includes every event this buffer had heard of when it asked."""
         delivered: list[Deliver] = []
@@ -348,7 +348,7 @@ class ReorderBuffer:
     # -- timing
 
     def wake_at(self) -> float | None:
-        """When :meth:`due` has something to do (``None``: nothing)."""
+        """When L{due} has something to do (C{None}: nothing)."""
         times = list(self._over_tls.values())
         if self._history_pending is not None:
             # No repairs while a CHATHISTORY request is out.
@@ -360,7 +360,7 @@ class ReorderBuffer:
         return min(times) if times else None
 
     def due(self, now: float) -> list[RequestHistory | Ranges]:
-        """What to ask for now: a :class:`RequestHistory`, or the ranges of
+        """What to ask for now: a L{RequestHistory}, or the ranges of
         one repair request (at most 1000 events)."""
         for seq, deadline in list(self._over_tls.items()):
             if deadline <= now:
@@ -420,7 +420,7 @@ class ReorderBuffer:
         self._scanned = max(self._scanned, stop)
 
     def rescan(self, now: float) -> None:
-        """Look again at every held-back number (after ``tls_from``
+        """Look again at every held-back number (after C{tls_from}
         changed)."""
         if self.tls_from is not None:
             for seq in [s for s in self._due if s >= self.tls_from]:
@@ -461,13 +461,13 @@ class _Epoch:
 class FanoutReceiver:
     """One member's fan-out state for one room.
 
-    Created when the first ``KEY`` line for the room arrives; ``next_seq``
+    Created when the first C{KEY} line for the room arrives; C{next_seq}
     is one more than the last event the member has seen over TLS.  The
     member starts on TLS delivery and asks for multicast delivery
-    (``FANOUT #r START``) as soon as one valid datagram has arrived.
+    (C{FANOUT #r START}) as soon as one valid datagram has arrived.
 
     @ivar drops: datagrams dropped, by reason token.
-    @ivar mode: ``"tls"``, ``"starting"``, ``"multicast"`` or ``"stopping"``.
+    @ivar mode: C{"tls"}, C{"starting"}, C{"multicast"} or C{"stopping"}.
     """
 
     def __init__(self, identity: RoomIdentity, grant: KeyGrant, next_seq: int,
@@ -513,7 +513,7 @@ class FanoutReceiver:
         return self.check_datagram(datagram, now)
 
     def key_received(self, grant: KeyGrant, now: float) -> list[Action]:
-        """A ``KEY`` line arrived over TLS (a rotation or a SYNC answer)."""
+        """A C{KEY} line arrived over TLS (a rotation or a SYNC answer)."""
         if grant.room != self.room:
             return []
         self._install(grant, now)
@@ -554,12 +554,12 @@ class FanoutReceiver:
         return list(self.buffer.offer(seq, line, now, tls=True))
 
     def repaired(self, ranges: Ranges, now: float) -> list[Action]:
-        """The host's ``REPAIRED`` line: the ranges are complete."""
+        """The host's C{REPAIRED} line: the ranges are complete."""
         return list(self.buffer.complete(ranges, now))
 
     def history_batch(self, after: int, events: Sequence[tuple[int, bytes]],
                       limit: int, now: float) -> list[Action]:
-        """A CHATHISTORY batch asked by :class:`RequestHistory` ended."""
+        """A CHATHISTORY batch asked by L{RequestHistory} ended."""
         return list(self.buffer.history_batch(after, events, limit, now))
 
     def tick(self, now: float) -> list[Action]:
@@ -594,7 +594,7 @@ class FanoutReceiver:
 
     @property
     def wake_at(self) -> float | None:
-        """When :meth:`tick` must next be called (``None``: no timer)."""
+        """When L{tick} must next be called (C{None}: no timer)."""
         times = []
         buffered = self.buffer.wake_at()
         if buffered is not None:
@@ -609,7 +609,7 @@ class FanoutReceiver:
         return min(times) if times else None
 
     def replay_window(self, epoch: int) -> ReplayWindow | None:
-        """The replay window of ``epoch`` (``None``: no key held for it)."""
+        """The replay window of C{epoch} (C{None}: no key held for it)."""
         state = self._keys.get(epoch)
         return state.window if state is not None else None
 
@@ -643,8 +643,8 @@ class FanoutReceiver:
         self.group, self.port = grant.group, grant.port
 
     def check_datagram(self, datagram: Datagram, now: float) -> list[Action]:
-        """:meth:`datagram_received` after the header checks and the room
-        id (used by :class:`FanoutListener`)."""
+        """L{datagram_received} after the header checks and the room
+        id (used by L{FanoutListener})."""
         state = self._keys.get(datagram.epoch)
         if state is None or (state.expires is not None and
                              state.expires <= now):
@@ -724,16 +724,16 @@ class FanoutListener:
         self.drops: collections.Counter[str] = collections.Counter()
 
     def add(self, receiver: FanoutReceiver) -> None:
-        """Start dispatching to ``receiver``."""
+        """Start dispatching to C{receiver}."""
         self.rooms[receiver.identity.room_id] = receiver
 
     def remove(self, receiver: FanoutReceiver) -> None:
-        """Stop dispatching to ``receiver`` (the member left the room)."""
+        """Stop dispatching to C{receiver} (the member left the room)."""
         self.rooms.pop(receiver.identity.room_id, None)
 
     def datagram_received(self, data: bytes,
                           now: float) -> tuple[str | None, list[Action]]:
-        """Return the room the datagram went to (``None``: dropped) and the
+        """Return the room the datagram went to (C{None}: dropped) and the
         actions of its receiver."""
         try:
             datagram = Datagram.from_bytes(data)

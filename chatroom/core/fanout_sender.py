@@ -3,29 +3,29 @@
 packing a turn's events into signed datagrams, pacing, heartbeats, and
 repair with NACK aggregation.
 
-Pure: time is passed in as ``now`` (seconds), randomness as callables, the
+Pure: time is passed in as C{now} (seconds), randomness as callables, the
 host key as an Ed25519 private key.  The Twisted edge calls one method per
 input and performs the actions it gets back:
 
 =================================  ===========================================
 input                              call
 =================================  ===========================================
-a member with the capability       :meth:`FanoutSender.member_joined`
+a member with the capability       L{FanoutSender.member_joined}
 joined the room
-a member left (PART, QUIT, KICK,   :meth:`FanoutSender.member_left`, before
+a member left (PART, QUIT, KICK,   L{FanoutSender.member_left}, before
 ping timeout, lost connection)     the turn holding its leave event is flushed
-``FANOUT #r START|STOP|SYNC|       :meth:`FanoutSender.request`
-REPAIR`` from a member
-end of a reactor turn (after the   :meth:`FanoutSender.flush` with the turn's
+C{FANOUT #r START|STOP|SYNC|       L{FanoutSender.request}
+REPAIR} from a member
+end of a reactor turn (after the   L{FanoutSender.flush} with the turn's
 history commit)                    committed events, oldest first
-the timer at ``wake_at`` fired     :meth:`FanoutSender.flush` with no events
+the timer at C{wake_at} fired      L{FanoutSender.flush} with no events
 =================================  ===========================================
 
-Actions: :class:`SendKey`, :class:`SendMode`, :class:`SendDatagram`,
-:class:`SendEvents`, :class:`SendRepair`.  When delivering a turn's events
-over TLS the edge skips every member for which :meth:`FanoutSender.is_multicast`
-is true at that moment.  The protocol is ``docs/protocol-fanout.rst``; the
-key rotation is drawn in ``docs/state-machines/fanout-rotation.dot``.
+Actions: L{SendKey}, L{SendMode}, L{SendDatagram},
+L{SendEvents}, L{SendRepair}.  When delivering a turn's events
+over TLS the edge skips every member for which L{FanoutSender.is_multicast}
+is true at that moment.  The protocol is C{docs/protocol-fanout.rst}; the
+key rotation is drawn in C{docs/state-machines/fanout-rotation.dot}.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ after its 2 s retry."""
 
 @attrs.frozen
 class SendKey:
-    """Write ``FANOUT`` + ``grant.to_params()`` to ``member`` over TLS."""
+    """Write C{FANOUT} + C{grant.to_params()} to C{member} over TLS."""
 
     member: Member
     grant: KeyGrant
@@ -100,7 +100,7 @@ class SendKey:
 
 @attrs.frozen
 class SendMode:
-    """Write ``FANOUT`` + ``change.to_params()`` to ``member`` over TLS."""
+    """Write C{FANOUT} + C{change.to_params()} to C{member} over TLS."""
 
     member: Member
     change: ModeChange
@@ -108,14 +108,14 @@ class SendMode:
 
 @attrs.frozen
 class SendDatagram:
-    """Send ``data`` to the fan-out group (``group``:``port``)."""
+    """Send C{data} to the fan-out group (C{group}:C{port})."""
 
     data: bytes
 
 
 @attrs.frozen
 class SendEvents:
-    """Write these event lines (add CR LF) to each of ``members`` over TLS:
+    """Write these event lines (add CR LF) to each of C{members} over TLS:
     events too big for a datagram, in order with the rest."""
 
     members: tuple[Member, ...]
@@ -124,9 +124,9 @@ class SendEvents:
 
 @attrs.frozen
 class SendRepair:
-    """Answer a repair over TLS: write ``events`` (seq, line) to ``member``,
-    then the events of ``uncached`` read from the history store, then
-    ``FANOUT #room REPAIRED`` + ``ranges``.  Numbers in ``ranges`` that are
+    """Answer a repair over TLS: write C{events} (seq, line) to C{member},
+    then the events of C{uncached} read from the history store, then
+    C{FANOUT #room REPAIRED} + C{ranges}.  Numbers in C{ranges} that are
     in neither were skipped (never committed)."""
 
     member: Member
@@ -159,14 +159,14 @@ class SenderEpoch:
 class EpochKeys:
     """The host's epoch keys for one room.
 
-    Epoch 1 starts with the first event the sender sees.  :meth:`rotate`
+    Epoch 1 starts with the first event the sender sees.  L{rotate}
     starts a new epoch with a fresh random key at a sequence number; every
     event from that number on is sealed under the new key (or a later
     one), so a member who left at that number never receives a key that
     opens them.  An old key is erased as soon as the events of its range
-    have been sealed (:meth:`erase_before`).
+    have been sealed (L{erase_before}).
 
-    ``random_bytes(n)`` must be a cryptographic source (``os.urandom``).
+    C{random_bytes(n)} must be a cryptographic source (C{os.urandom}).
     """
 
     def __init__(self, random_bytes: Callable[[int], bytes],
@@ -188,7 +188,7 @@ class EpochKeys:
         return self.epochs[-1]
 
     def rotate(self, from_seq: int) -> SenderEpoch:
-        """Start a new epoch at ``from_seq``; return it.
+        """Start a new epoch at C{from_seq}; return it.
 
         @raise ValueError: after 2**32-1 epochs (a host restart, which
             draws new keys, starts again at 1).
@@ -207,14 +207,14 @@ class EpochKeys:
         return new
 
     def for_seq(self, seq: int) -> SenderEpoch:
-        """The epoch that seals event ``seq``."""
+        """The epoch that seals event C{seq}."""
         for state in reversed(self.epochs):
             if state.start_seq <= seq:
                 return state
         return self.epochs[0]
 
     def erase_before(self, seq: int) -> None:
-        """Forget every key not needed for events from ``seq`` on."""
+        """Forget every key not needed for events from C{seq} on."""
         while len(self.epochs) > 1 and self.epochs[1].start_seq <= seq:
             del self.epochs[0]
 
@@ -226,11 +226,11 @@ class RepairPolicy:
     sending the event once more to the group (NORM NACK aggregation,
     RFC 5740 section 5.5.3).
 
-    A request starts a window of ``window`` seconds for each event it
+    A request starts a window of C{window} seconds for each event it
     names; when the window ends, an event asked for by at least
-    ``threshold`` members is re-multicast once, the others are answered
+    C{threshold} members is re-multicast once, the others are answered
     over TLS to each member who asked.  Requests for an event re-multicast
-    less than ``holdoff`` seconds ago are ignored.
+    less than C{holdoff} seconds ago are ignored.
     """
 
     def __init__(self, window: float = REPAIR_WINDOW,
@@ -244,7 +244,7 @@ class RepairPolicy:
         self.counts: collections.Counter[str] = collections.Counter()
 
     def request(self, member: Member, seqs: Iterable[int], now: float) -> None:
-        """Record that ``member`` asked for ``seqs``."""
+        """Record that C{member} asked for C{seqs}."""
         for seq in seqs:
             until = self._resent.get(seq)
             if until is not None and now < until:
@@ -256,7 +256,7 @@ class RepairPolicy:
             entry[1].add(member)
 
     def forget(self, member: Member) -> None:
-        """``member`` left: drop what it asked for."""
+        """C{member} left: drop what it asked for."""
         for seq, (_, members) in list(self._asked.items()):
             members.discard(member)
             if not members:
@@ -287,7 +287,7 @@ class RepairPolicy:
         return again, each
 
     def wake_at(self) -> float | None:
-        """When :meth:`due` has something to do."""
+        """When L{due} has something to do."""
         if not self._asked:
             return None
         return min(deadline for deadline, _ in self._asked.values())
@@ -298,9 +298,9 @@ class RepairPolicy:
 class FanoutSender:
     """Fan-out for one room on the host.
 
-    ``identity`` is the room's ``(Q, R)``; ``private_key`` is the host key
-    whose public half is ``Q``.  ``group`` and ``port`` are where datagrams
-    go (they are told to members in ``KEY`` lines).  ``last_seq`` is the
+    C{identity} is the room's C{(Q, R)}; C{private_key} is the host key
+    whose public half is C{Q}.  C{group} and C{port} are where datagrams
+    go (they are told to members in C{KEY} lines).  C{last_seq} is the
     room's highest sequence number so far (heartbeats carry the newest).
 
     @ivar counts: datagrams, bytes, heartbeats, rotations, events sent over
@@ -336,7 +336,7 @@ class FanoutSender:
     # -- membership
 
     def is_multicast(self, member: Member) -> bool:
-        """Whether ``member`` takes this room's events by multicast (and so
+        """Whether C{member} takes this room's events by multicast (and so
         gets none over TLS but repairs and events too big for a datagram)."""
         return self._members.get(member, False)
 
@@ -354,11 +354,11 @@ class FanoutSender:
         return [SendKey(member, self._grant())]
 
     def member_left(self, member: Member, from_seq: int) -> list[SenderAction]:
-        """``member`` left the room; ``from_seq`` is the sequence number of
+        """C{member} left the room; C{from_seq} is the sequence number of
         its leave event (PART, QUIT, KICK), the first event it must not be
-        able to read.  The rotation happens at the next :meth:`flush`;
+        able to read.  The rotation happens at the next L{flush};
         departures flushed together share one new key, which none of them
-        receives.  Must be called before the flush that sends ``from_seq``.
+        receives.  Must be called before the flush that sends C{from_seq}.
         """
         if self._members.pop(member, None) is None:
             return []
@@ -375,9 +375,9 @@ class FanoutSender:
 
     def request(self, member: Member, request: MemberRequest,
                 now: float) -> list[SenderAction]:
-        """A parsed ``FANOUT`` line from ``member`` (see
-        :meth:`MemberRequest.from_params`).  Requests from members that hold
-        no key are ignored (the edge answers them with ``FAIL``)."""
+        """A parsed C{FANOUT} line from C{member} (see
+        L{MemberRequest.from_params}).  Requests from members that hold
+        no key are ignored (the edge answers them with C{FAIL})."""
         if member not in self._members:
             self.counts["request-not-member"] += 1
             return []
@@ -398,7 +398,7 @@ class FanoutSender:
     def flush(self, now: float,
               events: Sequence[tuple[int, bytes]] = ()) -> list[SenderAction]:
         """End of a turn (or the timer): take the turn's committed events
-        (``(seq, line)``, oldest first, lines as a TLS member with
+        (C{(seq, line)}, oldest first, lines as a TLS member with
         message-tags and server-time gets them, CR LF optional), rotate the
         key if members left, and return what to send."""
         actions: list[SenderAction] = []
@@ -438,7 +438,7 @@ class FanoutSender:
 
     @property
     def wake_at(self) -> float | None:
-        """When :meth:`flush` must next be called with no events."""
+        """When L{flush} must next be called with no events."""
         times = []
         if self._heartbeat_at is not None:
             times.append(self._heartbeat_at)
@@ -547,7 +547,7 @@ class FanoutSender:
 
     def _pack(self, queue: collections.deque[tuple[int, bytes]],
               epoch: SenderEpoch, kind: int) -> bytes:
-        """Take consecutive events of one epoch off ``queue`` while they fit
+        """Take consecutive events of one epoch off C{queue} while they fit
         and seal them into one datagram."""
         first = queue[0][0]
         lines: list[bytes | None] = []

@@ -4,7 +4,7 @@
 Pure functions and value objects; nothing here touches the network.  The
 limits follow RFC 1459 section 2.3 (512 bytes including CR LF for the IRC
 part of a line) and the IRCv3 message-tags specification (4094 bytes of
-client tag data, 4096 with the leading ``@`` and the separating space).
+client tag data, 4096 with the leading C{@} and the separating space).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class Message:
     """One parsed IRC message.
 
     @ivar tags: IRCv3 message tags, values unescaped (a tag sent without a
-        value has the value ``""``).
-    @ivar prefix: the source, without the leading colon, or ``None``.
+        value has the value C{""}).
+    @ivar prefix: the source, without the leading colon, or C{None}.
     @ivar command: the command, upper-cased (numerics stay as they are).
     @ivar params: the parameters; the trailing one without its colon.
     """

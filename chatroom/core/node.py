@@ -1,22 +1,22 @@
 # -*- test-case-name: tests.test_discovery_node -*-
 """The discovery state of a host and of a listener: what to do with each datagram and each tick.
 
-The Twisted edge (``chatroom/discovery.py``) knows sockets and bytes; the
-objects here know state, as txtorcon's ``TorState`` does beside its
-``TorControlProtocol``:
+The Twisted edge (C{chatroom/discovery.py}) knows sockets and bytes; the
+objects here know state, as txtorcon's C{TorState} does beside its
+C{TorControlProtocol}:
 
-- :class:`HostNode`: a host's :class:`~chatroom.core.announcer.Announcer`
-  and :class:`~chatroom.core.responder.Responder` for its own rooms;
-- :class:`ListenerNode`: the :class:`~chatroom.core.directory.RoomDirectory`,
+- L{HostNode}: a host's L{chatroom.core.announcer.Announcer}
+  and L{chatroom.core.responder.Responder} for its own rooms;
+- L{ListenerNode}: the L{chatroom.core.directory.RoomDirectory},
   the responder for relayed announcements, and the ids of the node's own
   queries.
 
-Each has the same three calls the edge makes: :meth:`datagram_received`
-(bytes, source address, ``now``), :meth:`wake` (``now``) and
-:meth:`next_wake`; the first two return what to send (and, for a
-listener, what changed).  Each node keeps one ``drops`` counter (by
+Each has the same three calls the edge makes: L{datagram_received}
+(bytes, source address, C{now}), L{wake} (C{now}) and
+L{next_wake}; the first two return what to send (and, for a
+listener, what changed).  Each node keeps one C{drops} counter (by
 reason: malformed, forged, over budget, stale, rate-limited ...) and one
-``stats`` counter; nothing is raised for bad input.
+C{stats} counter; nothing is raised for bad input.
 
 Pure: time is passed in, randomness is injected, nothing is sent here.
 """
@@ -65,9 +65,9 @@ _LET_GO = frozenset([Outcome.REMOVED, Outcome.EXPIRED, Outcome.EVICTED])
 class Reaction:
     """What the edge must do after a call into a node.
 
-    ``sends``: datagrams to send now, in order.  ``changes``: directory
+    C{sends}: datagrams to send now, in order.  C{changes}: directory
     changes to report (only those that alter the set of rooms or a room's
-    announcement).  ``answers``: verified answers, for running searches.
+    announcement).  C{answers}: verified answers, for running searches.
     """
 
     sends: tuple[Send, ...] = ()
@@ -85,9 +85,9 @@ def _earliest(*times: float | None) -> float | None:
 class HostNode:
     """A host's discovery state: announce its rooms, answer for them.
 
-    ``group`` is the discovery group's ``(address, port)``, where
-    announcements and goodbyes go.  Stats: ``announcements-sent``,
-    ``goodbyes-sent``, and those of the receiver and responder.
+    C{group} is the discovery group's C{(address, port)}, where
+    announcements and goodbyes go.  Stats: C{announcements-sent},
+    C{goodbyes-sent}, and those of the receiver and responder.
     """
 
     def __init__(
@@ -120,7 +120,7 @@ class HostNode:
     # -- the edge's three calls ---------------------------------------------------
 
     def datagram_received(self, data: bytes, source: Address, now: float) -> Reaction:
-        """Handle one datagram: a query is answered later (see :meth:`wake`);
+        """Handle one datagram: a query is answered later (see L{wake});
         an answer by someone else may suppress ours."""
         datagram = self.receiver.receive(data, source[0], now)
         if datagram is not None:
@@ -128,7 +128,7 @@ class HostNode:
         return NOTHING
 
     def wake(self, now: float) -> Reaction:
-        """Send what is due at ``now``: the rooms' announcements on their
+        """Send what is due at C{now}: the rooms' announcements on their
         schedule and answers whose delay is over."""
         announcements = self.announcer.due(now)
         return Reaction(
@@ -137,7 +137,7 @@ class HostNode:
         )
 
     def next_wake(self) -> float | None:
-        """When :meth:`wake` next has something to do, or ``None``."""
+        """When L{wake} next has something to do, or C{None}."""
         return _earliest(self.announcer.next_due(), self.responder.next_due())
 
     # -- the host's own events ----------------------------------------------------
@@ -164,7 +164,7 @@ class HostNode:
         return Reaction(sends=tuple(self._to_group(added, "announcements-sent")))
 
     def remove_room(self, name: str) -> Reaction:
-        """Stop announcing room ``name`` and send its goodbye."""
+        """Stop announcing room C{name} and send its goodbye."""
         goodbye = self.announcer.remove_room(name)
         if goodbye is None:
             return NOTHING
@@ -201,8 +201,8 @@ class ListenerNode:
     """A listener's discovery state: the room directory, relaying, and
     telling its own queries from others'.
 
-    Stats: ``own-query`` and those of the receiver and responder; the
-    directory counts its drops (``older-counter`` ...) in :attr:`drops`
+    Stats: C{own-query} and those of the receiver and responder; the
+    directory counts its drops (C{older-counter} ...) in L{drops}
     too.
     """
 
@@ -249,7 +249,7 @@ class ListenerNode:
         return Reaction(sends=tuple(self.responder.due(now)), changes=changes)
 
     def next_wake(self) -> float | None:
-        """When :meth:`wake` next has something to do, or ``None``."""
+        """When L{wake} next has something to do, or C{None}."""
         return _earliest(self._next_sweep, self.responder.next_due())
 
     # -- the listener's own events ------------------------------------------------
@@ -281,13 +281,13 @@ class ListenerNode:
             self.responder.hold(entry.announcement, entry.expires_at)
 
     def release(self, q: bytes, room: str) -> None:
-        """Stop relaying room ``(q, room)``."""
+        """Stop relaying room C{(q, room)}."""
         self._held_keys.discard((q, room))
         self.responder.release((q, room))
 
     def newest(self, announcement: Announcement, now: float) -> Announcement:
         """The newest announcement the directory holds for the room of
-        ``announcement`` (``announcement`` itself if none is newer)."""
+        C{announcement} (C{announcement} itself if none is newer)."""
         entry = self.directory.lookup(announcement.q, announcement.room, now)
         if entry is not None and entry.announcement.counter > announcement.counter:
             return entry.announcement

@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.test_discovery_receiver -*-
 """From datagram bytes to a verified value object, spending signature checks with care.
 
-Every discovery datagram a node hears goes through one :class:`Receiver`.
+Every discovery datagram a node hears goes through one L{Receiver}.
 Cheapest step first, it reads the datagram's envelope
-(:func:`~chatroom.core.discovery.read_envelope`: kind, and the signed
+(L{chatroom.core.discovery.read_envelope}: kind, and the signed
 statement inside: an announcement, a goodbye, or the announcement an answer
 carries), drops kinds the node has no use for, and decides whether the
 statement needs its Ed25519 signature checked:
@@ -13,17 +13,17 @@ statement needs its Ed25519 signature checked:
   saves parsing them again), nor if the owner already holds exactly that
   statement (the directory entry of a known room, a host's own
   announcements);
-- otherwise only if the :class:`SignatureBudget` allows it: signature
+- otherwise only if the L{SignatureBudget} allows it: signature
   checks cost about 0.1-0.4 ms of CPU each (and parsing an announcement
   about a tenth of that), so a flood of forged datagrams must not be able
   to spend unbounded CPU, nor all of it.  A statement under an unknown key
   spends the budget before it is parsed.
 
-Every dropped datagram is counted by reason in the owner's one ``drops``
-counter (the :class:`~chatroom.core.errors.ParseError` reason, or
-``signature-budget``); nothing is raised.
+Every dropped datagram is counted by reason in the owner's one C{drops}
+counter (the L{chatroom.core.errors.ParseError} reason, or
+C{signature-budget}); nothing is raised.
 
-Pure: ``now`` is passed in; no clock, no sockets.
+Pure: C{now} is passed in; no clock, no sockets.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ host changes its announcement rarely (a new address); 5 covers a burst."""
 
 SIGNED_KNOWN_PER_SECOND_TOTAL = 50
 """Signature checks per second for all known host keys together.  This
-share is separate from :data:`SIGNED_PER_SECOND_TOTAL`, so a flood under
+share is separate from L{SIGNED_PER_SECOND_TOTAL}, so a flood under
 new keys from many (spoofed) sources cannot crowd out a known room's
 renewal; together the two cost at most 250 checks a second."""
 
@@ -79,7 +79,7 @@ KIND_NAMES = {
     KIND_QUERY: "query",
     KIND_ANSWER: "answer",
 }
-"""Names of the datagram kinds, as used in the ``received-*`` stats."""
+"""Names of the datagram kinds, as used in the C{received-*} stats."""
 
 ALL_KINDS = frozenset(KIND_NAMES)
 
@@ -87,7 +87,7 @@ ALL_KINDS = frozenset(KIND_NAMES)
 class SignatureBudget:
     """How many signature checks may be spent, and on whose datagrams.
 
-    Two shares, each a :class:`~chatroom.core.tokenbucket.KeyedRateLimit`:
+    Two shares, each a L{chatroom.core.tokenbucket.KeyedRateLimit}:
 
     - statements claiming a host key the node does not know are limited
       per source address (20 a second) and in all (200 a second);
@@ -99,7 +99,7 @@ class SignatureBudget:
     second.  (A flood that claims known keys spends the second share; the
     per-key buckets keep it from starving the other known keys beyond
     their share of the total, and a known room's unchanged announcement is
-    never checked again at all: see :class:`Receiver`.)
+    never checked again at all: see L{Receiver}.)
     """
 
     def __init__(
@@ -116,8 +116,8 @@ class SignatureBudget:
         )
 
     def allow(self, source: str, q: bytes, known: bool, now: float) -> bool:
-        """Spend one check on a statement by key ``q`` from ``source``
-        (``known``: the node holds ``q`` already); ``False`` if the share
+        """Spend one check on a statement by key C{q} from C{source}
+        (C{known}: the node holds C{q} already); C{False} if the share
         is spent."""
         if known:
             return self.known.allow(q, now)
@@ -131,13 +131,13 @@ def _never(statement: Announcement | Goodbye) -> bool:
 class Receiver:
     """Decode, filter and verify datagrams; count every drop.
 
-    ``drops`` and ``stats`` are the owner's counters.  ``accept`` lists the
-    kinds the owner handles; others are counted in ``stats["ignored"]``
+    C{drops} and C{stats} are the owner's counters.  C{accept} lists the
+    kinds the owner handles; others are counted in C{stats["ignored"]}
     without a signature check (a host has no use for other hosts'
-    announcements).  ``known_key(q)`` says whether host key ``q`` was
-    verified before (:meth:`RoomDirectory.knows_key
-    <chatroom.core.directory.RoomDirectory.knows_key>`);
-    ``already_verified(statement)``, asked only for statements under known
+    announcements).  C{known_key(q)} says whether host key C{q} was
+    verified before (L{RoomDirectory.knows_key
+    <chatroom.core.directory.RoomDirectory.knows_key>});
+    C{already_verified(statement)}, asked only for statements under known
     keys, whether the owner holds exactly that statement.
     """
 
@@ -161,9 +161,9 @@ class Receiver:
         self._verified: OrderedDict[bytes, Announcement | Goodbye] = OrderedDict()
 
     def receive(self, data: bytes, source: str, now: float) -> Datagram | None:
-        """Return the datagram ``data`` from address ``source`` as a
-        verified value object, or ``None`` if it was dropped (counted in
-        ``drops``) or ignored (counted in ``stats``).
+        """Return the datagram C{data} from address C{source} as a
+        verified value object, or C{None} if it was dropped (counted in
+        C{drops}) or ignored (counted in C{stats}).
 
         Cheapest first: the envelope (a few slices) says the kind and
         whose signature the datagram carries; a statement verified before
@@ -222,7 +222,7 @@ class Receiver:
         count: bool = True,
         known: Announcement | Goodbye | None = None,
     ) -> Datagram | None:
-        """Parse without the signature check (reusing ``known``, a statement
+        """Parse without the signature check (reusing C{known}, a statement
         verified before); count a failure's reason."""
         try:
             datagram = parse_datagram(data, verify=False, known=known)

@@ -1,23 +1,23 @@
 # -*- test-case-name: tests.test_discovery_responder -*-
 """Answering discovery queries: which held announcements to answer with, when, and when not.
 
-A :class:`Responder` is used by a host (for its own rooms) and by a
+A L{Responder} is used by a host (for its own rooms) and by a
 listener (for announcements a participant relays verbatim).  For every
-query it decides, following ``docs/protocol-discovery.rst`` ("Answering
+query it decides, following C{docs/protocol-discovery.rst} ("Answering
 queries"):
 
 1. whether the source may be answered at all (10 queries a second per
-   source address, 100 in all, on :class:`~chatroom.core.tokenbucket.KeyedRateLimit`);
+   source address, 100 in all, on L{chatroom.core.tokenbucket.KeyedRateLimit});
 2. which held, unexpired announcements match, and how many answers fit in
    three times the query's size;
 3. when to send each one: after a random 20-120 ms, unless an answer to
-   the same query for the same room with the same or a newer ``T`` is seen
+   the same query for the same room with the same or a newer C{T} is seen
    meanwhile (suppression).
 
-Pure: ``now`` is passed into every call and randomness is injected.  The
-responder never sends: :meth:`Responder.due` returns the answers whose time
-has come, and :meth:`Responder.next_due` says when to call it next.  State
-diagram: ``docs/state-machines/responder.dot``.
+Pure: C{now} is passed into every call and randomness is injected.  The
+responder never sends: L{Responder.due} returns the answers whose time
+has come, and L{Responder.next_due} says when to call it next.  State
+diagram: C{docs/state-machines/responder.dot}.
 """
 
 from __future__ import annotations
@@ -56,14 +56,14 @@ MAX_PENDING_ANSWERS = 256
 """Answers waiting for their delay at any one time."""
 
 TIME_TOLERANCE = 1e-9
-"""Seconds: a due time this close to ``now`` counts as reached.  A timer
-armed for ``due - now`` seconds fires at ``now + (due - now)``, which float
-rounding can put a hair before ``due``."""
+"""Seconds: a due time this close to C{now} counts as reached.  A timer
+armed for C{due - now} seconds fires at C{now + (due - now)}, which float
+rounding can put a hair before C{due}."""
 
 
 @attrs.frozen
 class Send:
-    """One datagram to send: ``data`` to the UDP ``address``."""
+    """One datagram to send: C{data} to the UDP C{address}."""
 
     data: bytes
     address: Address
@@ -86,10 +86,10 @@ class _Pending:
 class Responder:
     """The announcements a node answers for, and the answers waiting to go.
 
-    ``drops`` and ``stats`` are the owner's counters (one set per node):
-    drops counted here are ``rate-limited``, ``too-many-pending-answers``
-    and ``answer-too-large``; stats ``answers-sent`` and
-    ``answers-suppressed``.
+    C{drops} and C{stats} are the owner's counters (one set per node):
+    drops counted here are C{rate-limited}, C{too-many-pending-answers}
+    and C{answer-too-large}; stats C{answers-sent} and
+    C{answers-suppressed}.
     """
 
     def __init__(
@@ -117,8 +117,8 @@ class Responder:
     # -- what we answer for ---------------------------------------------------
 
     def hold(self, announcement: Announcement, expires_at: float | None) -> None:
-        """Answer for ``announcement`` (verified) until ``expires_at``
-        (``None``: until released).  Replaces an older one for the room;
+        """Answer for C{announcement} (verified) until C{expires_at}
+        (C{None}: until released).  Replaces an older one for the room;
         an older one than held is ignored."""
         current = self._held.get(announcement.key)
         if current is not None and current.announcement.counter > announcement.counter:
@@ -128,7 +128,7 @@ class Responder:
         )
 
     def release(self, key: RoomKey) -> None:
-        """Stop answering for room ``key``."""
+        """Stop answering for room C{key}."""
         self._held.pop(key, None)
 
     def held(self) -> list[Announcement]:
@@ -136,7 +136,7 @@ class Responder:
         return [h.announcement for h in self._held.values()]
 
     def holds(self, statement: Announcement | Goodbye) -> bool:
-        """True if ``statement`` is, byte for byte, an announcement held
+        """True if C{statement} is, byte for byte, an announcement held
         here (so its signature was checked before)."""
         held = self._held.get(statement.key)
         return held is not None and held.announcement == statement
@@ -146,8 +146,8 @@ class Responder:
     def query_received(
         self, query: Query, query_size: int, source: Address, now: float
     ) -> None:
-        """Decide the answers to ``query`` (``query_size`` bytes, from
-        ``source``, heard at ``now``); they become :meth:`due` later."""
+        """Decide the answers to C{query} (C{query_size} bytes, from
+        C{source}, heard at C{now}); they become L{due} later."""
         matches = [
             h
             for h in self._held.values()
@@ -195,7 +195,7 @@ class Responder:
     # -- time -------------------------------------------------------------------
 
     def due(self, now: float) -> list[Send]:
-        """Remove and return the answers whose delay is over at ``now``,
+        """Remove and return the answers whose delay is over at C{now},
         earliest first."""
         ready = sorted(
             (p.due, key)
@@ -207,7 +207,7 @@ class Responder:
         return sends
 
     def next_due(self) -> float | None:
-        """When the next pending answer is due, or ``None`` if none waits."""
+        """When the next pending answer is due, or C{None} if none waits."""
         return min((p.due for p in self._pending.values()), default=None)
 
     def stop(self) -> None:

@@ -3,14 +3,14 @@
 
 A host announces each room at start, then after 1 s, 2 s, 4 s ... doubling
 until the steady interval (60 s by default), and then every steady interval.
-Every delay is multiplied by a random factor in ``[1 - jitter, 1 + jitter]``
+Every delay is multiplied by a random factor in C{[1 - jitter, 1 + jitter]}
 so that hosts that started together (after a power cut) drift apart.  The
-very first announcement waits a random 0 to ``first_delay_max`` seconds for
+very first announcement waits a random 0 to C{first_delay_max} seconds for
 the same reason (mDNS waits 0-250 ms before its first probe).
 
 Pure: the random source is injected and no clock is read; the edge asks for
 the next delay and arms its own timer.  State diagram:
-``docs/state-machines/announce.dot``.
+C{docs/state-machines/announce.dot}.
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ DEFAULT_FIRST_DELAY_MAX = 0.25
 
 
 class RandomSource(Protocol):
-    """What the schedule needs from a random source (``random.Random`` fits)."""
+    """What the schedule needs from a random source (C{random.Random} fits)."""
 
     def random(self) -> float:
-        """Return a float in ``[0, 1)``."""
+        """Return a float in C{[0, 1)}."""
 
 
 @attrs.define
 class AnnounceSchedule:
     """The sequence of delays between one announcement and the next.
 
-    Call :meth:`next_delay` after each announcement (and once at start) to
-    learn how long to wait before the next one; call :meth:`restart` when the
+    Call L{next_delay} after each announcement (and once at start) to
+    learn how long to wait before the next one; call L{restart} when the
     announcement's content changes, to announce the change quickly.
     """
 
@@ -62,8 +62,8 @@ class AnnounceSchedule:
     def next_delay(self) -> float:
         """Return the seconds to wait before the next announcement.
 
-        The first call after construction or :meth:`restart` gives the
-        start-up delay (0 to ``first_delay_max``); later calls give the
+        The first call after construction or L{restart} gives the
+        start-up delay (0 to C{first_delay_max}); later calls give the
         doubling sequence, capped at the steady interval, with jitter.
         """
         if self._next_base is None:

@@ -5,18 +5,18 @@ The search sends a query with TTL 1 and waits; if no valid answer arrives
 before the ring's timeout it sends a new query with the next, wider TTL, and
 so on up to the last ring; the first valid answer ends it.  It is a small
 state machine with explicit states (drawn in
-``docs/state-machines/search.dot``):
+C{docs/state-machines/search.dot}):
 
-- ``idle``: made, not started;
-- ``waiting``: a query for ring *i* is out and its timer runs;
-- ``found``: a valid answer arrived (final);
-- ``not-found``: the last ring timed out (final);
-- ``cancelled``: the caller gave up (final).
+- C{idle}: made, not started;
+- C{waiting}: a query for ring *i* is out and its timer runs;
+- C{found}: a valid answer arrived (final);
+- C{not-found}: the last ring timed out (final);
+- C{cancelled}: the caller gave up (final).
 
-Pure: the clock is injected (anything with ``callLater(delay, f)`` that
-returns something with ``cancel()``, such as ``twisted.internet.task.Clock``
+Pure: the clock is injected (anything with C{callLater(delay, f)} that
+returns something with C{cancel()}, such as C{twisted.internet.task.Clock}
 or the reactor), sending is a callback, and answers are handed in already
-verified.  This module does not import ``twisted.internet``.
+verified.  This module does not import C{twisted.internet}.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ class DelayedCall(Protocol):
 
 
 class CallLater(Protocol):
-    """What the search needs from a clock (``IReactorTime`` fits)."""
+    """What the search needs from a clock (C{IReactorTime} fits)."""
 
     def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> DelayedCall:
-        """Call ``f(*args)`` after ``delay`` seconds."""
+        """Call C{f(*args)} after C{delay} seconds."""
 
 
 @attrs.frozen
@@ -75,7 +75,7 @@ plus a round trip that grows with the hop count."""
 
 
 class SearchState(enum.Enum):
-    """The states of an :class:`ExpandingRingSearch`."""
+    """The states of an L{ExpandingRingSearch}."""
 
     IDLE = "idle"
     WAITING = "waiting"
@@ -88,9 +88,9 @@ class SearchState(enum.Enum):
 class SearchResult:
     """How a search ended.
 
-    ``announcement`` is the room found (``None`` if not found or
-    cancelled); ``ttl`` is the TTL of the ring whose query was answered;
-    ``rings_tried`` is how many queries went out.
+    C{announcement} is the room found (C{None} if not found or
+    cancelled); C{ttl} is the TTL of the ring whose query was answered;
+    C{rings_tried} is how many queries went out.
     """
 
     state: SearchState
@@ -111,11 +111,11 @@ def _random_query_id() -> bytes:
 class ExpandingRingSearch:
     """Search for a room by name and/or key fingerprint prefix.
 
-    ``send_query(query, ttl)`` is called once per ring and must send the
-    query to the group with that TTL; ``on_finished(result)`` is called
-    exactly once, with a :class:`SearchResult`, when the search is found,
+    C{send_query(query, ttl)} is called once per ring and must send the
+    query to the group with that TTL; C{on_finished(result)} is called
+    exactly once, with a L{SearchResult}, when the search is found,
     not found, or cancelled.  Feed every verified answer the edge receives
-    to :meth:`answer_received`.
+    to L{answer_received}.
     """
 
     def __init__(
@@ -172,7 +172,7 @@ class ExpandingRingSearch:
         return True
 
     def cancel(self) -> None:
-        """Give up; ``on_finished`` is called with a cancelled result.
+        """Give up; C{on_finished} is called with a cancelled result.
         Does nothing once the search has ended."""
         if self.state in (SearchState.IDLE, SearchState.WAITING):
             self._cancel_timer()
