@@ -14,7 +14,9 @@ turn whatever the number of events.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
+import secrets
 from typing import Any, Iterable
 
 import attrs
@@ -63,6 +65,22 @@ class Limits:
     #: An opened room with no event for this long, and nobody in it, is
     #: removed.
     room_idle_seconds: float = 30 * 86400.0
+    #: Gone nicks remembered for C{WHOWAS}, newest first (Ergo keeps 100).
+    whowas_entries: int = 100
+
+
+@attrs.frozen
+class GoneUser:
+    """Who used a nick that is gone (quit or renamed), for C{WHOWAS}.
+
+    @ivar time_ms: when it went, in milliseconds since the epoch.
+    """
+
+    nick: str
+    user: str
+    address: str
+    realname: str
+    time_ms: int
 
 
 def _is_loopback(address: str) -> bool:
@@ -113,12 +131,21 @@ class RoomHost:
         #: room's members, changed only by the membership methods below.
         self._rooms_of: dict[Any, dict[str, Room]] = {}
         self.clients = 0
+        #: The most registered users there have been at once (C{265}).
+        self.most_users = 0
+        #: Recently gone nicks, newest last (L{whowas}); bounded.
+        self._gone: collections.deque[GoneUser] = collections.deque(
+            maxlen=limits.whowas_entries)
         #: Every admitted connection (registered or not).
         self.connections: set[Any] = set()
         self._per_address: dict[str, int] = {}
         self._new_connections: dict[str, TokenBucket] = {}
         self._throttled: dict[str, float] = {}
         self._pending: list[Delivery] = []
+        # msgids of unnumbered messages: unique per host run, never of the
+        # ROOM:SEQ form (no colon).
+        self._msgid_prefix = "p" + secrets.token_hex(4) + "-"
+        self._msgids = 0
         self._flush_call: Any = None
         #: Counters an operator can read: refused input, dropped clients...
         self.counters: dict[str, int] = {}
@@ -188,6 +215,11 @@ class RoomHost:
         if not channel.startswith("#"):
             return None
         return self.rooms.get(casefold(channel[1:]))
+
+    def new_msgid(self) -> str:
+        """A C{msgid} for an event that has no sequence number."""
+        self._msgids += 1
+        return self._msgid_prefix + str(self._msgids)
 
     def count(self, name: str) -> None:
         """Add one to counter C{name}."""
@@ -271,6 +303,23 @@ class RoomHost:
         if old is not None and self.nicks.get(casefold(old)) is member:
             del self.nicks[casefold(old)]
         self.nicks[casefold(new)] = member
+        self.most_users = max(self.most_users, len(self.nicks))
+
+    def users(self) -> int:
+        """How many registered users the host has now."""
+        return len(self.nicks)
+
+    def _remember_gone(self, member: Any) -> None:
+        if member.nick is not None and member.user is not None:
+            self._gone.append(GoneUser(member.nick, member.user, member.address,
+                                       member.realname, self.now_ms()))
+
+    def whowas(self, nick: str, count: int) -> list[GoneUser]:
+        """Up to C{count} (0: all) remembered users of C{nick}, newest first."""
+        folded = casefold(nick)
+        found = [gone for gone in reversed(self._gone)
+                 if casefold(gone.nick) == folded]
+        return found[:count] if count > 0 else found
 
     # Membership: the one place where both sides change together
 
@@ -319,6 +368,7 @@ class RoomHost:
         """
         if member.nick is not None and self.nicks.get(casefold(member.nick)) is member:
             del self.nicks[casefold(member.nick)]
+            self._remember_gone(member)
         told = {member}
         now = self.now_ms()
         for room in self._rooms_of.pop(member, {}).values():
@@ -343,9 +393,23 @@ class RoomHost:
             Event(room=None, seq=None, time_ms=self.now_ms(), command="NICK",
                   source=member.source, params=(new,)),
             self.shared_audience(member), origin=member)
+        self._remember_gone(member)
         self.claim_nick(member, member.nick, new)
         self.submit(delivery, reply)
         return delivery
+
+    def tell_peers(self, member: Any, command: str, params: tuple[str, ...],
+                   cap: str, reply: Any = None) -> None:
+        """Send C{:member command params} to everyone who shares a room with
+        C{member} and negotiated C{cap} (C{AWAY} with C{away-notify},
+        C{SETNAME} with C{setname}); C{member} itself is not sent it."""
+        audience = tuple(other for other in self.shared_audience(member)
+                         if other is not member and cap in other.caps)
+        if audience:
+            self.submit(Delivery(
+                Event(room=None, seq=None, time_ms=self.now_ms(),
+                      command=command, source=member.source, params=params),
+                audience, origin=member), reply)
 
     def shared_audience(self, member: Any) -> tuple[Any, ...]:
         """Everyone who shares a room with C{member}, and C{member}."""

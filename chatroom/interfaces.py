@@ -19,6 +19,9 @@ class IRoomMember(Interface):
         "Which formatting of events this member needs: a bit set of "
         "chatroom.core.room.MESSAGE_TAGS and chatroom.core.room.SERVER_TIME.")
     echo = Attribute("Whether the member wants its own messages back.")
+    caps = Attribute(
+        "The IRCv3 capabilities the member negotiated (a set of names); "
+        "the host sends AWAY and SETNAME only to members with the cap.")
 
     def deliver(data):
         """Queue C{data} (bytes, whole lines) for the member."""

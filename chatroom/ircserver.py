@@ -42,7 +42,7 @@ from chatroom.core.ircline import (
     parse_line,
 )
 from chatroom.core.lifecycle import Deadlines, Due, Lifecycle, Phase
-from chatroom.core.room import MESSAGE_TAGS, SERVER_TIME
+from chatroom.core.room import EXTENDED_JOIN, MESSAGE_TAGS, SERVER_TIME
 from chatroom.core.tokenbucket import TokenBucket
 from chatroom.host import RoomHost
 from chatroom.interfaces import IRoomMember
@@ -74,6 +74,14 @@ class IRCConnection(protocol.Protocol):
         self.nick: str | None = None
         self.user: str | None = None
         self.realname = ""
+        #: The away message (C{AWAY}), C{None} when present.
+        self.away: str | None = None
+        #: Whether the connection runs over TLS (C{671} in C{WHOIS}).
+        self.tls = False
+        #: When it connected and when it last sent a message, in
+        #: milliseconds since the epoch (C{317} in C{WHOIS}).
+        self.signon_ms = 0
+        self.last_active_ms = 0
         self.address = "unknown"
         self.source = "*"
         self.caps: frozenset[str] = frozenset()
@@ -106,7 +114,8 @@ class IRCConnection(protocol.Protocol):
             self.transport.loseConnection()
             return
         limits = self.host.limits
-        tls = interfaces.ISSLTransport.providedBy(self.transport)
+        tls = self.tls = interfaces.ISSLTransport.providedBy(self.transport)
+        self.signon_ms = self.last_active_ms = self.host.now_ms()
         self.lifecycle = Lifecycle(
             Deadlines(limits.handshake_timeout, limits.registration_timeout,
                       limits.ping_after, limits.close_after, CLOSE_GRACE),
@@ -260,6 +269,8 @@ class IRCConnection(protocol.Protocol):
             variant |= MESSAGE_TAGS
         if "server-time" in caps:
             variant |= SERVER_TIME
+        if "extended-join" in caps:
+            variant |= EXTENDED_JOIN
         self.variant = variant
         self.echo = "echo-message" in caps
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import attrs
 from twisted.logger import Logger
 
-from chatroom.commands import history, messages, registration, rooms
+from chatroom.commands import history, messages, registration, rooms, users
 from chatroom.core.ircline import Message
 from chatroom.reply import Reply
 
@@ -53,6 +53,9 @@ COMMANDS: dict[str, Command] = {
     "PONG": Command(registration.pong, 0, before_registration=True),
     "QUIT": Command(registration.quit, 0, before_registration=True),
     "MOTD": Command(registration.motd),
+    "LUSERS": Command(registration.lusers),
+    "VERSION": Command(registration.version),
+    "TIME": Command(registration.time),
     # Rooms (rooms.py)
     "JOIN": Command(rooms.join, 1),
     "PART": Command(rooms.part, 1),
@@ -62,6 +65,14 @@ COMMANDS: dict[str, Command] = {
     "MODE": Command(rooms.mode, 1),
     "KICK": Command(rooms.kick, 2),
     "INVITE": Command(rooms.invite, 2),
+    "LIST": Command(rooms.list_rooms),
+    # Users (users.py)
+    "WHOIS": Command(users.whois, 1),
+    "WHOWAS": Command(users.whowas, 1),
+    "ISON": Command(users.ison, 1),
+    "USERHOST": Command(users.userhost, 1),
+    "AWAY": Command(users.away),
+    "SETNAME": Command(users.setname, 1),
     # Messages (messages.py)
     "PRIVMSG": Command(messages.privmsg),
     "NOTICE": Command(messages.notice),

@@ -46,7 +46,7 @@ def send_batch(host: Any, connection: Any, reply: Reply, kind: str,
     for event in events:
         tags = event.tags_for(variant)
         tags["batch"] = ref
-        lines.append(format_line(event.command, *event.params,
+        lines.append(format_line(event.command, *event.params_for(variant),
                                  prefix=event.source, tags=tags))
     lines.append(format_line("BATCH", "-" + ref, prefix=prefix))
     reply.extend(lines)

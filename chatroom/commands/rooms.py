@@ -16,7 +16,10 @@ from chatroom.commands.registration import TARGMAX, TOPICLEN
 from chatroom.core.ircline import Message
 from chatroom.core.names import casefold, valid_room_name
 from chatroom.core.room import (
+    Delivery,
+    Event,
     MissingModeParameter,
+    ModeChange,
     NotAMember,
     NotOperator,
     Room,
@@ -61,16 +64,19 @@ def join(host: Any, connection: Any, reply: Reply, message: Message) -> None:
                 continue
         if connection in room:
             continue
-        refusal = room.join_refusal(connection.nick or "",
+        refusal = room.join_refusal(connection,
                                     keys[index] if index < len(keys) else None)
-        if refusal == "invite-only":
-            reply.numeric("473", room.channel, "Cannot join channel (+i)")
-            continue
-        if refusal == "bad-key":
-            reply.numeric("475", room.channel, "Cannot join channel (+k)")
+        if refusal is not None:
+            code, letter = _JOIN_REFUSALS[refusal]
+            reply.numeric(code, room.channel, "Cannot join channel (+%s)" % (letter,))
             continue
         delivery = host.join(connection, room, reply)
         reply.after(delivery, _show_room(host, connection, reply, room))
+
+
+#: The numeric and mode letter of each L{Room.join_refusal}.
+_JOIN_REFUSALS = {"full": ("471", "l"), "invite-only": ("473", "i"),
+                  "banned": ("474", "b"), "bad-key": ("475", "k")}
 
 
 def _show_room(host: Any, connection: Any, reply: Reply, room: Room):
@@ -78,7 +84,7 @@ def _show_room(host: Any, connection: Any, reply: Reply, room: Room):
     def show() -> None:
         if connection in room:
             send_topic(reply, room, on_join=True)
-            send_names(reply, room)
+            send_names(reply, connection, room)
     return show
 
 
@@ -123,32 +129,40 @@ def part(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 
 def names(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """List who is in a room."""
+    """List who is in a room; a secret room's members only to members."""
     if not message.params:
         reply.numeric("366", "*", "End of /NAMES list")
         return
     for channel in message.params[0].split(","):
         room = host.find_room(channel)
-        if room is None:
+        if room is None or (room.is_secret and connection not in room):
             reply.numeric("366", channel, "End of /NAMES list")
         else:
-            send_names(reply, room)
+            send_names(reply, connection, room)
 
 
-def send_names(reply: Reply, room: Room) -> None:
-    """C{353} lines of the room's members, then C{366}."""
-    nicks = [("@" if room.is_operator(m) else "") + m.nick for m in room.members]
+def send_names(reply: Reply, connection: Any, room: Room) -> None:
+    """C{353} lines of the room's members, then C{366}.
+
+    Prefixes as IRCv3 C{multi-prefix} asks, C{nick!user@host} with
+    C{userhost-in-names}.
+    """
+    multi = "multi-prefix" in connection.caps
+    full = "userhost-in-names" in connection.caps
+    names = [room.prefix_of(m, multi) + (m.source if full else m.nick)
+             for m in room.members]
+    kind = "@" if room.is_secret else "="
     # Keep each 353 line well inside 512 bytes.
     chunk: list[str] = []
     size = 0
-    for nick in nicks:
-        if size + len(nick) > 400:
-            reply.numeric("353", "=", room.channel, " ".join(chunk))
+    for name in names:
+        if size + len(name) > 400:
+            reply.numeric("353", kind, room.channel, " ".join(chunk))
             chunk, size = [], 0
-        chunk.append(nick)
-        size += len(nick) + 1
+        chunk.append(name)
+        size += len(name) + 1
     if chunk:
-        reply.numeric("353", "=", room.channel, " ".join(chunk))
+        reply.numeric("353", kind, room.channel, " ".join(chunk))
     reply.numeric("366", room.channel, "End of /NAMES list")
 
 
@@ -185,16 +199,26 @@ def topic(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 
 def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """List a room's members, or one user (basic C{352} replies)."""
+    """List a room's members, or one user (basic C{352} replies).
+
+    Flags: C{H} here or C{G} gone (away), then the room prefixes
+    (all of them with C{multi-prefix}).  A secret room's members are
+    listed only to its members.
+    """
     mask = message.params[0] if message.params else "*"
     room = host.find_room(mask)
     if room is not None:
         members = room.members
+        if room.is_secret and connection not in room:
+            members = ()
     else:
         owner = host.nick_owner(mask)
-        members = (owner,) if owner is not None else ()
+        members = (owner,) if owner is not None and owner.registered else ()
+    multi = "multi-prefix" in connection.caps
     for member in members:
-        flags = "H@" if room is not None and room.is_operator(member) else "H"
+        flags = "G" if member.away is not None else "H"
+        if room is not None:
+            flags += room.prefix_of(member, multi)
         reply.numeric("352", room.channel if room else "*", member.user,
                       member.address, host.server_name, member.nick,
                       flags, "0 " + member.realname)
@@ -224,9 +248,9 @@ def _room_mode(host: Any, connection: Any, reply: Reply, room: Room,
         reply.numeric("324", room.channel, *room.mode_string(connection in room))
         reply.numeric("329", room.channel, str(room.created_ms // 1000))
         return
-    if params[0] in ("b", "+b", "e", "+e", "I", "+I"):
+    if params[0] in ("e", "+e", "I", "+I"):
         # List queries: this host keeps no such lists.
-        reply.numeric({"b": "368", "e": "349", "I": "347"}[params[0][-1]],
+        reply.numeric({"e": "349", "I": "347"}[params[0][-1]],
                       room.channel, "End of list")
         return
     try:
@@ -237,13 +261,30 @@ def _room_mode(host: Any, connection: Any, reply: Reply, room: Room,
     except MissingModeParameter:
         reply.numeric("461", "MODE", "Not enough parameters")
         return
+    if any(c.mode == "b" and c.param is None for c in changes):
+        send_bans(reply, room)
+    changes = [c for c in changes if c.mode != "b" or c.param is not None]
+    if not changes:
+        return
+    valid = []
+    for change in changes:
+        problem = _invalid_parameter(change)
+        if problem is None:
+            valid.append(change)
+        else:
+            reply.numeric("696", room.channel, change.mode, change.param or "*",
+                          problem)
+    refused: list[ModeChange] = []
     try:
-        delivery = room.change_modes(connection, changes, host.now_ms())
+        delivery = room.change_modes(connection, valid, host.now_ms(), refused)
     except (NotAMember, NotOperator) as error:
         refuse(reply, room, error)
         return
-    for change in changes:
-        if change.mode == "o" and room.member_named(change.param or "") is None:
+    for change in refused:
+        reply.numeric("478", room.channel, change.param or "*",
+                      "Channel ban list is full")
+    for change in valid:
+        if change.mode in "ov" and room.member_named(change.param or "") is None:
             reply.numeric("441", change.param or "*", room.channel,
                           "They aren't on that channel")
     if delivery is not None:
@@ -251,12 +292,46 @@ def _room_mode(host: Any, connection: Any, reply: Reply, room: Room,
         host.submit(delivery, reply)
 
 
+#: Longest room key, in characters (Ergo's limit).
+KEYLEN = 23
+
+
+def _invalid_parameter(change: ModeChange) -> str | None:
+    """Why a mode's parameter is refused (C{696 ERR_INVALIDMODEPARAM}),
+    or C{None}: a key must be 1 to L{KEYLEN} characters without a space
+    or a comma (it travels in C{JOIN #a key,key}); a limit a positive
+    whole number."""
+    if not change.adding or change.param is None:
+        return None
+    if change.mode == "k":
+        key = change.param
+        if not key or " " in key or "," in key or len(key) > KEYLEN:
+            return "Invalid key: 1 to %d characters, no space or comma" % (KEYLEN,)
+    elif change.mode == "l":
+        value = change.param
+        if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 2 ** 31:
+            return "Invalid limit: a positive whole number"
+    elif change.mode == "b":
+        if " " in change.param or not change.param or len(change.param) > 200:
+            return "Invalid ban mask"
+    return None
+
+
+def send_bans(reply: Reply, room: Room) -> None:
+    """C{367} per ban (mask, setter, set time in seconds), then C{368}."""
+    for ban in room.bans:
+        reply.numeric("367", room.channel, ban.mask, ban.setter,
+                      str(ban.time_ms // 1000))
+    reply.numeric("368", room.channel, "End of channel ban list")
+
+
 def kick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     """An operator removes members: C{KICK #room nick[,nick] [:reason]}."""
     room = room_or_403(host, reply, message.params[0])
     if room is None:
         return
-    reason = message.params[2] if len(message.params) > 2 else connection.nick or ""
+    reason = (message.params[2] if len(message.params) > 2
+              else connection.nick or "")[:TOPICLEN]
     for nick in message.params[1].split(",")[:TARGMAX]:
         target = room.member_named(nick)
         if target is None:
@@ -283,9 +358,41 @@ def invite(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         reply.numeric("443", other.nick, room.channel, "is already on channel")
         return
     try:
-        room.invite(connection, other.nick)
+        room.invite(connection, other)
     except (NotAMember, NotOperator) as error:
         refuse(reply, room, error)
         return
     reply.numeric("341", other.nick, room.channel)
+    if other.away is not None:
+        reply.numeric("301", other.nick, other.away)
     other.send("INVITE", other.nick, room.channel, prefix=connection.source)
+    # IRCv3 invite-notify: members who may see invitations (everyone, or
+    # only operators in a +i room, as Ergo) are told too.
+    audience = tuple(
+        member for member in room.members
+        if member is not connection and "invite-notify" in member.caps
+        and ("i" not in room.modes or room.is_operator(member)))
+    if audience:
+        host.submit(Delivery(
+            Event(room=None, seq=None, time_ms=host.now_ms(), command="INVITE",
+                  source=connection.source, params=(other.nick, room.channel)),
+            audience), reply)
+
+
+def list_rooms(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{LIST [#a,#b]}: C{321}, C{322 #room members :topic} per room, C{323}.
+
+    Secret (C{+s}) rooms are listed only to their members.
+    """
+    if message.params and message.params[0].startswith("#"):
+        rooms = [room for room in (host.find_room(name)
+                                   for name in message.params[0].split(","))
+                 if room is not None]
+    else:
+        rooms = sorted(host.rooms.values(), key=lambda room: room.key)
+    reply.numeric("321", "Channel", "Users  Name")
+    for room in rooms:
+        if room.is_secret and connection not in room:
+            continue
+        reply.numeric("322", room.channel, str(len(room)), room.topic.text)
+    reply.numeric("323", "End of /LIST")

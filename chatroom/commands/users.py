@@ -1,0 +1,153 @@
+# -*- test-case-name: tests.test_users -*-
+"""Users: WHOIS, WHOWAS, ISON, USERHOST, AWAY, SETNAME.
+
+Numerics and their parameters are RFC 2812's (3.6) and the Modern IRC
+document's; where those are silent, Ergo's C{irc/handlers.go}.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from chatroom.commands.registration import AWAYLEN, REALNAMELEN
+from chatroom.core.ircline import Message
+from chatroom.reply import Reply
+
+#: Nicks answered per C{WHOIS}, C{USERHOST} and C{ISON} (RFC 2812 asks
+#: for 5 in C{USERHOST}; the same bound keeps the others short).
+MAX_LOOKUPS = 5
+
+
+def _visible_rooms(host: Any, asker: Any, member: Any) -> list[str]:
+    """The rooms of C{member} that C{asker} may see, with prefixes."""
+    shown = []
+    for room in host.rooms_of(member):
+        if room.is_secret and asker not in room:
+            continue
+        shown.append(room.prefix_of(member, True) + room.channel)
+    return shown
+
+
+def whois(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{WHOIS [server] nick[,nick]}: 311, 312, 319, 301, 671, 317, 318.
+
+    An unknown nick gets C{401} and still C{318}, as in Ergo.
+    """
+    params = message.params
+    if not params or not params[-1]:
+        reply.numeric("431", "No nickname given")
+        return
+    for nick in params[-1].split(",")[:MAX_LOOKUPS]:
+        other = host.nick_owner(nick)
+        if other is None or not other.registered:
+            reply.numeric("401", nick, "No such nick/channel")
+            reply.numeric("318", nick, "End of /WHOIS list")
+            continue
+        name = other.nick
+        reply.numeric("311", name, other.user, other.address, "*",
+                      other.realname)
+        rooms = _visible_rooms(host, connection, other)
+        # Keep each 319 line well within 512 bytes.
+        while rooms:
+            chunk: list[str] = []
+            while rooms and sum(len(r) + 1 for r in chunk) + len(rooms[0]) < 400:
+                chunk.append(rooms.pop(0))
+            reply.numeric("319", name, " ".join(chunk))
+        reply.numeric("312", name, host.server_name, "chatroom host")
+        if other.away is not None:
+            reply.numeric("301", name, other.away)
+        if other.tls:
+            reply.numeric("671", name, "is using a secure connection")
+        now = host.now_ms()
+        reply.numeric("317", name, str(max(0, now - other.last_active_ms) // 1000),
+                      str(other.signon_ms // 1000),
+                      "seconds idle, signon time")
+        reply.numeric("318", name, "End of /WHOIS list")
+
+
+def whowas(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{WHOWAS nick [count]}: 314 and 312 per remembered user, then 369;
+    C{406} before C{369} when nobody used the nick lately."""
+    params = message.params
+    if not params or not params[0]:
+        reply.numeric("431", "No nickname given")
+        return
+    count = 0
+    if len(params) > 1:
+        try:
+            count = int(params[1])
+        except ValueError:
+            count = 0
+    for nick in params[0].split(",")[:MAX_LOOKUPS]:
+        gone = host.whowas(nick, count)
+        if not gone:
+            reply.numeric("406", nick, "There was no such nickname")
+        for entry in gone:
+            reply.numeric("314", entry.nick, entry.user, entry.address, "*",
+                          entry.realname)
+            reply.numeric("312", entry.nick, host.server_name,
+                          _time_text(entry.time_ms))
+        reply.numeric("369", nick, "End of WHOWAS")
+
+
+def _time_text(time_ms: int) -> str:
+    stamp = datetime.datetime.fromtimestamp(time_ms // 1000, datetime.UTC)
+    return stamp.strftime("%a, %d %b %Y %H:%M:%S UTC")
+
+
+def ison(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{ISON nick [nick...]}: C{303} with the nicks that are online."""
+    online = []
+    for param in message.params:
+        for nick in param.split():
+            other = host.nick_owner(nick)
+            if other is not None and other.registered and other.nick not in online:
+                online.append(other.nick)
+    reply.numeric("303", " ".join(online))
+
+
+def userhost(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{USERHOST nick [nick...]}: C{302} with C{nick=+user@host} (C{-}
+    when away), up to five nicks (RFC 2812 4.8)."""
+    found = []
+    for nick in message.params[:MAX_LOOKUPS]:
+        other = host.nick_owner(nick)
+        if other is None or not other.registered:
+            continue
+        found.append("%s=%s%s@%s" % (other.nick, "-" if other.away else "+",
+                                     other.user, other.address))
+    reply.numeric("302", " ".join(found))
+
+
+def away(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{AWAY :text} marks away (C{306}); C{AWAY} alone clears it (C{305}).
+
+    Everyone sharing a room who negotiated C{away-notify} sees the C{AWAY}
+    line (IRCv3 away-notify).
+    """
+    text = message.params[0][:AWAYLEN] if message.params else ""
+    if text:
+        connection.away = text
+        reply.numeric("306", "You have been marked as being away")
+        host.tell_peers(connection, "AWAY", (text,), "away-notify", reply)
+    else:
+        was_away = connection.away is not None
+        connection.away = None
+        reply.numeric("305", "You are no longer marked as being away")
+        if was_away:
+            host.tell_peers(connection, "AWAY", (), "away-notify", reply)
+
+
+def setname(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{SETNAME :realname} (IRCv3 setname): the new real name goes to the
+    client and to everyone sharing a room who negotiated C{setname}."""
+    text = message.params[0]
+    if not text or len(text) > REALNAMELEN:
+        reply.send("FAIL", "SETNAME", "INVALID_REALNAME",
+                   "Real name must be 1 to %d characters" % (REALNAMELEN,))
+        return
+    connection.realname = text
+    if "setname" in connection.caps:
+        reply.send("SETNAME", text, prefix=connection.source)
+    host.tell_peers(connection, "SETNAME", (text,), "setname", reply)
