@@ -181,3 +181,100 @@ class AwayTests(SynchronousTestCase):
         self.bob.send("AWAY :brb")
         self.carol.send("WHO bob")
         self.assertEqual(self.carol.messages()[0].params[6], "G")
+
+
+class CapabilityTests(SynchronousTestCase):
+    """multi-prefix, userhost-in-names, extended-join, invite-notify,
+    setname, away-notify on join, and CAP REQ refused whole."""
+
+    def setUp(self):
+        self.host = make_host(rooms=(), limits=Limits(flood_rate=0, open_rooms=True))
+
+    def test_cap_req_naks_whole(self):
+        client = FakeClient(self.host)
+        for request in ("multi-prefix sasl", "--batch", "batch=1", "-", ""):
+            client.send("CAP REQ :" + request)
+            (nak,) = client.messages()
+            self.assertEqual(nak.params[1:], ("NAK", request), request)
+        self.assertEqual(client.protocol.caps, set())
+        client.send("CAP REQ :multi-prefix userhost-in-names cap-notify "
+                    "extended-join invite-notify setname away-notify")
+        (ack,) = client.messages()
+        self.assertEqual(ack.params[1], "ACK")
+        self.assertEqual(len(client.protocol.caps), 7)
+
+    def test_multi_prefix_and_userhost_in_names(self):
+        op = FakeClient(self.host).register("op")
+        op.send("JOIN #r", "MODE #r +v op")
+        op.raw()
+        plain = FakeClient(self.host).register("plain").join("#r")
+        multi = FakeClient(self.host).register(
+            "multi", ("multi-prefix", "userhost-in-names")).join("#r")
+        plain.raw()
+        plain.send("NAMES #r")
+        multi.send("NAMES #r")
+        self.assertEqual(plain.messages()[0].params[3], "@op plain multi")
+        self.assertEqual(multi.messages()[0].params[3],
+                         "@+op!~op@127.0.0.1 plain!~plain@127.0.0.1 "
+                         "multi!~multi@127.0.0.1")
+        multi.send("WHO #r")
+        self.assertEqual(multi.messages()[0].params[6], "H@+")
+        plain.send("WHO #r")
+        self.assertEqual(plain.messages()[0].params[6], "H@")
+
+    def test_extended_join(self):
+        """Members with extended-join see account * and real name; the
+        others the plain JOIN; each variant's line is made once."""
+        ext = FakeClient(self.host).register("ext", ("extended-join",)).join("#r")
+        ext2 = FakeClient(self.host).register("ext2", ("extended-join",)).join("#r")
+        plain = FakeClient(self.host).register("plain").join("#r")
+        ext.raw()
+        ext2.raw()
+        FakeClient(self.host).register("newbie").join("#r")
+        self.assertEqual(lines(ext), [":newbie!~newbie@127.0.0.1 JOIN #r * Newbie"])
+        self.assertEqual(lines(ext2), [":newbie!~newbie@127.0.0.1 JOIN #r * Newbie"])
+        self.assertEqual(lines(plain), [":newbie!~newbie@127.0.0.1 JOIN #r"])
+
+    def test_invite_notify(self):
+        op = FakeClient(self.host).register("op", ("invite-notify",))
+        op.send("JOIN #r")
+        watcher = FakeClient(self.host).register("w", ("invite-notify",)).join("#r")
+        plain = FakeClient(self.host).register("plain").join("#r")
+        guest = FakeClient(self.host).register("guest")
+        op.raw()
+        watcher.raw()
+        plain.send("INVITE guest #r")
+        self.assertEqual(lines(watcher), [":plain!~plain@127.0.0.1 INVITE guest #r"])
+        self.assertEqual(lines(op), [":plain!~plain@127.0.0.1 INVITE guest #r"])
+        self.assertEqual(lines(guest), [":plain!~plain@127.0.0.1 INVITE guest #r"])
+        # In a +i room only operators are told.
+        op.send("MODE #r +i")
+        op.raw(), watcher.raw(), plain.raw()
+        other = FakeClient(self.host).register("other")
+        op.send("INVITE other #r")
+        self.assertEqual(watcher.raw(), b"")
+        self.assertEqual(other.commands(), ["INVITE"])
+
+    def test_setname(self):
+        alice = FakeClient(self.host).register("alice", ("setname",)).join("#r")
+        bob = FakeClient(self.host).register("bob", ("setname",)).join("#r")
+        carol = FakeClient(self.host).register("carol").join("#r")
+        alice.raw()
+        bob.raw()
+        alice.send("SETNAME :Alice Liddell")
+        self.assertEqual(lines(alice), [":alice!~alice@127.0.0.1 SETNAME :Alice Liddell"])
+        self.assertEqual(lines(bob), [":alice!~alice@127.0.0.1 SETNAME :Alice Liddell"])
+        self.assertEqual(carol.raw(), b"")
+        carol.send("WHOIS alice")
+        self.assertEqual(carol.messages()[0].params[-1], "Alice Liddell")
+        alice.send("SETNAME :" + "x" * 151)
+        self.assertEqual(alice.messages()[0].params[:2], ("SETNAME", "INVALID_REALNAME"))
+
+    def test_away_notify_on_join(self):
+        watcher = FakeClient(self.host).register("w", ("away-notify",)).join("#r")
+        away = FakeClient(self.host).register("away")
+        away.send("AWAY :zzz")
+        watcher.raw()
+        away.join("#r")
+        self.assertEqual(lines(watcher), [
+            ":away!~away@127.0.0.1 JOIN #r", ":away!~away@127.0.0.1 AWAY zzz"])

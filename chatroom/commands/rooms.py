@@ -72,6 +72,16 @@ def join(host: Any, connection: Any, reply: Reply, message: Message) -> None:
             continue
         delivery = host.join(connection, room, reply)
         reply.after(delivery, _show_room(host, connection, reply, room))
+        if connection.away is not None:
+            # IRCv3 away-notify: members learn that the joiner is away.
+            audience = tuple(m for m in room.members if m is not connection
+                             and "away-notify" in m.caps)
+            if audience:
+                host.submit(Delivery(
+                    Event(room=None, seq=None, time_ms=host.now_ms(),
+                          command="AWAY", source=connection.source,
+                          params=(connection.away,)),
+                    audience), reply)
 
 
 #: The numeric and mode letter of each L{Room.join_refusal}.
