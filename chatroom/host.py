@@ -24,7 +24,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from chatroom.core.names import casefold
-from chatroom.core.room import POST_COMMANDS, Delivery, Event, Room
+from chatroom.core.room import POST_COMMANDS, Ban, Delivery, Event, Room
 from chatroom.core.tokenbucket import TokenBucket
 
 
@@ -169,7 +169,8 @@ class RoomHost:
             room = Room(name, next_seq=self.store.last_seq(key) + 1,
                         topic=record.topic, opened=record.opened,
                         modes=record.modes, channel_key=record.channel_key,
-                        created_ms=record.created_ms)
+                        created_ms=record.created_ms, limit=record.member_limit,
+                        bans=[Ban(*ban) for ban in record.bans])
             self.rooms[key] = room
         return room
 
@@ -191,7 +192,8 @@ class RoomHost:
     def save_modes(self, room: Room) -> None:
         """Record C{room}'s modes so they survive a restart."""
         self.store.set_modes(room.key, "".join(sorted(room.modes)),
-                             room.channel_key)
+                             room.channel_key, room.limit,
+                             [(b.mask, b.setter, b.time_ms) for b in room.bans])
 
     def remove_idle_rooms(self) -> list[Room]:
         """Stop hosting opened rooms that are empty and idle too long."""

@@ -52,8 +52,8 @@ class IHistoryStore(Interface):
     def room_record(key):
         """A room's stored topic, modes and whether a user opened it."""
 
-    def set_modes(key, modes, channel_key):
-        """Record a room's modes."""
+    def set_modes(key, modes, channel_key, member_limit=0, bans=()):
+        """Record a room's modes, key, member limit and ban list."""
 
     def opened_rooms():
         """Names of the hosted rooms that users opened."""

@@ -146,7 +146,11 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual(store.last_seq("lobby"), 7)
         record = store.room_record("lobby")
         self.assertEqual((record.topic.text, record.opened, record.modes), ("t", False, ""))
+        self.assertEqual((record.member_limit, record.bans), (0, ()))
         self.assertEqual(store.rooms(), [("lobby", "Lobby")])
+        store.set_modes("lobby", "m", "", 3, [("x!*@*", "op!u@h", 9)])
+        record = store.room_record("lobby")
+        self.assertEqual((record.member_limit, record.bans), (3, (("x!*@*", "op!u@h", 9),)))
 
 
 class OpenedRoomTests(SynchronousTestCase):
