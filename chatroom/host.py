@@ -529,7 +529,7 @@ def _deliver_to_origin(run: list[Delivery], member: Any) -> None:
                 if lines:
                     member.deliver(b"".join(lines))
                     lines = []
-                delivery.reply.echo(line)
+                delivery.reply.echo(line, delivery)
                 continue
         lines.append(line)
     if lines:

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from chatroom.commands import history, messages, registration, rooms, users
 from chatroom.core.ircline import Message
-from chatroom.reply import Reply
+from chatroom.reply import MAX_LABEL_BYTES, Reply
 
 log = Logger()
 
@@ -88,6 +88,15 @@ def run(host: Any, connection: Any, message: Message) -> None:
     label = None
     if "labeled-response" in connection.caps:
         label = message.tags.get("label") or None
+    if label is not None and len(label.encode("utf-8")) > MAX_LABEL_BYTES:
+        # IRCv3 labeled-response: a label is at most 64 bytes.  The
+        # command is not run, so that its answer cannot go unlabelled.
+        host.count("labels-too-long")
+        refusal = Reply(connection, None)
+        refusal.send("FAIL", name, "INVALID_LABEL",
+                     "Labels are at most %d bytes" % (MAX_LABEL_BYTES,))
+        refusal.close()
+        return
     reply = Reply(connection, label)
     command = COMMANDS.get(name)
     if not connection.registered and (

@@ -21,7 +21,9 @@ def chathistory(host: Any, connection: Any, reply: Reply, message: Message) -> N
     try:
         request = parse_request(params, host.limits.history_limit)
         room = host.find_room(request.channel)
-        if room is None:
+        if room is None or (connection not in room and (
+                room.modes & {"i", "s"} or room.channel_key)):
+            # A non-member gets nothing of a +i, +k or +s room (as Ergo).
             raise HistoryRequestError("INVALID_TARGET", request.subcommand,
                                       request.channel, "No such channel")
         events = select_events(host.store, room, request,
