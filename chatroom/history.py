@@ -159,7 +159,8 @@ class HistoryStore:
                  now_ms: int = 0) -> None:
         """Remember room C{key} (spelled C{name}); host it again if removed."""
         self._db.execute(
-            "INSERT INTO rooms (room, name, opened, created_ms) VALUES (?, ?, ?, ?)"
+            "INSERT INTO rooms (room, name, opened, created_ms, modes)"
+            " VALUES (?, ?, ?, ?, 'n')"
             " ON CONFLICT (room) DO UPDATE SET hosted = 1,"
             " opened = MAX(opened, excluded.opened)", (key, name, int(opened), now_ms))
 
@@ -180,7 +181,7 @@ class HistoryStore:
         db = self._db
         db.execute("BEGIN")
         try:
-            db.execute("UPDATE rooms SET hosted = 0, opened = 0, modes = '',"
+            db.execute("UPDATE rooms SET hosted = 0, opened = 0, modes = 'n',"
                        " channel_key = '', member_limit = 0, bans = '[]', topic = '', topic_setter = '',"
                        " topic_time_ms = 0 WHERE room = ?", (key,))
             db.execute("DELETE FROM events WHERE room = ? AND seq < ?",

@@ -199,8 +199,11 @@ class KeyTests(SynchronousTestCase):
         self.op.raw()
 
     def test_bad_keys_refused(self):
-        self.op.send("MODE #r +k :", "MODE #r +k :a b", "MODE #r +k a,b")
-        self.assertEqual(self.op.commands(), ["696", "696", "696"])
+        self.op.send("MODE #r +k :", "MODE #r +k :a b", "MODE #r +k a,b",
+                     "MODE #r +k " + "x" * 24)
+        self.assertEqual(lines(self.op), [
+            ":test.host 696 op #r k * :Invalid key: 1 to 23 characters, "
+            "no space or comma"] * 4)
         self.op.send("MODE #r")
         self.assertEqual(self.op.messages()[0].params[2], "+n")
         self.assertEqual(self.host.store.room_record("r").channel_key, "")

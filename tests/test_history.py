@@ -145,7 +145,8 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual(version, SCHEMA_VERSION)
         self.assertEqual(store.last_seq("lobby"), 7)
         record = store.room_record("lobby")
-        self.assertEqual((record.topic.text, record.opened, record.modes), ("t", False, ""))
+        # Every room was +n before version 3 made it a mode.
+        self.assertEqual((record.topic.text, record.opened, record.modes), ("t", False, "n"))
         self.assertEqual((record.member_limit, record.bans), (0, ()))
         self.assertEqual(store.rooms(), [("lobby", "Lobby")])
         store.set_modes("lobby", "m", "", 3, [("x!*@*", "op!u@h", 9)])

@@ -155,10 +155,27 @@ class ModerationTests(SynchronousTestCase):
         self.op.send("MODE #r +imstl 5", "MODE #r +b bad!*@*")
         host = make_host(rooms=(), limits=OPEN, store=self.store)
         room = host.find_room("#r")
-        self.assertEqual(room.modes, set("imst"))
+        self.assertEqual(room.modes, set("imnst"))
         self.assertEqual(room.limit, 5)
         self.assertEqual([ban.mask for ban in room.bans], ["bad!*@*"])
         self.assertEqual(room.bans[0].setter, "op!~op@127.0.0.1")
+
+    def test_no_external_messages(self):
+        """Rooms start +n; -n lets outsiders post (and get their echo)."""
+        outsider = FakeClient(self.host).register("out", ("echo-message",))
+        outsider.send("PRIVMSG #r :knock")
+        self.assertEqual(outsider.commands(), ["404"])
+        self.op.send("MODE #r -n")
+        self.assertEqual(lines(self.op), [":op!~op@127.0.0.1 MODE #r -n"])
+        outsider.send("PRIVMSG #r :knock")
+        self.assertEqual(lines(self.op), [":out!~out@127.0.0.1 PRIVMSG #r knock"])
+        self.assertEqual(outsider.commands(), ["PRIVMSG"])
+
+    def test_voice_unknown_nick(self):
+        """+v of a nick nobody uses is 401; of a non-member 441."""
+        FakeClient(self.host).register("elsewhere")
+        self.op.send("MODE #r +v nobody", "MODE #r +v elsewhere")
+        self.assertEqual(self.op.commands(), ["401", "441"])
 
     def test_ban_list_full(self):
         self.op.send(*["MODE #r +b m%d" % (n,) for n in range(61)])

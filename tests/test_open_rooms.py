@@ -200,7 +200,7 @@ class PersistenceTests(SynchronousTestCase):
         host.observer = observer
         self.assertEqual(list(host.rooms), ["fun"])
         room = host.rooms["fun"]
-        self.assertEqual((room.topic.text, room.modes, room.next_seq), ("kept", {"t"}, 5))
+        self.assertEqual((room.topic.text, room.modes, room.next_seq), ("kept", {"n", "t"}, 5))
 
         closed = make_host(rooms=(), limits=Limits(), store=store)
         self.assertEqual(closed.rooms, {})

@@ -177,6 +177,20 @@ class AwayTests(SynchronousTestCase):
         self.carol.send("PRIVMSG bob :hi", "NOTICE bob :hi")
         self.assertEqual(lines(self.carol), [":test.host 301 carol bob brb"])
 
+    def test_who_mask(self):
+        """A mask matches the asker and who shares a room with it (everyone
+        is +i); an exact nick is always answered; 315 echoes the mask."""
+        loner = FakeClient(self.host).register("bobby")
+        self.carol.send("WHO bo*")
+        got = self.carol.messages()
+        self.assertEqual([m.params[5] for m in got[:-1]], ["bob"])
+        self.assertEqual(got[-1].params[1:], ("bo*", "End of /WHO list"))
+        self.carol.send("WHO *")
+        self.assertEqual(len(self.carol.messages()), 4)
+        self.carol.send("WHO bobby")
+        self.assertEqual(self.carol.messages()[0].params[5], "bobby")
+        self.assertTrue(loner.protocol.registered)
+
     def test_who_shows_gone(self):
         self.bob.send("AWAY :brb")
         self.carol.send("WHO bob")

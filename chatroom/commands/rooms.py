@@ -24,6 +24,7 @@ from chatroom.core.room import (
     NotOperator,
     Room,
     UnknownMode,
+    mask_matches,
     parse_mode_changes,
 )
 from chatroom.core.tokenbucket import TokenBucket
@@ -209,18 +210,25 @@ def topic(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 
 def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """List a room's members, or one user (basic C{352} replies).
+    """List a room's members, one user, or the users a mask matches
+    (basic C{352} replies, then C{315} with the mask as sent).
 
     Flags: C{H} here or C{G} gone (away), then the room prefixes
     (all of them with C{multi-prefix}).  A secret room's members are
-    listed only to its members.
+    listed only to its members.  Every user here is C{+i}, so a mask
+    (C{*}, C{al*}) matches only the asker and users sharing a room with
+    it; an exact nick is always answered (as Ergo).
     """
     mask = message.params[0] if message.params else "*"
     room = host.find_room(mask)
     if room is not None:
-        members = room.members
+        members: tuple[Any, ...] = room.members
         if room.is_secret and connection not in room:
             members = ()
+    elif "*" in mask or "?" in mask:
+        members = tuple(
+            member for member in host.shared_audience(connection)
+            if mask_matches(mask, member.nick) or mask_matches(mask, member.source))
     else:
         owner = host.nick_owner(mask)
         members = (owner,) if owner is not None and owner.registered else ()
@@ -282,8 +290,12 @@ def _room_mode(host: Any, connection: Any, reply: Reply, room: Room,
         if problem is None:
             valid.append(change)
         else:
-            reply.numeric("696", room.channel, change.mode, change.param or "*",
-                          problem)
+            # The parameter is echoed only when it is one harmless word;
+            # keys never (as Ergo).
+            shown = change.param or "*"
+            if change.mode == "k" or " " in shown or len(shown) > 50:
+                shown = "*"
+            reply.numeric("696", room.channel, change.mode, shown, problem)
     refused: list[ModeChange] = []
     try:
         delivery = room.change_modes(connection, valid, host.now_ms(), refused)
@@ -295,8 +307,12 @@ def _room_mode(host: Any, connection: Any, reply: Reply, room: Room,
                       "Channel ban list is full")
     for change in valid:
         if change.mode in "ov" and room.member_named(change.param or "") is None:
-            reply.numeric("441", change.param or "*", room.channel,
-                          "They aren't on that channel")
+            nick = change.param or "*"
+            if host.nick_owner(nick) is None:
+                reply.numeric("401", nick, "No such nick/channel")
+            else:
+                reply.numeric("441", nick, room.channel,
+                              "They aren't on that channel")
     if delivery is not None:
         host.save_modes(room)
         host.submit(delivery, reply)

@@ -149,13 +149,13 @@ class NotOperator(Exception):
 
 
 #: Room modes without a parameter that operators may set (RFC 2811 4.2):
-#: invite-only, moderated, secret and topic lock.  C{+n} (no messages from
-#: outside) is always on: only members may post.
-FLAG_MODES = frozenset("imst")
+#: invite-only, moderated, no messages from outside, secret and topic
+#: lock.  Every room starts C{+n}.
+FLAG_MODES = frozenset("imnst")
 #: Every room mode this host knows: the flags, C{n}, bans, the key, the
 #: member limit, operators and voice (C{CHANMODES=b,k,l,imnst},
 #: C{PREFIX=(ov)@+}).
-KNOWN_MODES = FLAG_MODES | {"n", "b", "k", "l", "o", "v"}
+KNOWN_MODES = FLAG_MODES | {"b", "k", "l", "o", "v"}
 #: Mode changes with a parameter applied per C{MODE} command (C{MODES=}
 #: in ISUPPORT; Ergo's default); further ones are ignored.
 MAX_MODE_CHANGES = 4
@@ -279,7 +279,7 @@ class Room:
 
     def __init__(self, name: str, next_seq: int = 1,
                  topic: Topic | None = None, opened: bool = False,
-                 modes: str = "", channel_key: str = "",
+                 modes: str = "n", channel_key: str = "",
                  created_ms: int = 0, limit: int = 0,
                  bans: Iterable[Ban] = ()) -> None:
         self.key = casefold(name)
@@ -355,10 +355,12 @@ class Room:
         return None
 
     def may_post(self, member: Any) -> bool:
-        """Whether C{member} may post: a member, and when the room is
-        moderated (C{+m}) or it is banned, voiced or an operator."""
+        """Whether C{member} may post: a member (or anyone when the room is
+        C{-n}), and when the room is moderated (C{+m}) or it is banned,
+        voiced or an operator."""
         if member not in self._members:
-            return False
+            return "n" not in self.modes and "m" not in self.modes \
+                and not self.is_banned(member)
         if member in self.operators or member in self.voiced:
             return True
         return "m" not in self.modes and not self.is_banned(member)
@@ -417,14 +419,19 @@ class Room:
 
     def post(self, member: Any, command: str, text: str, now_ms: int,
              client_tags: dict[str, str] | None = None) -> Delivery:
-        """A message or notice from C{member} to the room.
+        """A message or notice from C{member} to the room; from outside
+        only when the room is C{-n} (the sender then is sent it too, for
+        its echo).
 
-        @raise NotAMember: if C{member} is not in the room.
+        @raise NotAMember: if C{member} is not in the room and it is C{+n}.
         """
+        audience = None
         if member not in self._members:
-            raise NotAMember(member)
+            if "n" in self.modes:
+                raise NotAMember(member)
+            audience = (*self.audience, member)
         return self._event(command, member, (self.channel, text), now_ms,
-                           client_tags=client_tags)
+                           client_tags=client_tags, audience=audience)
 
     def set_topic(self, member: Any, text: str, now_ms: int) -> Delivery:
         """Change the topic.
@@ -499,8 +506,8 @@ class Room:
         applied: list[ModeChange] = []
         for change in changes:
             mode, adding = change.mode, change.adding
-            if mode == "n" or (mode == "b" and change.param is None):
-                continue  # always on; a list query
+            if mode == "b" and change.param is None:
+                continue  # a list query
             if mode in FLAG_MODES:
                 if (mode in self.modes) == adding:
                     continue
@@ -561,7 +568,7 @@ class Room:
     def mode_string(self, show_key: bool) -> tuple[str, ...]:
         """The room's modes for C{324}: C{("+int",)}, C{("+iklnt", key,
         "10")}; the key is C{*} unless C{show_key}."""
-        letters = "".join(sorted(self.modes | {"n"}))
+        letters = "".join(sorted(self.modes))
         params: list[str] = []
         if self.channel_key:
             letters += "k"

@@ -32,7 +32,7 @@ CREATE TABLE rooms (
     topic_time_ms INTEGER NOT NULL DEFAULT 0,
     opened INTEGER NOT NULL DEFAULT 0,       -- 1: a user opened it
     hosted INTEGER NOT NULL DEFAULT 1,       -- 0: removed (expired)
-    modes TEXT NOT NULL DEFAULT '',          -- flag modes, e.g. 'it'
+    modes TEXT NOT NULL DEFAULT 'n',         -- flag modes, e.g. 'int'
     channel_key TEXT NOT NULL DEFAULT '',    -- the +k key, '' for none
     created_ms INTEGER NOT NULL DEFAULT 0,
     member_limit INTEGER NOT NULL DEFAULT 0, -- the +l limit, 0 for none

@@ -3,3 +3,5 @@
 -- chatroom.history, which also updates the version row.
 ALTER TABLE rooms ADD COLUMN member_limit INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE rooms ADD COLUMN bans TEXT NOT NULL DEFAULT '[]';
+-- +n becomes a mode that operators may remove; every room was +n before.
+UPDATE rooms SET modes = modes || 'n';
