@@ -112,14 +112,19 @@ class RoomHost:
     @param clock: an L{IReactorTime}; the flush runs at C{callLater(0)}.
     @param server_name: the name the host uses as prefix of its replies.
     @param rooms: the names of the rooms to host.
+    @param operators: server operators' names and passwords, for C{OPER}.
     """
 
     log = Logger()
 
     def __init__(self, store: Any, clock: Any, server_name: str,
                  rooms: Iterable[str], limits: Limits = Limits(),
-                 motd: Iterable[str] = (), observer: Any = None) -> None:
+                 motd: Iterable[str] = (), observer: Any = None,
+                 operators: dict[str, str] | None = None) -> None:
         self.store = store
+        #: Server operators' names and passwords (C{OPER}), from the
+        #: host's configuration.
+        self.operators = dict(operators or {})
         self.clock = clock
         self.server_name = server_name
         self.limits = limits

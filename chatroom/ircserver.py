@@ -76,6 +76,10 @@ class IRCConnection(protocol.Protocol):
         self.realname = ""
         #: The away message (C{AWAY}), C{None} when present.
         self.away: str | None = None
+        #: Whether this connection gave an operator's credentials (C{OPER}).
+        self.oper = False
+        #: User mode C{+w}: it receives C{WALLOPS}.
+        self.wallops = False
         #: Whether the connection runs over TLS (C{671} in C{WHOIS}).
         self.tls = False
         #: When it connected and when it last sent a message, in

@@ -77,7 +77,8 @@ class HostService(service.MultiService):
                  limits: Limits = Limits(), server_name: str | None = None,
                  motd: Sequence[str] = (), history_keep: int | None = None,
                  history_days: float | None = None,
-                 discovery: DiscoverySettings | None = None) -> None:
+                 discovery: DiscoverySettings | None = None,
+                 operators: dict[str, str] | None = None) -> None:
         super().__init__()
         self.tls_interface = tls_interface
         self.discovery = discovery
@@ -89,7 +90,7 @@ class HostService(service.MultiService):
         self.history_days = history_days
         name = server_name or identity.short_fingerprint + ".chatroom"
         self.host = RoomHost(store, reactor, name, rooms, limits, motd,
-                             observer=self)
+                             observer=self, operators=operators)
         self.factory = IRCFactory(self.host)
         self.tls_endpoint = None
         self._listeners: list[internet.StreamServerEndpointService] = []

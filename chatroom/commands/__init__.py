@@ -17,7 +17,14 @@ from typing import Any, Callable
 import attrs
 from twisted.logger import Logger
 
-from chatroom.commands import history, messages, registration, rooms, users
+from chatroom.commands import (
+    history,
+    messages,
+    operators,
+    registration,
+    rooms,
+    users,
+)
 from chatroom.core.ircline import Message
 from chatroom.reply import MAX_LABEL_BYTES, Reply
 
@@ -77,6 +84,11 @@ COMMANDS: dict[str, Command] = {
     "PRIVMSG": Command(messages.privmsg),
     "NOTICE": Command(messages.notice),
     "TAGMSG": Command(messages.tagmsg),
+    # Server operators (operators.py)
+    "OPER": Command(operators.oper, 2),
+    "KILL": Command(operators.kill, 1),
+    "WALLOPS": Command(operators.wallops, 1),
+    "INFO": Command(operators.info),
     # History (history.py)
     "CHATHISTORY": Command(history.chathistory),
 }

@@ -163,7 +163,7 @@ def _welcome(host: Any, connection: Any, reply: Reply) -> None:
         name, __version__))
     reply.numeric("003", "This server was created %s" % (
         server_time(host.created_ms),))
-    reply.numeric("004", name, "chatroom-" + __version__, "i", "biklmnostv",
+    reply.numeric("004", name, "chatroom-" + __version__, "iow", "biklmnostv",
                   "bklov")
     send_isupport(host, reply)
     lusers(host, connection, reply, Message("LUSERS"))
@@ -187,7 +187,8 @@ def lusers(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     users = host.users()
     unknown = len(host.connections) - users
     reply.numeric("251", "There are 0 users and %d invisible on 1 servers" % (users,))
-    reply.numeric("252", "0", "IRC Operators online")
+    opers = sum(1 for c in host.connections if c.registered and c.oper)
+    reply.numeric("252", str(opers), "IRC Operators online")
     reply.numeric("253", str(max(0, unknown)), "unregistered connections")
     reply.numeric("254", str(len(host.rooms)), "channels formed")
     reply.numeric("255", "I have %d clients and 0 servers" % (users,))

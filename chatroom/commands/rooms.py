@@ -234,7 +234,8 @@ def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         members = (owner,) if owner is not None and owner.registered else ()
     multi = "multi-prefix" in connection.caps
     for member in members:
-        flags = "G" if member.away is not None else "H"
+        flags = ("G" if member.away is not None else "H") + (
+            "*" if member.oper else "")
         if room is not None:
             flags += room.prefix_of(member, multi)
         reply.numeric("352", room.channel if room else "*", member.user,
@@ -251,12 +252,50 @@ def mode(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         if room is not None:
             _room_mode(host, connection, reply, room, message.params[1:])
         return
-    if casefold(target) != casefold(connection.nick or ""):
+    if host.nick_owner(target) is None:
+        reply.numeric("401", target, "No such nick/channel")
+    elif casefold(target) != casefold(connection.nick or ""):
         reply.numeric("502", "Can't change mode for other users")
     elif len(message.params) == 1:
-        reply.numeric("221", "+i")
+        reply.numeric("221", user_modes(connection))
     else:
-        reply.send("MODE", connection.nick or "*", message.params[1],
+        _user_mode(connection, reply, message.params[1])
+
+
+def user_modes(connection: Any) -> str:
+    """The user's modes for C{221}: C{+i} always (nobody is listed to
+    strangers), C{w} for C{WALLOPS}, C{o} for a server operator."""
+    return "+i" + ("o" if connection.oper else "") + (
+        "w" if connection.wallops else "")
+
+
+def _user_mode(connection: Any, reply: Reply, changes: str) -> None:
+    """C{MODE nick +w-o}: C{w} may be set and cleared, C{o} only cleared
+    (C{OPER} sets it), C{i} is always on; others get C{501}."""
+    adding = True
+    applied = ""
+    sign = ""
+    unknown = False
+    for letter in changes:
+        if letter in "+-":
+            adding = letter == "+"
+            continue
+        if letter == "w" and connection.wallops != adding:
+            connection.wallops = adding
+        elif letter == "o" and not adding and connection.oper:
+            connection.oper = False
+        else:
+            unknown = unknown or letter not in "iwo"
+            continue
+        wanted = "+" if adding else "-"
+        if wanted != sign:
+            applied += wanted
+            sign = wanted
+        applied += letter
+    if unknown:
+        reply.numeric("501", "Unknown MODE flag")
+    if applied:
+        reply.send("MODE", connection.nick or "*", applied,
                    prefix=connection.source)
 
 

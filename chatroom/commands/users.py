@@ -55,6 +55,8 @@ def whois(host: Any, connection: Any, reply: Reply, message: Message) -> None:
                 chunk.append(rooms.pop(0))
             reply.numeric("319", name, " ".join(chunk))
         reply.numeric("312", name, host.server_name, "chatroom host")
+        if other.oper:
+            reply.numeric("313", name, "is an IRC operator")
         if other.away is not None:
             reply.numeric("301", name, other.away)
         if other.tls:
@@ -115,8 +117,9 @@ def userhost(host: Any, connection: Any, reply: Reply, message: Message) -> None
         other = host.nick_owner(nick)
         if other is None or not other.registered:
             continue
-        found.append("%s=%s%s@%s" % (other.nick, "-" if other.away else "+",
-                                     other.user, other.address))
+        found.append("%s%s=%s%s@%s" % (other.nick, "*" if other.oper else "",
+                                       "-" if other.away else "+",
+                                       other.user, other.address))
     reply.numeric("302", " ".join(found))
 
 

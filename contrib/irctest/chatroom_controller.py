@@ -55,6 +55,11 @@ class ChatroomController(BaseServerController, DirectoryBasedController):
         assert self.directory
         data_dir = self.directory / "data"
         data_dir.mkdir()
+        # The operator irctest logs in as.
+        oper_file = self.directory / "operators"
+        with self.open_file("operators") as fd:
+            fd.write("operuser operpassword\n")
+        oper_file.chmod(0o600)
         env = dict(os.environ, PYTHONPATH=str(CHECKOUT))
         self.proc = self.execute(
             [
@@ -66,7 +71,7 @@ class ChatroomController(BaseServerController, DirectoryBasedController):
                 "--server-name", "My.Little.Server",
                 "--no-discovery", "--open-rooms",
                 "--flood-rate", "0", "--max-opened-per-hour", "100000",
-                "--max-rooms", "100000",
+                "--max-rooms", "100000", "--oper-file", str(oper_file),
             ],
             cwd=str(self.directory), env=env,
         )
