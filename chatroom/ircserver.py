@@ -25,6 +25,7 @@ here.  The wire format is documented in C{docs/protocol-room.rst}.
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 from twisted.internet import defer, interfaces, protocol
@@ -99,6 +100,9 @@ class IRCConnection(protocol.Protocol):
         self._guard: LineGuard | None = None
         self._timer: Any = None
         self._batch_ids = 0
+        #: Replies not yet written, in the order of their commands
+        #: (L{chatroom.reply.Reply}).
+        self.replies: collections.deque[Any] = collections.deque()
         self._quit_reason = "Connection closed"
         self._lost_waiters: list[defer.Deferred[None]] = []
 

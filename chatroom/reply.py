@@ -44,6 +44,11 @@ class Reply:
         self._waiting: list[Any] = []
         self._after: list[tuple[Any, Callable[[], None]]] = []
         self._open = True
+        # Replies go out in the order of the commands: one that is done
+        # waits for the replies before it (a PONG must not overtake the
+        # names of a JOIN sent just before the PING).
+        self._queue = connection.replies
+        self._queue.append(self)
 
     def send(self, command: str, *params: str, prefix: str | None = None,
              tags: dict[str, str] | None = None) -> None:
@@ -111,8 +116,14 @@ class Reply:
         self._write_if_done()
 
     def _write_if_done(self) -> None:
-        if self._open or self._waiting:
+        if self._open or self._waiting or self._queue[0] is not self:
             return
+        self._queue.popleft()
+        self._write()
+        if self._queue:
+            self._queue[0]._write_if_done()
+
+    def _write(self) -> None:
         lines: list[bytes] = []
         for item in self._lines:
             if isinstance(item, list):

@@ -285,3 +285,18 @@ class ChatHistoryRuleTests(SynchronousTestCase):
         self.assertEqual(self.fail(
             self.op, "CHATHISTORY BEFORE #r timestamp=2025-11-24T16:00:00.000+01:00Z 5"),
             ("CHATHISTORY", "INVALID_PARAMS"))
+
+
+class ReplyOrderTests(SynchronousTestCase):
+    def test_answers_in_command_order(self):
+        """Commands read together are answered in order: the PONG does not
+        overtake the JOIN's names or the MODE event (irctest syncs on it)."""
+        host = make_host(rooms=(), limits=OPEN)
+        client = FakeClient(host).register("nick1")
+        client.protocol.dataReceived(b"JOIN #chan\r\nMODE #chan +s\r\nPING :sync\r\n")
+        self.assertEqual(client.raw(), b"")  # nothing before the commit
+        host.clock.advance(0)
+        # Events of one turn go out together, before the replies that
+        # follow them (so the names may come after the MODE); the PONG of
+        # the last command is last.
+        self.assertEqual(client.commands(), ["JOIN", "MODE", "353", "366", "PONG"])
