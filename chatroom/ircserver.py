@@ -81,6 +81,8 @@ class IRCConnection(protocol.Protocol):
         self.oper = False
         #: User mode C{+w}: it receives C{WALLOPS}.
         self.wallops = False
+        #: User mode C{+B}: a bot (IRCv3 bot-mode).
+        self.bot = False
         #: Whether the connection runs over TLS (C{671} in C{WHOIS}).
         self.tls = False
         #: When it connected and when it last sent a message, in

@@ -128,3 +128,76 @@ class OperFileTests(SynchronousTestCase):
         error = self.assertRaises(usage.UsageError, self.parse,
                                   self.write("root\n"))
         self.assertIn("line 1", str(error))
+
+
+class ServerQueryTests(SynchronousTestCase):
+    """HELP, LINKS, bot mode, STATUSMSG and LIST filters."""
+
+    def setUp(self):
+        self.host = make_host(rooms=(), limits=Limits(flood_rate=0, open_rooms=True))
+        self.alice = FakeClient(self.host).register("alice", ("message-tags",))
+
+    def test_help(self):
+        self.alice.send("HELP privmsg", "HELPOP nothing")
+        self.assertEqual(lines(self.alice), [
+            ":test.host 704 alice privmsg :** Help on privmsg **",
+            ":test.host 705 alice privmsg :Send a message to a room, or privately "
+            "to one user.",
+            ":test.host 706 alice privmsg :End of /HELP",
+            ":test.host 524 alice nothing :No help available on this topic",
+        ])
+        self.alice.send("HELP")
+        got = self.alice.commands()
+        self.assertEqual((got[0], got[-1]), ("704", "706"))
+
+    def test_links(self):
+        self.alice.send("LINKS")
+        self.assertEqual(lines(self.alice), [
+            ":test.host 365 alice * :End of /LINKS list"])
+
+    def test_bot_mode(self):
+        bot = FakeClient(self.host).register("beep")
+        bot.send("MODE beep +B", "JOIN #r")
+        self.assertEqual(bot.messages()[0].params, ("beep", "+B"))
+        self.alice.join("#r")
+        bot.send("PRIVMSG #r :beep boop", "PRIVMSG alice :boop")
+        got = self.alice.messages()
+        self.assertEqual([m.tags.get("bot") for m in got], ["", ""])
+        self.alice.send("WHOIS beep", "WHO #r")
+        got = lines(self.alice)
+        self.assertIn(":test.host 335 alice beep :is a bot on this host", got)
+        self.assertIn(":test.host 352 alice #r ~beep 127.0.0.1 test.host beep HB@ "
+                      ":0 Beep", got)
+
+    def test_statusmsg(self):
+        """PRIVMSG @#r reaches the operators only, +#r voiced ones too."""
+        self.alice.send("JOIN #r")  # opens it: operator
+        voiced = FakeClient(self.host).register("voiced").join("#r")
+        plain = FakeClient(self.host).register("plain").join("#r")
+        self.alice.send("MODE #r +v voiced")
+        self.alice.raw(), voiced.raw(), plain.raw()
+        plain.send("PRIVMSG @#r :ops only", "PRIVMSG +#r :voice too")
+        self.assertEqual([m.params for m in self.alice.messages()],
+                         [("@#r", "ops only"), ("+#r", "voice too")])
+        self.assertEqual(lines(voiced), [":plain!~plain@127.0.0.1 PRIVMSG +#r :voice too"])
+        self.assertEqual(plain.raw(), b"")
+
+    def test_list_filters(self):
+        self.alice.send("JOIN #chan1", "JOIN #chan2", "JOIN #other")
+        FakeClient(self.host).register("bob").join("#chan2")
+        # Just over 2 minutes (and before the 150 s ping timeout).
+        self.host.clock.advance(125)
+        self.alice.send("TOPIC #chan1 :fresh")
+        self.alice.raw()
+
+        def listed(terms):
+            self.alice.send("LIST " + terms)
+            return [m.params[1] for m in self.alice.messages() if m.command == "322"]
+        self.assertEqual(listed("#ch*"), ["#chan1", "#chan2"])
+        self.assertEqual(listed("!#ch*"), ["#other"])
+        self.assertEqual(listed(">1"), ["#chan2"])
+        self.assertEqual(listed("<2"), ["#chan1", "#other"])
+        self.assertEqual(listed("C>2"), ["#chan1", "#chan2", "#other"])
+        self.assertEqual(listed("C<2"), [])
+        self.assertEqual(listed("T<2"), ["#chan1"])
+        self.assertEqual(listed("#chan1,#other"), ["#chan1", "#other"])

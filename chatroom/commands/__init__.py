@@ -89,6 +89,9 @@ COMMANDS: dict[str, Command] = {
     "KILL": Command(operators.kill, 1),
     "WALLOPS": Command(operators.wallops, 1),
     "INFO": Command(operators.info),
+    "HELP": Command(operators.help_),
+    "HELPOP": Command(operators.help_),
+    "LINKS": Command(operators.links),
     # History (history.py)
     "CHATHISTORY": Command(history.chathistory),
 }

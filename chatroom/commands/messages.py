@@ -71,7 +71,10 @@ def _post(host: Any, connection: Any, reply: Reply, message: Message,
                 reply.numeric("407", target, "Too many targets; message not "
                               "delivered to %s and later ones" % (target,))
             break
-        if target.startswith("#"):
+        if target[:1] in "@+" and target[1:2] == "#":
+            _post_to_status(host, connection, reply, command, target, text,
+                            client_tags, quiet)
+        elif target.startswith("#"):
             _post_to_room(host, connection, reply, command, target, text,
                           client_tags, quiet)
         else:
@@ -97,11 +100,41 @@ def _post_to_room(host: Any, connection: Any, reply: Reply, command: str,
         delivery = Delivery(
             Event(room=None, seq=None, time_ms=now, command=command,
                   source=connection.source, params=(room.channel,),
-                  client_tags=client_tags, unsequenced_id=host.new_msgid()),
+                  client_tags=client_tags, unsequenced_id=host.new_msgid(),
+                  bot=connection.bot),
             room.audience, origin=connection)
     else:
         delivery = room.post(connection, command, text, now, client_tags)
     host.submit(delivery, reply)
+
+
+def _post_to_status(host: Any, connection: Any, reply: Reply, command: str,
+                    target: str, text: str | None, client_tags: dict[str, str],
+                    quiet: bool) -> None:
+    """C{PRIVMSG @#room} (operators) or C{+#room} (voiced and operators):
+    relayed to those members only, not numbered, not stored
+    (C{STATUSMSG=@+})."""
+    room = host.find_room(target[1:])
+    if room is None:
+        if not quiet:
+            reply.numeric("403", target[1:], "No such channel")
+        return
+    if not room.may_post(connection):
+        if not quiet:
+            reply.numeric("404", room.channel, "Cannot send to channel")
+        return
+    audience = tuple(
+        member for member in room.members
+        if room.is_operator(member) or member is connection
+        or (target[0] == "+" and member in room.voiced))
+    if connection not in audience:
+        audience = (*audience, connection)
+    params = (target[0] + room.channel,) + (() if text is None else (text,))
+    host.submit(Delivery(
+        Event(room=None, seq=None, time_ms=host.now_ms(), command=command,
+              source=connection.source, params=params, client_tags=client_tags,
+              unsequenced_id=host.new_msgid(), bot=connection.bot),
+        audience, origin=connection), reply)
 
 
 def _post_to_user(host: Any, connection: Any, reply: Reply, command: str,
@@ -117,7 +150,8 @@ def _post_to_user(host: Any, connection: Any, reply: Reply, command: str,
     # carry a msgid all the same (IRCv3 message-ids).
     event = Event(room=None, seq=None, time_ms=host.now_ms(), command=command,
                   source=connection.source, params=params,
-                  client_tags=client_tags, unsequenced_id=host.new_msgid())
+                  client_tags=client_tags, unsequenced_id=host.new_msgid(),
+                  bot=connection.bot)
     if other is connection:
         # A message to oneself is delivered, and echoed too with
         # echo-message (as Ergo).

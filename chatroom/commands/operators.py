@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_operators -*-
-"""Server operators: OPER, KILL, WALLOPS, and INFO.
+"""Server operators and server queries: OPER, KILL, WALLOPS, INFO, HELP, LINKS.
 
 A node's operator removes an abuser without restarting the host: the
 credentials come from the host's configuration (C{--oper-file}), and the
@@ -90,3 +90,32 @@ def info(host: Any, connection: Any, reply: Reply, message: Message) -> None:
                  "it is shown"):
         reply.numeric("371", line)
     reply.numeric("374", "End of /INFO list")
+
+
+def help_(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{HELP [subject]} (also C{HELPOP}): C{704}, C{705} lines, C{706}; the
+    text is the first line of each command's documentation here.  An
+    unknown subject gets C{524}."""
+    from chatroom.commands import COMMANDS
+    if not message.params:
+        subject = "index"
+        text = ["Commands: " + " ".join(sorted(COMMANDS)[:40]),
+                " ".join(sorted(COMMANDS)[40:]) or "HELP <command> for one"]
+    else:
+        subject = message.params[0]
+        command = COMMANDS.get(subject.upper())
+        if command is None:
+            reply.numeric("524", subject, "No help available on this topic")
+            return
+        doc = (command.handler.__doc__ or subject.upper()).strip()
+        text = [" ".join(doc.split("\n\n")[0].split())]
+    reply.numeric("704", subject, "** Help on %s **" % (subject,))
+    for line in text:
+        reply.numeric("705", subject, line)
+    reply.numeric("706", subject, "End of /HELP")
+
+
+def links(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{LINKS}: one host, no links: only C{365} (as servers that keep
+    their links private answer)."""
+    reply.numeric("365", "*", "End of /LINKS list")

@@ -43,7 +43,8 @@ def isupport_tokens(limits: Any) -> list[str]:
         "PREFIX=(ov)@+", "CHANMODES=b,k,l,imnst", "NETWORK=chatroom",
         "MODES=%d" % (MAX_MODE_CHANGES,), "MAXLIST=b:%d" % (MAX_BANS,),
         "AWAYLEN=%d" % (AWAYLEN,), "KICKLEN=%d" % (TOPICLEN,),
-        "CHANLIMIT=#:%d" % (limits.max_rooms,), "ELIST=",
+        "CHANLIMIT=#:%d" % (limits.max_rooms,), "ELIST=CMNTU", "BOT=B",
+        "STATUSMSG=@+",
         "TARGMAX=PRIVMSG:%d,NOTICE:%d,TAGMSG:%d,JOIN:,PART:" % (
             TARGMAX, TARGMAX, TARGMAX),
         "CHATHISTORY=%d" % (limits.history_limit,),
@@ -163,7 +164,7 @@ def _welcome(host: Any, connection: Any, reply: Reply) -> None:
         name, __version__))
     reply.numeric("003", "This server was created %s" % (
         server_time(host.created_ms),))
-    reply.numeric("004", name, "chatroom-" + __version__, "iow", "biklmnostv",
+    reply.numeric("004", name, "chatroom-" + __version__, "Biow", "biklmnostv",
                   "bklov")
     send_isupport(host, reply)
     lusers(host, connection, reply, Message("LUSERS"))

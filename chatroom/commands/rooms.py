@@ -235,7 +235,7 @@ def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     multi = "multi-prefix" in connection.caps
     for member in members:
         flags = ("G" if member.away is not None else "H") + (
-            "*" if member.oper else "")
+            "*" if member.oper else "") + ("B" if member.bot else "")
         if room is not None:
             flags += room.prefix_of(member, multi)
         reply.numeric("352", room.channel if room else "*", member.user,
@@ -265,8 +265,8 @@ def mode(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 def user_modes(connection: Any) -> str:
     """The user's modes for C{221}: C{+i} always (nobody is listed to
     strangers), C{w} for C{WALLOPS}, C{o} for a server operator."""
-    return "+i" + ("o" if connection.oper else "") + (
-        "w" if connection.wallops else "")
+    return "+" + ("B" if connection.bot else "") + "i" + (
+        "o" if connection.oper else "") + ("w" if connection.wallops else "")
 
 
 def _user_mode(connection: Any, reply: Reply, changes: str) -> None:
@@ -282,10 +282,12 @@ def _user_mode(connection: Any, reply: Reply, changes: str) -> None:
             continue
         if letter == "w" and connection.wallops != adding:
             connection.wallops = adding
+        elif letter == "B" and connection.bot != adding:
+            connection.bot = adding
         elif letter == "o" and not adding and connection.oper:
             connection.oper = False
         else:
-            unknown = unknown or letter not in "iwo"
+            unknown = unknown or letter not in "Biwo"
             continue
         wanted = "+" if adding else "-"
         if wanted != sign:
@@ -445,19 +447,52 @@ def invite(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 
 def list_rooms(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """C{LIST [#a,#b]}: C{321}, C{322 #room members :topic} per room, C{323}.
+    """C{LIST [terms]}: C{321}, C{322 #room members :topic} per room, C{323}.
 
-    Secret (C{+s}) rooms are listed only to their members.
+    Secret (C{+s}) rooms are listed only to their members.  Terms, comma
+    separated (C{ELIST=CMNTU}): C{#a} a room; C{#a*} a mask, C{!#a*} not
+    matching it; C{>N}, C{<N} more or fewer members; C{C>N}, C{C<N}
+    created more or less than N minutes ago; C{T>N}, C{T<N} the same for
+    the topic.  Named rooms are listed if they exist; every other term
+    must hold.
     """
-    if message.params and message.params[0].startswith("#"):
-        rooms = [room for room in (host.find_room(name)
-                                   for name in message.params[0].split(","))
-                 if room is not None]
-    else:
-        rooms = sorted(host.rooms.values(), key=lambda room: room.key)
+    rooms = sorted(host.rooms.values(), key=lambda room: room.key)
+    now = host.now_ms()
+    terms = message.params[0].split(",") if message.params else []
+    named = {casefold(t) for t in terms
+             if t.startswith("#") and "*" not in t and "?" not in t}
+    if named:
+        rooms = [room for room in rooms if casefold(room.channel) in named]
+    for term in terms:
+        if casefold(term) not in named:
+            rooms = [room for room in rooms if _list_term(term, room, now)]
     reply.numeric("321", "Channel", "Users  Name")
     for room in rooms:
         if room.is_secret and connection not in room:
             continue
         reply.numeric("322", room.channel, str(len(room)), room.topic.text)
     reply.numeric("323", "End of /LIST")
+
+
+def _list_term(term: str, room: Room, now_ms: int) -> bool:
+    """Whether C{room} passes one C{LIST} term (an unknown term passes)."""
+    def number(text: str) -> int | None:
+        return int(text) if text.isascii() and text.isdigit() else None
+
+    if term.startswith("!"):
+        return not mask_matches(term[1:], room.channel)
+    if "*" in term or "?" in term:
+        return mask_matches(term, room.channel)
+    if term.startswith("#"):
+        return casefold(term) == casefold(room.channel)
+    if term[:1] in "<>" and number(term[1:]) is not None:
+        limit = number(term[1:]) or 0
+        return len(room) > limit if term[0] == ">" else len(room) < limit
+    if term[:1] in "CT" and term[1:2] in "<>" and number(term[2:]) is not None:
+        when = room.created_ms if term[0] == "C" else room.topic.time_ms
+        if term[0] == "T" and not room.topic.text:
+            return False
+        minutes = (now_ms - when) / 60000.0
+        limit = number(term[2:]) or 0
+        return minutes > limit if term[1] == ">" else minutes < limit
+    return True

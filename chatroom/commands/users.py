@@ -57,6 +57,8 @@ def whois(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         reply.numeric("312", name, host.server_name, "chatroom host")
         if other.oper:
             reply.numeric("313", name, "is an IRC operator")
+        if other.bot:
+            reply.numeric("335", name, "is a bot on this host")
         if other.away is not None:
             reply.numeric("301", name, other.away)
         if other.tls:

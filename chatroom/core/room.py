@@ -52,6 +52,8 @@ class Event:
         number (a private message, a C{TAGMSG}), or C{None}.
     @ivar realname: the joiner's real name, for C{JOIN} lines to members
         with C{extended-join}; not stored.
+    @ivar bot: whether the source is a bot (user mode C{+B}): members with
+        C{message-tags} see a C{bot} tag (IRCv3 bot-mode); not stored.
     """
 
     room: str | None
@@ -63,6 +65,7 @@ class Event:
     client_tags: dict[str, str] = attrs.field(factory=dict)
     unsequenced_id: str | None = None
     realname: str | None = None
+    bot: bool = False
     # The formatted line per variant, filled on first use: a cache, not
     # state, so the event stays what it was when it happened.
     _lines: list[bytes | None] = attrs.field(
@@ -84,6 +87,8 @@ class Event:
             msgid = self.msgid
             if msgid is not None:
                 tags["msgid"] = msgid
+            if self.bot:
+                tags["bot"] = ""
             tags.update(self.client_tags)
         return tags
 
@@ -320,12 +325,12 @@ class Room:
     def _event(self, command: str, member: Any, params: tuple[str, ...],
                now_ms: int, client_tags: dict[str, str] | None = None,
                audience: tuple[Any, ...] | None = None,
-               realname: str | None = None) -> Delivery:
+               realname: str | None = None, bot: bool = False) -> Delivery:
         seq = self.next_seq
         self.next_seq = seq + 1
         event = Event(room=self.key, seq=seq, time_ms=now_ms, command=command,
                       source=member.source, params=params,
-                      client_tags=client_tags or {}, realname=realname)
+                      client_tags=client_tags or {}, realname=realname, bot=bot)
         return Delivery(event, self.audience if audience is None else audience,
                         origin=member)
 
@@ -431,7 +436,8 @@ class Room:
                 raise NotAMember(member)
             audience = (*self.audience, member)
         return self._event(command, member, (self.channel, text), now_ms,
-                           client_tags=client_tags, audience=audience)
+                           client_tags=client_tags, audience=audience,
+                           bot=getattr(member, "bot", False))
 
     def set_topic(self, member: Any, text: str, now_ms: int) -> Delivery:
         """Change the topic.
