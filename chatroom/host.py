@@ -23,6 +23,7 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatroom.core.ircline import format_line
 from chatroom.core.names import casefold
 from chatroom.core.room import POST_COMMANDS, Ban, Delivery, Event, Room
 from chatroom.core.tokenbucket import TokenBucket
@@ -67,6 +68,9 @@ class Limits:
     room_idle_seconds: float = 30 * 86400.0
     #: Gone nicks remembered for C{WHOWAS}, newest first (Ergo keeps 100).
     whowas_entries: int = 100
+    #: Nicks one connection may C{MONITOR} (C{MONITOR=} in ISUPPORT; Ergo's
+    #: default is 100).
+    monitor_entries: int = 100
 
 
 @attrs.frozen
@@ -138,6 +142,8 @@ class RoomHost:
         self.clients = 0
         #: The most registered users there have been at once (C{265}).
         self.most_users = 0
+        #: Who monitors each (folded) nick (IRCv3 MONITOR).
+        self._watchers: dict[str, set[Any]] = {}
         #: Recently gone nicks, newest last (L{whowas}); bounded.
         self._gone: collections.deque[GoneUser] = collections.deque(
             maxlen=limits.whowas_entries)
@@ -376,6 +382,8 @@ class RoomHost:
         if member.nick is not None and self.nicks.get(casefold(member.nick)) is member:
             del self.nicks[casefold(member.nick)]
             self._remember_gone(member)
+            self.tell_watchers(member, member.nick, online=False)
+        self.unwatch_all(member)
         told = {member}
         now = self.now_ms()
         for room in self._rooms_of.pop(member, {}).values():
@@ -405,13 +413,58 @@ class RoomHost:
         self.submit(delivery, reply)
         return delivery
 
+    # MONITOR (IRCv3): who is told when a nick comes and goes
+
+    def watch(self, member: Any, nick: str) -> bool:
+        """C{member} monitors C{nick}; C{False} when its list is full."""
+        folded = casefold(nick)
+        if folded in member.monitoring:
+            return True
+        if len(member.monitoring) >= self.limits.monitor_entries:
+            return False
+        member.monitoring[folded] = nick
+        self._watchers.setdefault(folded, set()).add(member)
+        return True
+
+    def unwatch(self, member: Any, nick: str) -> None:
+        """C{member} stops monitoring C{nick}."""
+        folded = casefold(nick)
+        if member.monitoring.pop(folded, None) is not None:
+            watchers = self._watchers[folded]
+            watchers.discard(member)
+            if not watchers:
+                del self._watchers[folded]
+
+    def unwatch_all(self, member: Any) -> None:
+        """C{member} monitors nothing any more (C{MONITOR C}, or it left)."""
+        for nick in list(getattr(member, "monitoring", {}).values()):
+            self.unwatch(member, nick)
+
+    def watchers(self, nick: str) -> set[Any]:
+        """The members monitoring C{nick}."""
+        return self._watchers.get(casefold(nick), set())
+
+    def tell_watchers(self, member: Any, nick: str, online: bool) -> None:
+        """C{nick} (used by C{member}) came online (C{730 :nick!user@host})
+        or went offline (C{731 :nick}): tell whoever monitors it."""
+        for watcher in self.watchers(nick):
+            watcher.deliver(format_line(
+                "730" if online else "731", watcher.nick or "*",
+                member.source if online else nick, prefix=self.server_name))
+
     def tell_peers(self, member: Any, command: str, params: tuple[str, ...],
                    cap: str, reply: Any = None) -> None:
         """Send C{:member command params} to everyone who shares a room with
         C{member} and negotiated C{cap} (C{AWAY} with C{away-notify},
-        C{SETNAME} with C{setname}); C{member} itself is not sent it."""
+        C{SETNAME} with C{setname}), and to those monitoring it with
+        C{extended-monitor} and C{cap}; C{member} itself is not sent it."""
         audience = tuple(other for other in self.shared_audience(member)
                          if other is not member and cap in other.caps)
+        if member.nick is not None:
+            audience += tuple(
+                other for other in self.watchers(member.nick)
+                if other not in audience and other is not member
+                and cap in other.caps and "extended-monitor" in other.caps)
         if audience:
             self.submit(Delivery(
                 Event(room=None, seq=None, time_ms=self.now_ms(),

@@ -22,6 +22,9 @@ class IRoomMember(Interface):
     caps = Attribute(
         "The IRCv3 capabilities the member negotiated (a set of names); "
         "the host sends AWAY and SETNAME only to members with the cap.")
+    monitoring = Attribute(
+        "The nicks the member monitors (IRCv3 MONITOR): a dict from the "
+        "folded nick to the nick as given; changed only by the host.")
 
     def deliver(data):
         """Queue C{data} (bytes, whole lines) for the member."""

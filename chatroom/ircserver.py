@@ -83,6 +83,8 @@ class IRCConnection(protocol.Protocol):
         self.wallops = False
         #: User mode C{+B}: a bot (IRCv3 bot-mode).
         self.bot = False
+        #: The nicks it monitors (C{MONITOR}), folded to as given.
+        self.monitoring: dict[str, str] = {}
         #: Whether the connection runs over TLS (C{671} in C{WHOIS}).
         self.tls = False
         #: When it connected and when it last sent a message, in

@@ -45,7 +45,8 @@ class RegistrationTests(SynchronousTestCase):
         self.assertEqual(set(ls.params[2].split()), {
             "batch", "draft/chathistory", "draft/event-playback", "echo-message",
             "labeled-response", "message-tags", "server-time", "away-notify",
-            "cap-notify", "extended-join", "invite-notify", "multi-prefix",
+            "cap-notify", "extended-join", "extended-monitor", "invite-notify",
+            "multi-prefix",
             "setname", "userhost-in-names"})
         client.send("NICK alice", "USER alice 0 * :A", "CAP REQ :echo-message batch")
         self.assertEqual(client.commands(), ["CAP"])

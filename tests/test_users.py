@@ -292,3 +292,63 @@ class CapabilityTests(SynchronousTestCase):
         away.join("#r")
         self.assertEqual(lines(watcher), [
             ":away!~away@127.0.0.1 JOIN #r", ":away!~away@127.0.0.1 AWAY zzz"])
+
+
+class MonitorTests(SynchronousTestCase):
+    def setUp(self):
+        self.host = make_host(limits=Limits(flood_rate=0, monitor_entries=3))
+        self.watcher = FakeClient(self.host).register("watcher")
+
+    def test_add_status_and_notifications(self):
+        FakeClient(self.host).register("bar")
+        self.watcher.send("MONITOR + bar,baz")
+        self.assertEqual(lines(self.watcher), [
+            ":test.host 730 watcher bar!~bar@127.0.0.1",
+            ":test.host 731 watcher baz",
+        ])
+        baz = FakeClient(self.host).register("baz")
+        self.assertEqual(lines(self.watcher), [
+            ":test.host 730 watcher baz!~baz@127.0.0.1"])
+        baz.send("NICK BAZ")
+        self.assertEqual(self.watcher.raw(), b"")
+        baz.send("NICK other")
+        self.assertEqual(lines(self.watcher), [":test.host 731 watcher BAZ"])
+        self.watcher.send("MONITOR - bar")
+        FakeClient(self.host).register("bar2").disconnect()
+        self.watcher.send("MONITOR L", "MONITOR S")
+        self.assertEqual(lines(self.watcher), [
+            ":test.host 732 watcher baz",
+            ":test.host 733 watcher :End of MONITOR list",
+            ":test.host 731 watcher baz",
+        ])
+
+    def test_quit_and_clear(self):
+        bar = FakeClient(self.host).register("bar")
+        self.watcher.send("MONITOR + bar")
+        self.watcher.raw()
+        bar.disconnect()
+        self.assertEqual(lines(self.watcher), [":test.host 731 watcher bar"])
+        self.watcher.send("MONITOR C", "MONITOR L")
+        self.assertEqual(self.watcher.commands(), ["733"])
+        self.assertEqual(self.host._watchers, {})
+
+    def test_list_full(self):
+        self.watcher.send("MONITOR + a,b,c,d,e")
+        got = lines(self.watcher)
+        self.assertEqual(got[-1], ":test.host 734 watcher 3 d,e :Monitor list is full")
+
+    def test_gone_watcher_forgotten(self):
+        self.watcher.send("MONITOR + bar")
+        self.watcher.disconnect()
+        self.assertEqual(self.host._watchers, {})
+
+    def test_extended_monitor(self):
+        """With extended-monitor, AWAY of a monitored user arrives without
+        sharing a room."""
+        ext = FakeClient(self.host).register("ext", ("extended-monitor", "away-notify"))
+        bar = FakeClient(self.host).register("bar")
+        ext.send("MONITOR + bar")
+        ext.raw()
+        bar.send("AWAY :out")
+        self.assertEqual(lines(ext), [":bar!~bar@127.0.0.1 AWAY out"])
+        self.assertEqual(self.watcher.raw(), b"")

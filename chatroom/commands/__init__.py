@@ -80,6 +80,7 @@ COMMANDS: dict[str, Command] = {
     "USERHOST": Command(users.userhost, 1),
     "AWAY": Command(users.away),
     "SETNAME": Command(users.setname, 1),
+    "MONITOR": Command(users.monitor, 1),
     # Messages (messages.py)
     "PRIVMSG": Command(messages.privmsg),
     "NOTICE": Command(messages.notice),

@@ -9,12 +9,14 @@ from typing import Any
 
 from chatroom import __version__
 from chatroom.core.ircline import MAX_IRC_BYTES, Message, server_time
+from chatroom.core.names import casefold
 from chatroom.core.room import MAX_BANS, MAX_MODE_CHANGES
 from chatroom.reply import Reply
 
 #: The capabilities this host offers (IRCv3 names).
 CAPABILITIES = ("away-notify", "batch", "cap-notify", "draft/chathistory",
                 "draft/event-playback", "echo-message", "extended-join",
+                "extended-monitor",
                 "invite-notify", "labeled-response", "message-tags",
                 "multi-prefix", "server-time", "setname",
                 "userhost-in-names")
@@ -44,7 +46,7 @@ def isupport_tokens(limits: Any) -> list[str]:
         "MODES=%d" % (MAX_MODE_CHANGES,), "MAXLIST=b:%d" % (MAX_BANS,),
         "AWAYLEN=%d" % (AWAYLEN,), "KICKLEN=%d" % (TOPICLEN,),
         "CHANLIMIT=#:%d" % (limits.max_rooms,), "ELIST=CMNTU", "BOT=B",
-        "STATUSMSG=@+",
+        "STATUSMSG=@+", "MONITOR=%d" % (limits.monitor_entries,),
         "TARGMAX=PRIVMSG:%d,NOTICE:%d,TAGMSG:%d,JOIN:,PART:" % (
             TARGMAX, TARGMAX, TARGMAX),
         "CHATHISTORY=%d" % (limits.history_limit,),
@@ -112,9 +114,13 @@ def nick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         connection.nick = new
         try_register(host, connection, reply)
         return
+    old = connection.nick
     host.change_nick(connection, new, reply)
     connection.nick = new
     connection.update_source()
+    if casefold(old) != casefold(new):
+        host.tell_watchers(connection, old, online=False)
+        host.tell_watchers(connection, new, online=True)
 
 
 #: Longest user name kept, in characters, before the C{~} (Ergo's USERLEN).
@@ -155,6 +161,7 @@ def try_register(host: Any, connection: Any, reply: Reply) -> None:
     connection.update_source()
     connection.register()
     _welcome(host, connection, reply)
+    host.tell_watchers(connection, connection.nick, online=True)
 
 
 def _welcome(host: Any, connection: Any, reply: Reply) -> None:

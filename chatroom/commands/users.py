@@ -156,3 +156,51 @@ def setname(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     if "setname" in connection.caps:
         reply.send("SETNAME", text, prefix=connection.source)
     host.tell_peers(connection, "SETNAME", (text,), "setname", reply)
+
+
+def monitor(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{MONITOR + nicks}, C{- nicks}, C{C}, C{L}, C{S} (IRCv3 MONITOR).
+
+    Adding answers C{730 :nick!user@host} for each nick online and
+    C{731 :nick} for each offline (one per line); a full list C{734}.
+    C{L} lists with C{732} and C{733}; C{S} repeats the status.  Only
+    nicks are monitored: a mask never matches a nick, so it is never
+    online (no stalking by host mask).
+    """
+    sub = message.params[0].upper() if message.params else ""
+    targets = [t for t in (message.params[1].split(",")
+                           if len(message.params) > 1 else []) if t]
+    if sub == "+":
+        for position, nick in enumerate(targets):
+            if not host.watch(connection, nick):
+                reply.numeric("734", str(host.limits.monitor_entries),
+                              ",".join(targets[position:]),
+                              "Monitor list is full")
+                break
+            _status(host, reply, nick)
+    elif sub == "-":
+        for nick in targets:
+            host.unwatch(connection, nick)
+    elif sub == "C":
+        host.unwatch_all(connection)
+    elif sub == "L":
+        names = list(connection.monitoring.values())
+        while names:
+            chunk: list[str] = []
+            while names and sum(len(n) + 1 for n in chunk) + len(names[0]) < 400:
+                chunk.append(names.pop(0))
+            reply.numeric("732", ",".join(chunk))
+        reply.numeric("733", "End of MONITOR list")
+    elif sub == "S":
+        for nick in connection.monitoring.values():
+            _status(host, reply, nick)
+    else:
+        reply.numeric("461", "MONITOR", "Not enough parameters")
+
+
+def _status(host: Any, reply: Reply, nick: str) -> None:
+    other = host.nick_owner(nick)
+    if other is not None and other.registered:
+        reply.numeric("730", other.source)
+    else:
+        reply.numeric("731", nick)
