@@ -352,3 +352,22 @@ class MonitorTests(SynchronousTestCase):
         bar.send("AWAY :out")
         self.assertEqual(lines(ext), [":bar!~bar@127.0.0.1 AWAY out"])
         self.assertEqual(self.watcher.raw(), b"")
+
+
+class WhoxTests(SynchronousTestCase):
+    def test_whox_fields_in_fixed_order(self):
+        host = make_host(limits=NO_FLOOD)
+        cool = FakeClient(host).register("cool").join()
+        other = FakeClient(host).register("other").join()
+        cool.send("AWAY :x")
+        other.send("WHO cool %rolnfdahsiuct,123", "WHO #lobby %tn,7", "WHO cool %r")
+        self.assertEqual(lines(other), [
+            ":test.host 354 other 123 * ~cool 127.0.0.1 127.0.0.1 test.host cool "
+            "G 0 0 0 n/a Cool",
+            ":test.host 315 other cool :End of /WHO list",
+            ":test.host 354 other 7 cool",
+            ":test.host 354 other 7 other",
+            ":test.host 315 other #lobby :End of /WHO list",
+            ":test.host 354 other Cool",
+            ":test.host 315 other cool :End of /WHO list",
+        ])

@@ -46,7 +46,7 @@ def isupport_tokens(limits: Any) -> list[str]:
         "MODES=%d" % (MAX_MODE_CHANGES,), "MAXLIST=b:%d" % (MAX_BANS,),
         "AWAYLEN=%d" % (AWAYLEN,), "KICKLEN=%d" % (TOPICLEN,),
         "CHANLIMIT=#:%d" % (limits.max_rooms,), "ELIST=CMNTU", "BOT=B",
-        "STATUSMSG=@+", "MONITOR=%d" % (limits.monitor_entries,),
+        "STATUSMSG=@+", "MONITOR=%d" % (limits.monitor_entries,), "WHOX",
         "TARGMAX=PRIVMSG:%d,NOTICE:%d,TAGMSG:%d,JOIN:,PART:" % (
             TARGMAX, TARGMAX, TARGMAX),
         "CHATHISTORY=%d" % (limits.history_limit,),

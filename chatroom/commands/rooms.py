@@ -233,15 +233,41 @@ def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         owner = host.nick_owner(mask)
         members = (owner,) if owner is not None and owner.registered else ()
     multi = "multi-prefix" in connection.caps
+    whox = None
+    if len(message.params) > 1 and message.params[1].startswith("%"):
+        whox = message.params[1][1:]
     for member in members:
         flags = ("G" if member.away is not None else "H") + (
             "*" if member.oper else "") + ("B" if member.bot else "")
         if room is not None:
             flags += room.prefix_of(member, multi)
-        reply.numeric("352", room.channel if room else "*", member.user,
-                      member.address, host.server_name, member.nick,
-                      flags, "0 " + member.realname)
+        channel = room.channel if room else "*"
+        if whox is None:
+            reply.numeric("352", channel, member.user, member.address,
+                          host.server_name, member.nick, flags,
+                          "0 " + member.realname)
+        else:
+            reply.numeric("354", *_whox_fields(host, whox, member, channel, flags))
     reply.numeric("315", mask, "End of /WHO list")
+
+
+def _whox_fields(host: Any, spec: str, member: Any, channel: str,
+                 flags: str) -> list[str]:
+    """The C{354} fields IRCv3 WHOX asks for (C{%tcuihsnfdlaor[,token]}),
+    always in that order; account C{0} (no accounts), op level C{n/a}."""
+    letters, _, token = spec.partition(",")
+    idle = max(0, host.now_ms() - member.last_active_ms) // 1000
+    values = {
+        "t": token if token.isascii() and token.isdigit() and len(token) <= 3
+        else "0",
+        "c": channel, "u": member.user, "i": member.address,
+        "h": member.address, "s": host.server_name, "n": member.nick,
+        "f": flags, "d": "0", "l": str(idle), "a": "0", "o": "n/a",
+        "r": member.realname,
+    }
+    fields = [values[letter] for letter in "tcuihsnfdlaor" if letter in letters]
+    # Only the last field may hold spaces or be empty.
+    return [f if f and " " not in f else "*" for f in fields[:-1]] + fields[-1:]
 
 
 def mode(host: Any, connection: Any, reply: Reply, message: Message) -> None:
