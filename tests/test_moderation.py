@@ -182,3 +182,37 @@ class ModerationTests(SynchronousTestCase):
         self.assertIn(":test.host 478 op #r m60 :Channel ban list is full",
                       lines(self.op))
         self.assertEqual(len(self.host.find_room("#r").bans), 60)
+
+
+class MoreModeTests(SynchronousTestCase):
+    """+C, invitations past +l, the invitation list."""
+
+    def setUp(self):
+        self.host = make_host(rooms=(), limits=OPEN)
+        self.op = FakeClient(self.host).register("op")
+        self.op.send("JOIN #r")
+        self.user = FakeClient(self.host).register("user").join("#r")
+        self.op.raw()
+
+    def test_no_ctcp(self):
+        self.op.send("MODE #r +C")
+        self.op.raw()
+        self.user.raw()
+        self.user.send("PRIVMSG #r :\x01ACTION waves\x01", "PRIVMSG #r :\x01PING 1\x01")
+        self.assertEqual(lines(self.user), [
+            ":test.host 404 user #r :Cannot send to channel"])
+        self.assertEqual([m.params[1] for m in self.op.messages()],
+                         ["\x01ACTION waves\x01"])
+
+    def test_invitation_passes_limit_and_is_listed(self):
+        self.op.send("MODE #r +l 2")
+        guest = FakeClient(self.host).register("guest")
+        self.op.send("INVITE guest #r")
+        guest.raw()
+        guest.send("INVITE")
+        self.assertEqual(lines(guest), [
+            ":test.host 336 guest #r", ":test.host 337 guest :End of /INVITE list"])
+        guest.send("JOIN #r", "INVITE")
+        self.assertEqual(guest.commands(), ["JOIN", "353", "366", "337"])
+        self.op.send("INVITE guest")
+        self.assertIn("461", self.op.commands())

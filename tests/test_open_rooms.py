@@ -89,7 +89,7 @@ class OpeningTests(SynchronousTestCase):
         client.send("NICK carol", "USER c 0 * :C")
         tokens = " ".join(" ".join(m.params) for m in client.messages()
                           if m.command == "005")
-        for token in ("CHANMODES=b,k,l,imnst", "PREFIX=(ov)@+", "CHANNELLEN=33"):
+        for token in ("CHANMODES=b,k,l,Cimnst", "PREFIX=(ov)@+", "CHANNELLEN=33"):
             self.assertIn(token, tokens)
 
 

@@ -71,7 +71,7 @@ COMMANDS: dict[str, Command] = {
     "WHO": Command(rooms.who),
     "MODE": Command(rooms.mode, 1),
     "KICK": Command(rooms.kick, 2),
-    "INVITE": Command(rooms.invite, 2),
+    "INVITE": Command(rooms.invite),
     "LIST": Command(rooms.list_rooms),
     # Users (users.py)
     "WHOIS": Command(users.whois, 1),

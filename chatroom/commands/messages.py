@@ -90,7 +90,8 @@ def _post_to_room(host: Any, connection: Any, reply: Reply, command: str,
         if not quiet:
             reply.numeric("403", channel, "No such channel")
         return
-    if not room.may_post(connection):
+    if not room.may_post(connection) or (
+            text is not None and room.refuses_ctcp(text)):
         if not quiet:
             reply.numeric("404", room.channel, "Cannot send to channel")
         return

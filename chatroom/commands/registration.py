@@ -42,13 +42,13 @@ def isupport_tokens(limits: Any) -> list[str]:
         "CASEMAPPING=ascii", "CHANTYPES=#",
         "CHANNELLEN=%d" % (limits.room_name_length + 1,),
         "NICKLEN=%d" % (NICKLEN,), "TOPICLEN=%d" % (TOPICLEN,),
-        "PREFIX=(ov)@+", "CHANMODES=b,k,l,imnst", "NETWORK=chatroom",
+        "PREFIX=(ov)@+", "CHANMODES=b,k,l,Cimnst", "NETWORK=chatroom",
         "MODES=%d" % (MAX_MODE_CHANGES,), "MAXLIST=b:%d" % (MAX_BANS,),
         "AWAYLEN=%d" % (AWAYLEN,), "KICKLEN=%d" % (TOPICLEN,),
         "CHANLIMIT=#:%d" % (limits.max_rooms,), "ELIST=CMNTU", "BOT=B",
         "STATUSMSG=@+", "MONITOR=%d" % (limits.monitor_entries,), "WHOX",
-        "TARGMAX=PRIVMSG:%d,NOTICE:%d,TAGMSG:%d,JOIN:,PART:" % (
-            TARGMAX, TARGMAX, TARGMAX),
+        "TARGMAX=PRIVMSG:%d,NOTICE:%d,TAGMSG:%d,JOIN:,PART:,KICK:%d,NAMES:,"
+        "WHOIS:5,MONITOR:" % (TARGMAX, TARGMAX, TARGMAX, TARGMAX),
         "CHATHISTORY=%d" % (limits.history_limit,),
         "MSGREFTYPES=msgid,timestamp", "UTF8ONLY", "LINELEN=%d" % (MAX_IRC_BYTES,),
     ]
@@ -171,7 +171,7 @@ def _welcome(host: Any, connection: Any, reply: Reply) -> None:
         name, __version__))
     reply.numeric("003", "This server was created %s" % (
         server_time(host.created_ms),))
-    reply.numeric("004", name, "chatroom-" + __version__, "Biow", "biklmnostv",
+    reply.numeric("004", name, "chatroom-" + __version__, "Biow", "Cbiklmnostv",
                   "bklov")
     send_isupport(host, reply)
     lusers(host, connection, reply, Message("LUSERS"))

@@ -438,7 +438,18 @@ def kick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 
 def invite(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """Invite a user into a room (operators only when it is C{+i})."""
+    """Invite a user into a room (operators only when it is C{+i}); with no
+    parameters, list the rooms this connection is invited to (C{336},
+    C{337})."""
+    if not message.params:
+        for room in sorted(host.rooms.values(), key=lambda room: room.key):
+            if connection in room.invited:
+                reply.numeric("336", room.channel)
+        reply.numeric("337", "End of /INVITE list")
+        return
+    if len(message.params) < 2:
+        reply.numeric("461", "INVITE", "Not enough parameters")
+        return
     nick, channel = message.params[:2]
     other = host.nick_owner(nick)
     if other is None or not other.registered:

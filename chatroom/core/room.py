@@ -154,9 +154,9 @@ class NotOperator(Exception):
 
 
 #: Room modes without a parameter that operators may set (RFC 2811 4.2):
-#: invite-only, moderated, no messages from outside, secret and topic
-#: lock.  Every room starts C{+n}.
-FLAG_MODES = frozenset("imnst")
+#: no CTCP but ACTION, invite-only, moderated, no messages from outside,
+#: secret and topic lock.  Every room starts C{+n}.
+FLAG_MODES = frozenset("Cimnst")
 #: Every room mode this host knows: the flags, C{n}, bans, the key, the
 #: member limit, operators and voice (C{CHANMODES=b,k,l,imnst},
 #: C{PREFIX=(ov)@+}).
@@ -347,9 +347,9 @@ class Room:
     def join_refusal(self, member: Any, key: str | None) -> str | None:
         """Why C{member} may not join, or C{None}: C{"full"} (C{+l}),
         C{"bad-key"}, C{"invite-only"} or C{"banned"}, checked in Ergo's
-        order.  An invitation lets a member past C{+i} and bans."""
+        order.  An invitation lets a member past C{+l}, C{+i} and bans."""
         invited = member in self.invited
-        if self.limit and len(self._members) >= self.limit:
+        if self.limit and len(self._members) >= self.limit and not invited:
             return "full"
         if self.channel_key and key != self.channel_key:
             return "bad-key"
@@ -358,6 +358,11 @@ class Room:
         if not invited and self.is_banned(member):
             return "banned"
         return None
+
+    def refuses_ctcp(self, text: str) -> bool:
+        """Whether C{+C} refuses C{text}: a CTCP other than C{ACTION}."""
+        return ("C" in self.modes and text.startswith("\x01")
+                and not text.startswith("\x01ACTION"))
 
     def may_post(self, member: Any) -> bool:
         """Whether C{member} may post: a member (or anyone when the room is
