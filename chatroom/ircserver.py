@@ -85,6 +85,8 @@ class IRCConnection(protocol.Protocol):
         self.bot = False
         #: The nicks it monitors (C{MONITOR}), folded to as given.
         self.monitoring: dict[str, str] = {}
+        #: Last-read times (C{MARKREAD}), folded target to milliseconds.
+        self.read_markers: dict[str, int] = {}
         #: Whether the connection runs over TLS (C{671} in C{WHOIS}).
         self.tls = False
         #: When it connected and when it last sent a message, in

@@ -44,6 +44,7 @@ class RegistrationTests(SynchronousTestCase):
         self.assertEqual(ls.params[:2], ("*", "LS"))
         self.assertEqual(set(ls.params[2].split()), {
             "batch", "draft/chathistory", "draft/event-playback", "echo-message",
+            "draft/read-marker",
             "labeled-response", "message-tags", "server-time", "away-notify",
             "cap-notify", "extended-join", "extended-monitor", "invite-notify",
             "multi-prefix",

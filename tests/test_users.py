@@ -371,3 +371,35 @@ class WhoxTests(SynchronousTestCase):
             ":test.host 354 other Cool",
             ":test.host 315 other cool :End of /WHO list",
         ])
+
+
+class ReadMarkerTests(SynchronousTestCase):
+    def setUp(self):
+        self.host = make_host(limits=NO_FLOOD)
+        self.alice = FakeClient(self.host).register("alice", ("draft/read-marker",))
+
+    def test_get_set_never_back(self):
+        self.alice.send("MARKREAD #lobby", "MARKREAD #lobby timestamp=2019-06-01T12:00:00.000Z",
+                        "MARKREAD #LOBBY timestamp=2019-01-01T00:00:00.000Z",
+                        "MARKREAD bob timestamp=2023-07-04T00:00:00.000Z")
+        self.assertEqual(lines(self.alice), [
+            ":test.host MARKREAD #lobby *",
+            ":test.host MARKREAD #lobby timestamp=2019-06-01T12:00:00.000Z",
+            ":test.host MARKREAD #LOBBY timestamp=2019-06-01T12:00:00.000Z",
+            ":test.host MARKREAD bob timestamp=2023-07-04T00:00:00.000Z",
+        ])
+
+    def test_errors(self):
+        self.alice.send("MARKREAD", "MARKREAD #lobby *", "MARKREAD #lobby timestamp=x")
+        self.assertEqual([m.params[:2] for m in self.alice.messages()],
+                         [("MARKREAD", "NEED_MORE_PARAMS"),
+                          ("MARKREAD", "INVALID_PARAMS"),
+                          ("MARKREAD", "INVALID_PARAMS")])
+
+    def test_sent_on_join_before_names_end(self):
+        self.alice.send("MARKREAD #lobby timestamp=2019-06-01T12:00:00.000Z")
+        self.alice.raw()
+        self.alice.send("JOIN #lobby")
+        got = self.alice.messages()
+        self.assertEqual([m.command for m in got], ["JOIN", "MARKREAD", "353", "366"])
+        self.assertEqual(got[1].params, ("#lobby", "timestamp=2019-06-01T12:00:00.000Z"))

@@ -81,6 +81,7 @@ COMMANDS: dict[str, Command] = {
     "AWAY": Command(users.away),
     "SETNAME": Command(users.setname, 1),
     "MONITOR": Command(users.monitor, 1),
+    "MARKREAD": Command(users.markread),
     # Messages (messages.py)
     "PRIVMSG": Command(messages.privmsg),
     "NOTICE": Command(messages.notice),

@@ -15,7 +15,8 @@ from chatroom.reply import Reply
 
 #: The capabilities this host offers (IRCv3 names).
 CAPABILITIES = ("away-notify", "batch", "cap-notify", "draft/chathistory",
-                "draft/event-playback", "echo-message", "extended-join",
+                "draft/event-playback", "draft/read-marker", "echo-message",
+                "extended-join",
                 "extended-monitor",
                 "invite-notify", "labeled-response", "message-tags",
                 "multi-prefix", "server-time", "setname",

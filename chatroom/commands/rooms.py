@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatroom.commands.registration import TARGMAX, TOPICLEN
+from chatroom.commands.users import read_marker
 from chatroom.core.ircline import Message
 from chatroom.core.names import casefold, valid_room_name
 from chatroom.core.room import (
@@ -95,6 +96,9 @@ def _show_room(host: Any, connection: Any, reply: Reply, room: Room):
     def show() -> None:
         if connection in room:
             send_topic(reply, room, on_join=True)
+            if "draft/read-marker" in connection.caps:
+                reply.send("MARKREAD", room.channel,
+                           read_marker(connection, room.channel))
             send_names(reply, connection, room)
     return show
 

@@ -11,7 +11,9 @@ import datetime
 from typing import Any
 
 from chatroom.commands.registration import AWAYLEN, REALNAMELEN
-from chatroom.core.ircline import Message
+from chatroom.core.errors import ParseError
+from chatroom.core.ircline import Message, parse_server_time, server_time
+from chatroom.core.names import casefold
 from chatroom.reply import Reply
 
 #: Nicks answered per C{WHOIS}, C{USERHOST} and C{ISON} (RFC 2812 asks
@@ -204,3 +206,46 @@ def _status(host: Any, reply: Reply, nick: str) -> None:
         reply.numeric("730", other.source)
     else:
         reply.numeric("731", nick)
+
+
+#: Read markers kept per connection (draft/read-marker); the oldest set
+#: is forgotten beyond this.
+MAX_READ_MARKERS = 1000
+
+
+def read_marker(connection: Any, target: str) -> str:
+    """The C{timestamp=...} of C{target}'s read marker, or C{*}."""
+    time_ms = connection.read_markers.get(casefold(target))
+    return "*" if time_ms is None else "timestamp=" + server_time(time_ms)
+
+
+def markread(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{MARKREAD target [timestamp=T]} (IRCv3 draft/read-marker): get or
+    advance the last-read time of a room or a nick; it never goes back.
+
+    There are no accounts, so markers belong to the connection and go
+    with it.
+    """
+    params = message.params
+    if not params or not params[0]:
+        reply.send("FAIL", "MARKREAD", "NEED_MORE_PARAMS", "Missing parameters")
+        return
+    target = params[0]
+    if len(params) > 1:
+        kind, _, value = params[1].partition("=")
+        try:
+            if kind != "timestamp":
+                raise ParseError(params[1])
+            time_ms = parse_server_time(value)
+        except ParseError:
+            reply.send("FAIL", "MARKREAD", "INVALID_PARAMS", target,
+                       "Use timestamp=YYYY-MM-DDThh:mm:ss.sssZ")
+            return
+        markers = connection.read_markers
+        folded = casefold(target)
+        if time_ms > markers.get(folded, -1):
+            markers.pop(folded, None)
+            markers[folded] = time_ms
+            if len(markers) > MAX_READ_MARKERS:
+                del markers[next(iter(markers))]
+    reply.send("MARKREAD", target, read_marker(connection, target))
