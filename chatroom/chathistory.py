@@ -18,6 +18,9 @@ from chatroom.core.ircline import ParseError, parse_server_time
 from chatroom.core.names import parse_msgid
 from chatroom.core.room import Event, Room
 
+#: The largest sequence number a reference may name (SQLite INTEGER).
+MAX_SEQ = 2 ** 63 - 2
+
 #: The subcommands that return events.
 SUBCOMMANDS = ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN")
 
@@ -52,11 +55,12 @@ def parse_request(params: tuple[str, ...], max_limit: int) -> HistoryRequest:
         raise HistoryRequestError("INVALID_PARAMS", sub or "*", "Unknown subcommand")
     if len(params) < (5 if sub == "BETWEEN" else 4):
         raise HistoryRequestError("INVALID_PARAMS", sub, "Not enough parameters")
-    try:
-        limit = int(params[-1])
-    except ValueError:
-        raise HistoryRequestError("INVALID_PARAMS", sub, params[-1],
-                                  "The limit must be a number") from None
+    text = params[-1]
+    if not (text.isascii() and text.isdigit()):
+        raise HistoryRequestError("INVALID_PARAMS", sub, text,
+                                  "The limit must be a whole number")
+    # A huge limit is capped below, never an error.
+    limit = int(text[:12])
     return HistoryRequest(sub, params[1], tuple(params[2:-1]),
                           max(0, min(limit, max_limit)))
 
@@ -73,6 +77,10 @@ def _position(store: Any, room: Room, text: str, after: bool) -> int:
         if parsed is None or parsed[0] != room.key:
             raise HistoryRequestError("INVALID_MSGREFTYPE", "*", text,
                                       "Unknown message id")
+        if parsed[1] > MAX_SEQ:
+            # Would not fit SQLite's 64-bit integers: no such event.
+            raise HistoryRequestError("INVALID_PARAMS", "*", text,
+                                      "No such message id")
         return parsed[1]
     if kind == "timestamp":
         try:
@@ -112,8 +120,9 @@ def select_events(store: Any, room: Room, request: HistoryRequest,
         return between(_position(store, room, refs[0], True), end, limit, False)
     if sub == "AROUND":
         middle = _position(store, room, refs[0], False)
-        older = between(0, middle, limit // 2 or 1, True)
-        # The referenced event itself, and what follows it.
+        # Half the limit before the referenced event; the event itself and
+        # what follows it after, so that a limit of 1 is the event alone.
+        older = between(0, middle, limit // 2, True) if limit > 1 else []
         return older + between(middle - 1, end, limit - len(older), False)
     first = _position(store, room, refs[0], True)
     second = _position(store, room, refs[1], False)

@@ -28,7 +28,7 @@ from chatroom.interfaces import IHistoryStore
 _log = Logger()
 
 #: The schema version this code writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Commands that are messages, as opposed to membership and topic events.
 MESSAGE_COMMANDS = ("PRIVMSG", "NOTICE")
@@ -122,6 +122,10 @@ class RoomRecord:
     modes: str = ""
     channel_key: str = ""
     created_ms: int = 0
+    #: The C{+l} member limit, 0 for none.
+    member_limit: int = 0
+    #: The C{+b} list: C{(mask, setter, time_ms)} each.
+    bans: tuple[tuple[str, str, int], ...] = ()
 
 
 @implementer(IHistoryStore)
@@ -217,14 +221,21 @@ class HistoryStore:
                  now_ms: int = 0) -> None:
         """Remember room C{key} (spelled C{name}); host it again if removed."""
         self._db.execute(
-            "INSERT INTO rooms (room, name, opened, created_ms) VALUES (?, ?, ?, ?)"
+            "INSERT INTO rooms (room, name, opened, created_ms, modes)"
+            " VALUES (?, ?, ?, ?, 'n')"
             " ON CONFLICT (room) DO UPDATE SET hosted = 1,"
             " opened = MAX(opened, excluded.opened)", (key, name, int(opened), now_ms))
 
-    def set_modes(self, key: str, modes: str, channel_key: str) -> None:
-        """Record room C{key}'s flag modes and C{+k} key."""
-        self._db.execute("UPDATE rooms SET modes = ?, channel_key = ? WHERE room = ?",
-                         (modes, channel_key, key))
+    def set_modes(self, key: str, modes: str, channel_key: str,
+                  member_limit: int = 0,
+                  bans: Sequence[tuple[str, str, int]] = ()) -> None:
+        """Record room C{key}'s flag modes, C{+k} key, C{+l} limit and
+        C{+b} list (C{(mask, setter, time_ms)} each)."""
+        self._db.execute(
+            "UPDATE rooms SET modes = ?, channel_key = ?, member_limit = ?,"
+            " bans = ? WHERE room = ?",
+            (modes, channel_key, member_limit, json.dumps([list(b) for b in bans]),
+             key))
 
     def remove_room(self, key: str) -> None:
         """Stop hosting room C{key}: its events go, but for the newest one,
@@ -232,8 +243,8 @@ class HistoryStore:
         db = self._db
         db.execute("BEGIN")
         try:
-            db.execute("UPDATE rooms SET hosted = 0, opened = 0, modes = '',"
-                       " channel_key = '', topic = '', topic_setter = '',"
+            db.execute("UPDATE rooms SET hosted = 0, opened = 0, modes = 'n',"
+                       " channel_key = '', member_limit = 0, bans = '[]', topic = '', topic_setter = '',"
                        " topic_time_ms = 0 WHERE room = ?", (key,))
             db.execute("DELETE FROM events WHERE room = ? AND seq < ?",
                        (key, self.last_seq(key)))
@@ -310,10 +321,13 @@ class HistoryStore:
         """What is stored about room C{key} besides its events."""
         row = self._db.execute(
             "SELECT topic, topic_setter, topic_time_ms, opened, modes, channel_key,"
-            " created_ms FROM rooms WHERE room = ?", (key,)).fetchone()
+            " created_ms, member_limit, bans FROM rooms WHERE room = ?",
+            (key,)).fetchone()
         if row is None:
             return RoomRecord()
-        return RoomRecord(Topic(*row[:3]), bool(row[3]), *row[4:])
+        bans = tuple((mask, setter, time_ms)
+                     for mask, setter, time_ms in json.loads(row[8]))
+        return RoomRecord(Topic(*row[:3]), bool(row[3]), *row[4:8], bans)
 
     def last_event_ms(self, key: str) -> int:
         """When room C{key} last had an event (0 when never)."""

@@ -14,15 +14,18 @@ turn whatever the number of events.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
+import secrets
 from typing import Any, Iterable
 
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatroom.core.ircline import format_line
 from chatroom.core.names import casefold
-from chatroom.core.room import POST_COMMANDS, Delivery, Event, Room
+from chatroom.core.room import POST_COMMANDS, Ban, Delivery, Event, Room
 from chatroom.core.tokenbucket import TokenBucket
 
 
@@ -63,6 +66,25 @@ class Limits:
     #: An opened room with no event for this long, and nobody in it, is
     #: removed.
     room_idle_seconds: float = 30 * 86400.0
+    #: Gone nicks remembered for C{WHOWAS}, newest first (Ergo keeps 100).
+    whowas_entries: int = 100
+    #: Nicks one connection may C{MONITOR} (C{MONITOR=} in ISUPPORT; Ergo's
+    #: default is 100).
+    monitor_entries: int = 100
+
+
+@attrs.frozen
+class GoneUser:
+    """Who used a nick that is gone (quit or renamed), for C{WHOWAS}.
+
+    @ivar time_ms: when it went, in milliseconds since the epoch.
+    """
+
+    nick: str
+    user: str
+    address: str
+    realname: str
+    time_ms: int
 
 
 def _is_loopback(address: str) -> bool:
@@ -94,14 +116,19 @@ class RoomHost:
     @param clock: an L{IReactorTime}; the flush runs at C{callLater(0)}.
     @param server_name: the name the host uses as prefix of its replies.
     @param rooms: the names of the rooms to host.
+    @param operators: server operators' names and passwords, for C{OPER}.
     """
 
     log = Logger()
 
     def __init__(self, store: Any, clock: Any, server_name: str,
                  rooms: Iterable[str], limits: Limits = Limits(),
-                 motd: Iterable[str] = (), observer: Any = None) -> None:
+                 motd: Iterable[str] = (), observer: Any = None,
+                 operators: dict[str, str] | None = None) -> None:
         self.store = store
+        #: Server operators' names and passwords (C{OPER}), from the
+        #: host's configuration.
+        self.operators = dict(operators or {})
         self.clock = clock
         self.server_name = server_name
         self.limits = limits
@@ -113,12 +140,23 @@ class RoomHost:
         #: room's members, changed only by the membership methods below.
         self._rooms_of: dict[Any, dict[str, Room]] = {}
         self.clients = 0
+        #: The most registered users there have been at once (C{265}).
+        self.most_users = 0
+        #: Who monitors each (folded) nick (IRCv3 MONITOR).
+        self._watchers: dict[str, set[Any]] = {}
+        #: Recently gone nicks, newest last (L{whowas}); bounded.
+        self._gone: collections.deque[GoneUser] = collections.deque(
+            maxlen=limits.whowas_entries)
         #: Every admitted connection (registered or not).
         self.connections: set[Any] = set()
         self._per_address: dict[str, int] = {}
         self._new_connections: dict[str, TokenBucket] = {}
         self._throttled: dict[str, float] = {}
         self._pending: list[Delivery] = []
+        # msgids of unnumbered messages: unique per host run, never of the
+        # ROOM:SEQ form (no colon).
+        self._msgid_prefix = "p" + secrets.token_hex(4) + "-"
+        self._msgids = 0
         self._flush_call: Any = None
         #: Counters an operator can read: refused input, dropped clients...
         self.counters: dict[str, int] = {}
@@ -145,7 +183,8 @@ class RoomHost:
             room = Room(name, next_seq=self.store.last_seq(key) + 1,
                         topic=record.topic, opened=record.opened,
                         modes=record.modes, channel_key=record.channel_key,
-                        created_ms=record.created_ms)
+                        created_ms=record.created_ms, limit=record.member_limit,
+                        bans=[Ban(*ban) for ban in record.bans])
             self.rooms[key] = room
         return room
 
@@ -167,7 +206,8 @@ class RoomHost:
     def save_modes(self, room: Room) -> None:
         """Record C{room}'s modes so they survive a restart."""
         self.store.set_modes(room.key, "".join(sorted(room.modes)),
-                             room.channel_key)
+                             room.channel_key, room.limit,
+                             [(b.mask, b.setter, b.time_ms) for b in room.bans])
 
     def remove_idle_rooms(self) -> list[Room]:
         """Stop hosting opened rooms that are empty and idle too long."""
@@ -191,6 +231,11 @@ class RoomHost:
         if not channel.startswith("#"):
             return None
         return self.rooms.get(casefold(channel[1:]))
+
+    def new_msgid(self) -> str:
+        """A C{msgid} for an event that has no sequence number."""
+        self._msgids += 1
+        return self._msgid_prefix + str(self._msgids)
 
     def count(self, name: str) -> None:
         """Add one to counter C{name}."""
@@ -274,6 +319,23 @@ class RoomHost:
         if old is not None and self.nicks.get(casefold(old)) is member:
             del self.nicks[casefold(old)]
         self.nicks[casefold(new)] = member
+        self.most_users = max(self.most_users, len(self.nicks))
+
+    def users(self) -> int:
+        """How many registered users the host has now."""
+        return len(self.nicks)
+
+    def _remember_gone(self, member: Any) -> None:
+        if member.nick is not None and member.user is not None:
+            self._gone.append(GoneUser(member.nick, member.user, member.address,
+                                       member.realname, self.now_ms()))
+
+    def whowas(self, nick: str, count: int) -> list[GoneUser]:
+        """Up to C{count} (0: all) remembered users of C{nick}, newest first."""
+        folded = casefold(nick)
+        found = [gone for gone in reversed(self._gone)
+                 if casefold(gone.nick) == folded]
+        return found[:count] if count > 0 else found
 
     # Membership: the one place where both sides change together
 
@@ -322,6 +384,9 @@ class RoomHost:
         """
         if member.nick is not None and self.nicks.get(casefold(member.nick)) is member:
             del self.nicks[casefold(member.nick)]
+            self._remember_gone(member)
+            self.tell_watchers(member, member.nick, online=False)
+        self.unwatch_all(member)
         told = {member}
         now = self.now_ms()
         for room in self._rooms_of.pop(member, {}).values():
@@ -372,9 +437,68 @@ class RoomHost:
             Event(room=None, seq=None, time_ms=self.now_ms(), command="NICK",
                   source=member.source, params=(new,)),
             self.shared_audience(member), origin=member)
+        self._remember_gone(member)
         self.claim_nick(member, member.nick, new)
         self.submit(delivery, reply)
         return delivery
+
+    # MONITOR (IRCv3): who is told when a nick comes and goes
+
+    def watch(self, member: Any, nick: str) -> bool:
+        """C{member} monitors C{nick}; C{False} when its list is full."""
+        folded = casefold(nick)
+        if folded in member.monitoring:
+            return True
+        if len(member.monitoring) >= self.limits.monitor_entries:
+            return False
+        member.monitoring[folded] = nick
+        self._watchers.setdefault(folded, set()).add(member)
+        return True
+
+    def unwatch(self, member: Any, nick: str) -> None:
+        """C{member} stops monitoring C{nick}."""
+        folded = casefold(nick)
+        if member.monitoring.pop(folded, None) is not None:
+            watchers = self._watchers[folded]
+            watchers.discard(member)
+            if not watchers:
+                del self._watchers[folded]
+
+    def unwatch_all(self, member: Any) -> None:
+        """C{member} monitors nothing any more (C{MONITOR C}, or it left)."""
+        for nick in list(getattr(member, "monitoring", {}).values()):
+            self.unwatch(member, nick)
+
+    def watchers(self, nick: str) -> set[Any]:
+        """The members monitoring C{nick}."""
+        return self._watchers.get(casefold(nick), set())
+
+    def tell_watchers(self, member: Any, nick: str, online: bool) -> None:
+        """C{nick} (used by C{member}) came online (C{730 :nick!user@host})
+        or went offline (C{731 :nick}): tell whoever monitors it."""
+        for watcher in self.watchers(nick):
+            watcher.deliver(format_line(
+                "730" if online else "731", watcher.nick or "*",
+                member.source if online else nick, prefix=self.server_name))
+
+    def tell_peers(self, member: Any, command: str, params: tuple[str, ...],
+                   cap: str, reply: Any = None) -> None:
+        """Send C{:member command params} to everyone who shares a room with
+        C{member} and negotiated C{cap} (C{AWAY} with C{away-notify},
+        C{SETNAME} with C{setname}), and to those monitoring it with
+        C{extended-monitor} and C{cap}; C{member} itself is not sent it."""
+        audience = tuple(other for other in self.shared_audience(member)
+                         if other is not member and cap in other.caps)
+        if member.nick is not None:
+            audience += tuple(
+                other for other in self.watchers(member.nick)
+                if other not in audience and other is not member
+                and cap in other.caps and "extended-monitor" in other.caps)
+        if audience:
+            self.submit(Delivery(
+                Event(room=None, seq=None, time_ms=self.now_ms(),
+                      command=command, source=member.source, params=params),
+                audience, origin=member), reply)
 
     def shared_audience(self, member: Any) -> tuple[Any, ...]:
         """Everyone who shares a room with C{member}, and C{member}."""
@@ -502,7 +626,7 @@ def _deliver_to_origin(run: list[Delivery], member: Any) -> None:
                 if lines:
                     member.deliver(b"".join(lines))
                     lines = []
-                delivery.reply.echo(line)
+                delivery.reply.echo(line, delivery)
                 continue
         lines.append(line)
     if lines:

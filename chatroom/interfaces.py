@@ -19,6 +19,12 @@ class IRoomMember(Interface):
         "Which formatting of events this member needs: a bit set of "
         "chatroom.core.room.MESSAGE_TAGS and chatroom.core.room.SERVER_TIME.")
     echo = Attribute("Whether the member wants its own messages back.")
+    caps = Attribute(
+        "The IRCv3 capabilities the member negotiated (a set of names); "
+        "the host sends AWAY and SETNAME only to members with the cap.")
+    monitoring = Attribute(
+        "The nicks the member monitors (IRCv3 MONITOR): a dict from the "
+        "folded nick to the nick as given; changed only by the host.")
 
     def deliver(data):
         """Queue C{data} (bytes, whole lines) for the member."""
@@ -49,8 +55,8 @@ class IHistoryStore(Interface):
     def room_record(key):
         """A room's stored topic, modes and whether a user opened it."""
 
-    def set_modes(key, modes, channel_key):
-        """Record a room's modes."""
+    def set_modes(key, modes, channel_key, member_limit=0, bans=()):
+        """Record a room's modes, key, member limit and ban list."""
 
     def opened_rooms():
         """Names of the hosted rooms that users opened."""

@@ -25,6 +25,7 @@ here.  The wire format is documented in C{docs/protocol-room.rst}.
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 from twisted.internet import defer, interfaces, protocol
@@ -42,7 +43,7 @@ from chatroom.core.ircline import (
     parse_line,
 )
 from chatroom.core.lifecycle import Deadlines, Due, Lifecycle, Phase
-from chatroom.core.room import MESSAGE_TAGS, SERVER_TIME
+from chatroom.core.room import EXTENDED_JOIN, MESSAGE_TAGS, SERVER_TIME
 from chatroom.core.tokenbucket import TokenBucket
 from chatroom.host import RoomHost
 from chatroom.interfaces import IRoomMember
@@ -75,6 +76,24 @@ class IRCConnection(protocol.Protocol):
         self.nick: str | None = None
         self.user: str | None = None
         self.realname = ""
+        #: The away message (C{AWAY}), C{None} when present.
+        self.away: str | None = None
+        #: Whether this connection gave an operator's credentials (C{OPER}).
+        self.oper = False
+        #: User mode C{+w}: it receives C{WALLOPS}.
+        self.wallops = False
+        #: User mode C{+B}: a bot (IRCv3 bot-mode).
+        self.bot = False
+        #: The nicks it monitors (C{MONITOR}), folded to as given.
+        self.monitoring: dict[str, str] = {}
+        #: Last-read times (C{MARKREAD}), folded target to milliseconds.
+        self.read_markers: dict[str, int] = {}
+        #: Whether the connection runs over TLS (C{671} in C{WHOIS}).
+        self.tls = False
+        #: When it connected and when it last sent a message, in
+        #: milliseconds since the epoch (C{317} in C{WHOIS}).
+        self.signon_ms = 0
+        self.last_active_ms = 0
         self.address = "unknown"
         self.source = "*"
         self.caps: frozenset[str] = frozenset()
@@ -93,6 +112,9 @@ class IRCConnection(protocol.Protocol):
         self._guard: LineGuard | None = None
         self._timer: Any = None
         self._batch_ids = 0
+        #: Replies not yet written, in the order of their commands
+        #: (L{chatroom.reply.Reply}).
+        self.replies: collections.deque[Any] = collections.deque()
         self._quit_reason = "Connection closed"
         self._lost_waiters: list[defer.Deferred[None]] = []
 
@@ -112,7 +134,8 @@ class IRCConnection(protocol.Protocol):
             self.transport.loseConnection()
             return
         limits = self.host.limits
-        tls = interfaces.ISSLTransport.providedBy(self.transport)
+        tls = self.tls = interfaces.ISSLTransport.providedBy(self.transport)
+        self.signon_ms = self.last_active_ms = self.host.now_ms()
         self.lifecycle = Lifecycle(
             Deadlines(limits.handshake_timeout, limits.registration_timeout,
                       limits.ping_after, limits.close_after, CLOSE_GRACE),
@@ -267,6 +290,8 @@ class IRCConnection(protocol.Protocol):
             variant |= MESSAGE_TAGS
         if "server-time" in caps:
             variant |= SERVER_TIME
+        if "extended-join" in caps:
+            variant |= EXTENDED_JOIN
         self.variant = variant
         self.echo = "echo-message" in caps
 

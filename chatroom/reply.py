@@ -35,15 +35,25 @@ class Reply:
     def __init__(self, connection: Any, label: str | None) -> None:
         self.connection = connection
         self.label = label
-        self._lines: list[bytes] = []
+        # Lines, and for each event the command caused a slot (a list)
+        # that receives its echo and follow-ups, so that the reply keeps
+        # the order in which the command did things.
+        self._lines: list[bytes | list[bytes]] = []
+        self._target = self._lines
+        self._slots: dict[Any, list[bytes]] = {}
         self._waiting: list[Any] = []
         self._after: list[tuple[Any, Callable[[], None]]] = []
         self._open = True
+        # Replies go out in the order of the commands: one that is done
+        # waits for the replies before it (a PONG must not overtake the
+        # names of a JOIN sent just before the PING).
+        self._queue = connection.replies
+        self._queue.append(self)
 
     def send(self, command: str, *params: str, prefix: str | None = None,
              tags: dict[str, str] | None = None) -> None:
         """Add one line, from the server unless C{prefix} says otherwise."""
-        self._lines.append(format_line(
+        self._target.append(format_line(
             command, *params, prefix=prefix or self.connection.host.server_name,
             tags=tags))
 
@@ -53,7 +63,7 @@ class Reply:
 
     def extend(self, lines: list[bytes]) -> None:
         """Add lines that are already formatted (a history batch)."""
-        self._lines.extend(lines)
+        self._target.extend(lines)
 
     # Events the command caused
 
@@ -61,6 +71,9 @@ class Reply:
         """C{delivery} was caused by this command: wait until it is stored."""
         delivery.reply = self
         self._waiting.append(delivery)
+        slot: list[bytes] = []
+        self._slots[delivery] = slot
+        self._lines.append(slot)
 
     def after(self, delivery: Any, follow_up: Callable[[], None]) -> None:
         """Run C{follow_up} once C{delivery} is stored and echoed (the topic
@@ -74,21 +87,26 @@ class Reply:
         go out at their place in the room's order."""
         return self.label is not None
 
-    def echo(self, line: bytes) -> None:
-        """The client's own copy of an event this labelled command caused."""
-        self._lines.append(line)
+    def echo(self, line: bytes, delivery: Any = None) -> None:
+        """The client's own copy of C{delivery}, an event this labelled
+        command caused; it takes the event's place in the reply."""
+        self._slots.get(delivery, self._target).append(line)
 
     def committed(self, delivery: Any, stored: bool = True) -> None:
         """The host stored (or, with C{stored=False}, could not store)
         C{delivery}; run its follow-ups and write the reply if it is done."""
         self._waiting.remove(delivery)
-        if not stored:
-            self.send("FAIL", delivery.event.command, "INTERNAL_ERROR",
-                      "Could not store the event; it was not delivered")
-        for item in [item for item in self._after if item[0] is delivery]:
-            self._after.remove(item)
-            if stored:
-                item[1]()
+        self._target = self._slots.pop(delivery, self._lines)
+        try:
+            if not stored:
+                self.send("FAIL", delivery.event.command, "INTERNAL_ERROR",
+                          "Could not store the event; it was not delivered")
+            for item in [item for item in self._after if item[0] is delivery]:
+                self._after.remove(item)
+                if stored:
+                    item[1]()
+        finally:
+            self._target = self._lines
         self._write_if_done()
 
     def close(self) -> None:
@@ -98,9 +116,22 @@ class Reply:
         self._write_if_done()
 
     def _write_if_done(self) -> None:
-        if self._open or self._waiting:
+        if self._open or self._waiting or self._queue[0] is not self:
             return
-        lines, self._lines = self._lines, []
+        self._queue.popleft()
+        self._write()
+        if self._queue:
+            self._queue[0]._write_if_done()
+
+    def _write(self) -> None:
+        lines: list[bytes] = []
+        for item in self._lines:
+            if isinstance(item, list):
+                lines.extend(item)
+            else:
+                lines.append(item)
+        self._lines = []
+        self._target = self._lines
         connection = self.connection
         if self.label is None:
             if lines:

@@ -278,7 +278,8 @@ class HostService(service.MultiService):
                  tls_endpoint: str | None = None,
                  handshakes: HandshakeLimits = HandshakeLimits(),
                  fanout: FanoutSettings | None = None,
-                 private: PrivateRooms | None = None) -> None:
+                 private: PrivateRooms | None = None,
+                 operators: dict[str, str] | None = None) -> None:
         super().__init__()
         self.tls_interface = tls_interface
         self.discovery = discovery
@@ -290,7 +291,7 @@ class HostService(service.MultiService):
         self.history_days = history_days
         name = server_name or identity.short_fingerprint + ".chatroom"
         self.host = RoomHost(store, reactor, name, rooms, limits, motd,
-                             observer=self)
+                             observer=self, operators=operators)
         self.fanout = fanout
         self.fanout_socket: FanoutSocket | None = None
         if fanout is not None:

@@ -72,6 +72,9 @@ class Options(usage.Options):
         ["server-name", None, None,
          "Name the host uses in its replies [default: FINGERPRINT.chatroom]."],
         ["motd-file", None, None, "A text file shown as message of the day."],
+        ["oper-file", None, None,
+         "Server operators for OPER: a file of 'name password' lines, "
+         "readable by its owner only (mode 0600)."],
         ["history-keep", None, 0,
          "Keep at most this many events per room (0: no limit).",
          _positive_int("--history-keep")],
@@ -251,6 +254,9 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--max-handshakes and --max-handshakes-per-address must be 1 "
                 "or more.")
+        self["operators"] = {}
+        if self["oper-file"]:
+            self["operators"] = read_operators(self["oper-file"])
 
     def discovery(self):
         """The L{DiscoverySettings} these options ask for, or C{None}."""
@@ -294,6 +300,38 @@ class Options(usage.Options):
                       max_per_address=self["max-per-address"],
                       flood_burst=self["flood-burst"],
                       flood_rate=self["flood-rate"])
+
+
+def read_operators(path: str) -> dict[str, str]:
+    """Server operators from C{path}: one C{name password} per line, blank
+    lines and C{#} comments ignored.
+
+    @raise usage.UsageError: the file cannot be read, others may read it
+        (it holds passwords, like the host key), or a line is malformed.
+    """
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise usage.UsageError("Cannot read the operator file %s: %s." % (
+            path, e)) from None
+    if mode & 0o077:
+        raise usage.UsageError(
+            "The operator file %s holds passwords but others may read it; "
+            "run: chmod 600 %s" % (path, path))
+    operators = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise usage.UsageError(
+                "%s line %d: write 'name password' (no spaces in either)."
+                % (path, number))
+        operators[fields[0]] = fields[1]
+    return operators
 
 
 def open_data_dir(path: str):

@@ -90,6 +90,8 @@ class FakeMember:
         self.source = "%s!~%s@fake" % (nick, nick)
         self.variant = variant
         self.echo = echo
+        self.caps = frozenset()
+        self.monitoring = {}
         self.received = []
         self.disconnected = None
 

@@ -145,8 +145,13 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual(version, SCHEMA_VERSION)
         self.assertEqual(store.last_seq("lobby"), 7)
         record = store.room_record("lobby")
-        self.assertEqual((record.topic.text, record.opened, record.modes), ("t", False, ""))
+        # Every room was +n before version 3 made it a mode.
+        self.assertEqual((record.topic.text, record.opened, record.modes), ("t", False, "n"))
+        self.assertEqual((record.member_limit, record.bans), (0, ()))
         self.assertEqual(store.rooms(), [("lobby", "Lobby")])
+        store.set_modes("lobby", "m", "", 3, [("x!*@*", "op!u@h", 9)])
+        record = store.room_record("lobby")
+        self.assertEqual((record.member_limit, record.bans), (3, (("x!*@*", "op!u@h", 9),)))
 
     def test_copy_kept_before_upgrade(self):
         """The version 1 file is copied next to the database, as it was,

@@ -156,6 +156,21 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(parse_line(line[:-2]),
                          Message("PRIVMSG", (*middle, trailing), tags=tags))
 
+    def test_never_longer_than_512(self):
+        """The last parameter is cut at a character boundary so that the
+        IRC part, CR LF included, is 512 bytes at most; tags do not count."""
+        line = format_line("PRIVMSG", "#a", "é" * 300, prefix="n!u@h",
+                           tags={"msgid": "x" * 100})
+        irc_part = line.split(b" ", 1)[1]
+        self.assertEqual(len(irc_part), 512)
+        self.assertEqual(parse_line(line[:-2]).params[1], "é" * 246)
+        odd = format_line("PRIVMSG", "#a", "é" * 300, prefix="nn!u@h")
+        self.assertEqual(len(odd), 511)  # half a character is not sent
+        odd.decode("utf-8")
+        exact = format_line("PRIVMSG", "#a", "x" * 499)
+        self.assertEqual(exact, b"PRIVMSG #a " + b"x" * 499 + b"\r\n")
+        self.assertEqual(format_line("PRIVMSG", "#a", "x" * 500), exact)
+
     @given(_tag_value)
     def test_escape_round_trip(self, value):
         self.assertEqual(unescape_tag_value(escape_tag_value(value)), value)
@@ -170,5 +185,6 @@ class ServerTimeTests(SynchronousTestCase):
                          1764000000123)
 
     def test_bad(self):
-        for value in ("yesterday", "2025-11-24T16:00:00", ""):
+        for value in ("yesterday", "2025-11-24T16:00:00", "",
+                      "2025-11-24T16:00:00.000+01:00Z"):
             self.assertRaises(ParseError, parse_server_time, value)

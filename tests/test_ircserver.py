@@ -28,7 +28,8 @@ class RegistrationTests(SynchronousTestCase):
         client.send("NICK alice", "USER alice 0 * :Alice A")
         messages = client.messages()
         self.assertEqual([m.command for m in messages],
-                         ["001", "002", "003", "004", "005", "005", "422"])
+                         ["001", "002", "003", "004", "005", "005", "251", "252",
+                          "253", "254", "255", "265", "266", "422"])
         self.assertEqual(messages[0].params[0], "alice")
         isupport = " ".join(" ".join(m.params) for m in messages if m.command == "005")
         for token in ("CHATHISTORY=100", "CASEMAPPING=ascii",
@@ -43,7 +44,11 @@ class RegistrationTests(SynchronousTestCase):
         self.assertEqual(ls.params[:2], ("*", "LS"))
         self.assertEqual(set(ls.params[2].split()), {
             "batch", "draft/chathistory", "draft/event-playback", "echo-message",
-            "labeled-response", "message-tags", "server-time"})
+            "draft/read-marker",
+            "labeled-response", "message-tags", "server-time", "away-notify",
+            "cap-notify", "extended-join", "extended-monitor", "invite-notify",
+            "multi-prefix",
+            "setname", "userhost-in-names"})
         client.send("NICK alice", "USER alice 0 * :A", "CAP REQ :echo-message batch")
         self.assertEqual(client.commands(), ["CAP"])
         self.assertFalse(client.protocol.registered)
@@ -288,7 +293,7 @@ class RoomTests(SynchronousTestCase):
     def test_who_names_mode(self):
         self.alice.join()
         self.alice.send("WHO #lobby", "NAMES #lobby", "MODE #lobby", "MODE #lobby b",
-                        "MODE alice", "MODE #lobby +i", "MODE #lobby +m")
+                        "MODE alice", "MODE #lobby +i", "MODE #lobby +q")
         self.assertEqual(self.alice.commands(),
                          ["352", "315", "353", "366", "324", "329", "368", "221", "482",
                           "472"])
@@ -302,6 +307,8 @@ class RoomTests(SynchronousTestCase):
         carol.raw()
         self.alice.send("@+typing=active;+odd=a\\sb\\ TAGMSG #lobby")
         (tagmsg,) = carol.messages()
+        msgid = tagmsg.tags.pop("msgid")
+        self.assertTrue(msgid.startswith("p"), msgid)
         self.assertEqual(tagmsg.tags, {"+typing": "active", "+odd": "a b"})
         self.assertEqual(self.bob.raw(), b"")
 

@@ -89,7 +89,7 @@ class OpeningTests(SynchronousTestCase):
         client.send("NICK carol", "USER c 0 * :C")
         tokens = " ".join(" ".join(m.params) for m in client.messages()
                           if m.command == "005")
-        for token in ("CHANMODES=,k,,int", "PREFIX=(o)@", "CHANNELLEN=33"):
+        for token in ("CHANMODES=b,k,l,Cimnst", "PREFIX=(ov)@+", "CHANNELLEN=33"):
             self.assertIn(token, tokens)
 
 
@@ -200,7 +200,7 @@ class PersistenceTests(SynchronousTestCase):
         host.observer = observer
         self.assertEqual(list(host.rooms), ["fun"])
         room = host.rooms["fun"]
-        self.assertEqual((room.topic.text, room.modes, room.next_seq), ("kept", {"t"}, 5))
+        self.assertEqual((room.topic.text, room.modes, room.next_seq), ("kept", {"n", "t"}, 5))
 
         closed = make_host(rooms=(), limits=Limits(), store=store)
         self.assertEqual(closed.rooms, {})

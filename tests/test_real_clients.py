@@ -4,7 +4,9 @@ Both run as real processes from Debian's packages (installed by .ci/run).
 Every step waits on what the host's other member, a bot, sees: the
 client's JOIN, its message, its automatic reply to a CTCP VERSION sent to
 the channel (which proves it received and parsed the channel line), and its
-QUIT.  Nothing here waits on a clock.
+QUIT; and that /whois, /list and /away get the numerics that end them
+(seen on the host's side of the client's connection) and that a ban set
+by an operator keeps the client out.  Nothing here waits on a clock.
 """
 
 import os
@@ -14,6 +16,7 @@ import subprocess
 from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import TestCase
 
+from chatroom.host import Limits
 from chatroom.identity import colon_hex
 
 from .running_host import RunningHostMixin
@@ -87,6 +90,71 @@ class RealClientMixin(RunningHostMixin):
         history = yield bot.history("#lobby", "LATEST", "*")
         self.assertIn("hello from a stock client", [m.params[1] for m in history
                                                     if m.command == "PRIVMSG"])
+
+
+    def watch_output(self):
+        """Tee what the host writes to the stock client's connection; return
+        C{wait(code)}, a Deferred firing when the host sends it numeric
+        C{code} (the answer the client's command expects)."""
+        (connection,) = [c for c in self.service.host.connections
+                         if c.nick == self.nick]
+        waiters = []
+        write = connection.write
+
+        def tee(data):
+            for line in data.split(b"\r\n"):
+                for code, waiter in list(waiters):
+                    if line.split(b" ")[1:2] == [code.encode()]:
+                        waiters.remove((code, waiter))
+                        waiter.callback(line.decode("utf-8"))
+            write(data)
+        connection.write = tee
+
+        def wait(code):
+            waiter = defer.Deferred()
+            waiters.append((code, waiter))
+            return waiter
+        return wait
+
+    @defer.inlineCallbacks
+    def test_whois_list_away_ban(self):
+        """/whois, /list and /away get their answers; a ban an operator
+        sets keeps the client out of the room."""
+        port = yield self.start_host(Limits(flood_rate=0, open_rooms=True))
+        bot, seen = yield self.connect(port, "bot")
+        yield bot.join("#lobby")
+        joined = bot.wait_for(lambda m: m.command == "JOIN" and _from(self.nick)(m))
+        self.start_client(port)
+        self.addCleanup(self.stop_client)
+        yield joined
+        wait = self.watch_output()
+
+        end = wait("318")
+        self.type_line("/whois bot")
+        self.assertIn(" bot ", (yield end))
+
+        end = wait("323")
+        listed = wait("322")
+        self.type_line("/list #lobby")
+        self.assertIn("#lobby 2", (yield listed))
+        yield end
+
+        marked = wait("306")
+        self.type_line("/away gone fishing")
+        yield marked
+        bot.send("WHOIS", self.nick)
+        away = yield bot.wait_for(lambda m: m.command == "301")
+        self.assertEqual(away.params[1:], (self.nick, "gone fishing"))
+
+        yield bot.join("#ops")  # bot opens it: its operator
+        banned = bot.wait_for(lambda m: m.command == "MODE")
+        bot.send("MODE", "#ops", "+b", self.nick)
+        yield banned
+        refused = wait("474")
+        self.type_line("/join #ops")
+        self.assertIn("#ops", (yield refused))
+        self.assertNotIn(self.nick, [m.nick for m in
+                                     self.service.host.find_room("#ops").members])
 
 
 class IrssiTests(RealClientMixin, TestCase):

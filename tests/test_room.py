@@ -3,6 +3,7 @@
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatroom.core.room import (
+    EXTENDED_JOIN,
     MESSAGE_TAGS,
     SERVER_TIME,
     NotAMember,
@@ -85,6 +86,19 @@ class RoomTests(SynchronousTestCase):
                          b"@msgid=lobby:8;+typing=done :alice!u@h PRIVMSG #Lobby"
                          b" :hi you\r\n")
         self.assertIs(event.line(MESSAGE_TAGS), event.line(MESSAGE_TAGS))
+
+    def test_extended_join_variant(self):
+        """extended-join is a variant bit: the JOIN line gains account and
+        real name, is made once per variant, and other events are alike."""
+        self.alice.realname = "Alice A"
+        event = self.room.join(self.alice, 1).event
+        self.assertEqual(event.line(0), b":alice!u@h JOIN #Lobby\r\n")
+        self.assertEqual(event.line(EXTENDED_JOIN),
+                         b":alice!u@h JOIN #Lobby * :Alice A\r\n")
+        self.assertIs(event.line(EXTENDED_JOIN | MESSAGE_TAGS),
+                      event.line(EXTENDED_JOIN | MESSAGE_TAGS))
+        post = self.room.post(self.alice, "PRIVMSG", "x", 2).event
+        self.assertEqual(post.line(EXTENDED_JOIN), post.line(0))
 
     def test_quit_params(self):
         self.room.join(self.alice, 1)

@@ -17,9 +17,17 @@ from typing import Any, Callable
 import attrs
 from twisted.logger import Logger
 
-from chatroom.commands import fanout, history, messages, registration, rooms
+from chatroom.commands import (
+    fanout,
+    history,
+    messages,
+    operators,
+    registration,
+    rooms,
+    users,
+)
 from chatroom.core.ircline import Message
-from chatroom.reply import Reply
+from chatroom.reply import MAX_LABEL_BYTES, Reply
 
 log = Logger()
 
@@ -55,6 +63,9 @@ COMMANDS: dict[str, Command] = {
     "PONG": Command(registration.pong, 0, before_registration=True),
     "QUIT": Command(registration.quit, 0, before_registration=True),
     "MOTD": Command(registration.motd),
+    "LUSERS": Command(registration.lusers),
+    "VERSION": Command(registration.version),
+    "TIME": Command(registration.time),
     # Rooms (rooms.py)
     "JOIN": Command(rooms.join, 1),
     "PART": Command(rooms.part, 1),
@@ -63,11 +74,29 @@ COMMANDS: dict[str, Command] = {
     "WHO": Command(rooms.who),
     "MODE": Command(rooms.mode, 1),
     "KICK": Command(rooms.kick, 2),
-    "INVITE": Command(rooms.invite, 2),
+    "INVITE": Command(rooms.invite),
+    "LIST": Command(rooms.list_rooms),
+    # Users (users.py)
+    "WHOIS": Command(users.whois, 1),
+    "WHOWAS": Command(users.whowas, 1),
+    "ISON": Command(users.ison, 1),
+    "USERHOST": Command(users.userhost, 1),
+    "AWAY": Command(users.away),
+    "SETNAME": Command(users.setname, 1),
+    "MONITOR": Command(users.monitor, 1),
+    "MARKREAD": Command(users.markread),
     # Messages (messages.py)
     "PRIVMSG": Command(messages.privmsg),
     "NOTICE": Command(messages.notice),
     "TAGMSG": Command(messages.tagmsg),
+    # Server operators (operators.py)
+    "OPER": Command(operators.oper, 2),
+    "KILL": Command(operators.kill, 1),
+    "WALLOPS": Command(operators.wallops, 1),
+    "INFO": Command(operators.info),
+    "HELP": Command(operators.help_),
+    "HELPOP": Command(operators.help_),
+    "LINKS": Command(operators.links),
     # History (history.py)
     "CHATHISTORY": Command(history.chathistory),
     # Multicast delivery (fanout.py)
@@ -81,6 +110,15 @@ def run(host: Any, connection: Any, message: Message) -> None:
     label = None
     if "labeled-response" in connection.caps:
         label = message.tags.get("label") or None
+    if label is not None and len(label.encode("utf-8")) > MAX_LABEL_BYTES:
+        # IRCv3 labeled-response: a label is at most 64 bytes.  The
+        # command is not run, so that its answer cannot go unlabelled.
+        host.count("labels-too-long")
+        refusal = Reply(connection, None)
+        refusal.send("FAIL", name, "INVALID_LABEL",
+                     "Labels are at most %d bytes" % (MAX_LABEL_BYTES,))
+        refusal.close()
+        return
     reply = Reply(connection, label)
     command = COMMANDS.get(name)
     if not connection.registered and (

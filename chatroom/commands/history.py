@@ -8,7 +8,6 @@ from typing import Any
 
 from chatroom.chathistory import HistoryRequestError, parse_request, select_events
 from chatroom.core.ircline import Message, format_line
-from chatroom.commands.rooms import visible
 from chatroom.core.room import Event
 from chatroom.reply import Reply
 
@@ -22,9 +21,10 @@ def chathistory(host: Any, connection: Any, reply: Reply, message: Message) -> N
     try:
         request = parse_request(params, host.limits.history_limit)
         room = host.find_room(request.channel)
-        if room is None or not visible(room, connection):
-            # A private room's history is its members' only; to others it
-            # does not exist (as Ergo answers for rooms one may not read).
+        if room is None or (connection not in room and (
+                room.is_secret or "i" in room.modes or room.channel_key)):
+            # A non-member gets nothing of a +i, +k, +s or private room: to
+            # it the room does not exist (as Ergo answers).
             raise HistoryRequestError("INVALID_TARGET", request.subcommand,
                                       request.channel, "No such channel")
         events = select_events(host.store, room, request,
@@ -49,7 +49,7 @@ def send_batch(host: Any, connection: Any, reply: Reply, kind: str,
     for event in events:
         tags = event.tags_for(variant)
         tags["batch"] = ref
-        lines.append(format_line(event.command, *event.params,
+        lines.append(format_line(event.command, *event.params_for(variant),
                                  prefix=event.source, tags=tags))
     lines.append(format_line("BATCH", "-" + ref, prefix=prefix))
     reply.extend(lines)

@@ -11,6 +11,7 @@ from typing import Any
 
 from chatroom.commands.registration import TARGMAX
 from chatroom.core.ircline import Message
+from chatroom.core.names import casefold
 from chatroom.core.room import Delivery, Event
 from chatroom.reply import Reply
 
@@ -26,16 +27,16 @@ def notice(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 
 def tagmsg(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """Relay client-only tags (typing notices...) to a room or user."""
-    if "message-tags" in connection.caps:
-        _post(host, connection, reply, message, quiet=True)
+    """Relay client-only tags (typing notices...) to a room or user; only
+    recipients that negotiated message-tags are sent it."""
+    _post(host, connection, reply, message, quiet="message-tags" not in connection.caps)
 
 
 def _post(host: Any, connection: Any, reply: Reply, message: Message,
           quiet: bool = False) -> None:
     command = message.command
     params = message.params
-    if not params:
+    if not params or not params[0]:
         if not quiet:
             reply.numeric("411", "No recipient given (%s)" % (command,))
         return
@@ -47,9 +48,33 @@ def _post(host: Any, connection: Any, reply: Reply, message: Message,
         return
     else:
         text = params[1]
-    client_tags = {k: v for k, v in message.tags.items() if k.startswith("+")}
-    for target in params[0].split(",")[:TARGMAX]:
-        if target.startswith("#"):
+    # Client-only tags are relayed only from a sender that negotiated
+    # message-tags (IRCv3 message-tags).
+    client_tags = {}
+    if "message-tags" in connection.caps:
+        client_tags = {k: v for k, v in message.tags.items() if k.startswith("+")}
+    if command == "TAGMSG" and "message-tags" not in connection.caps:
+        return
+    connection.last_active_ms = host.now_ms()
+    targets: list[str] = []
+    seen: set[str] = set()
+    for target in params[0].split(","):
+        folded = casefold(target)
+        if target and folded not in seen:
+            seen.add(folded)
+            targets.append(target)
+    for index, target in enumerate(targets):
+        if index >= TARGMAX:
+            # RFC 2812 407 ERR_TOOMANYTARGETS, once, for the first one
+            # beyond the limit (as Ergo).
+            if not quiet:
+                reply.numeric("407", target, "Too many targets; message not "
+                              "delivered to %s and later ones" % (target,))
+            break
+        if target[:1] in "@+" and target[1:2] == "#":
+            _post_to_status(host, connection, reply, command, target, text,
+                            client_tags, quiet)
+        elif target.startswith("#"):
             _post_to_room(host, connection, reply, command, target, text,
                           client_tags, quiet)
         else:
@@ -65,9 +90,10 @@ def _post_to_room(host: Any, connection: Any, reply: Reply, command: str,
         if not quiet:
             reply.numeric("403", channel, "No such channel")
         return
-    if connection not in room:
+    if not room.may_post(connection) or (
+            text is not None and room.refuses_ctcp(text)):
         if not quiet:
-            reply.numeric("404", channel, "Cannot send to channel")
+            reply.numeric("404", room.channel, "Cannot send to channel")
         return
     now = host.now_ms()
     if text is None:
@@ -75,11 +101,41 @@ def _post_to_room(host: Any, connection: Any, reply: Reply, command: str,
         delivery = Delivery(
             Event(room=None, seq=None, time_ms=now, command=command,
                   source=connection.source, params=(room.channel,),
-                  client_tags=client_tags),
+                  client_tags=client_tags, unsequenced_id=host.new_msgid(),
+                  bot=connection.bot),
             room.audience, origin=connection)
     else:
         delivery = room.post(connection, command, text, now, client_tags)
     host.submit(delivery, reply)
+
+
+def _post_to_status(host: Any, connection: Any, reply: Reply, command: str,
+                    target: str, text: str | None, client_tags: dict[str, str],
+                    quiet: bool) -> None:
+    """C{PRIVMSG @#room} (operators) or C{+#room} (voiced and operators):
+    relayed to those members only, not numbered, not stored
+    (C{STATUSMSG=@+})."""
+    room = host.find_room(target[1:])
+    if room is None:
+        if not quiet:
+            reply.numeric("403", target[1:], "No such channel")
+        return
+    if not room.may_post(connection):
+        if not quiet:
+            reply.numeric("404", room.channel, "Cannot send to channel")
+        return
+    audience = tuple(
+        member for member in room.members
+        if room.is_operator(member) or member is connection
+        or (target[0] == "+" and member in room.voiced))
+    if connection not in audience:
+        audience = (*audience, connection)
+    params = (target[0] + room.channel,) + (() if text is None else (text,))
+    host.submit(Delivery(
+        Event(room=None, seq=None, time_ms=host.now_ms(), command=command,
+              source=connection.source, params=params, client_tags=client_tags,
+              unsequenced_id=host.new_msgid(), bot=connection.bot),
+        audience, origin=connection), reply)
 
 
 def _post_to_user(host: Any, connection: Any, reply: Reply, command: str,
@@ -91,9 +147,19 @@ def _post_to_user(host: Any, connection: Any, reply: Reply, command: str,
             reply.numeric("401", nick, "No such nick/channel")
         return
     params = (other.nick,) if text is None else (other.nick, text)
-    audience = (other,) if other is connection else (other, connection)
-    # Private messages are relayed, not numbered and not stored.
-    host.submit(Delivery(
-        Event(room=None, seq=None, time_ms=host.now_ms(), command=command,
-              source=connection.source, params=params, client_tags=client_tags),
-        audience, origin=connection), reply)
+    # Private messages are relayed, not numbered and not stored; they
+    # carry a msgid all the same (IRCv3 message-ids).
+    event = Event(room=None, seq=None, time_ms=host.now_ms(), command=command,
+                  source=connection.source, params=params,
+                  client_tags=client_tags, unsequenced_id=host.new_msgid(),
+                  bot=connection.bot)
+    if other is connection:
+        # A message to oneself is delivered, and echoed too with
+        # echo-message (as Ergo).
+        host.submit(Delivery(event, (connection,)), reply)
+        if connection.echo:
+            host.submit(Delivery(event, (connection,), origin=connection), reply)
+    else:
+        host.submit(Delivery(event, (other, connection), origin=connection), reply)
+    if command == "PRIVMSG" and other.away is not None:
+        reply.numeric("301", other.nick, other.away)

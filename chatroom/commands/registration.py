@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Any
 
@@ -10,16 +11,27 @@ from chatroom import __version__
 from chatroom.core.ircline import MAX_IRC_BYTES, Message, server_time
 from chatroom.fanout import CAPABILITY as FANOUT_CAPABILITY
 from chatroom.fanout import REQUIRED_CAPABILITIES as FANOUT_REQUIRES
+from chatroom.core.names import casefold
+from chatroom.core.room import MAX_BANS, MAX_MODE_CHANGES
 from chatroom.reply import Reply
 
 #: The capabilities this host offers (IRCv3 names).
-CAPABILITIES = ("batch", "draft/chathistory", "draft/event-playback",
-                "echo-message", "labeled-response", "message-tags",
-                "server-time")
+CAPABILITIES = ("away-notify", "batch", "cap-notify", "draft/chathistory",
+                "draft/event-playback", "draft/read-marker", "echo-message",
+                "extended-join",
+                "extended-monitor",
+                "invite-notify", "labeled-response", "message-tags",
+                "multi-prefix", "server-time", "setname",
+                "userhost-in-names")
 
 NICKLEN = 30
 TOPICLEN = 390
 TARGMAX = 4
+#: Longest away message kept, in characters (C{AWAYLEN}, Ergo's default).
+AWAYLEN = 390
+#: Longest real name kept, in characters: a C{311} or C{352} with the
+#: longest nick, user, host and this name stays within 512 bytes.
+REALNAMELEN = 150
 
 # RFC 2812 2.3.1: nickname = ( letter / special ) *8( letter / digit /
 # special / "-" ); we allow NICKLEN characters.
@@ -33,9 +45,13 @@ def isupport_tokens(limits: Any) -> list[str]:
         "CASEMAPPING=ascii", "CHANTYPES=#",
         "CHANNELLEN=%d" % (limits.room_name_length + 1,),
         "NICKLEN=%d" % (NICKLEN,), "TOPICLEN=%d" % (TOPICLEN,),
-        "PREFIX=(o)@", "CHANMODES=,k,,int", "NETWORK=chatroom",
-        "TARGMAX=PRIVMSG:%d,NOTICE:%d,TAGMSG:%d,JOIN:,PART:" % (
-            TARGMAX, TARGMAX, TARGMAX),
+        "PREFIX=(ov)@+", "CHANMODES=b,k,l,Cimnst", "NETWORK=chatroom",
+        "MODES=%d" % (MAX_MODE_CHANGES,), "MAXLIST=b:%d" % (MAX_BANS,),
+        "AWAYLEN=%d" % (AWAYLEN,), "KICKLEN=%d" % (TOPICLEN,),
+        "CHANLIMIT=#:%d" % (limits.max_rooms,), "ELIST=CMNTU", "BOT=B",
+        "STATUSMSG=@+", "MONITOR=%d" % (limits.monitor_entries,), "WHOX",
+        "TARGMAX=PRIVMSG:%d,NOTICE:%d,TAGMSG:%d,JOIN:,PART:,KICK:%d,NAMES:,"
+        "WHOIS:5,MONITOR:" % (TARGMAX, TARGMAX, TARGMAX, TARGMAX),
         "CHATHISTORY=%d" % (limits.history_limit,),
         "MSGREFTYPES=msgid,timestamp", "UTF8ONLY", "LINELEN=%d" % (MAX_IRC_BYTES,),
     ]
@@ -71,7 +87,10 @@ def cap(host: Any, connection: Any, reply: Reply, message: Message) -> None:
                 caps.discard(name[1:])
             else:
                 caps.add(name)
-        if (all(c.lstrip("-") in offered for c in wanted)
+        # One unknown or malformed name (C{--batch}, C{batch=1}) and the
+        # whole request is refused (IRCv3 capability negotiation); so is
+        # fan-out without the capabilities it needs.
+        if (wanted and all(_cap_name(c) in offered for c in wanted)
                 and (FANOUT_CAPABILITY not in caps
                      or FANOUT_REQUIRES <= caps)):
             connection.set_caps(caps)
@@ -84,6 +103,11 @@ def cap(host: Any, connection: Any, reply: Reply, message: Message) -> None:
             try_register(host, connection, reply)
     else:
         reply.numeric("410", sub or "*", "Invalid CAP command")
+
+
+def _cap_name(text: str) -> str:
+    """The capability a C{CAP REQ} item names (C{-name} removes it)."""
+    return text[1:] if text.startswith("-") else text
 
 
 def nick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
@@ -106,15 +130,35 @@ def nick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         connection.nick = new
         try_register(host, connection, reply)
         return
+    old = connection.nick
     host.change_nick(connection, new, reply)
     connection.nick = new
     connection.update_source()
+    if casefold(old) != casefold(new):
+        host.tell_watchers(connection, old, online=False)
+        host.tell_watchers(connection, new, online=True)
+
+
+#: Longest user name kept, in characters, before the C{~} (Ergo's USERLEN).
+USERLEN = 10
 
 
 def user(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """Give the user name and real name."""
-    connection.user = "~" + message.params[0][:10]
-    connection.realname = message.params[3]
+    """Give the user name and real name.
+
+    An empty user name or real name gets C{461} (RFC 2812 3.1.3 needs
+    both).  Characters that would make the C{nick!user@host} ambiguous
+    (C{!}, C{@}) or that IRC cannot carry in a middle parameter are
+    dropped, as Ergo does; the real name is cut at L{REALNAMELEN}.
+    """
+    name = "".join(c for c in message.params[0]
+                   if c not in "!@*?,:" and c.isprintable() and not c.isspace())
+    realname = message.params[3][:REALNAMELEN]
+    if not message.params[0] or not realname:
+        reply.numeric("461", "USER", "Not enough parameters")
+        return
+    connection.user = "~" + (name[:USERLEN] or "user")
+    connection.realname = realname
     try_register(host, connection, reply)
 
 
@@ -136,12 +180,13 @@ def try_register(host: Any, connection: Any, reply: Reply) -> None:
     connection.update_source()
     connection.register()
     _welcome(host, connection, reply)
+    host.tell_watchers(connection, connection.nick, online=True)
     if rooms:
         # Imported here: the room commands import this module's limits.
         from chatroom.commands.rooms import show_room
         for room in rooms:
             reply.send("JOIN", room.channel, prefix=connection.source)
-            show_room(reply, room)
+            show_room(reply, connection, room)
             if host.fanout is not None:
                 host.fanout.member_joined(connection, room, reply)
 
@@ -165,12 +210,54 @@ def _welcome(host: Any, connection: Any, reply: Reply) -> None:
         name, __version__))
     reply.numeric("003", "This server was created %s" % (
         server_time(host.created_ms),))
-    reply.numeric("004", name, "chatroom-" + __version__, "i", "iknot", "ko")
+    reply.numeric("004", name, "chatroom-" + __version__, "Biow", "Cbiklmnostv",
+                  "bklov")
+    send_isupport(host, reply)
+    lusers(host, connection, reply, Message("LUSERS"))
+    motd(host, connection, reply, Message("MOTD"))
+
+
+def send_isupport(host: Any, reply: Reply) -> None:
+    """The C{005} lines, up to 12 tokens each."""
     tokens = isupport_tokens(host.limits)
     for start in range(0, len(tokens), 12):
         reply.numeric("005", *tokens[start:start + 12],
                       "are supported by this server")
-    motd(host, connection, reply, Message("MOTD"))
+
+
+def lusers(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{251}-C{255}, C{265}, C{266}: the host's users and rooms.
+
+    Every user is C{+i} here, so all count as invisible; there are no
+    server operators (C{252} says 0) and one server.
+    """
+    users = host.users()
+    unknown = len(host.connections) - users
+    reply.numeric("251", "There are 0 users and %d invisible on 1 servers" % (users,))
+    opers = sum(1 for c in host.connections if c.registered and c.oper)
+    reply.numeric("252", str(opers), "IRC Operators online")
+    reply.numeric("253", str(max(0, unknown)), "unregistered connections")
+    reply.numeric("254", str(len(host.rooms)), "channels formed")
+    reply.numeric("255", "I have %d clients and 0 servers" % (users,))
+    most = str(host.most_users)
+    reply.numeric("265", str(users), most,
+                  "Current local users %d, max %s" % (users, most))
+    reply.numeric("266", str(users), most,
+                  "Current global users %d, max %s" % (users, most))
+
+
+def version(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{351 version server :comments}, then the C{005} lines (as Ergo)."""
+    reply.numeric("351", "chatroom-" + __version__, host.server_name,
+                  "chatroom rooms over IRC")
+    send_isupport(host, reply)
+
+
+def time(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{391 server :time}, the host's clock in RFC 1123 form and UTC."""
+    stamp = datetime.datetime.fromtimestamp(host.now_ms() // 1000, datetime.UTC)
+    reply.numeric("391", host.server_name,
+                  stamp.strftime("%a, %d %b %Y %H:%M:%S UTC"))
 
 
 def motd(host: Any, connection: Any, reply: Reply, message: Message) -> None:

@@ -13,14 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 from chatroom.commands.registration import TARGMAX, TOPICLEN
+from chatroom.commands.users import read_marker
 from chatroom.core.ircline import Message
 from chatroom.core.names import casefold, fingerprint, valid_room_name
 from chatroom.core.room import (
+    Delivery,
+    Event,
     MissingModeParameter,
+    ModeChange,
     NotAMember,
     NotOperator,
     Room,
     UnknownMode,
+    mask_matches,
     parse_mode_changes,
 )
 from chatroom.core.tokenbucket import TokenBucket
@@ -61,7 +66,7 @@ def join(host: Any, connection: Any, reply: Reply, message: Message) -> None:
                 continue
         if connection in room:
             continue
-        refusal = room.join_refusal(connection.nick or "",
+        refusal = room.join_refusal(connection,
                                     keys[index] if index < len(keys) else None,
                                     connection.client_key, connection.password)
         if refusal == "not-allowed":
@@ -81,30 +86,47 @@ def join(host: Any, connection: Any, reply: Reply, message: Message) -> None:
             reply.numeric("475", room.channel,
                           "Cannot join channel (+k): wrong password")
             continue
-        if refusal == "invite-only":
-            reply.numeric("473", room.channel, "Cannot join channel (+i)")
-            continue
-        if refusal == "bad-key":
-            reply.numeric("475", room.channel, "Cannot join channel (+k)")
+        if refusal is not None:
+            code, letter = _JOIN_REFUSALS[refusal]
+            reply.numeric(code, room.channel, "Cannot join channel (+%s)" % (letter,))
             continue
         delivery = host.join(connection, room, reply)
         reply.after(delivery, _show_room(host, connection, reply, room))
+        if connection.away is not None:
+            # IRCv3 away-notify: members learn that the joiner is away.
+            audience = tuple(m for m in room.members if m is not connection
+                             and "away-notify" in m.caps)
+            if audience:
+                host.submit(Delivery(
+                    Event(room=None, seq=None, time_ms=host.now_ms(),
+                          command="AWAY", source=connection.source,
+                          params=(connection.away,)),
+                    audience), reply)
+
+
+#: The numeric and mode letter of each L{Room.join_refusal}.
+_JOIN_REFUSALS = {"full": ("471", "l"), "invite-only": ("473", "i"),
+                  "banned": ("474", "b"), "bad-key": ("475", "k")}
 
 
 def _show_room(host: Any, connection: Any, reply: Reply, room: Room):
     """The topic and names a joiner is sent after its C{JOIN}."""
     def show() -> None:
         if connection in room:
-            show_room(reply, room)
+            show_room(reply, connection, room)
             if host.fanout is not None:
                 host.fanout.member_joined(connection, room, reply)
     return show
 
 
-def show_room(reply: Reply, room: Room) -> None:
-    """What a member is told of a room it is now in: topic and names."""
+def show_room(reply: Reply, connection: Any, room: Room) -> None:
+    """What a member is told of a room it is now in: the topic, its read
+    marker (IRCv3 C{draft/read-marker}) and the names."""
     send_topic(reply, room, on_join=True)
-    send_names(reply, room)
+    if "draft/read-marker" in connection.caps:
+        reply.send("MARKREAD", room.channel,
+                   read_marker(connection, room.channel))
+    send_names(reply, connection, room)
 
 
 def _open_room(host: Any, connection: Any, reply: Reply,
@@ -148,38 +170,46 @@ def part(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 
 def names(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """List who is in a room."""
+    """List who is in a room; a secret room's members only to members."""
     if not message.params:
         reply.numeric("366", "*", "End of /NAMES list")
         return
     for channel in message.params[0].split(","):
         room = host.find_room(channel)
-        if room is None or not visible(room, connection):
+        if room is None or (room.is_secret and connection not in room):
             reply.numeric("366", channel, "End of /NAMES list")
         else:
-            send_names(reply, room)
+            send_names(reply, connection, room)
 
 
 def visible(room: Room, connection: Any) -> bool:
-    """Whether C{connection} may see who is in C{room} and what was said:
-    everyone for a public room, only members for a private one."""
-    return not room.private or connection in room
+    """Whether C{connection} may see who is in C{room}: everyone for a
+    public room, only members for a secret (C{+s}) or private one."""
+    return not room.is_secret or connection in room
 
 
-def send_names(reply: Reply, room: Room) -> None:
-    """C{353} lines of the room's members, then C{366}."""
-    nicks = [("@" if room.is_operator(m) else "") + m.nick for m in room.members]
+def send_names(reply: Reply, connection: Any, room: Room) -> None:
+    """C{353} lines of the room's members, then C{366}.
+
+    Prefixes as IRCv3 C{multi-prefix} asks, C{nick!user@host} with
+    C{userhost-in-names}.
+    """
+    multi = "multi-prefix" in connection.caps
+    full = "userhost-in-names" in connection.caps
+    names = [room.prefix_of(m, multi) + (m.source if full else m.nick)
+             for m in room.members]
+    kind = "@" if room.is_secret else "="
     # Keep each 353 line well inside 512 bytes.
     chunk: list[str] = []
     size = 0
-    for nick in nicks:
-        if size + len(nick) > 400:
-            reply.numeric("353", "=", room.channel, " ".join(chunk))
+    for name in names:
+        if size + len(name) > 400:
+            reply.numeric("353", kind, room.channel, " ".join(chunk))
             chunk, size = [], 0
-        chunk.append(nick)
-        size += len(nick) + 1
+        chunk.append(name)
+        size += len(name) + 1
     if chunk:
-        reply.numeric("353", "=", room.channel, " ".join(chunk))
+        reply.numeric("353", kind, room.channel, " ".join(chunk))
     reply.numeric("366", room.channel, "End of /NAMES list")
 
 
@@ -219,20 +249,64 @@ def topic(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 
 def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """List a room's members, or one user (basic C{352} replies)."""
+    """List a room's members, one user, or the users a mask matches
+    (basic C{352} replies, then C{315} with the mask as sent).
+
+    Flags: C{H} here or C{G} gone (away), then the room prefixes
+    (all of them with C{multi-prefix}).  A secret room's members are
+    listed only to its members.  Every user here is C{+i}, so a mask
+    (C{*}, C{al*}) matches only the asker and users sharing a room with
+    it; an exact nick is always answered (as Ergo).
+    """
     mask = message.params[0] if message.params else "*"
     room = host.find_room(mask)
     if room is not None:
-        members = room.members if visible(room, connection) else ()
+        members: tuple[Any, ...] = room.members
+        if room.is_secret and connection not in room:
+            members = ()
+    elif "*" in mask or "?" in mask:
+        members = tuple(
+            member for member in host.shared_audience(connection)
+            if mask_matches(mask, member.nick) or mask_matches(mask, member.source))
     else:
         owner = host.nick_owner(mask)
-        members = (owner,) if owner is not None else ()
+        members = (owner,) if owner is not None and owner.registered else ()
+    multi = "multi-prefix" in connection.caps
+    whox = None
+    if len(message.params) > 1 and message.params[1].startswith("%"):
+        whox = message.params[1][1:]
     for member in members:
-        flags = "H@" if room is not None and room.is_operator(member) else "H"
-        reply.numeric("352", room.channel if room else "*", member.user,
-                      member.address, host.server_name, member.nick,
-                      flags, "0 " + member.realname)
+        flags = ("G" if member.away is not None else "H") + (
+            "*" if member.oper else "") + ("B" if member.bot else "")
+        if room is not None:
+            flags += room.prefix_of(member, multi)
+        channel = room.channel if room else "*"
+        if whox is None:
+            reply.numeric("352", channel, member.user, member.address,
+                          host.server_name, member.nick, flags,
+                          "0 " + member.realname)
+        else:
+            reply.numeric("354", *_whox_fields(host, whox, member, channel, flags))
     reply.numeric("315", mask, "End of /WHO list")
+
+
+def _whox_fields(host: Any, spec: str, member: Any, channel: str,
+                 flags: str) -> list[str]:
+    """The C{354} fields IRCv3 WHOX asks for (C{%tcuihsnfdlaor[,token]}),
+    always in that order; account C{0} (no accounts), op level C{n/a}."""
+    letters, _, token = spec.partition(",")
+    idle = max(0, host.now_ms() - member.last_active_ms) // 1000
+    values = {
+        "t": token if token.isascii() and token.isdigit() and len(token) <= 3
+        else "0",
+        "c": channel, "u": member.user, "i": member.address,
+        "h": member.address, "s": host.server_name, "n": member.nick,
+        "f": flags, "d": "0", "l": str(idle), "a": "0", "o": "n/a",
+        "r": member.realname,
+    }
+    fields = [values[letter] for letter in "tcuihsnfdlaor" if letter in letters]
+    # Only the last field may hold spaces or be empty.
+    return [f if f and " " not in f else "*" for f in fields[:-1]] + fields[-1:]
 
 
 def mode(host: Any, connection: Any, reply: Reply, message: Message) -> None:
@@ -243,12 +317,52 @@ def mode(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         if room is not None:
             _room_mode(host, connection, reply, room, message.params[1:])
         return
-    if casefold(target) != casefold(connection.nick or ""):
+    if host.nick_owner(target) is None:
+        reply.numeric("401", target, "No such nick/channel")
+    elif casefold(target) != casefold(connection.nick or ""):
         reply.numeric("502", "Can't change mode for other users")
     elif len(message.params) == 1:
-        reply.numeric("221", "+i")
+        reply.numeric("221", user_modes(connection))
     else:
-        reply.send("MODE", connection.nick or "*", message.params[1],
+        _user_mode(connection, reply, message.params[1])
+
+
+def user_modes(connection: Any) -> str:
+    """The user's modes for C{221}: C{+i} always (nobody is listed to
+    strangers), C{w} for C{WALLOPS}, C{o} for a server operator."""
+    return "+" + ("B" if connection.bot else "") + "i" + (
+        "o" if connection.oper else "") + ("w" if connection.wallops else "")
+
+
+def _user_mode(connection: Any, reply: Reply, changes: str) -> None:
+    """C{MODE nick +w-o}: C{w} may be set and cleared, C{o} only cleared
+    (C{OPER} sets it), C{i} is always on; others get C{501}."""
+    adding = True
+    applied = ""
+    sign = ""
+    unknown = False
+    for letter in changes:
+        if letter in "+-":
+            adding = letter == "+"
+            continue
+        if letter == "w" and connection.wallops != adding:
+            connection.wallops = adding
+        elif letter == "B" and connection.bot != adding:
+            connection.bot = adding
+        elif letter == "o" and not adding and connection.oper:
+            connection.oper = False
+        else:
+            unknown = unknown or letter not in "Biwo"
+            continue
+        wanted = "+" if adding else "-"
+        if wanted != sign:
+            applied += wanted
+            sign = wanted
+        applied += letter
+    if unknown:
+        reply.numeric("501", "Unknown MODE flag")
+    if applied:
+        reply.send("MODE", connection.nick or "*", applied,
                    prefix=connection.source)
 
 
@@ -258,9 +372,9 @@ def _room_mode(host: Any, connection: Any, reply: Reply, room: Room,
         reply.numeric("324", room.channel, *room.mode_string(connection in room))
         reply.numeric("329", room.channel, str(room.created_ms // 1000))
         return
-    if params[0] in ("b", "+b", "e", "+e", "I", "+I"):
+    if params[0] in ("e", "+e", "I", "+I"):
         # List queries: this host keeps no such lists.
-        reply.numeric({"b": "368", "e": "349", "I": "347"}[params[0][-1]],
+        reply.numeric({"e": "349", "I": "347"}[params[0][-1]],
                       room.channel, "End of list")
         return
     try:
@@ -271,18 +385,76 @@ def _room_mode(host: Any, connection: Any, reply: Reply, room: Room,
     except MissingModeParameter:
         reply.numeric("461", "MODE", "Not enough parameters")
         return
+    if any(c.mode == "b" and c.param is None for c in changes):
+        send_bans(reply, room)
+    changes = [c for c in changes if c.mode != "b" or c.param is not None]
+    if not changes:
+        return
+    valid = []
+    for change in changes:
+        problem = _invalid_parameter(change)
+        if problem is None:
+            valid.append(change)
+        else:
+            # The parameter is echoed only when it is one harmless word;
+            # keys never (as Ergo).
+            shown = change.param or "*"
+            if change.mode == "k" or " " in shown or len(shown) > 50:
+                shown = "*"
+            reply.numeric("696", room.channel, change.mode, shown, problem)
+    refused: list[ModeChange] = []
     try:
-        delivery = room.change_modes(connection, changes, host.now_ms())
+        delivery = room.change_modes(connection, valid, host.now_ms(), refused)
     except (NotAMember, NotOperator) as error:
         refuse(reply, room, error)
         return
-    for change in changes:
-        if change.mode == "o" and room.member_named(change.param or "") is None:
-            reply.numeric("441", change.param or "*", room.channel,
-                          "They aren't on that channel")
+    for change in refused:
+        reply.numeric("478", room.channel, change.param or "*",
+                      "Channel ban list is full")
+    for change in valid:
+        if change.mode in "ov" and room.member_named(change.param or "") is None:
+            nick = change.param or "*"
+            if host.nick_owner(nick) is None:
+                reply.numeric("401", nick, "No such nick/channel")
+            else:
+                reply.numeric("441", nick, room.channel,
+                              "They aren't on that channel")
     if delivery is not None:
         host.save_modes(room)
         host.submit(delivery, reply)
+
+
+#: Longest room key, in characters (Ergo's limit).
+KEYLEN = 23
+
+
+def _invalid_parameter(change: ModeChange) -> str | None:
+    """Why a mode's parameter is refused (C{696 ERR_INVALIDMODEPARAM}),
+    or C{None}: a key must be 1 to L{KEYLEN} characters without a space
+    or a comma (it travels in C{JOIN #a key,key}); a limit a positive
+    whole number."""
+    if not change.adding or change.param is None:
+        return None
+    if change.mode == "k":
+        key = change.param
+        if not key or " " in key or "," in key or len(key) > KEYLEN:
+            return "Invalid key: 1 to %d characters, no space or comma" % (KEYLEN,)
+    elif change.mode == "l":
+        value = change.param
+        if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 2 ** 31:
+            return "Invalid limit: a positive whole number"
+    elif change.mode == "b":
+        if " " in change.param or not change.param or len(change.param) > 200:
+            return "Invalid ban mask"
+    return None
+
+
+def send_bans(reply: Reply, room: Room) -> None:
+    """C{367} per ban (mask, setter, set time in seconds), then C{368}."""
+    for ban in room.bans:
+        reply.numeric("367", room.channel, ban.mask, ban.setter,
+                      str(ban.time_ms // 1000))
+    reply.numeric("368", room.channel, "End of channel ban list")
 
 
 def kick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
@@ -290,7 +462,8 @@ def kick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     room = room_or_403(host, reply, message.params[0])
     if room is None:
         return
-    reason = message.params[2] if len(message.params) > 2 else connection.nick or ""
+    reason = (message.params[2] if len(message.params) > 2
+              else connection.nick or "")[:TOPICLEN]
     for nick in message.params[1].split(",")[:TARGMAX]:
         target = room.member_named(nick)
         if target is None:
@@ -304,7 +477,18 @@ def kick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 
 def invite(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """Invite a user into a room (operators only when it is C{+i})."""
+    """Invite a user into a room (operators only when it is C{+i}); with no
+    parameters, list the rooms this connection is invited to (C{336},
+    C{337})."""
+    if not message.params:
+        for room in sorted(host.rooms.values(), key=lambda room: room.key):
+            if connection in room.invited:
+                reply.numeric("336", room.channel)
+        reply.numeric("337", "End of /INVITE list")
+        return
+    if len(message.params) < 2:
+        reply.numeric("461", "INVITE", "Not enough parameters")
+        return
     nick, channel = message.params[:2]
     other = host.nick_owner(nick)
     if other is None or not other.registered:
@@ -317,9 +501,74 @@ def invite(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         reply.numeric("443", other.nick, room.channel, "is already on channel")
         return
     try:
-        room.invite(connection, other.nick)
+        room.invite(connection, other)
     except (NotAMember, NotOperator) as error:
         refuse(reply, room, error)
         return
     reply.numeric("341", other.nick, room.channel)
+    if other.away is not None:
+        reply.numeric("301", other.nick, other.away)
     other.send("INVITE", other.nick, room.channel, prefix=connection.source)
+    # IRCv3 invite-notify: members who may see invitations (everyone, or
+    # only operators in a +i room, as Ergo) are told too.
+    audience = tuple(
+        member for member in room.members
+        if member is not connection and "invite-notify" in member.caps
+        and ("i" not in room.modes or room.is_operator(member)))
+    if audience:
+        host.submit(Delivery(
+            Event(room=None, seq=None, time_ms=host.now_ms(), command="INVITE",
+                  source=connection.source, params=(other.nick, room.channel)),
+            audience), reply)
+
+
+def list_rooms(host: Any, connection: Any, reply: Reply, message: Message) -> None:
+    """C{LIST [terms]}: C{321}, C{322 #room members :topic} per room, C{323}.
+
+    Secret (C{+s}) rooms are listed only to their members.  Terms, comma
+    separated (C{ELIST=CMNTU}): C{#a} a room; C{#a*} a mask, C{!#a*} not
+    matching it; C{>N}, C{<N} more or fewer members; C{C>N}, C{C<N}
+    created more or less than N minutes ago; C{T>N}, C{T<N} the same for
+    the topic.  Named rooms are listed if they exist; every other term
+    must hold.
+    """
+    rooms = sorted(host.rooms.values(), key=lambda room: room.key)
+    now = host.now_ms()
+    terms = message.params[0].split(",") if message.params else []
+    named = {casefold(t) for t in terms
+             if t.startswith("#") and "*" not in t and "?" not in t}
+    if named:
+        rooms = [room for room in rooms if casefold(room.channel) in named]
+    for term in terms:
+        if casefold(term) not in named:
+            rooms = [room for room in rooms if _list_term(term, room, now)]
+    reply.numeric("321", "Channel", "Users  Name")
+    for room in rooms:
+        if room.is_secret and connection not in room:
+            continue
+        reply.numeric("322", room.channel, str(len(room)), room.topic.text)
+    reply.numeric("323", "End of /LIST")
+
+
+def _list_term(term: str, room: Room, now_ms: int) -> bool:
+    """Whether C{room} passes one C{LIST} term (an unknown term passes)."""
+    def number(text: str) -> int | None:
+        return int(text) if text.isascii() and text.isdigit() else None
+
+    if term.startswith("!"):
+        return not mask_matches(term[1:], room.channel)
+    if "*" in term or "?" in term:
+        return mask_matches(term, room.channel)
+    if term.startswith("#"):
+        return casefold(term) == casefold(room.channel)
+    if term[:1] in "<>" and number(term[1:]) is not None:
+        limit = number(term[1:]) or 0
+        return len(room) > limit if term[0] == ">" else len(room) < limit
+    if term[:1] in "CT" and term[1:2] in "<>" and number(term[2:]) is not None:
+        when = room.created_ms if term[0] == "C" else room.topic.time_ms
+        if term[0] == "T" and not room.topic.text:
+            return False
+        minutes = (now_ms - when) / 60000.0
+        limit = number(term[2:]) or 0
+        return minutes > limit if term[1] == ">" else minutes < limit
+    return True

@@ -221,10 +221,14 @@ def format_line(command: str, *params: str, prefix: str | None = None,
 
 def format_text(command: str, *params: str, prefix: str | None = None,
                 tags: dict[str, str] | None = None) -> str:
-    """Like L{format_line}, returning text rather than bytes."""
+    """Like L{format_line}, returning text rather than bytes.
+
+    The IRC part (tags left out) never exceeds L{MAX_IRC_BYTES} with its
+    CR LF: a longer last parameter (a topic, a message, a real name that
+    users wrote) is cut at a UTF-8 character boundary, so that no line a
+    host formats is longer than the C{LINELEN} it advertises.
+    """
     parts = []
-    if tags:
-        parts.append(format_tags(tags))
     if prefix:
         parts.append(":" + prefix)
     parts.append(command)
@@ -234,7 +238,17 @@ def format_text(command: str, *params: str, prefix: str | None = None,
         if not last or " " in last or last.startswith(":"):
             last = ":" + last
         parts.append(last)
-    return " ".join(parts) + "\r\n"
+    text = " ".join(parts)
+    size = len(text.encode("utf-8")) + 2
+    if size > MAX_IRC_BYTES and params:
+        over = size - MAX_IRC_BYTES
+        raw = parts[-1].encode("utf-8")
+        keep = max(1, len(raw) - over)
+        parts[-1] = raw[:keep].decode("utf-8", "ignore")
+        text = " ".join(parts)
+    if tags:
+        text = format_tags(tags) + " " + text
+    return text + "\r\n"
 
 
 def server_time(time_ms: int) -> str:
@@ -251,8 +265,11 @@ def parse_server_time(value: str) -> int:
     try:
         if not value.endswith("Z"):
             raise ValueError(value)
-        stamp = datetime.datetime.fromisoformat(value[:-1]).replace(
-            tzinfo=datetime.UTC)
+        stamp = datetime.datetime.fromisoformat(value[:-1])
+        if stamp.tzinfo is not None:
+            # Both an offset and Z: ambiguous, refused.
+            raise ValueError(value)
+        stamp = stamp.replace(tzinfo=datetime.UTC)
     except ValueError:
         raise ParseError("not an IRCv3 timestamp: %r" % (value,)) from None
     return round(stamp.timestamp() * 1000)

@@ -10,7 +10,8 @@ audience current when it happened; nothing per member is done per event.
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from typing import Any, Iterable
 
 import attrs
 
@@ -21,8 +22,11 @@ from chatroom.core.names import casefold, fingerprint, make_msgid
 MESSAGE_TAGS = 1
 #: Bit of L{IRoomMember.variant}: the member negotiated C{server-time}.
 SERVER_TIME = 2
+#: Bit of L{IRoomMember.variant}: the member negotiated C{extended-join}
+#: (C{JOIN #room account :realname}, account C{*}: no accounts here).
+EXTENDED_JOIN = 4
 #: All variants, for formatting caches.
-VARIANTS = 4
+VARIANTS = 8
 
 #: Commands whose copy goes back to the sender only with C{echo-message}.
 POST_COMMANDS = frozenset({"PRIVMSG", "NOTICE", "TAGMSG"})
@@ -44,6 +48,12 @@ class Event:
     @ivar source: the C{nick!user@host} of whoever caused it.
     @ivar params: the IRC parameters, the channel first where there is one.
     @ivar client_tags: client-only tags (C{+typing} ...) to relay.
+    @ivar unsequenced_id: the C{msgid} of an event without a sequence
+        number (a private message, a C{TAGMSG}), or C{None}.
+    @ivar realname: the joiner's real name, for C{JOIN} lines to members
+        with C{extended-join}; not stored.
+    @ivar bot: whether the source is a bot (user mode C{+B}): members with
+        C{message-tags} see a C{bot} tag (IRCv3 bot-mode); not stored.
     """
 
     room: str | None
@@ -53,6 +63,9 @@ class Event:
     source: str
     params: tuple[str, ...]
     client_tags: dict[str, str] = attrs.field(factory=dict)
+    unsequenced_id: str | None = None
+    realname: str | None = None
+    bot: bool = False
     # The formatted line per variant, filled on first use: a cache, not
     # state, so the event stays what it was when it happened.
     _lines: list[bytes | None] = attrs.field(
@@ -62,7 +75,7 @@ class Event:
     def msgid(self) -> str | None:
         """The IRCv3 C{msgid} tag value, carrying the sequence number."""
         if self.seq is None or self.room is None:
-            return None
+            return self.unsequenced_id
         return make_msgid(self.room, self.seq)
 
     def tags_for(self, variant: int) -> dict[str, str]:
@@ -74,8 +87,18 @@ class Event:
             msgid = self.msgid
             if msgid is not None:
                 tags["msgid"] = msgid
+            if self.bot:
+                tags["bot"] = ""
             tags.update(self.client_tags)
         return tags
+
+    def params_for(self, variant: int) -> tuple[str, ...]:
+        """The parameters a member of C{variant} is shown: a C{JOIN} gains
+        account (C{*}) and real name with C{extended-join}, when known."""
+        if (self.command == "JOIN" and variant & EXTENDED_JOIN
+                and self.realname is not None):
+            return (*self.params, "*", self.realname)
+        return self.params
 
     def line(self, variant: int) -> bytes:
         """The event as a line for members of C{variant}, formatted once."""
@@ -86,7 +109,7 @@ class Event:
                 # message-tags are not sent it at all.
                 cached = b""
             else:
-                cached = format_line(self.command, *self.params,
+                cached = format_line(self.command, *self.params_for(variant),
                                      prefix=self.source,
                                      tags=self.tags_for(variant))
             self._lines[variant] = cached
@@ -153,16 +176,27 @@ class NotOperator(Exception):
 
 
 #: Room modes without a parameter that operators may set (RFC 2811 4.2):
-#: invite-only and topic lock.  C{+n} (no messages from outside) is always
-#: on: only members may post.
-FLAG_MODES = frozenset("it")
-#: Every room mode this host knows: the flags, C{n}, the key, operators.
-KNOWN_MODES = FLAG_MODES | {"n", "k", "o"}
+#: no CTCP but ACTION, invite-only, moderated, no messages from outside,
+#: secret and topic lock.  Every room starts C{+n}.
+FLAG_MODES = frozenset("Cimnst")
+#: Every room mode this host knows: the flags, C{n}, bans, the key, the
+#: member limit, operators and voice (C{CHANMODES=b,k,l,imnst},
+#: C{PREFIX=(ov)@+}).
+KNOWN_MODES = FLAG_MODES | {"b", "k", "l", "o", "v"}
+#: Mode changes with a parameter applied per C{MODE} command (C{MODES=}
+#: in ISUPPORT; Ergo's default); further ones are ignored.
+MAX_MODE_CHANGES = 4
+#: Most masks in a room's ban list (C{MAXLIST=b:60}, Ergo's default);
+#: more are refused with C{478}.
+MAX_BANS = 60
 
 
 @attrs.frozen
 class ModeChange:
-    """One change of a room mode: C{+i}, C{-k}, C{+o nick}..."""
+    """One change of a room mode: C{+i}, C{-k}, C{+o nick}...
+
+    C{+b} or C{b} without a mask asks for the ban list.
+    """
 
     adding: bool
     mode: str
@@ -170,6 +204,15 @@ class ModeChange:
 
     def __str__(self) -> str:
         return ("+" if self.adding else "-") + self.mode
+
+
+@attrs.frozen
+class Ban:
+    """One entry of a room's ban list: the mask, who set it and when."""
+
+    mask: str
+    setter: str
+    time_ms: int
 
 
 class UnknownMode(ValueError):
@@ -181,15 +224,18 @@ class MissingModeParameter(ValueError):
 
 
 def parse_mode_changes(modes: str, params: tuple[str, ...]) -> list[ModeChange]:
-    """Read C{+it-k}, C{+k secret}, C{+o-o alice bob} into changes.
+    """Read C{+it-k}, C{+k secret}, C{+o-o alice bob}, C{+b mask} into changes.
+
+    At most L{MAX_MODE_CHANGES} changes with a parameter are kept.
 
     @raise UnknownMode: for a letter outside L{KNOWN_MODES}.
-    @raise MissingModeParameter: when C{+k}, C{+o} or C{-o} lacks its
-        parameter.
+    @raise MissingModeParameter: when C{+k}, C{+l}, C{+o}, C{-o}, C{+v} or
+        C{-v} lacks its parameter.
     """
     changes = []
     adding = True
     remaining = list(params)
+    with_param = 0
     for letter in modes:
         if letter in "+-":
             adding = letter == "+"
@@ -197,12 +243,57 @@ def parse_mode_changes(modes: str, params: tuple[str, ...]) -> list[ModeChange]:
         if letter not in KNOWN_MODES:
             raise UnknownMode(letter)
         param = None
-        if letter == "o" or (letter == "k" and adding):
+        if letter in "ov" or (letter in "kl" and adding):
             if not remaining:
                 raise MissingModeParameter(letter)
             param = remaining.pop(0)
+        elif letter == "b" and remaining:
+            param = remaining.pop(0)
+        if param is not None:
+            with_param += 1
+            if with_param > MAX_MODE_CHANGES:
+                continue
         changes.append(ModeChange(adding, letter, param))
     return changes
+
+
+def normalise_mask(mask: str) -> str:
+    """A ban mask in full C{nick!user@host} form: C{bob} is C{bob!*@*},
+    C{*@host} is C{*!*@host} (as Ergo and most servers do)."""
+    if "!" not in mask and "@" not in mask:
+        return mask + "!*@*"
+    if "!" not in mask:
+        return "*!" + mask
+    if "@" not in mask:
+        return mask + "@*"
+    return mask
+
+
+def mask_matches(mask: str, source: str) -> bool:
+    """Whether C{source} (C{nick!user@host}) matches C{mask}, where C{*}
+    is any run of characters and C{?} one character, case-insensitively."""
+    pattern = casefold(mask)
+    text = casefold(source)
+    # Iterative wildcard match: linear in practice, no backtracking blowup.
+    p = t = 0
+    star = -1
+    mark = 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] in ("?", text[t]):
+            p += 1
+            t += 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark = p, t
+            p += 1
+        elif star != -1:
+            p = star + 1
+            mark += 1
+            t = mark
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
 
 
 class Room:
@@ -215,8 +306,9 @@ class Room:
 
     def __init__(self, name: str, next_seq: int = 1,
                  topic: Topic | None = None, opened: bool = False,
-                 modes: str = "", channel_key: str = "",
-                 created_ms: int = 0) -> None:
+                 modes: str = "n", channel_key: str = "",
+                 created_ms: int = 0, limit: int = 0,
+                 bans: Iterable[Ban] = ()) -> None:
         self.key = casefold(name)
         self.channel = "#" + name
         self.next_seq = next_seq
@@ -229,8 +321,14 @@ class Room:
         #: Who may join, when the room is private (C{--private}); C{None}
         #: for a public room.
         self.access: RoomAccess | None = None
+        #: The member limit (C{+l}), 0 for none.
+        self.limit = limit
+        self.bans: list[Ban] = list(bans)
+        # Grants belong to connections, never to nicks that someone else
+        # may take later; a member that goes away takes its grants along.
         self.operators: set[Any] = set()
-        self.invited: set[str] = set()
+        self.voiced: set[Any] = set()
+        self.invited: weakref.WeakSet[Any] = weakref.WeakSet()
         self._members: dict[Any, None] = {}
         #: Members who take the room's events by multicast (fan-out), not
         #: over their own connection.
@@ -282,12 +380,13 @@ class Room:
 
     def _event(self, command: str, member: Any, params: tuple[str, ...],
                now_ms: int, client_tags: dict[str, str] | None = None,
-               audience: tuple[Any, ...] | None = None) -> Delivery:
+               audience: tuple[Any, ...] | None = None,
+               realname: str | None = None, bot: bool = False) -> Delivery:
         seq = self.next_seq
         self.next_seq = seq + 1
         event = Event(room=self.key, seq=seq, time_ms=now_ms, command=command,
                       source=member.source, params=params,
-                      client_tags=client_tags or {})
+                      client_tags=client_tags or {}, realname=realname, bot=bot)
         return Delivery(event, self.audience if audience is None else audience,
                         origin=member)
 
@@ -297,28 +396,69 @@ class Room:
         then see neither its members nor its history."""
         return self.access is not None
 
-    def join_refusal(self, nick: str, key: str | None,
+    @property
+    def is_secret(self) -> bool:
+        """Whether the room is C{+s} or private: left out of C{LIST},
+        C{NAMES} and C{WHOIS} for non-members."""
+        return "s" in self.modes or self.access is not None
+
+    def is_banned(self, member: Any) -> bool:
+        """Whether C{member}'s C{nick!user@host} matches a ban mask."""
+        return any(mask_matches(ban.mask, member.source) for ban in self.bans)
+
+    def join_refusal(self, member: Any, key: str | None,
                      client_key: bytes | None = None,
                      password: str | None = None) -> str | None:
-        """Why C{nick} may not join, or C{None}.
+        """Why C{member} may not join, or C{None}.
+
+        A private room first: C{"not-allowed"} (no key on its list and no
+        right password) or C{"bad-password"} (a password was given and is
+        wrong).  Then, in Ergo's order, C{"full"} (C{+l}), C{"bad-key"},
+        C{"invite-only"} or C{"banned"}; an invitation lets a member past
+        C{+l}, C{+i} and bans.
 
         @param key: the channel key given with C{JOIN}.
         @param client_key: the raw key of the client's TLS certificate.
         @param password: what the client gave with C{PASS}.
-        @return: C{"not-allowed"} (a private room: no key on its list and
-            no right password; C{"bad-password"} when a password was given
-            and is wrong), C{"invite-only"}, C{"bad-key"}, or C{None}.
         """
         access = self.access
         if access is not None:
             given = key if key is not None else password
             if not access.admits(client_key, given):
                 return "bad-password" if given else "not-allowed"
-        if "i" in self.modes and casefold(nick) not in self.invited:
-            return "invite-only"
+        invited = member in self.invited
+        if self.limit and len(self._members) >= self.limit and not invited:
+            return "full"
         if self.channel_key and key != self.channel_key:
             return "bad-key"
+        if "i" in self.modes and not invited:
+            return "invite-only"
+        if not invited and self.is_banned(member):
+            return "banned"
         return None
+
+    def refuses_ctcp(self, text: str) -> bool:
+        """Whether C{+C} refuses C{text}: a CTCP other than C{ACTION}."""
+        return ("C" in self.modes and text.startswith("\x01")
+                and not text.startswith("\x01ACTION"))
+
+    def may_post(self, member: Any) -> bool:
+        """Whether C{member} may post: a member (or anyone when the room is
+        C{-n}), and when the room is moderated (C{+m}) or it is banned,
+        voiced or an operator."""
+        if member not in self._members:
+            return "n" not in self.modes and "m" not in self.modes \
+                and not self.is_banned(member)
+        if member in self.operators or member in self.voiced:
+            return True
+        return "m" not in self.modes and not self.is_banned(member)
+
+    def prefix_of(self, member: Any, multi: bool) -> str:
+        """C{@}, C{+}, C{@+} or nothing before a member's nick; all its
+        prefixes with IRCv3 C{multi-prefix}, else the highest."""
+        prefix = ("@" if member in self.operators else "") + (
+            "+" if member in self.voiced else "")
+        return prefix if multi else prefix[:1]
 
     def join(self, member: Any, now_ms: int) -> Delivery:
         """Add C{member}; the join event goes to everyone, the joiner too.
@@ -328,10 +468,11 @@ class Room:
         """
         if self.opened and not self._members:
             self.operators.add(member)
-        self.invited.discard(casefold(member.nick))
+        self.invited.discard(member)
         self._members[member] = None
         self._changed()
-        return self._event("JOIN", member, (self.channel,), now_ms)
+        return self._event("JOIN", member, (self.channel,), now_ms,
+                           realname=getattr(member, "realname", ""))
 
     def replace(self, old: Any, new: Any) -> None:
         """C{new} takes C{old}'s place (and operator status) in the room,
@@ -342,9 +483,12 @@ class Room:
         if old not in self._members:
             raise NotAMember(old)
         self._members = {new if m is old else m: None for m in self._members}
-        if old in self.operators:
-            self.operators.discard(old)
-            self.operators.add(new)
+        # The same client keeps what it was granted: operator status, voice
+        # and an invitation it has not used yet.
+        for grants in (self.operators, self.voiced, self.invited):
+            if old in grants:
+                grants.discard(old)
+                grants.add(new)
         self._multicast.discard(old)
         self._changed()
 
@@ -363,6 +507,7 @@ class Room:
             audience = audience + (member,)
         del self._members[member]
         self.operators.discard(member)
+        self.voiced.discard(member)
         self._changed()
         return audience
 
@@ -385,14 +530,20 @@ class Room:
 
     def post(self, member: Any, command: str, text: str, now_ms: int,
              client_tags: dict[str, str] | None = None) -> Delivery:
-        """A message or notice from C{member} to the room.
+        """A message or notice from C{member} to the room; from outside
+        only when the room is C{-n} (the sender then is sent it too, for
+        its echo).
 
-        @raise NotAMember: if C{member} is not in the room.
+        @raise NotAMember: if C{member} is not in the room and it is C{+n}.
         """
+        audience = None
         if member not in self._members:
-            raise NotAMember(member)
+            if "n" in self.modes:
+                raise NotAMember(member)
+            audience = (*self.audience, member)
         return self._event(command, member, (self.channel, text), now_ms,
-                           client_tags=client_tags)
+                           client_tags=client_tags, audience=audience,
+                           bot=getattr(member, "bot", False))
 
     def set_topic(self, member: Any, text: str, now_ms: int) -> Delivery:
         """Change the topic.
@@ -438,8 +589,8 @@ class Room:
         return self._event("KICK", member, (self.channel, target.nick, reason),
                            now_ms, audience=audience)
 
-    def invite(self, member: Any, nick: str) -> None:
-        """C{member} invites C{nick}; in a C{+i} room only operators may.
+    def invite(self, member: Any, other: Any) -> None:
+        """C{member} invites C{other}; in a C{+i} room only operators may.
 
         @raise NotAMember: if C{member} is not in the room.
         @raise NotOperator: if the room is C{+i} and C{member} is no operator.
@@ -448,14 +599,17 @@ class Room:
             raise NotAMember(member)
         if "i" in self.modes and member not in self.operators:
             raise NotOperator(member)
-        self.invited.add(casefold(nick))
+        self.invited.add(other)
 
     def change_modes(self, member: Any, changes: list[ModeChange],
-                     now_ms: int) -> Delivery | None:
+                     now_ms: int,
+                     refused: list[ModeChange] | None = None) -> Delivery | None:
         """Operator C{member} applies C{changes}; the event shows what changed.
 
         Changes that change nothing (C{+i} on a C{+i} room, C{+o} of someone
-        not in the room) are left out; C{None} when nothing is left.
+        not in the room, a ban already listed) are left out; C{None} when
+        nothing is left.  A C{+b} beyond L{MAX_BANS} is added to C{refused}.
+        Ban list queries (C{b} without a mask) are the caller's.
 
         @raise NotOperator: if C{member} is not an operator.
         @raise NotAMember: if C{member} is not in the room.
@@ -463,26 +617,53 @@ class Room:
         self._require_operator(member)
         applied: list[ModeChange] = []
         for change in changes:
-            if change.mode == "n":
-                continue  # always on
-            if change.mode in FLAG_MODES:
-                if (change.mode in self.modes) == change.adding:
+            mode, adding = change.mode, change.adding
+            if mode == "b" and change.param is None:
+                continue  # a list query
+            if mode in FLAG_MODES:
+                if (mode in self.modes) == adding:
                     continue
-                (self.modes.add if change.adding else self.modes.discard)(change.mode)
-            elif change.mode == "k":
-                if change.adding:
+                (self.modes.add if adding else self.modes.discard)(mode)
+            elif mode == "k":
+                if adding:
                     self.channel_key = change.param or ""
                 elif not self.channel_key:
                     continue
                 else:
                     self.channel_key = ""
                     change = ModeChange(False, "k", "*")
-            elif change.mode == "o":
-                target = self.member_named(change.param or "")
-                if target is None or (target in self.operators) == change.adding:
+            elif mode == "l":
+                if adding:
+                    self.limit = int(change.param or "0")
+                elif not self.limit:
                     continue
-                (self.operators.add if change.adding else self.operators.discard)(target)
-                change = ModeChange(change.adding, "o", target.nick)
+                else:
+                    self.limit = 0
+            elif mode == "b":
+                mask = normalise_mask(change.param or "")
+                known = [ban for ban in self.bans
+                         if casefold(ban.mask) == casefold(mask)]
+                if adding:
+                    if known:
+                        continue
+                    if len(self.bans) >= MAX_BANS:
+                        if refused is not None:
+                            refused.append(change)
+                        continue
+                    self.bans.append(Ban(mask, member.source, now_ms))
+                else:
+                    if not known:
+                        continue
+                    self.bans.remove(known[0])
+                    mask = known[0].mask
+                change = ModeChange(adding, "b", mask)
+            elif mode in "ov":
+                grants = self.operators if mode == "o" else self.voiced
+                target = self.member_named(change.param or "")
+                if target is None or (target in grants) == adding:
+                    continue
+                (grants.add if adding else grants.discard)(target)
+                change = ModeChange(adding, mode, target.nick)
             applied.append(change)
         if not applied:
             return None
@@ -497,8 +678,14 @@ class Room:
         return self._event("MODE", member, (self.channel, text, *params), now_ms)
 
     def mode_string(self, show_key: bool) -> tuple[str, ...]:
-        """The room's modes for C{324}: C{("+int",)} or C{("+ik", key)}."""
-        letters = "".join(sorted(self.modes | {"n"}))
+        """The room's modes for C{324}: C{("+int",)}, C{("+iklnt", key,
+        "10")}; the key is C{*} unless C{show_key}."""
+        letters = "".join(sorted(self.modes))
+        params: list[str] = []
         if self.channel_key:
-            return ("+" + letters + "k", self.channel_key if show_key else "*")
-        return ("+" + letters,)
+            letters += "k"
+            params.append(self.channel_key if show_key else "*")
+        if self.limit:
+            letters += "l"
+            params.append(str(self.limit))
+        return ("+" + letters, *params)
