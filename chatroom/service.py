@@ -383,7 +383,7 @@ class HostService(service.MultiService):
         self.host.remove_idle_rooms()
         self.prune()
 
-    def _hosted(self, room) -> HostedRoom:
+    def announced_as(self, room) -> HostedRoom:
         """How C{room} is announced: its name, and whether it offers
         multicast delivery."""
         return HostedRoom(room.channel[1:], private=room.private,
@@ -415,7 +415,7 @@ class HostService(service.MultiService):
     def room_opened(self, room) -> None:
         """A user opened C{room}: announce it at once."""
         if self.announcer is not None:
-            self.announcer.add_room(self._hosted(room))
+            self.announcer.add_room(self.announced_as(room))
 
     def room_removed(self, room) -> None:
         """An opened room went idle and is gone: say goodbye for it."""
@@ -493,7 +493,7 @@ class HostService(service.MultiService):
             self.reactor, settings.group, settings.port, settings.interface,
             self.identity.private_key,
             ReservedCounter(self.store, "announcement"),
-            [self._hosted(room) for room in self.host.rooms.values()], addresses,
+            [self.announced_as(room) for room in self.host.rooms.values()], addresses,
             ttl=settings.ttl)
         DiscoveryService(self.reactor, self.announcer).setServiceParent(self)
         self.log.info("Announcing {rooms} room(s) on {interface} to {group} port {port}",

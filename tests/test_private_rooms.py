@@ -82,6 +82,16 @@ class PrivateRoomTests(SynchronousTestCase):
         self.assertEqual(messages[3].params[1], "INVALID_TARGET")
         self.assertNotIn("alice", str(messages))
 
+    def test_hidden_from_list_and_whois(self):
+        """LIST leaves the room out and WHOIS does not name it, for
+        non-members; a member sees both."""
+        stranger = self.client().register("eve")
+        stranger.send("LIST", "WHOIS alice")
+        text = str(stranger.messages())
+        self.assertNotIn("#lobby", text)
+        self.member.send("LIST")
+        self.assertIn("#lobby", str(self.member.messages()))
+
     def test_members_see_everything(self):
         self.member.send("NAMES #lobby", "CHATHISTORY LATEST #lobby * 10")
         text = str(self.member.messages())
@@ -130,6 +140,20 @@ class AllowFileTests(SynchronousTestCase):
         service.reload_access()
         self.assertEqual(room.access.allowed, {FINGERPRINT})
         self.flushLoggedErrors()
+
+
+class AnnouncementTests(SynchronousTestCase):
+    """The announcement of a private room sets the private flag."""
+
+    def test_private_flag(self):
+        store = HistoryStore(":memory:")
+        self.addCleanup(store.close)
+        service = HostService(reactor, HostIdentity.generate(), store, ["lobby"],
+                              tls_port=None,
+                              private=PrivateRooms("pw", frozenset(), None))
+        (hosted,) = [service.announced_as(room) for room in service.host.rooms.values()]
+        self.assertTrue(hosted.private)
+        self.assertFalse(hosted.multicast_delivery)
 
 
 class OptionsTests(SynchronousTestCase):
