@@ -86,6 +86,16 @@ class FanoutSocket(DatagramProtocol):
         d.addCallback(lambda _: transport.setLoopbackMode(True))
         d.addCallbacks(lambda _: self.ready.callback(None), self.ready.errback)
 
+    def listen(self, reactor: Any) -> Any:
+        """Bind the socket on the fan-out interface (any free port) and set
+        it up (L{startProtocol}: outgoing interface, TTL, loopback).
+
+        @return: the listening port.
+        @raise CannotListenError: the interface address is not this
+            machine's.
+        """
+        return reactor.listenMulticast(0, self, interface=self.interface)
+
     def send(self, data: bytes) -> None:
         """Send one datagram to the group; a failure is counted, not raised."""
         if self.transport is None:

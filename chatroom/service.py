@@ -448,8 +448,7 @@ class HostService(service.MultiService):
         settings = self.fanout
         assert settings is not None and self.fanout_socket is not None
         try:
-            self._fanout_port = self.reactor.listenMulticast(
-                0, self.fanout_socket, interface=settings.interface)
+            self._fanout_port = self.fanout_socket.listen(self.reactor)
         except CannotListenError as e:
             raise SystemExit(
                 "chatroom: cannot send fan-out datagrams from %s (%s); give "

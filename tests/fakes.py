@@ -100,3 +100,16 @@ class FakeMember:
 
     def disconnect(self, reason):
         self.disconnected = reason
+
+
+class FakeGroupSender:
+    """Catches what a host sends to the fan-out group."""
+
+    group = "239.255.67.70"
+    port = 47668
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, data):
+        self.sent.append(data)

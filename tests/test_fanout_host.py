@@ -18,22 +18,10 @@ from chatroom.core.fanout_sender import REPAIR_WINDOW
 from chatroom.fanout import CAPABILITY, HostFanout
 from chatroom.host import Limits
 
-from .fakes import FakeClient, make_host
+from .fakes import FakeClient, FakeGroupSender, make_host
 
 TAKERS = ("message-tags", "server-time", "echo-message", CAPABILITY)
 
-
-class FakeSocket:
-    """Catches what the host sends to the group."""
-
-    group = "239.255.67.70"
-    port = 47668
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, data):
-        self.sent.append(data)
 
 
 class HostFanoutTests(SynchronousTestCase):
@@ -42,7 +30,7 @@ class HostFanoutTests(SynchronousTestCase):
         self.host = make_host(limits=Limits(flood_rate=0))
         self.key = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
         self.q = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.socket = FakeSocket()
+        self.socket = FakeGroupSender()
         counter = iter(range(1, 1000))
         self.host.fanout = HostFanout(
             self.host, self.key, self.q, self.socket,

@@ -15,7 +15,7 @@ from chatroom.core.room import NotAMember
 from chatroom.host import Limits
 from chatroom.interfaces import IRoomMember
 
-from .fakes import FakeClient, FakeMember, make_host
+from .fakes import FakeClient, FakeMember, FakeGroupSender, make_host
 
 
 class MemberBehaviourMixin:
@@ -170,7 +170,7 @@ class MulticastMemberTests(MemberBehaviourMixin, SynchronousTestCase):
         from chatroom.fanout import HostFanout
         key = Ed25519PrivateKey.generate()
         self.q = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.socket = FakeSocket()
+        self.socket = FakeGroupSender()
         self.host.fanout = HostFanout(self.host, key, self.q, self.socket)
 
     def make_member(self, nick):
@@ -236,16 +236,3 @@ class MulticastMemberTests(MemberBehaviourMixin, SynchronousTestCase):
         ordered.sort(key=lambda m: (parse_msgid(m.tags["msgid"])[1]
                                     if "msgid" in m.tags else 1 << 62))
         return ordered
-
-
-class FakeSocket:
-    """Catches what the host sends to the fan-out group."""
-
-    group = "239.255.67.70"
-    port = 47668
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, data):
-        self.sent.append(data)
