@@ -20,15 +20,10 @@ C{nft} (nftables); skips with the reason otherwise.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-ROOT = Path(__file__).resolve().parent.parent
+from .netns import NamespacesMixin
 HOST_ADDRESS = "10.63.0.1"
 MEMBER_ADDRESS = "10.63.0.2"
 IRC_PORT = 6667
@@ -172,73 +167,16 @@ print(json.dumps(out), flush=True)
 """
 
 
-def run(*args: str) -> str:
-    """Run a command; raise with its output if it fails."""
-    result = subprocess.run(args, capture_output=True, text=True, timeout=30)
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout
 
 
-class RealLinkLossTests(SynchronousTestCase):
+class RealLinkLossTests(NamespacesMixin, SynchronousTestCase):
     """Issue 10, "Loss", on a real link between network namespaces."""
 
     def setUp(self) -> None:
-        if not sys.platform.startswith("linux"):
-            raise SkipTest("Network namespaces exist only on Linux.")
-        if os.geteuid() != 0:
-            raise SkipTest("Creating network namespaces needs root.")
-        if shutil.which("ip") is None:
-            raise SkipTest("The 'ip' command (Debian package iproute2) is missing.")
-        if shutil.which("nft") is None:
-            raise SkipTest("nft is missing; install the Debian package nftables.")
-        tag = f"crf{os.getpid() % 100000}"
-        self.ns = {"h": tag + "h", "m": tag + "m"}
-        self.processes: list[subprocess.Popen[str]] = []
-        self.ns_made: list[str] = []
-        self.addCleanup(self.clean_up)
-        try:
-            run("ip", "netns", "add", self.ns["h"])
-        except RuntimeError as e:
-            raise SkipTest(f"Cannot create a network namespace here: {e}") from None
-        self.ns_made.append(self.ns["h"])
-        run("ip", "netns", "add", self.ns["m"])
-        self.ns_made.append(self.ns["m"])
-        run("ip", "link", "add", "vh", "netns", self.ns["h"], "type", "veth",
-            "peer", "name", "vm", "netns", self.ns["m"])
-        for name, interface, address in (("h", "vh", HOST_ADDRESS),
-                                         ("m", "vm", MEMBER_ADDRESS)):
-            self.ns_run(name, "ip", "link", "set", "lo", "up")
-            self.ns_run(name, "ip", "addr", "add", address + "/24", "dev",
-                        interface)
-            self.ns_run(name, "ip", "link", "set", interface, "up")
-
-    def clean_up(self) -> None:
-        """Stop every process started and delete every namespace made."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            for stream in (process.stdin, process.stdout, process.stderr):
-                if stream is not None:
-                    stream.close()
-        for ns in self.ns_made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-    def ns_run(self, ns: str, *args: str) -> str:
-        """Run a command inside namespace ``ns``."""
-        return run("ip", "netns", "exec", self.ns[ns], *args)
-
-    def python_in(self, ns: str, script: str, *args: str) -> subprocess.Popen[str]:
-        """Start a Python program inside namespace ``ns``."""
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns[ns], sys.executable, "-c", script,
-             *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
-        self.processes.append(process)
-        return process
+        self.make_namespaces("crf", ["h", "m"], {"nft": "nftables"})
+        self.link("h", "vh", "m", "vm")
+        self.address("h", "vh", HOST_ADDRESS + "/24")
+        self.address("m", "vm", MEMBER_ADDRESS + "/24")
 
     def test_random_loss_and_burst_exactly_once_in_order(self) -> None:
         # One datagram in ten dropped at random as it reaches the member.
@@ -250,14 +188,14 @@ class RealLinkLossTests(SynchronousTestCase):
                     "0", "counter", "drop")
 
         host = self.python_in("h", HOST_SCRIPT, HOST_ADDRESS, str(IRC_PORT),
-                              json.dumps(PHASES))
+                              json.dumps(PHASES), text=True)
         assert host.stdout is not None and host.stdin is not None
         line = host.stdout.readline()
         if line.strip() != "ready":
             host.kill()
             self.fail(f"host did not start: {line!r} {host.communicate()[1]}")
         member = self.python_in("m", MEMBER_SCRIPT, MEMBER_ADDRESS,
-                                HOST_ADDRESS, str(IRC_PORT))
+                                HOST_ADDRESS, str(IRC_PORT), text=True)
         out, err = member.communicate(timeout=90)
         self.assertEqual(member.returncode, 0, err)
         result = json.loads(out.strip().splitlines()[-1])

@@ -26,16 +26,12 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-ROOT = Path(__file__).resolve().parent.parent
+from .netns import NamespacesMixin
 HOST_ADDRESS = "10.62.1.1"
 CLIENT_ADDRESS = "10.62.1.2"
 #: alice's keepalive: probe after this many seconds of silence, and give up
@@ -118,11 +114,6 @@ reactor.run()
 """
 
 
-def run(*args: str) -> None:
-    """Run a command; raise with its output if it fails."""
-    result = subprocess.run(args, capture_output=True, text=True, timeout=30)
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr.strip()}")
 
 
 class Program:
@@ -175,71 +166,21 @@ class Program:
         return [item["status"] for item in self.seen if "status" in item]
 
 
-class SilentLinkTests(SynchronousTestCase):
+class SilentLinkTests(NamespacesMixin, SynchronousTestCase):
     """Issue 12: the client on a flaky wireless link, end to end."""
 
     def setUp(self) -> None:
-        if not sys.platform.startswith("linux"):
-            raise SkipTest("Network namespaces exist only on Linux.")
-        if os.geteuid() != 0:
-            raise SkipTest("Creating network namespaces needs root.")
-        for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
-            if shutil.which(tool) is None:
-                raise SkipTest(f"'{tool}' is missing; install the Debian"
-                               f" package {package}.")
-        tag = f"crc{os.getpid() % 100000}"
-        self.ns = {"h": tag + "h", "c": tag + "c"}
-        self.tmp = Path(tempfile.mkdtemp(prefix="chatroom-client-netns-"))
-        self.processes: list[subprocess.Popen] = []
-        self.ns_made: list[str] = []
-        self.addCleanup(self.clean_up)
-        try:
-            run("ip", "netns", "add", self.ns["h"])
-        except RuntimeError as e:
-            raise SkipTest(f"Cannot create a network namespace here: {e}") from None
-        self.ns_made.append(self.ns["h"])
-        run("ip", "netns", "add", self.ns["c"])
-        self.ns_made.append(self.ns["c"])
-        run("ip", "link", "add", "vh", "netns", self.ns["h"], "type", "veth",
-            "peer", "name", "vc", "netns", self.ns["c"])
-        for name, interface, address in (("h", "vh", HOST_ADDRESS),
-                                         ("c", "vc", CLIENT_ADDRESS)):
-            self.ns_run(name, "ip", "link", "set", "lo", "up")
-            self.ns_run(name, "ip", "addr", "add", address + "/24", "dev", interface)
-            self.ns_run(name, "ip", "link", "set", interface, "up")
+        self.make_namespaces("crc", ["h", "c"], {"nft": "nftables"})
+        self.link("h", "vh", "c", "vc")
+        self.address("h", "vh", HOST_ADDRESS + "/24")
+        self.address("c", "vc", CLIENT_ADDRESS + "/24")
         try:
             self.ns_run("c", "nft", "list", "ruleset")
         except RuntimeError as e:
             raise SkipTest(f"nftables does not work here: {e}") from None
 
-    def clean_up(self) -> None:
-        """Stop every program started and delete every namespace made."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            for stream in (process.stdin, process.stdout, process.stderr):
-                if stream is not None:
-                    stream.close()
-        for ns in self.ns_made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def ns_run(self, ns: str, *args: str) -> None:
-        run("ip", "netns", "exec", self.ns[ns], *args)
-
-    def python_in(self, ns: str, script: str, *args: str) -> Program:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns[ns], sys.executable, "-c", script,
-             *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, cwd=str(ROOT))
-        self.processes.append(process)
-        return Program(process)
+    def python_in(self, ns: str, script: str, *args: str) -> Program:  # type: ignore[override]
+        return Program(super().python_in(ns, script, *args))
 
     def silence_link(self) -> None:
         """Drop every packet on C's veth, both ways: no FIN, no RST."""

@@ -17,16 +17,13 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-ROOT = Path(__file__).resolve().parent.parent
+from .netns import NamespacesMixin
+
 GROUP = "239.255.42.7"
 PORT = 47667
 
@@ -109,75 +106,25 @@ print(json.dumps(out), flush=True)
 """
 
 
-def run(*args: str) -> None:
-    """Run a command; raise with its output if it fails."""
-    result = subprocess.run(args, capture_output=True, text=True, timeout=30)
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(args)} failed: {result.stderr.strip()}")
 
 
-class MultiHopSearchTests(SynchronousTestCase):
+class MultiHopSearchTests(NamespacesMixin, SynchronousTestCase):
     """Expanding-ring search over two routed multicast hops."""
 
     def setUp(self) -> None:
-        if not sys.platform.startswith("linux"):
-            raise SkipTest("Network namespaces exist only on Linux.")
-        if os.geteuid() != 0:
-            raise SkipTest("Creating network namespaces needs root.")
-        if shutil.which("ip") is None:
-            raise SkipTest("The 'ip' command (Debian package iproute2) is missing.")
-        if shutil.which("smcrouted") is None:
-            raise SkipTest("smcrouted is missing; install the Debian package smcroute.")
-        tag = f"crd{os.getpid() % 100000}"
-        self.ns = {n: f"{tag}{n}" for n in ("a", "r1", "r2", "b")}
-        self.tmp = Path(tempfile.mkdtemp(prefix="chatroom-netns-"))
-        self.processes: list[subprocess.Popen] = []
-        self.addCleanup(self.clean_up)
-        try:
-            run("ip", "netns", "add", self.ns["a"])
-        except RuntimeError as e:
-            self.ns_made = [self.ns["a"]]
-            raise SkipTest(f"Cannot create a network namespace here: {e}") from None
-        self.ns_made = [self.ns["a"]]
-        for name in ("r1", "r2", "b"):
-            run("ip", "netns", "add", self.ns[name])
-            self.ns_made.append(self.ns[name])
+        self.make_namespaces("crd", ["a", "r1", "r2", "b"],
+                             {"smcrouted": "smcroute"})
         self.build_topology()
-
-    def clean_up(self) -> None:
-        """Stop every process started and delete every namespace made."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            for stream in (process.stdin, process.stdout, process.stderr):
-                if stream is not None:
-                    stream.close()
-        for ns in getattr(self, "ns_made", []):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def ns_run(self, ns: str, *args: str) -> None:
-        """Run a command inside namespace ``ns``."""
-        run("ip", "netns", "exec", self.ns[ns], *args)
 
     def build_topology(self) -> None:
         """Make A-R1-R2-B with veth pairs, addresses, routes and smcrouted."""
-        ns = self.ns
         links = [
             ("a", "va", "r1", "r1a"),
             ("r1", "r1b", "r2", "r2a"),
             ("r2", "r2b", "b", "vb"),
         ]
         for left, left_if, right, right_if in links:
-            run(
-                "ip", "link", "add", left_if, "netns", ns[left], "type", "veth",
-                "peer", "name", right_if, "netns", ns[right],
-            )  # fmt: skip
+            self.link(left, left_if, right, right_if)
         addresses = [
             ("a", "va", "10.61.1.2/24"),
             ("r1", "r1a", "10.61.1.1/24"),
@@ -186,11 +133,8 @@ class MultiHopSearchTests(SynchronousTestCase):
             ("r2", "r2b", "10.61.3.1/24"),
             ("b", "vb", "10.61.3.2/24"),
         ]
-        for name in ns:
-            self.ns_run(name, "ip", "link", "set", "lo", "up")
         for name, interface, address in addresses:
-            self.ns_run(name, "ip", "addr", "add", address, "dev", interface)
-            self.ns_run(name, "ip", "link", "set", interface, "up")
+            self.address(name, interface, address)
         self.ns_run("a", "ip", "route", "add", "default", "via", "10.61.1.1")
         self.ns_run("b", "ip", "route", "add", "default", "via", "10.61.3.1")
         self.ns_run("r1", "ip", "route", "add", "10.61.3.0/24", "via", "10.61.2.2")
@@ -237,32 +181,20 @@ class MultiHopSearchTests(SynchronousTestCase):
                 self.fail(f"smcrouted in {router} did not become ready: {seen!r}")
             seen += chunk
 
-    def python_in(self, ns: str, script: str, *args: str) -> subprocess.Popen[str]:
-        """Start a Python program inside namespace ``ns``."""
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns[ns], sys.executable, "-c", script, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=str(ROOT),
-        )
-        self.processes.append(process)
-        return process
 
     def test_wider_ring_finds_host_two_routers_away(self) -> None:
         """TTL 1 and 2 do not reach the host behind two routers; the TTL 4
         ring does, and the answer comes back across both routers."""
-        host = self.python_in("a", HOST_SCRIPT, GROUP, str(PORT), "10.61.1.2")
+        host = self.python_in("a", HOST_SCRIPT, GROUP, str(PORT), "10.61.1.2",
+                              text=True)
         assert host.stdout is not None
         line = host.stdout.readline()
         if line.strip() != "ready":
             host.kill()
             self.fail(f"host did not start: {line!r} {host.communicate()[1]}")
 
-        searcher = self.python_in("b", SEARCH_SCRIPT, GROUP, str(PORT), "10.61.3.2")
+        searcher = self.python_in("b", SEARCH_SCRIPT, GROUP, str(PORT), "10.61.3.2",
+                                  text=True)
         out, err = searcher.communicate(timeout=60)
         self.assertEqual(searcher.returncode, 0, err)
         result = json.loads(out.strip().splitlines()[-1])
