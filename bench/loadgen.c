@@ -64,7 +64,7 @@
 
 enum cstate { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_REGISTERING, C_JOINING,
               C_JOINED, C_CLOSED };
-enum phase { P_CONNECT, P_SETTLE, P_WARMUP, P_MEASURE, P_DRAIN, P_DONE };
+enum phase { P_CONNECT, P_SETTLE, P_WARMUP, P_MEASURE, P_DRAIN, P_LINGER, P_DONE };
 
 typedef struct conn {
     int id;
@@ -111,6 +111,8 @@ static int opt_verbose = 0;
 static int opt_poke_ms = 200;          /* 0: never poke a stalled server */
 static int opt_plain = 0;              /* plain-text IRC instead of TLS */
 static int opt_fanout = 0;             /* non-receivers take multicast delivery */
+static double opt_linger = 0;          /* after the report: stay connected until
+                                          stdin closes, at most this long */
 #define FANOUT_CAPS "message-tags server-time echo-message chatroom.invalid/fanout"
 
 /* ------------------------------------------------------------- state */
@@ -836,7 +838,10 @@ static void usage(void) {
         "  [--poke-ms MS (PING a stalled sender's server after MS; 0 = never)]\n"
         "  [--plain (plain-text IRC, no TLS)]\n"
         "  [--fanout (clients K+1.. take chatroom's multicast key and never read\n"
-        "   the group; only the senders and the reference are checked)] [--verbose]\n");
+        "   the group; only the senders and the reference are checked)]\n"
+        "  [--linger S (print the report, then keep every client in the room until\n"
+        "   stdin closes, at most S seconds: no member leaves while outside\n"
+        "   receivers catch up)] [--verbose]\n");
     exit(2);
 }
 
@@ -868,6 +873,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--nodelay")) opt_nodelay = 1;
         else if (!strcmp(a, "--plain")) opt_plain = 1;
         else if (!strcmp(a, "--fanout")) opt_fanout = 1;
+        else if (OPT("--linger")) opt_linger = atof(v);
         else if (!strcmp(a, "--verbose")) opt_verbose = 1;
         else usage();
 #undef OPT
@@ -942,6 +948,7 @@ int main(int argc, char **argv) {
     s_base = read_proc();
     int next_to_start = 0;
     int64_t last_progress = t_begin;
+    int reported = 0, stdin_closed = 0;
     struct epoll_event evs[256];
     conn **ready = xcalloc((size_t)opt_clients, sizeof *ready);
 
@@ -1009,9 +1016,20 @@ int main(int argc, char **argv) {
                     drain_timed_out = 1;
                 }
                 t_drained = now;
-                phase = P_DONE;
-                break;
+                if (opt_linger <= 0) { phase = P_DONE; break; }
+                s_end = read_proc();
+                getrusage(RUSAGE_SELF, &ru_end);
+                report();
+                reported = 1;
+                phase = P_LINGER;
+                phase_deadline = now + (int64_t)(opt_linger * 1e9);
+                struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
+                if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &e) < 0) stdin_closed = 1;
             }
+        }
+        if (phase == P_LINGER && (stdin_closed || now >= phase_deadline)) {
+            phase = P_DONE;
+            break;
         }
         pump_senders(now);
 
@@ -1036,13 +1054,24 @@ int main(int argc, char **argv) {
             if (ready[i]->state != C_CLOSED) handle_input(ready[i]);
             if (ready[i]->state != C_CLOSED && ready[i]->wlen > ready[i]->woff) flush(ready[i]);
         }
-        for (int i = 0; i < n; i++) on_event(evs[i].data.ptr, evs[i].events);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == NULL) {   /* stdin, while lingering */
+                char b[256];
+                ssize_t got = read(0, b, sizeof b);
+                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR))
+                    stdin_closed = 1;
+                continue;
+            }
+            on_event(evs[i].data.ptr, evs[i].events);
+        }
     }
     if (!t1 && t0) { t1 = now_ns(); s_t1 = read_proc(); getrusage(RUSAGE_SELF, &ru_t1); }
     phase = P_DONE;
-    s_end = read_proc();
-    getrusage(RUSAGE_SELF, &ru_end);
-    report();
+    if (!reported) {
+        s_end = read_proc();
+        getrusage(RUSAGE_SELF, &ru_end);
+        report();
+    }
     for (int i = 0; i < opt_clients; i++) close_conn(&conns[i], "done");
     return fatal_msg[0] ? 1 : 0;
 }
