@@ -20,6 +20,17 @@
  *
  * It reports one JSON object on stdout; progress goes to stderr.  Every phase
  * has a deadline and the whole run has a hard --timeout, so it always stops.
+ * --fanout (chatroom only, docs/protocol-fanout.rst): every client that is
+ * neither a sender nor the reference requests the capability
+ * chatroom.invalid/fanout (with message-tags, server-time and echo-message)
+ * and answers each "FANOUT #chan KEY epoch ..." with "FANOUT #chan START
+ * epoch", so the host counts it as a multicast member and stops sending it
+ * room events over TLS.  These keyed clients never read the group: they
+ * stand for members whose datagrams cost the host nothing per member.  They
+ * are not receivers here: expected deliveries, windows and order checks
+ * count only the TLS members (the senders and the reference); real multicast
+ * receivers are checked outside the generator (bench/run.py).
+ *
  * If --server-pid is given it samples the server's CPU time and memory from
  * /proc at the start and end of the measured interval, and its own CPU time
  * (getrusage) over the same interval, so the report shows who was busy.
@@ -53,7 +64,7 @@
 
 enum cstate { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_REGISTERING, C_JOINING,
               C_JOINED, C_CLOSED };
-enum phase { P_CONNECT, P_SETTLE, P_WARMUP, P_MEASURE, P_DRAIN, P_DONE };
+enum phase { P_CONNECT, P_SETTLE, P_WARMUP, P_MEASURE, P_DRAIN, P_LINGER, P_DONE };
 
 typedef struct conn {
     int id;
@@ -71,6 +82,8 @@ typedef struct conn {
     size_t nicklen;
     uint64_t hash;             /* rolling hash of the (sender, counter) order */
     uint64_t received;         /* distinct benchmark messages received */
+    int keyed;                 /* --fanout: takes the key, answers START */
+    int multicast;             /* the host answered MODE MULTICAST */
 } conn;
 
 /* ------------------------------------------------------------ options */
@@ -97,6 +110,10 @@ static const char *opt_nick_prefix = "b";
 static int opt_verbose = 0;
 static int opt_poke_ms = 200;          /* 0: never poke a stalled server */
 static int opt_plain = 0;              /* plain-text IRC instead of TLS */
+static int opt_fanout = 0;             /* non-receivers take multicast delivery */
+static double opt_linger = 0;          /* after the report: stay connected until
+                                          stdin closes, at most this long */
+#define FANOUT_CAPS "message-tags server-time echo-message chatroom.invalid/fanout"
 
 /* ------------------------------------------------------------- state */
 static conn *conns;
@@ -105,6 +122,11 @@ static SSL_CTX *ctx;
 static enum phase phase = P_CONNECT;
 static int n_started, n_joined, n_closed_unexpected, n_setting_up;
 static char fatal_msg[512];
+/* --fanout: keyed clients, how many the host switched to multicast, KEY
+ * lines answered, and benchmark messages a keyed client still got over TLS
+ * after its MODE MULTICAST (should stay 0: the host sends it none). */
+static int n_keyed, n_multicast;
+static uint64_t fanout_keys, fanout_tls_after_switch, fanout_tls_before_switch;
 
 /* per sender */
 static uint64_t *sent;          /* messages formatted (next counter) */
@@ -333,6 +355,12 @@ static void hist_add(int64_t ns) {
     hist_count++;
 }
 
+/* Clients that check deliveries: all of them, or with --fanout only the TLS
+ * members (the senders and the reference, ids 0..K). */
+static int n_receivers(void) {
+    return opt_fanout ? opt_senders + 1 : opt_clients;
+}
+
 static void on_bench_message(conn *c, const char *p, const char *end, int64_t now) {
     uint64_t s, ctr, ts;
     if (!(p = parse_u64(p, end, &s)) || p >= end || *p++ != ' ' ||
@@ -371,7 +399,7 @@ static void on_bench_message(conn *c, const char *p, const char *end, int64_t no
     if (ctr >= acked[s] && ctr - acked[s] < ring) {
         uint32_t *slot = &ackring[s * ring + (ctr & (ring - 1))];
         (*slot)++;
-        uint32_t need = (uint32_t)opt_clients - 1;
+        uint32_t need = (uint32_t)n_receivers() - 1;
         while (acked[s] < sent[s]) {
             slot = &ackring[s * ring + (acked[s] & (ring - 1))];
             if (*slot < need) break;
@@ -404,8 +432,46 @@ static void on_line(conn *c, const char *line, size_t len, int64_t now) {
     const char *args = sp ? sp + 1 : end;
     if (cmdlen == 7 && !memcmp(cmd, "PRIVMSG", 7)) {
         const char *t = memmem(args, (size_t)(end - args), " :", 2);
-        if (t && end - t >= 5 && !memcmp(t + 2, "BM ", 3))
-            on_bench_message(c, t + 5, end, now);
+        if (t && end - t >= 5 && !memcmp(t + 2, "BM ", 3)) {
+            if (c->keyed) {   /* not a receiver: count, do not check */
+                if (c->multicast) fanout_tls_after_switch++;
+                else fanout_tls_before_switch++;
+            } else on_bench_message(c, t + 5, end, now);
+        }
+        return;
+    }
+    if (cmdlen == 6 && !memcmp(cmd, "FANOUT", 6) && c->keyed) {
+        /* "#chan KEY epoch ..." -> "FANOUT #chan START epoch";
+           "#chan MODE MULTICAST seq" -> switched */
+        const char *a = args, *e = end;
+        const char *sp1 = memchr(a, ' ', (size_t)(e - a));
+        if (!sp1) return;
+        const char *w = sp1 + 1;
+        const char *sp2 = memchr(w, ' ', (size_t)(e - w));
+        if (!sp2) return;
+        if (sp2 - w == 3 && !memcmp(w, "KEY", 3)) {
+            const char *ep0 = sp2 + 1;
+            const char *sp3 = memchr(ep0, ' ', (size_t)(e - ep0));
+            size_t eplen = sp3 ? (size_t)(sp3 - ep0) : (size_t)(e - ep0);
+            wprintf(c, "FANOUT %.*s START %.*s\r\n", (int)(sp1 - a), a, (int)eplen, ep0);
+            fanout_keys++;
+        } else if (sp2 - w == 4 && !memcmp(w, "MODE", 4) && e - sp2 > 10 &&
+                   !memcmp(sp2 + 1, "MULTICAST", 9) && !c->multicast) {
+            c->multicast = 1;
+            n_multicast++;
+        }
+        return;
+    }
+    if (cmdlen == 3 && !memcmp(cmd, "CAP", 3) && c->keyed &&
+        memmem(args, (size_t)(end - args), " NAK ", 5)) {
+        close_conn(c, "the server refused the fan-out capabilities (" FANOUT_CAPS
+                      "): is it chatroom started with --fanout?");
+        return;
+    }
+    if (cmdlen == 4 && !memcmp(cmd, "FAIL", 4) && c->keyed) {
+        char why[300];
+        snprintf(why, sizeof why, "server said: %.*s", (int)(len > 250 ? 250 : len), line);
+        close_conn(c, why);
         return;
     }
     if (cmdlen == 4 && !memcmp(cmd, "PING", 4)) {
@@ -510,7 +576,10 @@ static void do_handshake(conn *c) {
     int r = opt_plain ? 1 : SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->state = C_REGISTERING;
+        if (c->keyed)   /* CAP REQ holds registration until CAP END */
+            wprintf(c, "CAP REQ :" FANOUT_CAPS "\r\n");
         wprintf(c, "NICK %s\r\nUSER %s 0 * :loadgen %d\r\n", c->nick, c->nick, c->id);
+        if (c->keyed) wprintf(c, "CAP END\r\n");
         flush(c);
         return;
     }
@@ -663,7 +732,7 @@ static void report(void) {
         total_sent += sent[s];
         sent_win += sent_in_window[s];
     }
-    for (int r = 0; r < opt_clients; r++)
+    for (int r = 0; r < n_receivers(); r++)
         for (int s = 0; s < opt_senders; s++) {
             if (r == s) continue;
             expected += sent[s];
@@ -673,7 +742,7 @@ static void report(void) {
     int order_mismatch = 0, order_checked = 0;
     if (opt_senders > 0 && ref_id < opt_clients && lost == 0 && !fatal_msg[0]) {
         order_checked = 1;
-        for (int r = 0; r < opt_clients; r++) {
+        for (int r = 0; r < n_receivers(); r++) {
             uint64_t want = r < opt_senders ? excl_hash[r] : conns[ref_id].hash;
             if (conns[r].hash != want) order_mismatch++;
         }
@@ -700,6 +769,24 @@ static void report(void) {
            t_joined ? (double)(t_joined - t_begin) / 1e9 : -1.0, dur,
            t_drained > t1 && t1 ? (double)(t_drained - t1) / 1e9 : 0.0);
     printf("  \"clients_joined\": %d,\n", n_joined);
+    printf("  \"fanout\": %s, \"receivers\": %d, \"fanout_keyed\": %d, "
+           "\"fanout_multicast_members\": %d, \"fanout_keys\": %llu,\n",
+           opt_fanout ? "true" : "false", n_receivers(), n_keyed, n_multicast,
+           (unsigned long long)fanout_keys);
+    printf("  \"fanout_tls_messages_before_switch\": %llu, "
+           "\"fanout_tls_messages_after_switch\": %llu,\n",
+           (unsigned long long)fanout_tls_before_switch,
+           (unsigned long long)fanout_tls_after_switch);
+    printf("  \"sent_per_sender\": [");
+    for (int s = 0; s < opt_senders; s++)
+        printf("%s%llu", s ? ", " : "", (unsigned long long)sent[s]);
+    printf("],\n");
+    /* CLOCK_MONOTONIC ns, the clock of the send stamps in message bodies:
+       run.py lines up outside receivers' arrival times with these. */
+    printf("  \"clock_ns\": {\"begin\": %lld, \"joined\": %lld, \"warmup\": %lld, "
+           "\"measure_start\": %lld, \"measure_end\": %lld, \"drained\": %lld},\n",
+           (long long)t_begin, (long long)t_joined, (long long)t_warm, (long long)t0,
+           (long long)t1, (long long)t_drained);
     printf("  \"messages_sent\": %llu, \"messages_per_s\": %.1f,\n",
            (unsigned long long)total_sent, dur > 0 ? (double)sent_win / dur : 0);
     printf("  \"deliveries\": %llu, \"deliveries_per_s\": %.1f,\n",
@@ -749,7 +836,12 @@ static void usage(void) {
         "  [--cpu CORE] [--server-pid PID] [--payload BYTES] [--nodelay]\n"
         "  [--parallel CLIENTS_SETTING_UP_AT_ONCE] [--nick-prefix P]\n"
         "  [--poke-ms MS (PING a stalled sender's server after MS; 0 = never)]\n"
-        "  [--plain (plain-text IRC, no TLS)] [--verbose]\n");
+        "  [--plain (plain-text IRC, no TLS)]\n"
+        "  [--fanout (clients K+1.. take chatroom's multicast key and never read\n"
+        "   the group; only the senders and the reference are checked)]\n"
+        "  [--linger S (print the report, then keep every client in the room until\n"
+        "   stdin closes, at most S seconds: no member leaves while outside\n"
+        "   receivers catch up)] [--verbose]\n");
     exit(2);
 }
 
@@ -780,6 +872,8 @@ int main(int argc, char **argv) {
         else if (OPT("--poke-ms")) opt_poke_ms = atoi(v);
         else if (!strcmp(a, "--nodelay")) opt_nodelay = 1;
         else if (!strcmp(a, "--plain")) opt_plain = 1;
+        else if (!strcmp(a, "--fanout")) opt_fanout = 1;
+        else if (OPT("--linger")) opt_linger = atof(v);
         else if (!strcmp(a, "--verbose")) opt_verbose = 1;
         else usage();
 #undef OPT
@@ -823,6 +917,8 @@ int main(int argc, char **argv) {
         conns[i].rbuf = malloc(RBUF_CAP);
         if (!conns[i].rbuf) { perror("malloc"); exit(3); }
         snprintf(conns[i].nick, sizeof conns[i].nick, "%s%d", opt_nick_prefix, i);
+        conns[i].keyed = opt_fanout && i > opt_senders;   /* not a sender, not the reference */
+        n_keyed += conns[i].keyed;
         conns[i].nicklen = strlen(conns[i].nick);
     }
     int K = opt_senders;
@@ -852,6 +948,7 @@ int main(int argc, char **argv) {
     s_base = read_proc();
     int next_to_start = 0;
     int64_t last_progress = t_begin;
+    int reported = 0, stdin_closed = 0;
     struct epoll_event evs[256];
     conn **ready = xcalloc((size_t)opt_clients, sizeof *ready);
 
@@ -865,17 +962,24 @@ int main(int argc, char **argv) {
         if (phase == P_CONNECT) {
             while (next_to_start < opt_clients && n_setting_up < opt_parallel && !fatal_msg[0])
                 start_conn(&conns[next_to_start++]);
-            if (n_joined == opt_clients) {
+            if (n_joined == opt_clients && n_multicast == n_keyed) {
                 t_joined = now;
                 logmsg("all %d joined in %.2f s", opt_clients, (double)(now - t_begin) / 1e9);
+                if (opt_fanout)
+                    logmsg("%d of them switched to multicast delivery", n_multicast);
                 phase = P_SETTLE;
                 phase_deadline = now + (int64_t)(opt_settle * 1e9);
             } else if (now >= phase_deadline) {
-                fail("only %d of %d clients joined within %.0f s", n_joined, opt_clients,
-                     opt_connect_timeout);
+                if (n_joined == opt_clients)
+                    fail("only %d of %d keyed clients got MODE MULTICAST within %.0f s",
+                         n_multicast, n_keyed, opt_connect_timeout);
+                else
+                    fail("only %d of %d clients joined within %.0f s", n_joined, opt_clients,
+                         opt_connect_timeout);
                 break;
             } else if (now - last_progress > 5000000000LL) {
-                logmsg("%d of %d joined", n_joined, opt_clients);
+                logmsg("%d of %d joined, %d of %d keyed in multicast", n_joined, opt_clients,
+                       n_multicast, n_keyed);
                 last_progress = now;
             }
         }
@@ -912,9 +1016,20 @@ int main(int argc, char **argv) {
                     drain_timed_out = 1;
                 }
                 t_drained = now;
-                phase = P_DONE;
-                break;
+                if (opt_linger <= 0) { phase = P_DONE; break; }
+                s_end = read_proc();
+                getrusage(RUSAGE_SELF, &ru_end);
+                report();
+                reported = 1;
+                phase = P_LINGER;
+                phase_deadline = now + (int64_t)(opt_linger * 1e9);
+                struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
+                if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &e) < 0) stdin_closed = 1;
             }
+        }
+        if (phase == P_LINGER && (stdin_closed || now >= phase_deadline)) {
+            phase = P_DONE;
+            break;
         }
         pump_senders(now);
 
@@ -939,13 +1054,24 @@ int main(int argc, char **argv) {
             if (ready[i]->state != C_CLOSED) handle_input(ready[i]);
             if (ready[i]->state != C_CLOSED && ready[i]->wlen > ready[i]->woff) flush(ready[i]);
         }
-        for (int i = 0; i < n; i++) on_event(evs[i].data.ptr, evs[i].events);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == NULL) {   /* stdin, while lingering */
+                char b[256];
+                ssize_t got = read(0, b, sizeof b);
+                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR))
+                    stdin_closed = 1;
+                continue;
+            }
+            on_event(evs[i].data.ptr, evs[i].events);
+        }
     }
     if (!t1 && t0) { t1 = now_ns(); s_t1 = read_proc(); getrusage(RUSAGE_SELF, &ru_t1); }
     phase = P_DONE;
-    s_end = read_proc();
-    getrusage(RUSAGE_SELF, &ru_end);
-    report();
+    if (!reported) {
+        s_end = read_proc();
+        getrusage(RUSAGE_SELF, &ru_end);
+        report();
+    }
     for (int i = 0; i < opt_clients; i++) close_conn(&conns[i], "done");
     return fatal_msg[0] ? 1 : 0;
 }

@@ -76,6 +76,43 @@ SCENARIOS = [
     },
 ]
 
+# Multicast fan-out (issue 10) next to the TLS path at the same N: chatroom
+# only (ngircd and InspIRCd have no multicast delivery).  N generator clients
+# join #bench: K = 2 senders, the reference, and N - 3 more that are, in
+# "multicast" delivery, keyed members that took the room key and answered
+# START without ever reading the group (loadgen --fanout), in "tls" delivery
+# ordinary TLS members.  Two real chatroom clients (`chatroom tail --follow
+# --json`) join before the load in both modes and check exactly-once and
+# order; the room has N + 2 members.  The host paces each room's datagrams
+# (50 at once, then 200 per second: chatroom/core/fanout_sender.py,
+# SEND_RATE, from LIMITS.md's 200 accepted per second per room), so what
+# multicast members get is bounded by 200 x events per datagram; the rates
+# sit far below that bound (20 events/s, the issue's light load for its
+# latency target), below it (200 events/s), just under it (1300 events/s; about
+# 7 benchmark events fit a datagram, so the bound is about 1400) and at full
+# speed (senders bounded only by the TLS members' window).  At full speed the
+# host commits events far faster than it may multicast them, and the real
+# receivers need about 12 s per second of load to catch up afterwards, so
+# those scenarios measure 3 s (RECEIVER_CATCH_UP bounds the wait).
+FANOUT_SIZES = (10, 100, 1000)
+FANOUT_RATES = (  # (suffix, title, rate per sender, window, measured s)
+    ("rate10", "2 senders x 10 msg/s", 10, 256, 10),   # issue 10's light load
+    ("rate100", "2 senders x 100 msg/s", 100, 256, 10),
+    ("rate650", "2 senders x 650 msg/s", 650, 256, 10),
+    ("full", "2 senders at full speed", 0, 256, 3),
+)
+for _n in FANOUT_SIZES:
+    for _suffix, _title, _rate, _window, _duration in FANOUT_RATES:
+        for _delivery, _prefix in (("tls", "tls"), ("multicast", "fanout")):
+            SCENARIOS.append({
+                "name": f"{_prefix}_n{_n}_{_suffix}",
+                "title": f"N={_n} (+2 real receivers), {_title}, "
+                         f"{'multicast members' if _delivery == 'multicast' else 'all TLS'}",
+                "clients": _n, "senders": 2, "rate": _rate, "window": _window,
+                "duration": _duration, "delivery": _delivery, "kind": "fanout",
+                "servers": ("chatroom",), "receivers": 2, "group": "fanout",
+            })
+
 # What each delivery mode adds to the server's and the generator's command
 # lines.  Servers list the modes they support; others are skipped.  For
 # "plain" the generator's port is each server's plain-text listener (its TLS
@@ -83,6 +120,10 @@ SCENARIOS = [
 DELIVERY_MODES = {
     "tls": {"chatroom_args": [], "loadgen_args": []},
     "plain": {"chatroom_args": [], "loadgen_args": ["--plain"]},
+    # Chatroom.command adds --fanout-port (a free UDP port) and
+    # --fanout-group (a random 239.255.x.y); the interface is loopback only.
+    "multicast": {"chatroom_args": ["--fanout", "--fanout-interface", "127.0.0.1"],
+                  "loadgen_args": ["--fanout"]},
 }
 
 # The chatroom options the harness relies on (checked against --help).
@@ -98,6 +139,11 @@ APT_PACKAGES = {  # command or file -> Debian package
     "cc": "gcc", "make": "make", "openssl": "openssl", "ngircd": "ngircd",
     "inspircd": "inspircd", "/usr/include/openssl/ssl.h": "libssl-dev",
 }
+
+
+# Real receivers: the project's own client, one process each.
+RECEIVER_TIMEOUT = 20      # s to wait for a receiver to print its first event
+RECEIVER_CATCH_UP = 90     # s to wait, after the generator, for the backlog
 
 
 class BenchError(Exception):
@@ -168,6 +214,12 @@ def build_loadgen():
 
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -422,8 +474,23 @@ class Chatroom(Server):
     """This project's room host, started through its twistd plugin."""
 
     name = "chatroom"
-    deliveries = ("tls", "plain")
+    deliveries = ("tls", "plain", "multicast")
     root = REPO
+    fingerprint_prefix = "chatroom host key fingerprint "
+
+    def fingerprint(self):
+        """The host key fingerprint it printed at start (64 hex digits)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with open(self.logpath, "rb") as f:
+                    for line in f.read().decode("utf-8", "replace").splitlines():
+                        if line.startswith(self.fingerprint_prefix):
+                            return line[len(self.fingerprint_prefix):].split()[0]
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise BenchError(f"chatroom printed no key fingerprint; log:\n{self.log_tail()}")
 
     def env(self):
         env = dict(os.environ)
@@ -461,6 +528,12 @@ class Chatroom(Server):
         tls_port, plain = tls_and_plain_ports(port, delivery)
         extra = (["--listen", f"tcp:{plain}:interface=127.0.0.1"]
                  if delivery == "plain" else [])
+        if delivery == "multicast":
+            # Loopback only (explicit interface in DELIVERY_MODES); a group
+            # and port of its own so that nothing else on the machine mixes in.
+            import random
+            group = f"239.255.{random.randint(100, 199)}.{random.randint(1, 254)}"
+            extra += ["--fanout-port", str(free_udp_port()), "--fanout-group", group]
         return [self.opts.python, *TWISTD, "-n", "--pidfile=",
                 "chatroom", "--data-dir", data, "--room", CHANNEL_ROOM,
                 "--interface", "127.0.0.1", "--port", str(tls_port), "--no-discovery",
@@ -525,7 +598,259 @@ SERVERS = {"ngircd": Ngircd, "inspircd": Inspircd, "chatroom": Chatroom,
 REFERENCES = ("ngircd", "inspircd", "baseline")
 
 
+# ---------------------------------------------------------------- receivers
+def percentile(values, q):
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class Receivers:
+    """Real receivers: ``chatroom tail ROOM --follow --json`` processes.
+
+    They join before the load, print one JSON object per event, and are
+    checked against what the generator says it sent: every benchmark
+    message exactly once, the host's sequence numbers rising, and the same
+    order at every receiver.  They run on the generator's CPU and are
+    stopped with SIGTERM (the client then exits 0); every wait is bounded.
+    """
+
+    def __init__(self, opts, count, tmp):
+        self.opts, self.count, self.tmp = opts, count, tmp
+        self.procs = []
+        self.out = []      # per receiver: [(arrival monotonic ns, line)]
+        self.err = []      # per receiver: [(arrival monotonic ns, line)]
+        self.threads = []
+        self.release_loadgen = lambda: None
+
+    def env(self):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"]
+                                    if env.get("PYTHONPATH") else "")
+        return env
+
+    @staticmethod
+    def _reader(stream, sink):
+        for raw in iter(stream.readline, b""):
+            sink.append((time.monotonic_ns(), raw.decode("utf-8", "replace").rstrip("\n")))
+        stream.close()
+
+    def start(self, port, fingerprint):
+        import threading
+        for i in range(self.count):
+            data = os.path.join(self.tmp, f"rx{i}")
+            os.mkdir(data, 0o700)
+            cmd = [self.opts.python, "-m", "chatroom.client.main", "tail", CHANNEL_ROOM,
+                   "--follow", "--json", "--lines", "0",
+                   "--connect", f"127.0.0.1:{port}", "--key", fingerprint,
+                   "--discovery-interface", "127.0.0.1",
+                   "--fanout-interface", "127.0.0.1",
+                   "--data-dir", data, "--nick", f"rx{i}"]
+            proc = subprocess.Popen(cmd, cwd=REPO, env=self.env(), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True,
+                                    preexec_fn=pinned(self.opts.loadgen_cpu, 256))
+            self.procs.append(proc)
+            out, err = [], []
+            self.out.append(out)
+            self.err.append(err)
+            for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
+                t = threading.Thread(target=self._reader, args=(stream, sink), daemon=True)
+                t.start()
+                self.threads.append(t)
+        # Ready when each has printed its own JOIN (it is in the room).
+        deadline = time.monotonic() + RECEIVER_TIMEOUT
+        while time.monotonic() < deadline:
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is not None:
+                    raise BenchError(f"receiver rx{i} exited with {proc.returncode}: "
+                                     f"{' | '.join(l for _, l in self.err[i][-5:])}")
+            if all(any('"own": true' in l for _, l in out) for out in self.out):
+                return
+            time.sleep(0.1)
+        raise BenchError(f"the receivers did not join within {RECEIVER_TIMEOUT} s: "
+                         + " | ".join(l for err in self.err for _, l in err[-3:]))
+
+    def messages(self, i):
+        """[(sender, counter, send ns, seq, arrival ns)], all seqs and the
+        number of unparsable lines, of receiver i (parsed once, as lines come)."""
+        if not hasattr(self, "_parsed"):
+            self._parsed = [([], [], [0], [0]) for _ in range(self.count)]
+        msgs, seqs, bad, done = self._parsed[i]
+        lines = self.out[i]
+        end = len(lines)
+        for arrival, line in lines[done[0]:end]:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                bad[0] += 1
+                continue
+            if isinstance(ev.get("seq"), int):
+                seqs.append(ev["seq"])
+            text = ev.get("text") or ""
+            if ev.get("kind") == "message" and text.startswith("BM "):
+                parts = text.split()
+                try:
+                    msgs.append((int(parts[1]), int(parts[2]), int(parts[3]),
+                                 ev.get("seq"), arrival))
+                except (IndexError, ValueError):
+                    bad[0] += 1
+        done[0] = end
+        return msgs, seqs, bad[0]
+
+    def wait_for(self, expected, deadline):
+        """Until every receiver has every expected message, or the deadline."""
+        while time.monotonic() < deadline:
+            if all(len(expected) <= len(self.messages(i)[0]) and
+                   expected <= {(m[0], m[1]) for m in self.messages(i)[0]}
+                   for i in range(self.count)):
+                return True
+            if any(p.poll() is not None for p in self.procs):
+                return False
+            time.sleep(0.2)
+        return False
+
+    def stop(self):
+        codes = []
+        for proc in self.procs:
+            if proc.poll() is None:
+                for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+                    try:
+                        os.killpg(proc.pid, sig)
+                    except ProcessLookupError:
+                        pass
+                    try:
+                        proc.wait(timeout=wait)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
+            codes.append(proc.returncode)
+        for t in self.threads:
+            t.join(timeout=5)
+        self.procs = []
+        return codes
+
+    def report(self, gen, codes, caught_up):
+        """Per receiver and summed figures, against the generator's report."""
+        sent = gen.get("sent_per_sender") or []
+        expected = {(s, c) for s, n in enumerate(sent) for c in range(n)}
+        clock = gen.get("clock_ns") or {}
+        t0, t1 = clock.get("measure_start") or 0, clock.get("measure_end") or 0
+        per, orders = [], []
+        for i in range(self.count):
+            msgs, seqs, bad = self.messages(i)
+            keys = [(m[0], m[1]) for m in msgs]
+            got = set(keys)
+            last = {}
+            sender_order = 0
+            for s_, c_ in keys:
+                if c_ <= last.get(s_, -1):
+                    sender_order += 1
+                last[s_] = max(c_, last.get(s_, -1))
+            seq_order = sum(1 for a, b in zip(seqs, seqs[1:]) if b <= a)
+            lat = [(m[4] - m[2]) / 1e6 for m in msgs if t0 and m[2] >= t0]
+            in_window = sum(1 for m in msgs if t0 <= m[4] <= t1)
+            arrived = [m[4] for m in msgs if (m[0], m[1]) in expected]
+            span = (max(arrived) - min(arrived)) / 1e9 if len(arrived) > 1 else 0
+            modes = [(round((t - t0) / 1e9, 2) if t0 else None, l)
+                     for t, l in self.err[i] if "multicast" in l.lower() or "TLS" in l]
+            orders.append(keys)
+            per.append({
+                "messages": len(keys), "lost": len(expected - got),
+                "duplicated": len(keys) - len(got), "unexpected": len(got - expected),
+                "sender_order_errors": sender_order, "seq_order_errors": seq_order,
+                "unparsed_lines": bad,
+                "events_per_s": round(in_window / ((t1 - t0) / 1e9), 1) if t1 > t0 else None,
+                "span_events_per_s": round(len(arrived) / span, 1) if span else None,
+                "latency_ms": {"p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99),
+                               "max": max(lat) if lat else None},
+                "last_arrival_after_measure_s": (round((max(arrived) - t1) / 1e9, 3)
+                                                 if arrived and t1 else None),
+                "status_lines": modes,
+                "exit_code": codes[i] if i < len(codes) else None,
+            })
+        # Each receiver's modes in order, from its status lines: it starts on
+        # TLS, says "Receiving ... by multicast" when it switches, and names
+        # TLS again when it falls back.
+        modes = []
+        for p in per:
+            seen = ["tls"]
+            for _, line in p["status_lines"]:
+                now = "multicast" if "by multicast" in line else (
+                    "tls" if "TLS" in line else None)
+                if now and now != seen[-1]:
+                    seen.append(now)
+            modes.append(">".join(seen))
+        mode = ",".join(modes)
+        lat_key = lambda k: max((p["latency_ms"][k] for p in per
+                                 if p["latency_ms"][k] is not None), default=None)
+        return {
+            "count": self.count, "mode": mode, "caught_up": caught_up,
+            "lost": sum(p["lost"] for p in per),
+            "duplicated": sum(p["duplicated"] for p in per),
+            "order_errors": sum(p["sender_order_errors"] + p["seq_order_errors"] for p in per),
+            "same_order": all(o == orders[0] for o in orders),
+            "events_per_s": min((p["events_per_s"] for p in per
+                                 if p["events_per_s"] is not None), default=None),
+            "span_events_per_s": min((p["span_events_per_s"] for p in per
+                                      if p["span_events_per_s"] is not None), default=None),
+            "latency_ms": {k: lat_key(k) for k in ("p50", "p99", "max")},
+            "catch_up_s": max((p["last_arrival_after_measure_s"] for p in per
+                               if p["last_arrival_after_measure_s"] is not None),
+                              default=None),
+            "clean_exit": all(c == 0 for c in codes),
+            "each": per,
+        }
+
+
 # ---------------------------------------------------------------- running
+def lingering_loadgen(args, timeout, receivers):
+    """Start the generator with --linger; return (stdout, stderr, exit code)
+    as soon as it has printed its report (None as code if it did not within
+    ``timeout`` s).  ``receivers.release_loadgen()`` later closes its stdin,
+    so its clients leave, and waits for it."""
+    import threading
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out, err = [], []
+    reported = threading.Event()
+
+    def read_out():
+        for line in iter(proc.stdout.readline, ""):
+            out.append(line)
+            if line == "}\n":  # the report's last line
+                reported.set()
+        reported.set()
+
+    def read_err():
+        for line in iter(proc.stderr.readline, ""):
+            err.append(line)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (read_out, read_err)]
+    for t in threads:
+        t.start()
+
+    def release():
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        for t in threads:
+            t.join(timeout=5)
+
+    receivers.release_loadgen = release
+    if not reported.wait(timeout):
+        release()
+        return "".join(out), "".join(err), None
+    return "".join(out), "".join(err), proc.poll() or 0
+
+
 def run_one(server, scenario, opts):
     """Start the server, drive it with the generator, stop it; return a result."""
     port = free_port()
@@ -547,15 +872,32 @@ def run_one(server, scenario, opts):
     if opts.nodelay:
         args.append("--nodelay")
     args += DELIVERY_MODES[scenario["delivery"]]["loadgen_args"]
+    receivers = None
+    loadavg = os.getloadavg()
     try:
         server.start(port, scenario["delivery"])
         args += ["--server-pid", str(server.proc.pid)]
         log(f"{scenario['name']}: {server.name} on port {port}")
-        try:
-            r = subprocess.run(args, capture_output=True, text=True,
-                               timeout=timeout + 30)
-        except subprocess.TimeoutExpired:
-            return {"ok": False, "error": "load generator did not stop in time"}
+        if scenario.get("receivers"):
+            receivers = Receivers(opts, scenario["receivers"], server.tmp)
+            receivers.start(port, server.fingerprint())
+            # The generator reports, then keeps its clients in the room until
+            # the receivers have caught up: no member leaves (which would
+            # rotate the key) while the measured events are still on their way.
+            linger = RECEIVER_CATCH_UP + 10
+            i = args.index("--timeout") + 1
+            args[i] = str(timeout + linger)
+            args += ["--linger", str(linger)]
+            stdout, stderr, code = lingering_loadgen(args, timeout + 30, receivers)
+            r = subprocess.CompletedProcess(args, code, stdout, stderr)
+            if code is None:
+                return {"ok": False, "error": "load generator did not report in time"}
+        else:
+            try:
+                r = subprocess.run(args, capture_output=True, text=True,
+                                   timeout=timeout + 30)
+            except subprocess.TimeoutExpired:
+                return {"ok": False, "error": "load generator did not stop in time"}
         try:
             result = json.loads(r.stdout)
         except ValueError:
@@ -565,6 +907,21 @@ def run_one(server, scenario, opts):
             result["ok"] = False
             result["error"] = (f"{server.name} exited with {server.proc.returncode}; "
                                f"log:\n{server.log_tail()}")
+        if receivers is not None:
+            sent = result.get("sent_per_sender") or []
+            expected = {(s, c) for s, n in enumerate(sent) for c in range(n)}
+            caught_up = receivers.wait_for(expected, time.monotonic() + RECEIVER_CATCH_UP)
+            if not caught_up:
+                log(f"{scenario['name']}: the real receivers did not get every message "
+                    f"within {RECEIVER_CATCH_UP} s after the generator stopped")
+            result["rx"] = receivers.report(result, receivers.stop(), caught_up)
+            receivers.release_loadgen()
+        result["loadavg_start"] = [round(x, 2) for x in loadavg]
+        result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+        events = (result.get("messages_per_s") or 0) * (result.get("duration_s") or 0)
+        if events > 0 and (result.get("server_cpu_s") or -1) >= 0:
+            result["server_cpu_us_per_event"] = round(
+                result["server_cpu_s"] * 1e6 / events, 1)
         if not result.get("ok"):
             result["server_log_tail"] = server.log_tail()
         srv = result.get("server") or {}
@@ -581,6 +938,9 @@ def run_one(server, scenario, opts):
     except BenchError as e:
         return {"ok": False, "error": str(e)}
     finally:
+        if receivers is not None:
+            receivers.stop()
+            receivers.release_loadgen()
         server.stop()
 
 
@@ -613,6 +973,31 @@ METRICS = [
      ("memory",)),
     ("kib_per_client", "server KiB per client", "{:.1f}", ("memory",)),
     ("setup_s", "connect+register+join s", "{:.2f}", ("memory",)),
+]
+_F = ("fanout",)
+METRICS = [m if m[0] not in ("messages_per_s", "deliveries_per_s", "latency_ms.p50",
+                             "latency_ms.p99", "latency_ms.max", "lost", "duplicated",
+                             "out_of_order", "total_order_mismatches", "drain_timed_out",
+                             "server_cpu_util", "generator_cpu_util", "server_peak_kib")
+           else m[:3] + (m[3] + _F,) for m in METRICS]
+METRICS += [
+    ("server_cpu_us_per_event", "server CPU us per room event", "{:.1f}", _F),
+    ("fanout_multicast_members", "keyed members switched to multicast", "{:d}", _F),
+    ("fanout_tls_messages_after_switch", "  events sent to them over TLS after", "{:d}",
+     _F),
+    ("rx.mode", "real receivers: delivery mode", "{}", _F),
+    ("rx.events_per_s", "real receivers: events/s in interval", "{:,.0f}", _F),
+    ("rx.span_events_per_s", "real receivers: events/s first to last", "{:,.0f}", _F),
+    ("rx.latency_ms.p50", "real receivers: latency p50 ms", "{:.2f}", _F),
+    ("rx.latency_ms.p99", "real receivers: latency p99 ms", "{:.2f}", _F),
+    ("rx.catch_up_s", "real receivers: last event after interval s", "{:.2f}", _F),
+    ("rx.caught_up", "real receivers: got every message", "{}", _F),
+    ("rx.lost", "real receivers: not arrived when stopped", "{:d}", _F),
+    ("rx.duplicated", "real receivers: duplicated", "{:d}", _F),
+    ("rx.order_errors", "real receivers: out of order", "{:d}", _F),
+    ("rx.same_order", "real receivers: same order at each", "{}", _F),
+    ("rx.clean_exit", "real receivers: exit 0 on SIGTERM", "{}", _F),
+    ("loadavg_start", "load average at start (1, 5, 15 min)", "{}", _F),
 ]
 
 
@@ -657,7 +1042,7 @@ def table(scenarios, servers, results, ratio):
     lines = []
     refs = [r for r in ratio if "/" in r or "chatroom" in servers]
     cols = servers + [r if "/" in r else f"chatroom/{r}" for r in refs]
-    width = [36] + [max(16, len(c) + 2) for c in cols]
+    width = [max(36, *(len(m[1]) + 2 for m in METRICS))] + [max(16, len(c) + 2) for c in cols]
     for scen in scenarios:
         lines.append("")
         lines.append(f"{scen['title']}  [{scen['name']}, delivery={scen['delivery']}]")
@@ -665,6 +1050,11 @@ def table(scenarios, servers, results, ratio):
         lines.append("".join(h.ljust(w) if i == 0 else h.rjust(w)
                              for i, (h, w) in enumerate(zip(head, width))))
         by_server = results.get(scen["name"], {})
+        left_out = [n for n in servers if n not in scen.get("servers", servers)]
+        if left_out:
+            lines.append(f"  not run on {', '.join(left_out)}: "
+                         + ("no multicast delivery" if scen["delivery"] == "multicast"
+                            else "the TLS twin of a multicast scenario, chatroom only"))
         for name in servers:
             res = by_server.get(name)
             if res is not None and not res.get("ok"):
@@ -682,6 +1072,43 @@ def table(scenarios, servers, results, ratio):
             lines.append("".join(c.ljust(w) if i == 0 else c.rjust(w)
                                  for i, (c, w) in enumerate(zip(row, width))))
     return "\n".join(lines)
+
+
+def fanout_summary(scenarios, results):
+    """Multicast next to TLS at the same N and rate: chatroom's room
+    events/s and host CPU per room event, from one run."""
+    rows = []
+    for scen in scenarios:
+        if scen.get("group") != "fanout" or scen["delivery"] != "multicast":
+            continue
+        twin = scen["name"].replace("fanout_", "tls_", 1)
+        mc = results.get(scen["name"], {}).get("chatroom") or {}
+        tl = results.get(twin, {}).get("chatroom") or {}
+        rows.append((scen, mc, tl))
+    if not rows:
+        return ""
+    head = ("N", "load", "TLS ev/s", "TLS us/ev", "mc ev/s", "mc us/ev", "mc rx ev/s",
+            "mc/TLS ev/s", "mc/TLS us/ev")
+    width = (6, 24, 11, 11, 11, 11, 12, 13, 13)
+    out = ["", "Multicast next to TLS (chatroom only: ngircd and InspIRCd have no "
+               "multicast delivery)",
+           "ev/s: room events committed per second by the host; us/ev: host CPU per "
+           "room event; mc rx ev/s: what the real multicast receivers got per second",
+           "".join(h.rjust(w) for h, w in zip(head, width))]
+    for scen, mc, tl in rows:
+        def g(res, key):
+            return get(res, key) if res.get("ok") else None
+        te, tu = g(tl, "messages_per_s"), g(tl, "server_cpu_us_per_event")
+        me, mu = g(mc, "messages_per_s"), g(mc, "server_cpu_us_per_event")
+        rx = g(mc, "rx.events_per_s")
+        load = scen["title"].split(", ")[1]
+        cells = (str(scen["clients"]), load,
+                 fmt(te, "{:,.0f}"), fmt(tu, "{:.1f}"), fmt(me, "{:,.0f}"),
+                 fmt(mu, "{:.1f}"), fmt(rx, "{:,.0f}"),
+                 f"{me / te:.2f}x" if me and te else "-",
+                 f"{mu / tu:.2f}x" if mu and tu else "-")
+        out.append("".join(c.rjust(w) for c, w in zip(cells, width)))
+    return "\n".join(out)
 
 
 def chatroom_openssl(python):
@@ -721,7 +1148,9 @@ def main(argv=None):
                         "chatroom (default: all three; a server that cannot "
                         "start is skipped with a message saying why)")
     p.add_argument("--scenarios", default=",".join(s["name"] for s in SCENARIOS),
-                   help="comma-separated scenario names (default: all)")
+                   help="comma-separated scenario names, or 'fanout' for the "
+                        "multicast scenarios and their TLS twins, 'classic' for "
+                        "the others (default: all)")
     p.add_argument("--baseline", metavar="REV",
                    help="also run chatroom as of git revision REV (server "
                         "'baseline', added to --servers), for before/after "
@@ -776,7 +1205,11 @@ def main(argv=None):
             p.error(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
     by_name = {s["name"]: s for s in SCENARIOS}
     scenarios = []
-    for name in opts.scenarios.split(","):
+    groups = {"fanout": [s["name"] for s in SCENARIOS if s.get("group") == "fanout"],
+              "classic": [s["name"] for s in SCENARIOS if not s.get("group")]}
+    names = [n for name in opts.scenarios.split(",")
+             for n in groups.get(name.strip(), [name])]
+    for name in names:
         if name.strip() not in by_name:
             p.error(f"unknown scenario {name!r}; choose from {', '.join(by_name)}")
         scenarios.append(by_name[name.strip()])
@@ -812,6 +1245,8 @@ def main(argv=None):
             results[scen["name"]] = {}
             for srv in servers:  # interleaved, so drift hits both servers alike
                 if scen["delivery"] not in srv.deliveries:
+                    continue
+                if srv.name not in scen.get("servers", (srv.name,)):
                     continue
                 res = run_one(srv, scen, opts)
                 results[scen["name"]][srv.name] = res
@@ -849,6 +1284,7 @@ def main(argv=None):
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
     print(table(scenarios, names, results, ratio))
+    print(fanout_summary(scenarios, results))
     for name, why in skipped.items():
         print(f"\n{name} not measured: {why}")
     print(f"\nJSON: {os.path.relpath(out)}")
