@@ -164,6 +164,7 @@ class HostFanout:
         sender = self._senders.get(room.key)
         if sender is not None and delivery.event.seq is not None:
             self._perform(room, sender.member_left(member, delivery.event.seq))
+            self._schedule()
 
     def forget(self, member: Any, room: Room) -> None:
         """C{member} is replaced without a leave event (a ghost taken
@@ -171,6 +172,7 @@ class HostFanout:
         sender = self._senders.get(room.key)
         if sender is not None:
             self._perform(room, sender.member_left(member, room.next_seq))
+            self._schedule()
 
     def request(self, member: Any, room: Room, request: MemberRequest) -> bool:
         """A C{FANOUT} line from C{member}; C{False} when it holds no key
@@ -179,6 +181,7 @@ class HostFanout:
         if sender is None or member not in sender.members:
             return False
         self._perform(room, sender.request(member, request, self.clock.seconds()))
+        self._schedule()
         return True
 
     def turn(self, deliveries: Iterable[Delivery]) -> None:
@@ -224,7 +227,6 @@ class HostFanout:
                     member.deliver(data)
             elif isinstance(action, SendRepair):
                 self._repair(room, action)
-        self._schedule()
 
     def _repair(self, room: Room, action: SendRepair) -> None:
         lines = [line + b"\r\n" for _, line in action.events]
@@ -239,13 +241,20 @@ class HostFanout:
         action.member.deliver(b"".join(lines))
 
     def _schedule(self) -> None:
+        """One timer for every room's sender, at the earliest C{wake_at};
+        left alone when it is already set for that time (this runs every
+        turn)."""
         wake = [s.wake_at for s in self._senders.values() if s.wake_at is not None]
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        due = min(wake) if wake else None
+        timer = self._timer
+        if timer is not None and timer.active():
+            if due is not None and timer.getTime() == due:
+                return
+            timer.cancel()
         self._timer = None
-        if wake:
-            delay = max(0.0, min(wake) - self.clock.seconds())
-            self._timer = self.clock.callLater(delay, self._wake)
+        if due is not None:
+            self._timer = self.clock.callLater(
+                max(0.0, due - self.clock.seconds()), self._wake)
 
     def _wake(self) -> None:
         self._timer = None
