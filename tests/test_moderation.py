@@ -216,3 +216,34 @@ class MoreModeTests(SynchronousTestCase):
         self.assertEqual(guest.commands(), ["JOIN", "353", "366", "337"])
         self.op.send("INVITE guest")
         self.assertIn("461", self.op.commands())
+
+
+class MultiTargetTests(SynchronousTestCase):
+    def setUp(self):
+        self.host = make_host(rooms=(), limits=OPEN)
+        self.op = FakeClient(self.host).register("op")
+        self.op.send("JOIN #a", "JOIN #b")
+        self.op.raw()
+
+    def test_names_of_several_rooms_one_end(self):
+        self.op.send("NAMES #a,#b,#nope")
+        self.assertEqual(lines(self.op), [
+            ":test.host 353 op = #a @op",
+            ":test.host 353 op = #b @op",
+            ":test.host 366 op #a,#b,#nope :End of /NAMES list",
+        ])
+
+    def test_kick_pairs_rooms_and_nicks(self):
+        bar = FakeClient(self.host).register("bar").join("#a").join("#b")
+        baz = FakeClient(self.host).register("baz").join("#a")
+        self.op.raw()
+        self.op.send("KICK #a,#b bar,bar :bye", "KICK #a baz,nobody")
+        self.assertEqual(lines(self.op), [
+            ":op!~op@127.0.0.1 KICK #a bar bye",
+            ":op!~op@127.0.0.1 KICK #b bar bye",
+            ":op!~op@127.0.0.1 KICK #a baz op",
+            ":test.host 441 op nobody #a :They aren't on that channel",
+        ])
+        self.assertTrue(baz.protocol.registered and bar.protocol.registered)
+        self.op.send("KICK #a,#b x")
+        self.assertEqual(self.op.commands(), ["461"])

@@ -174,12 +174,13 @@ def names(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     if not message.params:
         reply.numeric("366", "*", "End of /NAMES list")
         return
+    # Several rooms: their 353 lines, then one 366 naming them all as
+    # asked (Modern IRC; what irctest and Ergo do).
     for channel in message.params[0].split(","):
         room = host.find_room(channel)
-        if room is None or (room.is_secret and connection not in room):
-            reply.numeric("366", channel, "End of /NAMES list")
-        else:
-            send_names(reply, connection, room)
+        if room is not None and not (room.is_secret and connection not in room):
+            send_names(reply, connection, room, end=False)
+    reply.numeric("366", message.params[0], "End of /NAMES list")
 
 
 def visible(room: Room, connection: Any) -> bool:
@@ -188,8 +189,8 @@ def visible(room: Room, connection: Any) -> bool:
     return not room.is_secret or connection in room
 
 
-def send_names(reply: Reply, connection: Any, room: Room) -> None:
-    """C{353} lines of the room's members, then C{366}.
+def send_names(reply: Reply, connection: Any, room: Room, end: bool = True) -> None:
+    """C{353} lines of the room's members, then (with C{end}) C{366}.
 
     Prefixes as IRCv3 C{multi-prefix} asks, C{nick!user@host} with
     C{userhost-in-names}.
@@ -210,7 +211,8 @@ def send_names(reply: Reply, connection: Any, room: Room) -> None:
         size += len(name) + 1
     if chunk:
         reply.numeric("353", kind, room.channel, " ".join(chunk))
-    reply.numeric("366", room.channel, "End of /NAMES list")
+    if end:
+        reply.numeric("366", room.channel, "End of /NAMES list")
 
 
 def send_topic(reply: Reply, room: Room, on_join: bool = False) -> None:
@@ -458,13 +460,24 @@ def send_bans(reply: Reply, room: Room) -> None:
 
 
 def kick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """An operator removes members: C{KICK #room nick[,nick] [:reason]}."""
-    room = room_or_403(host, reply, message.params[0])
-    if room is None:
+    """An operator removes members: C{KICK #room nick[,nick] [:reason]};
+    C{KICK #a,#b n1,n2} pairs rooms and nicks (RFC 2812 3.2.8).  Each
+    removal is its own C{KICK} line; at most C{TARGMAX} (4) nicks."""
+    channels = message.params[0].split(",")
+    nicks = message.params[1].split(",")[:TARGMAX]
+    if len(channels) == 1:
+        pairs = [(channels[0], nick) for nick in nicks]
+    elif len(channels) == len(nicks):
+        pairs = list(zip(channels, nicks))
+    else:
+        reply.numeric("461", "KICK", "Not enough parameters")
         return
     reason = (message.params[2] if len(message.params) > 2
               else connection.nick or "")[:TOPICLEN]
-    for nick in message.params[1].split(",")[:TARGMAX]:
+    for channel, nick in pairs:
+        room = room_or_403(host, reply, channel)
+        if room is None:
+            continue
         target = room.member_named(nick)
         if target is None:
             reply.numeric("441", nick, room.channel, "They aren't on that channel")
@@ -473,7 +486,6 @@ def kick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
             host.kick(connection, room, target, reason, reply)
         except (NotAMember, NotOperator) as error:
             refuse(reply, room, error)
-            return
 
 
 def invite(host: Any, connection: Any, reply: Reply, message: Message) -> None:
