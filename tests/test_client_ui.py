@@ -73,7 +73,7 @@ class ChatScreenTests(SynchronousTestCase):
         self.quits = []
         self.terminal = ChatTerminal(on_quit=lambda: self.quits.append(True))
         self.controller = ChatController(
-            self.session, self.terminal_show, lambda: self.quits.append("/quit"),
+            self.session, self.terminal_show, self.quits.append,
             list_rooms=lambda: ["lobby  abcdef0123456789  127.0.0.1:6697"],
             tz=UTC)
         self.terminal.controller = self.controller
@@ -181,8 +181,10 @@ class ChatScreenTests(SynchronousTestCase):
                       " reconnection.", self.lines())
 
     def test_quit_command(self):
+        """/quit leaves with the reason given, or "Leaving"."""
         self.type("/quit\r")
-        self.assertEqual(self.quits, ["/quit"])
+        self.type("/quit gone fishing\r")
+        self.assertEqual(self.quits, ["Leaving", "gone fishing"])
 
     def test_ctrl_c_quits(self):
         self.type("half a line")

@@ -527,9 +527,9 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
                                                         out.flush())]
     done: Deferred[None] = Deferred()
 
-    def leave() -> None:
+    def leave(reason: str = "Leaving") -> None:
         if not done.called:
-            done.callback(None)
+            done.callback(reason)
 
     def list_rooms() -> list[str]:
         if finder is None:
@@ -565,11 +565,12 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
             import termios
             termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved_tty)
     trigger = reactor.addSystemEventTrigger("after", "shutdown", restore)
+    reason = "Leaving"
     try:
-        yield done
+        reason = yield done
     finally:
         write[0] = lambda text: None
-        yield session.close("Leaving")
+        yield session.close(reason)
         if finder is not None:
             yield finder.stop()
         stdio.loseConnection()

@@ -1133,8 +1133,7 @@ def _refusal(channel: str, reply: Message, password: str | None) -> str:
     if reply.command in ("473", "475"):
         # A private room's refusal says what would let us in: the password,
         # or which key fingerprint to give the host's operator.
-        return ("The host refused to let you into %s: %s. Give its password"
-                " with --password, or ask the host's operator to add the key"
-                " 'chatroom whoami' prints." % (channel, said))
+        return ("The host refused to let you into %s: %s.  If the room has a"
+                " password, give it with --password." % (channel, said))
     return ("The host refused to let you into %s (%s); check the room name"
             " with 'chatroom rooms'." % (channel, said))

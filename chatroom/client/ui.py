@@ -91,7 +91,7 @@ class ChatController:
     """
 
     def __init__(self, session: Any, write: Callable[[str], None],
-                 quit: Callable[[], None],
+                 quit: Callable[[str], None],
                  list_rooms: Callable[[], list[str]] | None = None,
                  tz: datetime.tzinfo | None = None) -> None:
         self.session = session
@@ -176,8 +176,8 @@ class ChatController:
             self.write(line)
 
     def command_quit(self, rest: str) -> None:
-        """/quit [WHY]"""
-        self.quit()
+        """/quit [WHY]: leave; the room sees WHY as the quit reason."""
+        self.quit(rest.strip() or "Leaving")
 
     command_exit = command_quit
 
