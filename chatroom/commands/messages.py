@@ -57,12 +57,15 @@ def _post(host: Any, connection: Any, reply: Reply, message: Message,
         return
     connection.last_active_ms = host.now_ms()
     targets: list[str] = []
-    seen: set[str] = set()
-    for target in params[0].split(","):
-        folded = casefold(target)
-        if target and folded not in seen:
-            seen.add(folded)
-            targets.append(target)
+    if "," not in params[0]:
+        targets.append(params[0])  # one target: the common case
+    else:
+        seen: set[str] = set()
+        for target in params[0].split(","):
+            folded = casefold(target)
+            if target and folded not in seen:
+                seen.add(folded)
+                targets.append(target)
     for index, target in enumerate(targets):
         if index >= TARGMAX:
             # RFC 2812 407 ERR_TOOMANYTARGETS, once, for the first one

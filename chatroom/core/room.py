@@ -404,6 +404,8 @@ class Room:
 
     def is_banned(self, member: Any) -> bool:
         """Whether C{member}'s C{nick!user@host} matches a ban mask."""
+        if not self.bans:
+            return False  # the common case, on every message
         return any(mask_matches(ban.mask, member.source) for ban in self.bans)
 
     def join_refusal(self, member: Any, key: str | None,
