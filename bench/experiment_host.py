@@ -81,7 +81,8 @@ def output_budget(kib):
     def submit(self, event):
         original_submit(self, event)
         self._budget_total = getattr(self, "_budget_total", 0) + 128 * len(
-            event.audience or ())
+            event.audience or ()
+        )
         if self._budget_total > limit and getattr(self, "_budget_call", None) is None:
             pause(self)
 
@@ -110,8 +111,11 @@ def turn_events(count):
                 continue
             if not on:
                 c.transport.pauseProducing()
-            elif c._held is None and not c._delayed and not getattr(
-                    host, "_budget_call", None):
+            elif (
+                c._held is None
+                and not c._delayed
+                and not getattr(host, "_budget_call", None)
+            ):
                 c.transport.resumeProducing()
 
     def flush(self):
@@ -146,8 +150,12 @@ def malloc_trim(seconds):
     reactor.callWhenRunning(loop.start, float(seconds), now=False)
 
 
-EXPERIMENTS = {"output-budget": output_budget, "turn-events": turn_events,
-               "tls-unbuffered": tls_unbuffered, "malloc-trim": malloc_trim}
+EXPERIMENTS = {
+    "output-budget": output_budget,
+    "turn-events": turn_events,
+    "tls-unbuffered": tls_unbuffered,
+    "malloc-trim": malloc_trim,
+}
 
 
 def main(argv):
@@ -160,7 +168,8 @@ def main(argv):
             sys.exit(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
         EXPERIMENTS[name](value)
     from twisted.scripts.twistd import run
-    sys.argv = ["twistd"] + argv[split + 1:]
+
+    sys.argv = ["twistd"] + argv[split + 1 :]
     sys.exit(run())
 
 

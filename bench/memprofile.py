@@ -44,9 +44,21 @@ LOADGEN = os.path.join(BENCH, "build", "loadgen")
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-        "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def c_heap():
@@ -67,11 +79,17 @@ def rss_kib():
 
 def reading():
     gc.collect()
-    return {"rss_kib": rss_kib(), "c_heap": c_heap(),
-            "traced": tracemalloc.get_traced_memory()[0],
-            "snapshot": tracemalloc.take_snapshot().filter_traces([
+    return {
+        "rss_kib": rss_kib(),
+        "c_heap": c_heap(),
+        "traced": tracemalloc.get_traced_memory()[0],
+        "snapshot": tracemalloc.take_snapshot().filter_traces(
+            [
                 tracemalloc.Filter(False, tracemalloc.__file__),
-                tracemalloc.Filter(False, "<frozen importlib._bootstrap*>")])}
+                tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+            ]
+        ),
+    }
 
 
 def free_port():
@@ -89,28 +107,41 @@ def report(title, before, after, clients, top, callers=()):
     print(f"  RSS growth per client          {rss:8.2f} KiB")
     print(f"  C heap (malloc) per client     {heap:8.2f} KiB")
     print(f"  Python (tracemalloc) per client{traced:8.2f} KiB")
-    print(f"  C heap not traced by Python    {heap - traced:8.2f} KiB"
-          "  (OpenSSL, SQLite, ...; Python's small objects live in"
-          " pymalloc arenas outside malloc)")
+    print(
+        f"  C heap not traced by Python    {heap - traced:8.2f} KiB"
+        "  (OpenSSL, SQLite, ...; Python's small objects live in"
+        " pymalloc arenas outside malloc)"
+    )
     print(f"  top {top} source lines by growth, bytes per client:")
     stats = after["snapshot"].compare_to(before["snapshot"], "lineno")
     for stat in stats[:top]:
         frame = stat.traceback[0]
-        where = os.path.relpath(frame.filename, REPO) if frame.filename.startswith(
-            REPO) else frame.filename.split("site-packages/")[-1]
+        where = (
+            os.path.relpath(frame.filename, REPO)
+            if frame.filename.startswith(REPO)
+            else frame.filename.split("site-packages/")[-1]
+        )
         code = linecache.getline(frame.filename, frame.lineno).strip()[:60]
-        print(f"  {stat.size_diff / n:9.0f} B {stat.count_diff / n:6.2f} blocks"
-              f"  {where}:{frame.lineno}  {code}")
+        print(
+            f"  {stat.size_diff / n:9.0f} B {stat.count_diff / n:6.2f} blocks"
+            f"  {where}:{frame.lineno}  {code}"
+        )
     for spec in callers:
         path, _, line = spec.rpartition(":")
         filt = [tracemalloc.Filter(True, "*" + path, int(line))]
-        diffs = after["snapshot"].filter_traces(filt).compare_to(
-            before["snapshot"].filter_traces(filt), "traceback")
+        diffs = (
+            after["snapshot"]
+            .filter_traces(filt)
+            .compare_to(before["snapshot"].filter_traces(filt), "traceback")
+        )
         print(f"  allocated at {spec}, by caller, bytes per client:")
         for stat in diffs[:8]:
             chain = " <- ".join(
-                f"{os.path.basename(f.filename)}:{f.lineno}" for f in stat.traceback)
-            print(f"  {stat.size_diff / n:9.0f} B {stat.count_diff / n:6.2f} blocks  {chain}")
+                f"{os.path.basename(f.filename)}:{f.lineno}" for f in stat.traceback
+            )
+            print(
+                f"  {stat.size_diff / n:9.0f} B {stat.count_diff / n:6.2f} blocks  {chain}"
+            )
 
 
 def main(argv=None):
@@ -120,14 +151,24 @@ def main(argv=None):
     p.add_argument("--rate", type=float, default=0)
     p.add_argument("--window", type=int, default=256)
     p.add_argument("--duration", type=float, default=5)
-    p.add_argument("--plain", action="store_true",
-                   help="plain-text members instead of TLS")
-    p.add_argument("--frames", type=int, default=1,
-                   help="tracemalloc frames to keep (more: slower)")
+    p.add_argument(
+        "--plain", action="store_true", help="plain-text members instead of TLS"
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=1,
+        help="tracemalloc frames to keep (more: slower)",
+    )
     p.add_argument("--top", type=int, default=25)
-    p.add_argument("--callers", metavar="FILE:LINE", action="append", default=[],
-                   help="also show who allocated at FILE:LINE (a path suffix), "
-                        "grouped by traceback; needs --frames 2 or more")
+    p.add_argument(
+        "--callers",
+        metavar="FILE:LINE",
+        action="append",
+        default=[],
+        help="also show who allocated at FILE:LINE (a path suffix), "
+        "grouped by traceback; needs --frames 2 or more",
+    )
     opts = p.parse_args(argv)
     if not os.path.exists(LOADGEN):
         sys.exit(f"{LOADGEN} is missing: run make -C bench")
@@ -140,9 +181,21 @@ def main(argv=None):
 
     tmp = tempfile.mkdtemp(prefix="bench-memprofile-")
     tls_port, plain_port = free_port(), free_port()
-    argv = ["--data-dir", os.path.join(tmp, "data"), "--room", "bench",
-            "--interface", "127.0.0.1", "--port", str(tls_port), "--no-discovery",
-            "--flood-rate", "0", "--max-clients", str(opts.clients + 10)]
+    argv = [
+        "--data-dir",
+        os.path.join(tmp, "data"),
+        "--room",
+        "bench",
+        "--interface",
+        "127.0.0.1",
+        "--port",
+        str(tls_port),
+        "--no-discovery",
+        "--flood-rate",
+        "0",
+        "--max-clients",
+        str(opts.clients + 10),
+    ]
     if opts.plain:
         argv += ["--listen", f"tcp:{plain_port}:interface=127.0.0.1"]
     options = Options()
@@ -154,15 +207,38 @@ def main(argv=None):
         service.startService()
         yield task.deferLater(reactor, 1.0, lambda: None)
         readings["empty"] = reading()
-        gen = [LOADGEN, "--host", "127.0.0.1",
-               "--port", str(plain_port if opts.plain else tls_port),
-               "--clients", str(opts.clients), "--senders", str(opts.senders),
-               "--rate", str(opts.rate), "--window", str(opts.window),
-               "--duration", str(opts.duration), "--warmup", "1", "--settle", "3",
-               "--drain", "10", "--connect-timeout", "120", "--timeout", "240",
-               "--channel", "#bench"] + (["--plain"] if opts.plain else [])
-        proc = subprocess.Popen(gen, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+        gen = [
+            LOADGEN,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(plain_port if opts.plain else tls_port),
+            "--clients",
+            str(opts.clients),
+            "--senders",
+            str(opts.senders),
+            "--rate",
+            str(opts.rate),
+            "--window",
+            str(opts.window),
+            "--duration",
+            str(opts.duration),
+            "--warmup",
+            "1",
+            "--settle",
+            "3",
+            "--drain",
+            "10",
+            "--connect-timeout",
+            "120",
+            "--timeout",
+            "240",
+            "--channel",
+            "#bench",
+        ] + (["--plain"] if opts.plain else [])
+        proc = subprocess.Popen(
+            gen, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 240
 
         def wait_for(text):
@@ -170,12 +246,16 @@ def main(argv=None):
                 if text in line or time.monotonic() > deadline:
                     return line
             return ""
+
         line = yield threads.deferToThread(wait_for, "joined in")
         if "joined in" not in line:
             raise RuntimeError(f"generator failed: {line}")
         # Idle: read after the settle time; under load: half-way through.
-        yield task.deferLater(reactor, 2.0 if not opts.senders else
-                              1.0 + 2.0 + opts.duration / 2, lambda: None)
+        yield task.deferLater(
+            reactor,
+            2.0 if not opts.senders else 1.0 + 2.0 + opts.duration / 2,
+            lambda: None,
+        )
         readings["loaded"] = reading()
         readings["peak_rss_kib"] = _hwm()
         yield threads.deferToThread(proc.wait, 300)
@@ -187,6 +267,7 @@ def main(argv=None):
         d = defer.inlineCallbacks(drive)()
         d.addErrback(lambda f: (print(f.getTraceback(), file=sys.stderr), f)[1])
         d.addBoth(lambda _: reactor.stop())
+
     reactor.callWhenRunning(run)
     try:
         reactor.run()
@@ -195,13 +276,24 @@ def main(argv=None):
     if "loaded" not in readings:
         return 1
     kind = "plain-text" if opts.plain else "TLS"
-    title = (f"{kind}, {opts.senders} senders at "
-             f"{'full speed' if not opts.rate else f'{opts.rate} msg/s'}"
-             if opts.senders else f"idle {kind} members")
-    print(f"\nempty host: RSS {readings['empty']['rss_kib']} KiB (with tracemalloc),"
-          f" peak RSS {readings['peak_rss_kib']} KiB")
-    report(title, readings["empty"], readings["loaded"], opts.clients, opts.top,
-           opts.callers)
+    title = (
+        f"{kind}, {opts.senders} senders at "
+        f"{'full speed' if not opts.rate else f'{opts.rate} msg/s'}"
+        if opts.senders
+        else f"idle {kind} members"
+    )
+    print(
+        f"\nempty host: RSS {readings['empty']['rss_kib']} KiB (with tracemalloc),"
+        f" peak RSS {readings['peak_rss_kib']} KiB"
+    )
+    report(
+        title,
+        readings["empty"],
+        readings["loaded"],
+        opts.clients,
+        opts.top,
+        opts.callers,
+    )
     return 0
 
 

@@ -31,9 +31,21 @@ REPO = os.path.dirname(BENCH)
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-        "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 _libc = ctypes.CDLL("libc.so.6")
@@ -109,33 +121,59 @@ def system(n, certdir):
     crypto = ctypes.CDLL("libcrypto.so.3")
     P, I, S = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
     sigs = {
-        (ssl, "TLS_server_method"): (P, []), (ssl, "TLS_client_method"): (P, []),
-        (ssl, "SSL_CTX_new"): (P, [P]), (ssl, "SSL_new"): (P, [P]),
-        (ssl, "SSL_free"): (None, [P]), (ssl, "SSL_set_bio"): (None, [P, P, P]),
+        (ssl, "TLS_server_method"): (P, []),
+        (ssl, "TLS_client_method"): (P, []),
+        (ssl, "SSL_CTX_new"): (P, [P]),
+        (ssl, "SSL_new"): (P, [P]),
+        (ssl, "SSL_free"): (None, [P]),
+        (ssl, "SSL_set_bio"): (None, [P, P, P]),
         (ssl, "SSL_set_accept_state"): (None, [P]),
         (ssl, "SSL_set_connect_state"): (None, [P]),
-        (ssl, "SSL_do_handshake"): (I, [P]), (ssl, "SSL_read"): (I, [P, S, I]),
+        (ssl, "SSL_do_handshake"): (I, [P]),
+        (ssl, "SSL_read"): (I, [P, S, I]),
         (ssl, "SSL_write"): (I, [P, S, I]),
         (ssl, "SSL_CTX_ctrl"): (ctypes.c_long, [P, I, ctypes.c_long, P]),
         (ssl, "SSL_CTX_set_options"): (ctypes.c_uint64, [P, ctypes.c_uint64]),
         (ssl, "SSL_CTX_use_certificate_file"): (I, [P, S, I]),
         (ssl, "SSL_CTX_use_PrivateKey_file"): (I, [P, S, I]),
         (ssl, "SSL_get_version"): (S, [P]),
-        (crypto, "BIO_s_mem"): (P, []), (crypto, "BIO_new"): (P, [P]),
-        (crypto, "BIO_read"): (I, [P, S, I]), (crypto, "BIO_write"): (I, [P, S, I]),
+        (crypto, "BIO_s_mem"): (P, []),
+        (crypto, "BIO_new"): (P, [P]),
+        (crypto, "BIO_read"): (I, [P, S, I]),
+        (crypto, "BIO_write"): (I, [P, S, I]),
         (crypto, "OpenSSL_version"): (S, [I]),
     }
     for (lib, name), (res, args) in sigs.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
     key, cert = os.path.join(certdir, "key.pem"), os.path.join(certdir, "cert.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ed25519", "-nodes",
-                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=bench"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ed25519",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bench",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     server_ctx = ssl.SSL_CTX_new(ssl.TLS_server_method())
     client_ctx = ssl.SSL_CTX_new(ssl.TLS_client_method())
-    if (ssl.SSL_CTX_use_certificate_file(server_ctx, cert.encode(), 1) != 1 or
-            ssl.SSL_CTX_use_PrivateKey_file(server_ctx, key.encode(), 1) != 1):
+    if (
+        ssl.SSL_CTX_use_certificate_file(server_ctx, cert.encode(), 1) != 1
+        or ssl.SSL_CTX_use_PrivateKey_file(server_ctx, key.encode(), 1) != 1
+    ):
         raise RuntimeError("the system OpenSSL cannot load the test certificate")
     SSL_CTRL_MODE, SSL_CTRL_SET_SESS_CACHE_MODE = 33, 44
     modes = 0x10 | 0x1 | 0x2  # RELEASE_BUFFERS, PARTIAL_WRITE, MOVING_BUFFER
@@ -147,7 +185,10 @@ def system(n, certdir):
 
     def make(ctx, accept):
         conn = ssl.SSL_new(ctx)
-        rbio, wbio = crypto.BIO_new(crypto.BIO_s_mem()), crypto.BIO_new(crypto.BIO_s_mem())
+        rbio, wbio = (
+            crypto.BIO_new(crypto.BIO_s_mem()),
+            crypto.BIO_new(crypto.BIO_s_mem()),
+        )
         ssl.SSL_set_bio(conn, rbio, wbio)
         (ssl.SSL_set_accept_state if accept else ssl.SSL_set_connect_state)(conn)
         return conn, rbio, wbio
@@ -180,8 +221,12 @@ def system(n, certdir):
     idle = c_heap()
     for s in servers:
         ssl.SSL_free(s[0])
-    return (crypto.OpenSSL_version(0).decode(), version,
-            (created - before) / n / 1024, (idle - start) / n / 1024)
+    return (
+        crypto.OpenSSL_version(0).decode(),
+        version,
+        (created - before) / n / 1024,
+        (idle - start) / n / 1024,
+    )
 
 
 def main(argv=None):
@@ -191,16 +236,21 @@ def main(argv=None):
     sys.path.insert(0, REPO)
     from OpenSSL import SSL
     from OpenSSL._util import ffi, lib
+
     wheel_version = ffi.string(lib.OpenSSL_version(0)).decode()
     n = opts.connections
     print(f"per idle server connection, C heap, {n} connections")
     print(f"{'OpenSSL':40} {'case':34} {'SSL_new KiB':>12} {'idle KiB':>9}")
-    for label, kwargs in (("RELEASE_BUFFERS (host)", {}),
-                          ("without RELEASE_BUFFERS", {"release": False}),
-                          ("RELEASE_BUFFERS, TLS 1.2", {"tls12": True})):
+    for label, kwargs in (
+        ("RELEASE_BUFFERS (host)", {}),
+        ("without RELEASE_BUFFERS", {"release": False}),
+        ("RELEASE_BUFFERS, TLS 1.2", {"tls12": True}),
+    ):
         version, new, idle = wheel(n, **kwargs)
-        print(f"{wheel_version + ' (pyOpenSSL)':40} {label + ', ' + version:34} "
-              f"{new:12.2f} {idle:9.2f}")
+        print(
+            f"{wheel_version + ' (pyOpenSSL)':40} {label + ', ' + version:34} "
+            f"{new:12.2f} {idle:9.2f}"
+        )
     del SSL
     with tempfile.TemporaryDirectory(prefix="bench-tlsmem-") as tmp:
         try:
@@ -208,8 +258,10 @@ def main(argv=None):
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             print(f"system OpenSSL not measured: {e}")
         else:
-            print(f"{name + ' (system)':40} {'RELEASE_BUFFERS, ' + version:34} "
-                  f"{new:12.2f} {idle:9.2f}")
+            print(
+                f"{name + ' (system)':40} {'RELEASE_BUFFERS, ' + version:34} "
+                f"{new:12.2f} {idle:9.2f}"
+            )
     return 0
 
 

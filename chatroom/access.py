@@ -32,8 +32,10 @@ def parse_fingerprint(text: str) -> str:
     """
     cleaned = text.strip().replace(":", "").lower()
     if not _FINGERPRINT.match(cleaned):
-        raise ValueError("%r is not a client key fingerprint (64 hex digits, "
-                         "as chatroom whoami prints it)" % (text,))
+        raise ValueError(
+            "%r is not a client key fingerprint (64 hex digits, "
+            "as chatroom whoami prints it)" % (text,)
+        )
     return cleaned
 
 
@@ -48,8 +50,10 @@ def read_allow_file(path: str) -> frozenset[str]:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise AccessFileError("Cannot read the allow-list %s: %s." % (
-            path, getattr(e, "strerror", None) or e)) from None
+        raise AccessFileError(
+            "Cannot read the allow-list %s: %s."
+            % (path, getattr(e, "strerror", None) or e)
+        ) from None
     allowed = set()
     for number, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
@@ -58,8 +62,9 @@ def read_allow_file(path: str) -> frozenset[str]:
         try:
             allowed.add(parse_fingerprint(line))
         except ValueError as e:
-            raise AccessFileError("Line %d of the allow-list %s: %s." % (
-                number, path, e)) from None
+            raise AccessFileError(
+                "Line %d of the allow-list %s: %s." % (number, path, e)
+            ) from None
     return frozenset(allowed)
 
 
@@ -72,8 +77,7 @@ class PrivateRooms:
     @raise AccessFileError: the file cannot be used at start.
     """
 
-    def __init__(self, password: str, keys: frozenset[str],
-                 path: str | None) -> None:
+    def __init__(self, password: str, keys: frozenset[str], path: str | None) -> None:
         self.password = password
         self.keys = keys
         self.path = path

@@ -19,7 +19,7 @@ from chatroom.core.names import parse_msgid
 from chatroom.core.room import Event, Room
 
 #: The largest sequence number a reference may name (SQLite INTEGER).
-MAX_SEQ = 2 ** 63 - 2
+MAX_SEQ = 2**63 - 2
 
 #: The subcommands that return events.
 SUBCOMMANDS = ("LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN")
@@ -57,12 +57,14 @@ def parse_request(params: tuple[str, ...], max_limit: int) -> HistoryRequest:
         raise HistoryRequestError("INVALID_PARAMS", sub, "Not enough parameters")
     text = params[-1]
     if not (text.isascii() and text.isdigit()):
-        raise HistoryRequestError("INVALID_PARAMS", sub, text,
-                                  "The limit must be a whole number")
+        raise HistoryRequestError(
+            "INVALID_PARAMS", sub, text, "The limit must be a whole number"
+        )
     # A huge limit is capped below, never an error.
     limit = int(text[:12])
-    return HistoryRequest(sub, params[1], tuple(params[2:-1]),
-                          max(0, min(limit, max_limit)))
+    return HistoryRequest(
+        sub, params[1], tuple(params[2:-1]), max(0, min(limit, max_limit))
+    )
 
 
 def _position(store: Any, room: Room, text: str, after: bool) -> int:
@@ -75,26 +77,29 @@ def _position(store: Any, room: Room, text: str, after: bool) -> int:
     if kind == "msgid":
         parsed = parse_msgid(value)
         if parsed is None or parsed[0] != room.key:
-            raise HistoryRequestError("INVALID_MSGREFTYPE", "*", text,
-                                      "Unknown message id")
+            raise HistoryRequestError(
+                "INVALID_MSGREFTYPE", "*", text, "Unknown message id"
+            )
         if parsed[1] > MAX_SEQ:
             # Would not fit SQLite's 64-bit integers: no such event.
-            raise HistoryRequestError("INVALID_PARAMS", "*", text,
-                                      "No such message id")
+            raise HistoryRequestError("INVALID_PARAMS", "*", text, "No such message id")
         return parsed[1]
     if kind == "timestamp":
         try:
             time_ms = parse_server_time(value)
         except ParseError:
-            raise HistoryRequestError("INVALID_PARAMS", "*", text,
-                                      "Bad timestamp") from None
+            raise HistoryRequestError(
+                "INVALID_PARAMS", "*", text, "Bad timestamp"
+            ) from None
         return store.seq_at(room.key, time_ms, after)
-    raise HistoryRequestError("INVALID_MSGREFTYPE", "*", text,
-                              "Use msgid= or timestamp=")
+    raise HistoryRequestError(
+        "INVALID_MSGREFTYPE", "*", text, "Use msgid= or timestamp="
+    )
 
 
-def select_events(store: Any, room: Room, request: HistoryRequest,
-                  messages_only: bool) -> list[Event]:
+def select_events(
+    store: Any, room: Room, request: HistoryRequest, messages_only: bool
+) -> list[Event]:
     """The stored events that answer C{request}, oldest first.
 
     @param messages_only: only C{PRIVMSG} and C{NOTICE} (clients without
@@ -130,5 +135,9 @@ def select_events(store: Any, room: Room, request: HistoryRequest,
         return between(first, second, limit, False)
     # The reference given first is the later one: the limit counts back
     # from it.
-    return between(_position(store, room, refs[1], True),
-                   _position(store, room, refs[0], False), limit, True)
+    return between(
+        _position(store, room, refs[1], True),
+        _position(store, room, refs[0], False),
+        limit,
+        True,
+    )

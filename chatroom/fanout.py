@@ -122,8 +122,14 @@ class HostFanout:
     @param random_bytes: C{os.urandom}, or a fake in tests.
     """
 
-    def __init__(self, host: Any, private_key: Any, q: bytes, sender: Any,
-                 random_bytes: Any = os.urandom) -> None:
+    def __init__(
+        self,
+        host: Any,
+        private_key: Any,
+        q: bytes,
+        sender: Any,
+        random_bytes: Any = os.urandom,
+    ) -> None:
         self.host = host
         self.clock = host.clock
         self._private_key = private_key
@@ -138,9 +144,13 @@ class HostFanout:
         sender = self._senders.get(room.key)
         if sender is None:
             sender = self._senders[room.key] = FanoutSender(
-                self._private_key, RoomIdentity(self._q, room.channel[1:]),
-                self._socket.group, self._socket.port, self._random_bytes,
-                last_seq=room.next_seq - 1)
+                self._private_key,
+                RoomIdentity(self._q, room.channel[1:]),
+                self._socket.group,
+                self._socket.port,
+                self._random_bytes,
+                last_seq=room.next_seq - 1,
+            )
         return sender
 
     # What the host and the commands tell us
@@ -150,8 +160,7 @@ class HostFanout:
         as part of C{reply} (after the C{JOIN} and names) when given."""
         if CAPABILITY not in member.caps:
             return
-        for action in self.sender_for(room).member_joined(
-                member, self.clock.seconds()):
+        for action in self.sender_for(room).member_joined(member, self.clock.seconds()):
             if reply is not None and isinstance(action, SendKey):
                 reply.send("FANOUT", *action.grant.to_params())
             else:
@@ -194,7 +203,8 @@ class HostFanout:
             event = delivery.event
             if event.seq is not None and event.room in self._senders:
                 by_room.setdefault(event.room, []).append(
-                    (event.seq, event.line(DATAGRAM_VARIANT)))
+                    (event.seq, event.line(DATAGRAM_VARIANT))
+                )
         now = self.clock.seconds()
         for key, sender in list(self._senders.items()):
             room = self.host.rooms.get(key)
@@ -232,12 +242,19 @@ class HostFanout:
         lines = [line + b"\r\n" for _, line in action.events]
         store = self.host.store
         for first, last in action.uncached:
-            for event in store.between(room.key, first - 1, last + 1,
-                                       last - first + 1, False, False):
+            for event in store.between(
+                room.key, first - 1, last + 1, last - first + 1, False, False
+            ):
                 lines.append(event.line(DATAGRAM_VARIANT))
-        lines.append(format_line(
-            "FANOUT", room.channel, "REPAIRED", format_ranges(action.ranges),
-            prefix=self.host.server_name))
+        lines.append(
+            format_line(
+                "FANOUT",
+                room.channel,
+                "REPAIRED",
+                format_ranges(action.ranges),
+                prefix=self.host.server_name,
+            )
+        )
         action.member.deliver(b"".join(lines))
 
     def _schedule(self) -> None:
@@ -254,7 +271,8 @@ class HostFanout:
         self._timer = None
         if due is not None:
             self._timer = self.clock.callLater(
-                max(0.0, due - self.clock.seconds()), self._wake)
+                max(0.0, due - self.clock.seconds()), self._wake
+            )
 
     def _wake(self) -> None:
         self._timer = None

@@ -153,8 +153,13 @@ class HandshakeLimitFactory(policies.WrappingFactory):
     # The wrapped factory already logs its start and stop.
     noisy = False
 
-    def __init__(self, wrappedFactory: Any, limits: HandshakeLimits, clock: Any,
-                 count: Callable[[str], None] = lambda name: None) -> None:
+    def __init__(
+        self,
+        wrappedFactory: Any,
+        limits: HandshakeLimits,
+        clock: Any,
+        count: Callable[[str], None] = lambda name: None,
+    ) -> None:
         super().__init__(wrappedFactory)
         self.limits = limits
         self.clock = clock
@@ -191,7 +196,9 @@ class HandshakeLimitFactory(policies.WrappingFactory):
                     "per-address",
                     "Closing connections from {address}: {held} TLS handshakes "
                     "from it are in progress (--max-handshakes-per-address)",
-                    address=key, held=held)
+                    address=key,
+                    held=held,
+                )
                 return False
             self.per_address[key] = held + 1
         self.in_progress += 1
@@ -202,7 +209,8 @@ class HandshakeLimitFactory(policies.WrappingFactory):
                 "global",
                 "{held} TLS handshakes in progress: not accepting new "
                 "connections until one completes (--max-handshakes)",
-                held=self.in_progress)
+                held=self.in_progress,
+            )
             for port in self._ports:
                 port.pauseProducing()
         return True

@@ -65,8 +65,9 @@ def _create(path: str) -> None:
         os.remove(temporary)
     db = sqlite3.connect(temporary, isolation_level=None)
     try:
-        db.executescript("BEGIN;" + _read_schema("history-v%d.sql" % (
-            SCHEMA_VERSION,)) + "COMMIT;")
+        db.executescript(
+            "BEGIN;" + _read_schema("history-v%d.sql" % (SCHEMA_VERSION,)) + "COMMIT;"
+        )
     finally:
         db.close()
     os.replace(temporary, path)
@@ -102,15 +103,22 @@ def _upgrade(db: sqlite3.Connection, version: int) -> None:
     while version < SCHEMA_VERSION:
         version += 1
         script = _read_schema("upgrade-to-v%d.sql" % (version,))
-        db.executescript("BEGIN;" + script +
-                         "UPDATE version SET version = %d; COMMIT;" % (version,))
+        db.executescript(
+            "BEGIN;" + script + "UPDATE version SET version = %d; COMMIT;" % (version,)
+        )
 
 
 def _event_from_row(row: Sequence) -> Event:
     room, seq, time_ms, command, source, params, tags = row
-    return Event(room=room, seq=seq, time_ms=time_ms, command=command,
-                 source=source, params=tuple(json.loads(params)),
-                 client_tags=json.loads(tags))
+    return Event(
+        room=room,
+        seq=seq,
+        time_ms=time_ms,
+        command=command,
+        source=source,
+        params=tuple(json.loads(params)),
+        client_tags=json.loads(tags),
+    )
 
 
 @attrs.frozen
@@ -142,19 +150,22 @@ class HistoryStore:
             self._db = sqlite3.connect(path, isolation_level=None)
             _configure(self._db)
             if path == ":memory:":
-                self._db.executescript(_read_schema(
-                    "history-v%d.sql" % (SCHEMA_VERSION,)))
-            (version,), = self._db.execute("SELECT version FROM version")
+                self._db.executescript(
+                    _read_schema("history-v%d.sql" % (SCHEMA_VERSION,))
+                )
+            ((version,),) = self._db.execute("SELECT version FROM version")
         except sqlite3.Error as e:
             raise HistoryStoreError(
                 "The history database %s cannot be used (%s). Move it away "
-                "to start with an empty history." % (path, e)) from None
+                "to start with an empty history." % (path, e)
+            ) from None
         if version > SCHEMA_VERSION:
             self._db.close()
             raise HistoryStoreError(
                 "The history database %s was written by a newer chatroom "
                 "(schema %d; this one knows %d). Upgrade chatroom."
-                % (path, version, SCHEMA_VERSION))
+                % (path, version, SCHEMA_VERSION)
+            )
         if version < SCHEMA_VERSION and path != ":memory:":
             try:
                 copy = _backup(self._db, path, version)
@@ -164,19 +175,25 @@ class HistoryStore:
                     "The history database %s needs an upgrade (schema %d to "
                     "%d), but no copy of it could be kept first (%s). Free "
                     "space next to it, or upgrade a copy by hand."
-                    % (path, version, SCHEMA_VERSION, e)) from None
-            _log.info("Upgrading the history database {path} from schema "
-                      "{old} to {new}; the version {old} database is kept as "
-                      "{copy}", path=path, old=version, new=SCHEMA_VERSION,
-                      copy=copy)
+                    % (path, version, SCHEMA_VERSION, e)
+                ) from None
+            _log.info(
+                "Upgrading the history database {path} from schema "
+                "{old} to {new}; the version {old} database is kept as "
+                "{copy}",
+                path=path,
+                old=version,
+                new=SCHEMA_VERSION,
+                copy=copy,
+            )
         try:
             _upgrade(self._db, version)
         except sqlite3.Error as e:
             self._db.close()
             raise HistoryStoreError(
                 "The history database %s could not be upgraded from schema %d "
-                "(%s); it is unchanged, and a copy is next to it." % (
-                    path, version, e)) from None
+                "(%s); it is unchanged, and a copy is next to it." % (path, version, e)
+            ) from None
 
     def close(self) -> None:
         """Close the database."""
@@ -195,47 +212,74 @@ class HistoryStore:
         for event in events:
             if event.seq is None:
                 continue
-            rows.append((event.room, event.seq, event.time_ms, event.command,
-                         event.source, json.dumps(event.params),
-                         json.dumps(event.client_tags)))
+            rows.append(
+                (
+                    event.room,
+                    event.seq,
+                    event.time_ms,
+                    event.command,
+                    event.source,
+                    json.dumps(event.params),
+                    json.dumps(event.client_tags),
+                )
+            )
             if event.command == "TOPIC":
-                topics.append((event.params[1], event.source, event.time_ms,
-                               event.room))
+                topics.append(
+                    (event.params[1], event.source, event.time_ms, event.room)
+                )
         if not rows:
             return
         db = self._db
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT INTO events (%s) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                           % (_COLUMNS,), rows)
+            db.executemany(
+                "INSERT INTO events (%s) VALUES (?, ?, ?, ?, ?, ?, ?)" % (_COLUMNS,),
+                rows,
+            )
             if topics:
                 db.executemany(
                     "UPDATE rooms SET topic = ?, topic_setter = ?,"
-                    " topic_time_ms = ? WHERE room = ?", topics)
+                    " topic_time_ms = ? WHERE room = ?",
+                    topics,
+                )
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
 
-    def add_room(self, key: str, name: str, opened: bool = False,
-                 now_ms: int = 0) -> None:
+    def add_room(
+        self, key: str, name: str, opened: bool = False, now_ms: int = 0
+    ) -> None:
         """Remember room C{key} (spelled C{name}); host it again if removed."""
         self._db.execute(
             "INSERT INTO rooms (room, name, opened, created_ms, modes)"
             " VALUES (?, ?, ?, ?, 'n')"
             " ON CONFLICT (room) DO UPDATE SET hosted = 1,"
-            " opened = MAX(opened, excluded.opened)", (key, name, int(opened), now_ms))
+            " opened = MAX(opened, excluded.opened)",
+            (key, name, int(opened), now_ms),
+        )
 
-    def set_modes(self, key: str, modes: str, channel_key: str,
-                  member_limit: int = 0,
-                  bans: Sequence[tuple[str, str, int]] = ()) -> None:
+    def set_modes(
+        self,
+        key: str,
+        modes: str,
+        channel_key: str,
+        member_limit: int = 0,
+        bans: Sequence[tuple[str, str, int]] = (),
+    ) -> None:
         """Record room C{key}'s flag modes, C{+k} key, C{+l} limit and
         C{+b} list (C{(mask, setter, time_ms)} each)."""
         self._db.execute(
             "UPDATE rooms SET modes = ?, channel_key = ?, member_limit = ?,"
             " bans = ? WHERE room = ?",
-            (modes, channel_key, member_limit, json.dumps([list(b) for b in bans]),
-             key))
+            (
+                modes,
+                channel_key,
+                member_limit,
+                json.dumps([list(b) for b in bans]),
+                key,
+            ),
+        )
 
     def remove_room(self, key: str) -> None:
         """Stop hosting room C{key}: its events go, but for the newest one,
@@ -243,11 +287,16 @@ class HistoryStore:
         db = self._db
         db.execute("BEGIN")
         try:
-            db.execute("UPDATE rooms SET hosted = 0, opened = 0, modes = 'n',"
-                       " channel_key = '', member_limit = 0, bans = '[]', topic = '', topic_setter = '',"
-                       " topic_time_ms = 0 WHERE room = ?", (key,))
-            db.execute("DELETE FROM events WHERE room = ? AND seq < ?",
-                       (key, self.last_seq(key)))
+            db.execute(
+                "UPDATE rooms SET hosted = 0, opened = 0, modes = 'n',"
+                " channel_key = '', member_limit = 0, bans = '[]', topic = '', topic_setter = '',"
+                " topic_time_ms = 0 WHERE room = ?",
+                (key,),
+            )
+            db.execute(
+                "DELETE FROM events WHERE room = ? AND seq < ?",
+                (key, self.last_seq(key)),
+            )
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -262,11 +311,14 @@ class HistoryStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT value FROM counters WHERE name = ?",
-                             (name,)).fetchone()
+            row = db.execute(
+                "SELECT value FROM counters WHERE name = ?", (name,)
+            ).fetchone()
             first = (row[0] if row else 0) + 1
-            db.execute("INSERT OR REPLACE INTO counters (name, value)"
-                       " VALUES (?, ?)", (name, first + count - 1))
+            db.execute(
+                "INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)",
+                (name, first + count - 1),
+            )
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -285,54 +337,66 @@ class HistoryStore:
         if keep is not None:
             deleted += self._db.execute(
                 "DELETE FROM events WHERE room = ? AND seq <= ?",
-                (room, max(last - max(keep, 1), 0))).rowcount
+                (room, max(last - max(keep, 1), 0)),
+            ).rowcount
         if before_ms is not None:
             deleted += self._db.execute(
                 "DELETE FROM events WHERE room = ? AND time_ms < ? AND seq < ?",
-                (room, before_ms, last)).rowcount
+                (room, before_ms, last),
+            ).rowcount
         return deleted
 
     # Reading
 
     def last_seq(self, room: str) -> int:
         """The highest stored sequence number of C{room}, 0 when none."""
-        (seq,), = self._db.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE room = ?", (room,))
+        ((seq,),) = self._db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE room = ?", (room,)
+        )
         return seq
 
     def topic(self, room: str) -> Topic:
         """The stored topic of C{room}."""
         row = self._db.execute(
             "SELECT topic, topic_setter, topic_time_ms FROM rooms WHERE room = ?",
-            (room,)).fetchone()
+            (room,),
+        ).fetchone()
         return Topic(*row) if row else Topic()
 
     def rooms(self) -> list[tuple[str, str]]:
         """Every hosted room as C{(key, name)}."""
-        return self._db.execute("SELECT room, name FROM rooms WHERE hosted = 1"
-                                " ORDER BY room").fetchall()
+        return self._db.execute(
+            "SELECT room, name FROM rooms WHERE hosted = 1 ORDER BY room"
+        ).fetchall()
 
     def opened_rooms(self) -> list[str]:
         """The names of the hosted rooms that users opened."""
-        return [name for (name,) in self._db.execute(
-            "SELECT name FROM rooms WHERE hosted = 1 AND opened = 1 ORDER BY room")]
+        return [
+            name
+            for (name,) in self._db.execute(
+                "SELECT name FROM rooms WHERE hosted = 1 AND opened = 1 ORDER BY room"
+            )
+        ]
 
     def room_record(self, key: str) -> RoomRecord:
         """What is stored about room C{key} besides its events."""
         row = self._db.execute(
             "SELECT topic, topic_setter, topic_time_ms, opened, modes, channel_key,"
             " created_ms, member_limit, bans FROM rooms WHERE room = ?",
-            (key,)).fetchone()
+            (key,),
+        ).fetchone()
         if row is None:
             return RoomRecord()
-        bans = tuple((mask, setter, time_ms)
-                     for mask, setter, time_ms in json.loads(row[8]))
+        bans = tuple(
+            (mask, setter, time_ms) for mask, setter, time_ms in json.loads(row[8])
+        )
         return RoomRecord(Topic(*row[:3]), bool(row[3]), *row[4:8], bans)
 
     def last_event_ms(self, key: str) -> int:
         """When room C{key} last had an event (0 when never)."""
-        (time_ms,), = self._db.execute(
-            "SELECT COALESCE(MAX(time_ms), 0) FROM events WHERE room = ?", (key,))
+        ((time_ms,),) = self._db.execute(
+            "SELECT COALESCE(MAX(time_ms), 0) FROM events WHERE room = ?", (key,)
+        )
         return time_ms
 
     def seq_at(self, room: str, time_ms: int, after: bool) -> int:
@@ -344,18 +408,28 @@ class HistoryStore:
         Both ends are exclusive, as IRCv3 chathistory asks.
         """
         if after:
-            (seq,), = self._db.execute(
+            ((seq,),) = self._db.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM events"
-                " WHERE room = ? AND time_ms <= ?", (room, time_ms))
+                " WHERE room = ? AND time_ms <= ?",
+                (room, time_ms),
+            )
         else:
-            (seq,), = self._db.execute(
+            ((seq,),) = self._db.execute(
                 "SELECT COALESCE(MIN(seq), ?) FROM events"
                 " WHERE room = ? AND time_ms >= ?",
-                (self.last_seq(room) + 1, room, time_ms))
+                (self.last_seq(room) + 1, room, time_ms),
+            )
         return seq
 
-    def between(self, room: str, after: int, before: int, limit: int,
-                newest: bool, messages_only: bool) -> list[Event]:
+    def between(
+        self,
+        room: str,
+        after: int,
+        before: int,
+        limit: int,
+        newest: bool,
+        messages_only: bool,
+    ) -> list[Event]:
         """Events with C{after < seq < before}, oldest first.
 
         @param limit: the most events to return.
@@ -369,7 +443,9 @@ class HistoryStore:
         order = "DESC" if newest else "ASC"
         rows = self._db.execute(
             "SELECT %s FROM events WHERE %s ORDER BY seq %s LIMIT ?"
-            % (_COLUMNS, where, order), (room, after, before, limit)).fetchall()
+            % (_COLUMNS, where, order),
+            (room, after, before, limit),
+        ).fetchall()
         if newest:
             rows.reverse()
         return [_event_from_row(row) for row in rows]

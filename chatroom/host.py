@@ -121,10 +121,17 @@ class RoomHost:
 
     log = Logger()
 
-    def __init__(self, store: Any, clock: Any, server_name: str,
-                 rooms: Iterable[str], limits: Limits = Limits(),
-                 motd: Iterable[str] = (), observer: Any = None,
-                 operators: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        store: Any,
+        clock: Any,
+        server_name: str,
+        rooms: Iterable[str],
+        limits: Limits = Limits(),
+        motd: Iterable[str] = (),
+        observer: Any = None,
+        operators: dict[str, str] | None = None,
+    ) -> None:
         self.store = store
         #: Server operators' names and passwords (C{OPER}), from the
         #: host's configuration.
@@ -146,7 +153,8 @@ class RoomHost:
         self._watchers: dict[str, set[Any]] = {}
         #: Recently gone nicks, newest last (L{whowas}); bounded.
         self._gone: collections.deque[GoneUser] = collections.deque(
-            maxlen=limits.whowas_entries)
+            maxlen=limits.whowas_entries
+        )
         #: Every admitted connection (registered or not).
         self.connections: set[Any] = set()
         self._per_address: dict[str, int] = {}
@@ -180,11 +188,17 @@ class RoomHost:
         if room is None:
             self.store.add_room(key, name, opened, self.now_ms())
             record = self.store.room_record(key)
-            room = Room(name, next_seq=self.store.last_seq(key) + 1,
-                        topic=record.topic, opened=record.opened,
-                        modes=record.modes, channel_key=record.channel_key,
-                        created_ms=record.created_ms, limit=record.member_limit,
-                        bans=[Ban(*ban) for ban in record.bans])
+            room = Room(
+                name,
+                next_seq=self.store.last_seq(key) + 1,
+                topic=record.topic,
+                opened=record.opened,
+                modes=record.modes,
+                channel_key=record.channel_key,
+                created_ms=record.created_ms,
+                limit=record.member_limit,
+                bans=[Ban(*ban) for ban in record.bans],
+            )
             self.rooms[key] = room
         return room
 
@@ -205,9 +219,13 @@ class RoomHost:
 
     def save_modes(self, room: Room) -> None:
         """Record C{room}'s modes so they survive a restart."""
-        self.store.set_modes(room.key, "".join(sorted(room.modes)),
-                             room.channel_key, room.limit,
-                             [(b.mask, b.setter, b.time_ms) for b in room.bans])
+        self.store.set_modes(
+            room.key,
+            "".join(sorted(room.modes)),
+            room.channel_key,
+            room.limit,
+            [(b.mask, b.setter, b.time_ms) for b in room.bans],
+        )
 
     def remove_idle_rooms(self) -> list[Room]:
         """Stop hosting opened rooms that are empty and idle too long."""
@@ -270,8 +288,8 @@ class RoomHost:
             bucket = self._new_connections.get(group)
             if bucket is None:
                 bucket = self._new_connections[group] = TokenBucket(
-                    self.limits.new_per_minute,
-                    self.limits.new_refill_per_minute / 60.0)
+                    self.limits.new_per_minute, self.limits.new_refill_per_minute / 60.0
+                )
             if not bucket.take(self.clock.seconds()):
                 self.count("refused-connect-rate")
                 return "Too many new connections from your address"
@@ -292,7 +310,8 @@ class RoomHost:
             now = self.clock.seconds()
             self._throttled = {g: t for g, t in self._throttled.items() if t > now}
         self._throttled[address_group(address)] = (
-            self.clock.seconds() + self.limits.throttle_seconds)
+            self.clock.seconds() + self.limits.throttle_seconds
+        )
 
     def _forget_full_buckets(self) -> None:
         now = self.clock.seconds()
@@ -327,14 +346,20 @@ class RoomHost:
 
     def _remember_gone(self, member: Any) -> None:
         if member.nick is not None and member.user is not None:
-            self._gone.append(GoneUser(member.nick, member.user, member.address,
-                                       member.realname, self.now_ms()))
+            self._gone.append(
+                GoneUser(
+                    member.nick,
+                    member.user,
+                    member.address,
+                    member.realname,
+                    self.now_ms(),
+                )
+            )
 
     def whowas(self, nick: str, count: int) -> list[GoneUser]:
         """Up to C{count} (0: all) remembered users of C{nick}, newest first."""
         folded = casefold(nick)
-        found = [gone for gone in reversed(self._gone)
-                 if casefold(gone.nick) == folded]
+        found = [gone for gone in reversed(self._gone) if casefold(gone.nick) == folded]
         return found[:count] if count > 0 else found
 
     # Membership: the one place where both sides change together
@@ -353,8 +378,9 @@ class RoomHost:
         self.submit(delivery, reply)
         return delivery
 
-    def part(self, member: Any, room: Room, reason: str | None,
-             reply: Any = None) -> Delivery:
+    def part(
+        self, member: Any, room: Room, reason: str | None, reply: Any = None
+    ) -> Delivery:
         """C{member} leaves C{room}.
 
         @raise NotAMember: if C{member} is not in C{room}.
@@ -364,8 +390,9 @@ class RoomHost:
         self.submit(delivery, reply)
         return delivery
 
-    def kick(self, operator: Any, room: Room, target: Any, reason: str,
-             reply: Any = None) -> Delivery:
+    def kick(
+        self, operator: Any, room: Room, target: Any, reason: str, reply: Any = None
+    ) -> Delivery:
         """Operator C{operator} removes C{target} from C{room}.
 
         @raise NotOperator: if C{operator} is not one of the room's operators.
@@ -434,9 +461,17 @@ class RoomHost:
         it (and itself) sees the C{NICK} line.  The caller has set the
         member's new nick and source after this call."""
         delivery = Delivery(
-            Event(room=None, seq=None, time_ms=self.now_ms(), command="NICK",
-                  source=member.source, params=(new,)),
-            self.shared_audience(member), origin=member)
+            Event(
+                room=None,
+                seq=None,
+                time_ms=self.now_ms(),
+                command="NICK",
+                source=member.source,
+                params=(new,),
+            ),
+            self.shared_audience(member),
+            origin=member,
+        )
         self._remember_gone(member)
         self.claim_nick(member, member.nick, new)
         self.submit(delivery, reply)
@@ -477,28 +512,57 @@ class RoomHost:
         """C{nick} (used by C{member}) came online (C{730 :nick!user@host})
         or went offline (C{731 :nick}): tell whoever monitors it."""
         for watcher in self.watchers(nick):
-            watcher.deliver(format_line(
-                "730" if online else "731", watcher.nick or "*",
-                member.source if online else nick, prefix=self.server_name))
+            watcher.deliver(
+                format_line(
+                    "730" if online else "731",
+                    watcher.nick or "*",
+                    member.source if online else nick,
+                    prefix=self.server_name,
+                )
+            )
 
-    def tell_peers(self, member: Any, command: str, params: tuple[str, ...],
-                   cap: str, reply: Any = None) -> None:
+    def tell_peers(
+        self,
+        member: Any,
+        command: str,
+        params: tuple[str, ...],
+        cap: str,
+        reply: Any = None,
+    ) -> None:
         """Send C{:member command params} to everyone who shares a room with
         C{member} and negotiated C{cap} (C{AWAY} with C{away-notify},
         C{SETNAME} with C{setname}), and to those monitoring it with
         C{extended-monitor} and C{cap}; C{member} itself is not sent it."""
-        audience = tuple(other for other in self.shared_audience(member)
-                         if other is not member and cap in other.caps)
+        audience = tuple(
+            other
+            for other in self.shared_audience(member)
+            if other is not member and cap in other.caps
+        )
         if member.nick is not None:
             audience += tuple(
-                other for other in self.watchers(member.nick)
-                if other not in audience and other is not member
-                and cap in other.caps and "extended-monitor" in other.caps)
+                other
+                for other in self.watchers(member.nick)
+                if other not in audience
+                and other is not member
+                and cap in other.caps
+                and "extended-monitor" in other.caps
+            )
         if audience:
-            self.submit(Delivery(
-                Event(room=None, seq=None, time_ms=self.now_ms(),
-                      command=command, source=member.source, params=params),
-                audience, origin=member), reply)
+            self.submit(
+                Delivery(
+                    Event(
+                        room=None,
+                        seq=None,
+                        time_ms=self.now_ms(),
+                        command=command,
+                        source=member.source,
+                        params=params,
+                    ),
+                    audience,
+                    origin=member,
+                ),
+                reply,
+            )
 
     def shared_audience(self, member: Any) -> tuple[Any, ...]:
         """Everyone who shares a room with C{member}, and C{member}."""
@@ -533,8 +597,9 @@ class RoomHost:
         except Exception:
             # Not stored means not shown: nobody sees these events, and their
             # sequence numbers are skipped, never reused.
-            self.log.failure("Could not store {count} events; not delivering",
-                             count=len(deliveries))
+            self.log.failure(
+                "Could not store {count} events; not delivering", count=len(deliveries)
+            )
             self.count("store-failures")
             for delivery in deliveries:
                 if delivery.reply is not None:
@@ -555,8 +620,12 @@ class RoomHost:
                 reply = delivery.reply
                 if reply is not None:
                     origin = delivery.origin
-                    if (reply.holds_echo and origin is not None and origin.echo
-                            and origin not in audience):
+                    if (
+                        reply.holds_echo
+                        and origin is not None
+                        and origin.echo
+                        and origin not in audience
+                    ):
                         # A member on multicast delivery still gets the
                         # labelled answer to its own command over its
                         # connection, echo included (protocol-fanout.rst).
@@ -579,12 +648,14 @@ class RoomHost:
         if not connections:
             return lost
         deadline = self.clock.callLater(
-            grace, lambda: [c.abort() for c in list(self.connections)])
+            grace, lambda: [c.abort() for c in list(self.connections)]
+        )
 
         def done(result: Any) -> Any:
             if deadline.active():
                 deadline.cancel()
             return result
+
         return lost.addBoth(done)
 
     def stop(self) -> None:

@@ -46,21 +46,26 @@ def colon_hex(digest: bytes) -> str:
     return ":".join("%02X" % (b,) for b in digest)
 
 
-def make_certificate(key: ed25519.Ed25519PrivateKey,
-                     role: str = "host") -> x509.Certificate:
+def make_certificate(
+    key: ed25519.Ed25519PrivateKey, role: str = "host"
+) -> x509.Certificate:
     """The self-signed certificate for C{key}, identical on every call.
 
     @param role: C{host} or C{client}, written into the common name
         (C{chatroom host <short fingerprint>}) for people reading it.
     """
     public = key.public_key()
-    raw = public.public_bytes(serialization.Encoding.Raw,
-                              serialization.PublicFormat.Raw)
-    name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "chatroom"),
-        x509.NameAttribute(NameOID.COMMON_NAME, "chatroom %s %s" % (
-            role, short_fingerprint(raw))),
-    ])
+    raw = public.public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "chatroom"),
+            x509.NameAttribute(
+                NameOID.COMMON_NAME, "chatroom %s %s" % (role, short_fingerprint(raw))
+            ),
+        ]
+    )
     # A positive serial under 2**63, so every TLS library takes it.
     serial = int.from_bytes(hashlib.sha256(raw).digest()[:8], "big") >> 1
     return (
@@ -71,8 +76,7 @@ def make_certificate(key: ed25519.Ed25519PrivateKey,
         .serial_number(serial or 1)
         .not_valid_before(_NOT_BEFORE)
         .not_valid_after(_NOT_AFTER)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None),
-                       critical=True)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, None)
     )
 
@@ -98,11 +102,13 @@ class Identity:
     certificate: x509.Certificate
 
     @classmethod
-    def from_private_key(cls: type[_Identity],
-                         key: ed25519.Ed25519PrivateKey) -> _Identity:
+    def from_private_key(
+        cls: type[_Identity], key: ed25519.Ed25519PrivateKey
+    ) -> _Identity:
         """Derive the public key and the certificate from C{key}."""
-        raw = key.public_key().public_bytes(serialization.Encoding.Raw,
-                                            serialization.PublicFormat.Raw)
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
         return cls(key, raw, make_certificate(key, cls.role))
 
     @classmethod
@@ -128,18 +134,20 @@ class Identity:
     @property
     def certificate_sha256(self) -> bytes:
         """SHA-256 of the DER certificate (WeeChat 3.8's fingerprint pin)."""
-        return hashlib.sha256(self.certificate.public_bytes(
-            serialization.Encoding.DER)).digest()
+        return hashlib.sha256(
+            self.certificate.public_bytes(serialization.Encoding.DER)
+        ).digest()
 
 
 def spki_sha256(public_key: bytes) -> bytes:
     """SHA-256 of the DER SubjectPublicKeyInfo of a raw Ed25519 key: what
     irssi's C{-tls_pinned_pubkey} pins, computed from the key alone (the
     certificate carries the same SubjectPublicKeyInfo)."""
-    return hashlib.sha256(ed25519.Ed25519PublicKey.from_public_bytes(
-        public_key).public_bytes(
-        serialization.Encoding.DER,
-        serialization.PublicFormat.SubjectPublicKeyInfo)).digest()
+    return hashlib.sha256(
+        ed25519.Ed25519PublicKey.from_public_bytes(public_key).public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).digest()
 
 
 def public_key_of(certificate: x509.Certificate) -> bytes | None:
@@ -147,8 +155,7 @@ def public_key_of(certificate: x509.Certificate) -> bytes | None:
     key = certificate.public_key()
     if not isinstance(key, ed25519.Ed25519PublicKey):
         return None
-    return key.public_bytes(serialization.Encoding.Raw,
-                            serialization.PublicFormat.Raw)
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 class HostIdentity(Identity):
@@ -163,8 +170,7 @@ class ClientIdentity(Identity):
     role: ClassVar[str] = "client"
 
 
-def load_or_create(path: str,
-                   kind: type[_Identity] = HostIdentity) -> _Identity:  # type: ignore[assignment]
+def load_or_create(path: str, kind: type[_Identity] = HostIdentity) -> _Identity:  # type: ignore[assignment]
     """Load the key at C{path}, creating it (mode 0600, C{O_EXCL}) if missing.
 
     @param kind: L{HostIdentity} (default) or L{ClientIdentity}.
@@ -176,12 +182,15 @@ def load_or_create(path: str,
     except FileExistsError:
         return _load(path, kind)
     except OSError as e:
-        raise KeyFileError("Cannot create the %s key file %s: %s." % (
-            kind.role, path, e.strerror)) from None
+        raise KeyFileError(
+            "Cannot create the %s key file %s: %s." % (kind.role, path, e.strerror)
+        ) from None
     key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM,
-                            serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
         f.flush()
@@ -197,11 +206,13 @@ def _load(path: str, kind: type[_Identity]) -> _Identity:
                 raise KeyFileError(
                     "The %s key file %s can be read by other users (mode "
                     "%04o); run 'chmod 600 %s' and start again."
-                    % (kind.role, path, stat.S_IMODE(mode), path))
+                    % (kind.role, path, stat.S_IMODE(mode), path)
+                )
             data = f.read()
     except OSError as e:
-        raise KeyFileError("Cannot read the %s key file %s: %s." % (
-            kind.role, path, e.strerror)) from None
+        raise KeyFileError(
+            "Cannot read the %s key file %s: %s." % (kind.role, path, e.strerror)
+        ) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
@@ -209,5 +220,6 @@ def _load(path: str, kind: type[_Identity]) -> _Identity:
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise KeyFileError(
             "The %s key file %s does not hold an unencrypted Ed25519 key; "
-            "move it away to have a new key made." % (kind.role, path))
+            "move it away to have a new key made." % (kind.role, path)
+        )
     return kind.from_private_key(key)

@@ -17,14 +17,17 @@ class IRoomMember(Interface):
     source = Attribute("The member's C{nick!user@host}, used as line prefix.")
     variant = Attribute(
         "Which formatting of events this member needs: a bit set of "
-        "chatroom.core.room.MESSAGE_TAGS and chatroom.core.room.SERVER_TIME.")
+        "chatroom.core.room.MESSAGE_TAGS and chatroom.core.room.SERVER_TIME."
+    )
     echo = Attribute("Whether the member wants its own messages back.")
     caps = Attribute(
         "The IRCv3 capabilities the member negotiated (a set of names); "
-        "the host sends AWAY and SETNAME only to members with the cap.")
+        "the host sends AWAY and SETNAME only to members with the cap."
+    )
     monitoring = Attribute(
         "The nicks the member monitors (IRCv3 MONITOR): a dict from the "
-        "folded nick to the nick as given; changed only by the host.")
+        "folded nick to the nick as given; changed only by the host."
+    )
 
     def deliver(data):
         """Queue C{data} (bytes, whole lines) for the member."""

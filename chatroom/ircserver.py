@@ -137,12 +137,24 @@ class IRCConnection(protocol.Protocol):
         tls = self.tls = interfaces.ISSLTransport.providedBy(self.transport)
         self.signon_ms = self.last_active_ms = self.host.now_ms()
         self.lifecycle = Lifecycle(
-            Deadlines(limits.handshake_timeout, limits.registration_timeout,
-                      limits.ping_after, limits.close_after, CLOSE_GRACE),
-            self.clock.seconds(), tls)
-        self._guard = LineGuard(self.transport, self.clock, limits,
-                                self.lineReceived, self._violation,
-                                self.host.count)
+            Deadlines(
+                limits.handshake_timeout,
+                limits.registration_timeout,
+                limits.ping_after,
+                limits.close_after,
+                CLOSE_GRACE,
+            ),
+            self.clock.seconds(),
+            tls,
+        )
+        self._guard = LineGuard(
+            self.transport,
+            self.clock,
+            limits,
+            self.lineReceived,
+            self._violation,
+            self.host.count,
+        )
         self.host.connections.add(self)
         _set_no_delay(self.transport)
         self.transport.registerProducer(self, True)
@@ -151,7 +163,8 @@ class IRCConnection(protocol.Protocol):
     def handshakeCompleted(self) -> None:
         """TLS is up: registration time starts now."""
         if self.lifecycle is not None and self.lifecycle.handshake_done(
-                self.clock.seconds()):
+            self.clock.seconds()
+        ):
             self.client_key = client_key(self.transport)
             self._arm()
 
@@ -181,8 +194,9 @@ class IRCConnection(protocol.Protocol):
         elif action is Due.PING:
             self.send("PING", self.host.server_name)
         elif action is Due.PING_TIMEOUT:
-            self.close("Ping timeout: %d seconds" % (
-                int(self.host.limits.close_after),))
+            self.close(
+                "Ping timeout: %d seconds" % (int(self.host.limits.close_after),)
+            )
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if self._timer is not None and self._timer.active():
@@ -220,8 +234,9 @@ class IRCConnection(protocol.Protocol):
         if self.lifecycle is None or not self.lifecycle.open:
             return
         self._quit_reason = reason
-        self.write(format_line("ERROR", "Closing link: %s (%s)" % (
-            self.address, reason)))
+        self.write(
+            format_line("ERROR", "Closing link: %s (%s)" % (self.address, reason))
+        )
         self.lifecycle.close(self.clock.seconds())
         self.transport.loseConnection()
         self._arm()
@@ -255,12 +270,20 @@ class IRCConnection(protocol.Protocol):
         """L{IRoomMember.deliver}: room events, already formatted."""
         self.write(data)
 
-    def send(self, command: str, *params: str, prefix: str | None = None,
-             tags: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        command: str,
+        *params: str,
+        prefix: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
         """Send one line now, from the server unless C{prefix} says otherwise
         (for lines no command of this client asked for, such as C{INVITE})."""
-        self.write(format_line(command, *params,
-                               prefix=prefix or self.host.server_name, tags=tags))
+        self.write(
+            format_line(
+                command, *params, prefix=prefix or self.host.server_name, tags=tags
+            )
+        )
 
     def new_batch_id(self) -> str:
         """A batch reference unique on this connection."""
@@ -320,8 +343,12 @@ class IRCConnection(protocol.Protocol):
             return
         except InvalidUTF8:
             self.host.count("invalid-utf8")
-            self.send("FAIL", "*", "INVALID_UTF8",
-                      "Message rejected, your client must send UTF-8")
+            self.send(
+                "FAIL",
+                "*",
+                "INVALID_UTF8",
+                "Message rejected, your client must send UTF-8",
+            )
             return
         except ParseError:
             self.host.count("malformed-lines")

@@ -36,10 +36,15 @@ class LineGuard:
         that are not violations (C{flood-delayed}).
     """
 
-    def __init__(self, transport: Any, clock: Any, limits: Any,
-                 on_line: Callable[[bytes], None],
-                 on_violation: Callable[[str, str, bool], None],
-                 count: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        transport: Any,
+        clock: Any,
+        limits: Any,
+        on_line: Callable[[bytes], None],
+        on_violation: Callable[[str, str, bool], None],
+        count: Callable[[str], None],
+    ) -> None:
         self.transport = transport
         self.clock = clock
         self.limits = limits
@@ -76,10 +81,13 @@ class LineGuard:
         if counts is not None:
             counts[0] += len(data)
             counts[1] += len(lines)
-            if (counts[0] > self.limits.pre_registration_bytes or
-                    counts[1] > self.limits.pre_registration_lines):
-                self._violation("pre-registration-flood",
-                                "Too much input before registration", True)
+            if (
+                counts[0] > self.limits.pre_registration_bytes
+                or counts[1] > self.limits.pre_registration_lines
+            ):
+                self._violation(
+                    "pre-registration-flood", "Too much input before registration", True
+                )
                 return
         for line in lines:
             if self._stopped:

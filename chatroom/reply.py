@@ -50,12 +50,22 @@ class Reply:
         self._queue = connection.replies
         self._queue.append(self)
 
-    def send(self, command: str, *params: str, prefix: str | None = None,
-             tags: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        command: str,
+        *params: str,
+        prefix: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
         """Add one line, from the server unless C{prefix} says otherwise."""
-        self._target.append(format_line(
-            command, *params, prefix=prefix or self.connection.host.server_name,
-            tags=tags))
+        self._target.append(
+            format_line(
+                command,
+                *params,
+                prefix=prefix or self.connection.host.server_name,
+                tags=tags,
+            )
+        )
 
     def numeric(self, code: str, *params: str) -> None:
         """Add a numeric reply addressed to the client (its nick, or C{*})."""
@@ -99,8 +109,12 @@ class Reply:
         self._target = self._slots.pop(delivery, self._lines)
         try:
             if not stored:
-                self.send("FAIL", delivery.event.command, "INTERNAL_ERROR",
-                          "Could not store the event; it was not delivered")
+                self.send(
+                    "FAIL",
+                    delivery.event.command,
+                    "INTERNAL_ERROR",
+                    "Could not store the event; it was not delivered",
+                )
             for item in [item for item in self._after if item[0] is delivery]:
                 self._after.remove(item)
                 if stored:
@@ -148,11 +162,16 @@ class Reply:
         else:
             ref = connection.new_batch_id()
             connection.write(
-                add_tags(format_line("BATCH", "+" + ref, "labeled-response",
-                                     prefix=server), tag) +
-                b"".join(line if _in_batch(line) else add_tags(line, {"batch": ref})
-                         for line in lines) +
-                format_line("BATCH", "-" + ref, prefix=server))
+                add_tags(
+                    format_line("BATCH", "+" + ref, "labeled-response", prefix=server),
+                    tag,
+                )
+                + b"".join(
+                    line if _in_batch(line) else add_tags(line, {"batch": ref})
+                    for line in lines
+                )
+                + format_line("BATCH", "-" + ref, prefix=server)
+            )
 
 
 def _in_batch(line: bytes) -> bool:
@@ -160,5 +179,5 @@ def _in_batch(line: bytes) -> bool:
     each tag key at most once, so it keeps its inner batch."""
     if not line.startswith(b"@"):
         return False
-    tags = line[1:line.index(b" ")]
+    tags = line[1 : line.index(b" ")]
     return any(tag.split(b"=", 1)[0] == b"batch" for tag in tags.split(b";"))

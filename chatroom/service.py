@@ -130,7 +130,8 @@ def server_endpoint(reactor: Any, description: str, tls_options: Any) -> Any:
     parts = _arguments(description)
     try:
         if parts[0] == "ssl" and not any(
-                part.split("=", 1)[0] in _CERTIFICATE_ARGUMENTS for part in parts[1:]):
+            part.split("=", 1)[0] in _CERTIFICATE_ARGUMENTS for part in parts[1:]
+        ):
             inner = endpoints.serverFromString(reactor, ":".join(["tcp", *parts[1:]]))
             return HostTLSServerEndpoint(inner, tls_options)
         return endpoints.serverFromString(reactor, description)
@@ -139,22 +140,27 @@ def server_endpoint(reactor: Any, description: str, tls_options: Any) -> Any:
             raise EndpointError(
                 "%s names a socket systemd did not pass (LISTEN_FDS); start "
                 "the host from its .socket unit, or choose another "
-                "endpoint." % (description,)) from None
-        raise EndpointError("%s is not a usable listener description." % (
-            description,)) from None
+                "endpoint." % (description,)
+            ) from None
+        raise EndpointError(
+            "%s is not a usable listener description." % (description,)
+        ) from None
     except (ValueError, TypeError) as e:
         raise EndpointError(
             "%s is not a usable listener description (%s); see the endpoint "
-            "strings of twisted.internet.endpoints.serverFromString." % (
-                description, e)) from None
+            "strings of twisted.internet.endpoints.serverFromString." % (description, e)
+        ) from None
     except OSError as e:
-        raise EndpointError("%s cannot be used: %s (%s)." % (
-            description, e.strerror or e, e.filename or "")) from None
+        raise EndpointError(
+            "%s cannot be used: %s (%s)."
+            % (description, e.strerror or e, e.filename or "")
+        ) from None
     except Exception as e:
         # Endpoint parsers are plugins and raise what they like (a PEM file
         # that is not a key raises OpenSSL's error): still one sentence.
-        raise EndpointError("%s cannot be used (%s: %s)." % (
-            description, type(e).__name__, e)) from None
+        raise EndpointError(
+            "%s cannot be used (%s: %s)." % (description, type(e).__name__, e)
+        ) from None
 
 
 class ListeningService(service.Service):
@@ -170,8 +176,14 @@ class ListeningService(service.Service):
     @param on_stop: called with the port when it stops listening, if given.
     """
 
-    def __init__(self, endpoint: Any, factory: Any, description: str,
-                 on_port: Any = None, on_stop: Any = None) -> None:
+    def __init__(
+        self,
+        endpoint: Any,
+        factory: Any,
+        description: str,
+        on_port: Any = None,
+        on_stop: Any = None,
+    ) -> None:
         self.endpoint = endpoint
         self.factory = factory
         self.description = description
@@ -268,18 +280,27 @@ class HostService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, identity: HostIdentity, store: HistoryStore,
-                 rooms: Sequence[str], tls_port: int | None = 6697,
-                 tls_interface: str = "", listen: Sequence[str] = (),
-                 limits: Limits = Limits(), server_name: str | None = None,
-                 motd: Sequence[str] = (), history_keep: int | None = None,
-                 history_days: float | None = None,
-                 discovery: DiscoverySettings | None = None,
-                 tls_endpoint: str | None = None,
-                 handshakes: HandshakeLimits = HandshakeLimits(),
-                 fanout: FanoutSettings | None = None,
-                 private: PrivateRooms | None = None,
-                 operators: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        identity: HostIdentity,
+        store: HistoryStore,
+        rooms: Sequence[str],
+        tls_port: int | None = 6697,
+        tls_interface: str = "",
+        listen: Sequence[str] = (),
+        limits: Limits = Limits(),
+        server_name: str | None = None,
+        motd: Sequence[str] = (),
+        history_keep: int | None = None,
+        history_days: float | None = None,
+        discovery: DiscoverySettings | None = None,
+        tls_endpoint: str | None = None,
+        handshakes: HandshakeLimits = HandshakeLimits(),
+        fanout: FanoutSettings | None = None,
+        private: PrivateRooms | None = None,
+        operators: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.tls_interface = tls_interface
         self.discovery = discovery
@@ -290,22 +311,32 @@ class HostService(service.MultiService):
         self.history_keep = history_keep
         self.history_days = history_days
         name = server_name or identity.short_fingerprint + ".chatroom"
-        self.host = RoomHost(store, reactor, name, rooms, limits, motd,
-                             observer=self, operators=operators)
+        self.host = RoomHost(
+            store,
+            reactor,
+            name,
+            rooms,
+            limits,
+            motd,
+            observer=self,
+            operators=operators,
+        )
         self.fanout = fanout
         self.fanout_socket: FanoutSocket | None = None
         if fanout is not None:
-            self.fanout_socket = FanoutSocket(fanout.interface, fanout.group,
-                                              fanout.port, fanout.ttl)
-            self.host.fanout = HostFanout(self.host, identity.private_key,
-                                          identity.public_key, self.fanout_socket)
-
+            self.fanout_socket = FanoutSocket(
+                fanout.interface, fanout.group, fanout.port, fanout.ttl
+            )
+            self.host.fanout = HostFanout(
+                self.host, identity.private_key, identity.public_key, self.fanout_socket
+            )
 
         self.private = private
         self._private_keys = frozenset(self.host.rooms) if private else frozenset()
         self._apply_access()
-        self.factory = HandshakeLimitFactory(IRCFactory(self.host), handshakes,
-                                             reactor, count=self.host.count)
+        self.factory = HandshakeLimitFactory(
+            IRCFactory(self.host), handshakes, reactor, count=self.host.count
+        )
         self.listeners: list[ListeningService] = []
         self.has_tls_listener = tls_endpoint is not None or tls_port is not None
         tls = server_options(identity)
@@ -318,12 +349,19 @@ class HostService(service.MultiService):
                     "--tls-endpoint %s names its own certificate; the main "
                     "port always serves the host's, bound to its key: give a "
                     "tcp: or systemd: endpoint, or use --listen for another "
-                    "certificate." % (tls_endpoint,))
+                    "certificate." % (tls_endpoint,)
+                )
             self._listen(HostTLSServerEndpoint(inner, tls), tls_endpoint)
         elif tls_port is not None:
-            self._listen(HostTLSServerEndpoint(endpoints.TCP4ServerEndpoint(
-                reactor, tls_port, interface=tls_interface), tls),
-                "TLS port %d" % (tls_port,))
+            self._listen(
+                HostTLSServerEndpoint(
+                    endpoints.TCP4ServerEndpoint(
+                        reactor, tls_port, interface=tls_interface
+                    ),
+                    tls,
+                ),
+                "TLS port %d" % (tls_port,),
+            )
         for description in listen:
             self._listen(server_endpoint(reactor, description, tls), description)
         # Hourly upkeep, and once at start: retention and idle opened rooms.
@@ -337,24 +375,31 @@ class HostService(service.MultiService):
         self._logged_counters: dict[str, int] = {}
 
     def _listen(self, endpoint: Any, description: str) -> None:
-        listener = ListeningService(endpoint, self.factory, description,
-                                    on_port=self.factory.add_port,
-                                    on_stop=self.factory.remove_port)
+        listener = ListeningService(
+            endpoint,
+            self.factory,
+            description,
+            on_port=self.factory.add_port,
+            on_stop=self.factory.remove_port,
+        )
         listener.setServiceParent(self)
         self.listeners.append(listener)
 
     def listening_ports(self) -> defer.Deferred:
         """Fires with the L{IListeningPort} of every listener, once started;
         the TLS listener's first."""
-        return defer.gatherResults([listener.when_listening()
-                                    for listener in self.listeners])
+        return defer.gatherResults(
+            [listener.when_listening() for listener in self.listeners]
+        )
 
     def _log_ports(self, ports):
         for port in ports:
             address = port.getHost()
-            self.log.info("chatroom listening on {host} port {port}",
-                          host=getattr(address, "host", address),
-                          port=getattr(address, "port", ""))
+            self.log.info(
+                "chatroom listening on {host} port {port}",
+                host=getattr(address, "host", address),
+                port=getattr(address, "port", ""),
+            )
         return ports
 
     def log_counters(self) -> None:
@@ -369,14 +414,20 @@ class HostService(service.MultiService):
             # Datagrams the announcer dropped, by reason.
             for name, value in getattr(self.announcer, "drops", {}).items():
                 counters["discovery-dropped-" + name] = value
-        changed = {name: value - self._logged_counters.get(name, 0)
-                   for name, value in counters.items()
-                   if value != self._logged_counters.get(name, 0)}
+        changed = {
+            name: value - self._logged_counters.get(name, 0)
+            for name, value in counters.items()
+            if value != self._logged_counters.get(name, 0)
+        }
         self._logged_counters = counters
         if changed:
-            self.log.info("chatroom counters: {counters}", counters=", ".join(
-                "%s +%d (%d)" % (name, changed[name], counters[name])
-                for name in sorted(changed)))
+            self.log.info(
+                "chatroom counters: {counters}",
+                counters=", ".join(
+                    "%s +%d (%d)" % (name, changed[name], counters[name])
+                    for name in sorted(changed)
+                ),
+            )
 
     def maintain(self) -> None:
         """Remove idle rooms users opened, then apply the retention options."""
@@ -386,9 +437,11 @@ class HostService(service.MultiService):
     def announced_as(self, room) -> HostedRoom:
         """How C{room} is announced: its name, and whether it offers
         multicast delivery."""
-        return HostedRoom(room.channel[1:], private=room.private,
-                          multicast_delivery=self.fanout is not None)
-
+        return HostedRoom(
+            room.channel[1:],
+            private=room.private,
+            multicast_delivery=self.fanout is not None,
+        )
 
     def _apply_access(self) -> None:
         if self.private is None:
@@ -409,8 +462,10 @@ class HostService(service.MultiService):
             self.log.error("{error} The allow-list is unchanged.", error=str(e))
             return
         self._apply_access()
-        self.log.info("Allow-list read again: {count} client key(s) may join "
-                      "the private rooms.", count=len(access.allowed))
+        self.log.info(
+            "Allow-list read again: {count} client key(s) may join the private rooms.",
+            count=len(access.allowed),
+        )
 
     def room_opened(self, room) -> None:
         """A user opened C{room}: announce it at once."""
@@ -453,18 +508,28 @@ class HostService(service.MultiService):
             raise SystemExit(
                 "chatroom: cannot send fan-out datagrams from %s (%s); give "
                 "--fanout-interface the address of one of this machine's "
-                "interfaces." % (settings.interface, e.socketError)) from None
-        self.fanout_socket.ready.addErrback(lambda f: self.log.failure(
-            "Could not set up the fan-out socket on {interface}", f,
-            interface=settings.interface))
-        self.log.info("Offering multicast delivery to {group} port {port} "
-                      "from {interface}", group=settings.group,
-                      port=settings.port, interface=settings.interface)
+                "interfaces." % (settings.interface, e.socketError)
+            ) from None
+        self.fanout_socket.ready.addErrback(
+            lambda f: self.log.failure(
+                "Could not set up the fan-out socket on {interface}",
+                f,
+                interface=settings.interface,
+            )
+        )
+        self.log.info(
+            "Offering multicast delivery to {group} port {port} from {interface}",
+            group=settings.group,
+            port=settings.port,
+            interface=settings.interface,
+        )
         if ipaddress.ip_address(settings.interface).is_loopback:
-            self.log.info("Fan-out is on loopback: only members on this "
-                          "machine can take multicast delivery. Give "
-                          "--fanout-interface the address your neighbours "
-                          "reach to offer it to the network.")
+            self.log.info(
+                "Fan-out is on loopback: only members on this "
+                "machine can take multicast delivery. Give "
+                "--fanout-interface the address your neighbours "
+                "reach to offer it to the network."
+            )
 
     def startService(self) -> None:
         try:
@@ -475,8 +540,9 @@ class HostService(service.MultiService):
         ports.addCallback(self._log_ports)
         if self.discovery is not None and self.announcer is None:
             ports.addCallback(self._start_discovery)
-        ports.addErrback(lambda f: self.log.failure(
-            "Could not start announcing the rooms", f))
+        ports.addErrback(
+            lambda f: self.log.failure("Could not start announcing the rooms", f)
+        )
 
     def _start_discovery(self, ports) -> None:
         """Announce the rooms, now that the TLS port is known."""
@@ -489,19 +555,30 @@ class HostService(service.MultiService):
                 host = settings.interface
             addresses = [str(RoomAddress(host, bound.port))]
         self.announcer = HostProtocol(
-            self.reactor, settings.group, settings.port, settings.interface,
+            self.reactor,
+            settings.group,
+            settings.port,
+            settings.interface,
             self.identity.private_key,
             ReservedCounter(self.store, "announcement"),
-            [self.announced_as(room) for room in self.host.rooms.values()], addresses,
-            ttl=settings.ttl)
+            [self.announced_as(room) for room in self.host.rooms.values()],
+            addresses,
+            ttl=settings.ttl,
+        )
         DiscoveryService(self.reactor, self.announcer).setServiceParent(self)
-        self.log.info("Announcing {rooms} room(s) on {interface} to {group} port {port}",
-                      rooms=len(self.host.rooms), interface=settings.interface,
-                      group=settings.group, port=settings.port)
+        self.log.info(
+            "Announcing {rooms} room(s) on {interface} to {group} port {port}",
+            rooms=len(self.host.rooms),
+            interface=settings.interface,
+            group=settings.group,
+            port=settings.port,
+        )
         if ipaddress.ip_address(settings.interface).is_loopback:
-            self.log.info("Discovery is on loopback: only this machine hears the "
-                          "announcements. Give --discovery-interface the address "
-                          "your neighbours reach to announce to the network.")
+            self.log.info(
+                "Discovery is on loopback: only this machine hears the "
+                "announcements. Give --discovery-interface the address "
+                "your neighbours reach to announce to the network."
+            )
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -520,23 +597,28 @@ class HostService(service.MultiService):
             self.store.close()
 
 
-def _exit_cannot_listen(listeners: Sequence[ListeningService],
-                        error: Exception) -> None:
+def _exit_cannot_listen(
+    listeners: Sequence[ListeningService], error: Exception
+) -> None:
     """Stop with one sentence: twistd prints a C{SystemExit}'s message."""
-    failed = [listener.description for listener in listeners
-              if listener.failed] or ["a listener"]
+    failed = [listener.description for listener in listeners if listener.failed] or [
+        "a listener"
+    ]
     if isinstance(error, CannotListenError):
-        reason = (getattr(error.socketError, "strerror", None)
-                  or str(error.socketError))
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
         raise SystemExit(
             "chatroom: cannot listen on %s port %s (%s); choose another --port "
-            "or --listen." % (error.interface or "all addresses", error.port,
-                              reason)) from None
-    raise SystemExit("chatroom: cannot listen on %s (%s)." % (
-        failed[0], getattr(error, "strerror", None) or error)) from None
+            "or --listen." % (error.interface or "all addresses", error.port, reason)
+        ) from None
+    raise SystemExit(
+        "chatroom: cannot listen on %s (%s)."
+        % (failed[0], getattr(error, "strerror", None) or error)
+    ) from None
 
 
 def data_paths(data_dir: str) -> tuple[str, str]:
     """The key file and the database file inside C{data_dir}."""
-    return (os.path.join(data_dir, "host-key.pem"),
-            os.path.join(data_dir, "history.sqlite3"))
+    return (
+        os.path.join(data_dir, "host-key.pem"),
+        os.path.join(data_dir, "history.sqlite3"),
+    )

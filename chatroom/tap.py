@@ -22,7 +22,8 @@ from chatroom.host import Limits
 def default_data_dir() -> str:
     """C{$XDG_DATA_HOME/chatroom}, or C{~/.local/share/chatroom}."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share")
+        os.path.expanduser("~"), ".local", "share"
+    )
     return os.path.join(base, "chatroom")
 
 
@@ -38,6 +39,7 @@ def _at_least_zero(kind: type, name: str):
         if not number >= 0:  # also refuses float("nan")
             raise ValueError("%s must be %s, 0 or more" % (name, noun))
         return number
+
     convert.coerceDoc = noun.capitalize() + ", 0 or more."  # type: ignore[attr-defined]
     return convert
 
@@ -57,112 +59,235 @@ class Options(usage.Options):
     longdesc = (
         "Host IRC-compatible chat rooms. Each --room NAME is the channel "
         "#NAME. Clients connect with TLS (the certificate is bound to the "
-        "host key printed at start) and speak IRC with IRCv3 capabilities.")
+        "host key printed at start) and speak IRC with IRCv3 capabilities."
+    )
 
     optParameters = [
-        ["data-dir", "d", None,
-         "Directory for the host key and the history database "
-         "[default: $XDG_DATA_HOME/chatroom or ~/.local/share/chatroom]."],
-        ["port", "p", 6697,
-         "TCP port of the TLS listener (0: any free port, logged at start).",
-         _positive_int("--port")],
-        ["interface", "i", "",
-         "Address the TLS listener binds to [default: all IPv4 addresses; "
-         "'::' for IPv6]."],
-        ["server-name", None, None,
-         "Name the host uses in its replies [default: FINGERPRINT.chatroom]."],
+        [
+            "data-dir",
+            "d",
+            None,
+            "Directory for the host key and the history database "
+            "[default: $XDG_DATA_HOME/chatroom or ~/.local/share/chatroom].",
+        ],
+        [
+            "port",
+            "p",
+            6697,
+            "TCP port of the TLS listener (0: any free port, logged at start).",
+            _positive_int("--port"),
+        ],
+        [
+            "interface",
+            "i",
+            "",
+            "Address the TLS listener binds to [default: all IPv4 addresses; "
+            "'::' for IPv6].",
+        ],
+        [
+            "server-name",
+            None,
+            None,
+            "Name the host uses in its replies [default: FINGERPRINT.chatroom].",
+        ],
         ["motd-file", None, None, "A text file shown as message of the day."],
-        ["oper-file", None, None,
-         "Server operators for OPER: a file of 'name password' lines, "
-         "readable by its owner only (mode 0600)."],
-        ["history-keep", None, 0,
-         "Keep at most this many events per room (0: no limit).",
-         _positive_int("--history-keep")],
-        ["history-days", None, 0,
-         "Delete events older than this many days (0: keep forever).",
-         _positive_float("--history-days")],
-        ["max-clients", None, 256, "Most clients connected at once.",
-         _positive_int("--max-clients")],
-        ["max-per-address", None, 5,
-         "Most connections at once from one address (loopback exempt).",
-         _positive_int("--max-per-address")],
-        ["flood-burst", None, 5, "Commands a client may send at once.",
-         _positive_int("--flood-burst")],
-        ["max-rooms", None, 100,
-         "Most rooms this host serves, fixed and opened together.",
-         _positive_int("--max-rooms")],
-        ["max-opened-per-hour", None, 5,
-         "Most rooms one connection may open per hour.",
-         _positive_int("--max-opened-per-hour")],
-        ["max-room-name-length", None, 32, "Longest room name, without the '#'.",
-         _positive_int("--max-room-name-length")],
-        ["room-idle-days", None, 30.0,
-         "Remove a room users opened after this many days without an event "
-         "(while nobody is in it).", _positive_float("--room-idle-days")],
-        ["max-handshakes", None, 64,
-         "Most TLS handshakes in progress at once; at the cap the host stops "
-         "accepting until one completes.", _positive_int("--max-handshakes")],
-        ["max-handshakes-per-address", None, 3,
-         "Most TLS handshakes in progress at once from one address (IPv6: "
-         "one /64; loopback exempt); more are closed at once.",
-         _positive_int("--max-handshakes-per-address")],
-        ["tls-endpoint", None, None,
-         "Serve TLS on this Twisted server endpoint instead of --port and "
-         "--interface, e.g. systemd:domain=INET:index=0 for a socket systemd "
-         "holds (see docs/operations.rst)."],
-        ["flood-rate", None, 2.0,
-         "Commands per second after the burst; excess is delayed "
-         "(0: no flood control).", _positive_float("--flood-rate")],
+        [
+            "oper-file",
+            None,
+            None,
+            "Server operators for OPER: a file of 'name password' lines, "
+            "readable by its owner only (mode 0600).",
+        ],
+        [
+            "history-keep",
+            None,
+            0,
+            "Keep at most this many events per room (0: no limit).",
+            _positive_int("--history-keep"),
+        ],
+        [
+            "history-days",
+            None,
+            0,
+            "Delete events older than this many days (0: keep forever).",
+            _positive_float("--history-days"),
+        ],
+        [
+            "max-clients",
+            None,
+            256,
+            "Most clients connected at once.",
+            _positive_int("--max-clients"),
+        ],
+        [
+            "max-per-address",
+            None,
+            5,
+            "Most connections at once from one address (loopback exempt).",
+            _positive_int("--max-per-address"),
+        ],
+        [
+            "flood-burst",
+            None,
+            5,
+            "Commands a client may send at once.",
+            _positive_int("--flood-burst"),
+        ],
+        [
+            "max-rooms",
+            None,
+            100,
+            "Most rooms this host serves, fixed and opened together.",
+            _positive_int("--max-rooms"),
+        ],
+        [
+            "max-opened-per-hour",
+            None,
+            5,
+            "Most rooms one connection may open per hour.",
+            _positive_int("--max-opened-per-hour"),
+        ],
+        [
+            "max-room-name-length",
+            None,
+            32,
+            "Longest room name, without the '#'.",
+            _positive_int("--max-room-name-length"),
+        ],
+        [
+            "room-idle-days",
+            None,
+            30.0,
+            "Remove a room users opened after this many days without an event "
+            "(while nobody is in it).",
+            _positive_float("--room-idle-days"),
+        ],
+        [
+            "max-handshakes",
+            None,
+            64,
+            "Most TLS handshakes in progress at once; at the cap the host stops "
+            "accepting until one completes.",
+            _positive_int("--max-handshakes"),
+        ],
+        [
+            "max-handshakes-per-address",
+            None,
+            3,
+            "Most TLS handshakes in progress at once from one address (IPv6: "
+            "one /64; loopback exempt); more are closed at once.",
+            _positive_int("--max-handshakes-per-address"),
+        ],
+        [
+            "tls-endpoint",
+            None,
+            None,
+            "Serve TLS on this Twisted server endpoint instead of --port and "
+            "--interface, e.g. systemd:domain=INET:index=0 for a socket systemd "
+            "holds (see docs/operations.rst).",
+        ],
+        [
+            "flood-rate",
+            None,
+            2.0,
+            "Commands per second after the burst; excess is delayed "
+            "(0: no flood control).",
+            _positive_float("--flood-rate"),
+        ],
     ]
 
     optFlags = [
         ["no-discovery", None, "Do not announce rooms on the network."],
-        ["open-rooms", None,
-         "Let users open rooms: joining an unknown room creates it, and its "
-         "creator becomes its operator."],
+        [
+            "open-rooms",
+            None,
+            "Let users open rooms: joining an unknown room creates it, and its "
+            "creator becomes its operator.",
+        ],
     ]
 
     optParameters += [
-        ["discovery-interface", None, "127.0.0.1",
-         "Address of the network interface to announce rooms on. The default "
-         "keeps announcements on this machine; give the address your "
-         "neighbours reach you on to announce to the network."],
+        [
+            "discovery-interface",
+            None,
+            "127.0.0.1",
+            "Address of the network interface to announce rooms on. The default "
+            "keeps announcements on this machine; give the address your "
+            "neighbours reach you on to announce to the network.",
+        ],
         ["discovery-group", None, DEFAULT_GROUP, "Multicast group for discovery."],
-        ["discovery-port", None, DEFAULT_PORT, "UDP port for discovery.",
-         _positive_int("--discovery-port")],
-        ["ttl", None, DEFAULT_ANNOUNCE_TTL,
-         "Multicast TTL (router hops) of announcements.", _positive_int("--ttl")],
+        [
+            "discovery-port",
+            None,
+            DEFAULT_PORT,
+            "UDP port for discovery.",
+            _positive_int("--discovery-port"),
+        ],
+        [
+            "ttl",
+            None,
+            DEFAULT_ANNOUNCE_TTL,
+            "Multicast TTL (router hops) of announcements.",
+            _positive_int("--ttl"),
+        ],
     ]
 
     optFlags += [
-        ["fanout", None,
-         "Offer multicast delivery (fan-out) in every room: members whose "
-         "client asks for it get each event once from a multicast group, "
-         "encrypted under a room key (docs/protocol-fanout.rst)."],
+        [
+            "fanout",
+            None,
+            "Offer multicast delivery (fan-out) in every room: members whose "
+            "client asks for it get each event once from a multicast group, "
+            "encrypted under a room key (docs/protocol-fanout.rst).",
+        ],
     ]
     optParameters += [
-        ["fanout-interface", None, "127.0.0.1",
-         "Address of the network interface fan-out datagrams leave through. "
-         "The default keeps them on this machine."],
+        [
+            "fanout-interface",
+            None,
+            "127.0.0.1",
+            "Address of the network interface fan-out datagrams leave through. "
+            "The default keeps them on this machine.",
+        ],
         ["fanout-group", None, FANOUT_GROUP, "Multicast group for fan-out."],
-        ["fanout-port", None, FANOUT_PORT, "UDP port for fan-out.",
-         _positive_int("--fanout-port")],
-        ["fanout-ttl", None, FANOUT_TTL,
-         "Multicast TTL (router hops) of fan-out datagrams.",
-         _positive_int("--fanout-ttl")],
+        [
+            "fanout-port",
+            None,
+            FANOUT_PORT,
+            "UDP port for fan-out.",
+            _positive_int("--fanout-port"),
+        ],
+        [
+            "fanout-ttl",
+            None,
+            FANOUT_TTL,
+            "Multicast TTL (router hops) of fan-out datagrams.",
+            _positive_int("--fanout-ttl"),
+        ],
     ]
     optFlags += [
-        ["private", None,
-         "The rooms given with --room are private: only clients with the "
-         "room password or a client key on the allow-list may join, and "
-         "others see neither their members nor their history."],
+        [
+            "private",
+            None,
+            "The rooms given with --room are private: only clients with the "
+            "room password or a client key on the allow-list may join, and "
+            "others see neither their members nor their history.",
+        ],
     ]
     optParameters += [
-        ["room-password", None, "",
-         "Password of the private rooms (the channel key of JOIN, or PASS)."],
-        ["allow-file", None, None,
-         "A file of client key fingerprints allowed into the private rooms, "
-         "one per line; read again on SIGHUP."],
+        [
+            "room-password",
+            None,
+            "",
+            "Password of the private rooms (the channel key of JOIN, or PASS).",
+        ],
+        [
+            "allow-file",
+            None,
+            None,
+            "A file of client key fingerprints allowed into the private rooms, "
+            "one per line; read again on SIGHUP.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -179,6 +304,7 @@ class Options(usage.Options):
     def opt_allow_key(self, fingerprint: str) -> None:
         """Let the client with this key fingerprint (chatroom whoami) into the private rooms; repeat for more."""
         from chatroom.access import parse_fingerprint
+
         try:
             self["allow-keys"].append(parse_fingerprint(fingerprint))
         except ValueError as e:
@@ -191,6 +317,7 @@ class Options(usage.Options):
     def opt_announce_address(self, address: str) -> None:
         """Announce this room server address (HOST:PORT) instead of the TLS listener's; repeat for more."""
         from chatroom.core.discovery import ParseError, RoomAddress
+
         try:
             RoomAddress.parse(address)
         except ParseError as e:
@@ -199,12 +326,13 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         from chatroom.core.names import valid_room_name
+
         for name in self["rooms"]:
             if not valid_room_name(name, self["max-room-name-length"]):
                 raise usage.UsageError(
                     "%r is not a usable room name: use up to %d letters, digits "
-                    "and '-_.', without the '#'." % (
-                        name, self["max-room-name-length"]))
+                    "and '-_.', without the '#'." % (name, self["max-room-name-length"])
+                )
         if not 1 <= self["ttl"] <= 255:
             raise usage.UsageError("--ttl must be from 1 to 255.")
         try:
@@ -213,47 +341,60 @@ class Options(usage.Options):
         except ValueError:
             raise usage.UsageError(
                 "--discovery-interface must be the IPv4 address of one of this "
-                "machine's interfaces, such as 127.0.0.1.") from None
+                "machine's interfaces, such as 127.0.0.1."
+            ) from None
         try:
             if not ipaddress.ip_address(self["discovery-group"]).is_multicast:
                 raise ValueError
         except ValueError:
-            raise usage.UsageError("--discovery-group must be an IPv4 multicast "
-                                   "address such as %s." % (DEFAULT_GROUP,)) from None
-        for name, value in (("--fanout-interface", self["fanout-interface"]),
-                            ("--fanout-group", self["fanout-group"])):
+            raise usage.UsageError(
+                "--discovery-group must be an IPv4 multicast "
+                "address such as %s." % (DEFAULT_GROUP,)
+            ) from None
+        for name, value in (
+            ("--fanout-interface", self["fanout-interface"]),
+            ("--fanout-group", self["fanout-group"]),
+        ):
             try:
                 address = ipaddress.ip_address(value)
                 if address.version != 4 or (
-                        address.is_multicast != (name == "--fanout-group")):
+                    address.is_multicast != (name == "--fanout-group")
+                ):
                     raise ValueError
             except ValueError:
                 raise usage.UsageError(
-                    "%s must be an IPv4 %s such as %s." % (
-                        name, "multicast group" if name == "--fanout-group"
+                    "%s must be an IPv4 %s such as %s."
+                    % (
+                        name,
+                        "multicast group"
+                        if name == "--fanout-group"
                         else "address of one of this machine's interfaces",
-                        FANOUT_GROUP if name == "--fanout-group"
-                        else "127.0.0.1")) from None
+                        FANOUT_GROUP if name == "--fanout-group" else "127.0.0.1",
+                    )
+                ) from None
         if not 1 <= self["fanout-ttl"] <= 255 or not 1 <= self["fanout-port"] <= 65535:
-            raise usage.UsageError("--fanout-ttl must be from 1 to 255 and "
-                                   "--fanout-port from 1 to 65535.")
+            raise usage.UsageError(
+                "--fanout-ttl must be from 1 to 255 and --fanout-port from 1 to 65535."
+            )
         if self["private"]:
-            if not (self["room-password"] or self["allow-keys"]
-                    or self["allow-file"]):
+            if not (self["room-password"] or self["allow-keys"] or self["allow-file"]):
                 raise usage.UsageError(
                     "--private needs --room-password, --allow-key or "
-                    "--allow-file: otherwise nobody could join.")
+                    "--allow-file: otherwise nobody could join."
+                )
         elif self["room-password"] or self["allow-keys"] or self["allow-file"]:
-            raise usage.UsageError("--room-password, --allow-key and "
-                                   "--allow-file only apply with --private.")
+            raise usage.UsageError(
+                "--room-password, --allow-key and "
+                "--allow-file only apply with --private."
+            )
         if not self["rooms"] and not self["open-rooms"]:
             self["rooms"] = ["lobby"]
         if self["data-dir"] is None:
             self["data-dir"] = default_data_dir()
         if self["max-handshakes"] < 1 or self["max-handshakes-per-address"] < 1:
             raise usage.UsageError(
-                "--max-handshakes and --max-handshakes-per-address must be 1 "
-                "or more.")
+                "--max-handshakes and --max-handshakes-per-address must be 1 or more."
+            )
         self["operators"] = {}
         if self["oper-file"]:
             self["operators"] = read_operators(self["oper-file"])
@@ -261,22 +402,29 @@ class Options(usage.Options):
     def discovery(self):
         """The L{DiscoverySettings} these options ask for, or C{None}."""
         from chatroom.service import DiscoverySettings
+
         if self["no-discovery"]:
             return None
         return DiscoverySettings(
-            interface=self["discovery-interface"], group=self["discovery-group"],
-            port=self["discovery-port"], ttl=self["ttl"],
-            addresses=tuple(self["announce-addresses"]))
+            interface=self["discovery-interface"],
+            group=self["discovery-group"],
+            port=self["discovery-port"],
+            ttl=self["ttl"],
+            addresses=tuple(self["announce-addresses"]),
+        )
 
     def fanout(self):
         """The L{FanoutSettings} these options ask for, or C{None}."""
         from chatroom.service import FanoutSettings
+
         if not self["fanout"]:
             return None
         return FanoutSettings(
-            interface=self["fanout-interface"], group=self["fanout-group"],
-            port=self["fanout-port"], ttl=self["fanout-ttl"])
-
+            interface=self["fanout-interface"],
+            group=self["fanout-group"],
+            port=self["fanout-port"],
+            ttl=self["fanout-ttl"],
+        )
 
     def private(self):
         """The L{PrivateRooms} rule these options ask for, or C{None}.
@@ -284,22 +432,26 @@ class Options(usage.Options):
         @raise ChatroomError: the allow-list file cannot be used.
         """
         from chatroom.access import PrivateRooms
+
         if not self["private"]:
             return None
-        return PrivateRooms(self["room-password"], frozenset(self["allow-keys"]),
-                            self["allow-file"])
+        return PrivateRooms(
+            self["room-password"], frozenset(self["allow-keys"]), self["allow-file"]
+        )
 
     def limits(self) -> Limits:
         """The L{Limits} these options ask for."""
-        return Limits(open_rooms=self["open-rooms"],
-                      max_rooms=self["max-rooms"],
-                      opened_per_hour=self["max-opened-per-hour"],
-                      room_name_length=self["max-room-name-length"],
-                      room_idle_seconds=self["room-idle-days"] * 86400.0,
-                      max_clients=self["max-clients"],
-                      max_per_address=self["max-per-address"],
-                      flood_burst=self["flood-burst"],
-                      flood_rate=self["flood-rate"])
+        return Limits(
+            open_rooms=self["open-rooms"],
+            max_rooms=self["max-rooms"],
+            opened_per_hour=self["max-opened-per-hour"],
+            room_name_length=self["max-room-name-length"],
+            room_idle_seconds=self["room-idle-days"] * 86400.0,
+            max_clients=self["max-clients"],
+            max_per_address=self["max-per-address"],
+            flood_burst=self["flood-burst"],
+            flood_rate=self["flood-rate"],
+        )
 
 
 def read_operators(path: str) -> dict[str, str]:
@@ -314,12 +466,14 @@ def read_operators(path: str) -> dict[str, str]:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise usage.UsageError("Cannot read the operator file %s: %s." % (
-            path, e)) from None
+        raise usage.UsageError(
+            "Cannot read the operator file %s: %s." % (path, e)
+        ) from None
     if mode & 0o077:
         raise usage.UsageError(
             "The operator file %s holds passwords but others may read it; "
-            "run: chmod 600 %s" % (path, path))
+            "run: chmod 600 %s" % (path, path)
+        )
     operators = {}
     for number, line in enumerate(lines, 1):
         line = line.strip()
@@ -329,7 +483,8 @@ def read_operators(path: str) -> dict[str, str]:
         if len(fields) != 2:
             raise usage.UsageError(
                 "%s line %d: write 'name password' (no spaces in either)."
-                % (path, number))
+                % (path, number)
+            )
         operators[fields[0]] = fields[1]
     return operators
 
@@ -344,15 +499,18 @@ def open_data_dir(path: str):
     from chatroom.history import HistoryStore
     from chatroom.identity import load_or_create
     from chatroom.service import data_paths
+
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError as e:
-        raise DataDirectoryError("Cannot create the data directory %s: %s." % (
-            path, e.strerror)) from None
+        raise DataDirectoryError(
+            "Cannot create the data directory %s: %s." % (path, e.strerror)
+        ) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise DataDirectoryError(
             "The data directory %s is not writable; choose another with "
-            "--data-dir." % (path,))
+            "--data-dir." % (path,)
+        )
     key_path, db_path = data_paths(path)
     identity = load_or_create(key_path)
     return identity, HistoryStore(db_path)
@@ -369,8 +527,10 @@ def read_motd(path: str | None) -> list[str]:
         with open(path, encoding="utf-8") as f:
             return f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise ChatroomError("Cannot read the MOTD file %s: %s." % (
-            path, getattr(e, "strerror", None) or e)) from None
+        raise ChatroomError(
+            "Cannot read the MOTD file %s: %s."
+            % (path, getattr(e, "strerror", None) or e)
+        ) from None
 
 
 def build_service(reactor: Any, options: Options):
@@ -388,18 +548,27 @@ def build_service(reactor: Any, options: Options):
     identity, store = open_data_dir(options["data-dir"])
     try:
         host_service = HostService(
-            reactor, identity, store, options["rooms"],
-            tls_port=options["port"], tls_interface=options["interface"],
+            reactor,
+            identity,
+            store,
+            options["rooms"],
+            tls_port=options["port"],
+            tls_interface=options["interface"],
             tls_endpoint=options["tls-endpoint"],
-            listen=options["listen"], limits=options.limits(),
+            listen=options["listen"],
+            limits=options.limits(),
             handshakes=HandshakeLimits(
                 in_progress=options["max-handshakes"],
-                per_address=options["max-handshakes-per-address"]),
-            server_name=options["server-name"], motd=motd,
+                per_address=options["max-handshakes-per-address"],
+            ),
+            server_name=options["server-name"],
+            motd=motd,
             history_keep=options["history-keep"] or None,
             history_days=options["history-days"] or None,
-            discovery=options.discovery(), fanout=options.fanout(),
-            private=options.private())
+            discovery=options.discovery(),
+            fanout=options.fanout(),
+            private=options.private(),
+        )
     except BaseException:
         store.close()
         raise
@@ -425,14 +594,21 @@ def makeService(options: Options):
     out = sys.stdout
     out.write("chatroom host key fingerprint %s\n" % (identity.fingerprint,))
     for name in options["rooms"]:
-        out.write("  hosting #%s (room %s/%s)%s\n" % (
-            name, identity.short_fingerprint, name,
-            ", private" if options["private"] else ""))
+        out.write(
+            "  hosting #%s (room %s/%s)%s\n"
+            % (
+                name,
+                identity.short_fingerprint,
+                name,
+                ", private" if options["private"] else "",
+            )
+        )
     if options["private"]:
         # The operator edits the allow-list and sends SIGHUP (a signal
         # handler must not touch the reactor, so it only schedules).
-        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(
-            host_service.reload_access))
+        signal.signal(
+            signal.SIGHUP, lambda *_: reactor.callFromThread(host_service.reload_access)
+        )
     if options["tls-endpoint"]:
         out.write("  TLS on %s\n" % (options["tls-endpoint"],))
     elif options["port"]:
@@ -440,7 +616,8 @@ def makeService(options: Options):
     else:
         out.write("  TLS on a free port (logged once listening)\n")
     out.write("  irssi pin (public key):   %s\n" % (colon_hex(identity.spki_sha256),))
-    out.write("  WeeChat pin (certificate): %s\n" % (
-        identity.certificate_sha256.hex(),))
+    out.write(
+        "  WeeChat pin (certificate): %s\n" % (identity.certificate_sha256.hex(),)
+    )
     out.flush()
     return host_service

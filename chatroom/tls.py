@@ -26,16 +26,23 @@ from chatroom.identity import HostIdentity, Identity, public_key_of
 
 #: TLS 1.2 suites: forward secret (ECDHE) with an AEAD only.  Ed25519
 #: certificates are used with the ECDSA suites in TLS 1.2 (RFC 8422).
-TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-                 "ECDHE-ECDSA-CHACHA20-POLY1305")
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305"
+)
 #: TLS 1.3 suites, all AEAD and all forward secret.
-TLS13_CIPHERS = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+TLS13_CIPHERS = (
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+)
 
 
 def _harden(context: SSL.Context) -> None:
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
-    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION |
-                        SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.set_options(
+        SSL.OP_NO_COMPRESSION
+        | SSL.OP_NO_RENEGOTIATION
+        | SSL.OP_CIPHER_SERVER_PREFERENCE
+    )
     context.set_cipher_list(TLS12_CIPHERS.encode("ascii"))
     context.set_tls13_ciphersuites(TLS13_CIPHERS.encode("ascii"))
 
@@ -96,9 +103,12 @@ class PinnedClientCreator:
         presented as its certificate when the host asks; C{None}: none.
     """
 
-    def __init__(self, public_key: bytes | None,
-                 accept: Callable[[bytes], bool] | None = None,
-                 identity: Identity | None = None) -> None:
+    def __init__(
+        self,
+        public_key: bytes | None,
+        accept: Callable[[bytes], bool] | None = None,
+        identity: Identity | None = None,
+    ) -> None:
         if (public_key is None) == (accept is None):
             raise TypeError("give the expected key or an accept function")
         self.public_key = public_key

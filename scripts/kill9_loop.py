@@ -52,8 +52,15 @@ class Member(threading.Thread):
     """One member for one life of the host: sends steadily, records what it
     is shown, until the connection drops or C{stop} is set."""
 
-    def __init__(self, name: str, port: int, key: bytes, interval: float,
-                 counter: list[int], stop: threading.Event) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        key: bytes,
+        interval: float,
+        counter: list[int],
+        stop: threading.Event,
+    ) -> None:
         super().__init__(daemon=True)
         self.name_ = name
         self.port = port
@@ -67,8 +74,9 @@ class Member(threading.Thread):
 
     def run(self) -> None:
         try:
-            client = BlockingClient(self.port, self.key, self.name_,
-                                    ("message-tags",), timeout=10.0)
+            client = BlockingClient(
+                self.port, self.key, self.name_, ("message-tags",), timeout=10.0
+            )
             client.send("JOIN", "#lobby")
             client.wait_for(lambda m: m.command == "366")
         except (OSError, ConnectionError, ssl.SSLError, AssertionError):
@@ -113,8 +121,11 @@ class AnnouncementListener(threading.Thread):
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("", port))
         # Joined on the loopback interface only.
-        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                             socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1"))
+        self.sock.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_ADD_MEMBERSHIP,
+            socket.inet_aton(GROUP) + socket.inet_aton("127.0.0.1"),
+        )
         self.sock.settimeout(0.5)
         self.counters: list[int] = []
         self.done = threading.Event()
@@ -137,8 +148,9 @@ class AnnouncementListener(threading.Thread):
 def stored_counter(db_path: str) -> int:
     db = sqlite3.connect(db_path)
     try:
-        row = db.execute("SELECT value FROM counters WHERE name = 'announcement'"
-                         ).fetchone()
+        row = db.execute(
+            "SELECT value FROM counters WHERE name = 'announcement'"
+        ).fetchone()
         return row[0] if row else 0
     finally:
         db.close()
@@ -146,19 +158,24 @@ def stored_counter(db_path: str) -> int:
 
 def read_history(port: int, key: bytes) -> list[tuple[int, str]]:
     """Every stored message of #lobby, oldest first, through CHATHISTORY."""
-    reader = BlockingClient(port, key, "reader",
-                            ("message-tags", "batch", "draft/chathistory"))
+    reader = BlockingClient(
+        port, key, "reader", ("message-tags", "batch", "draft/chathistory")
+    )
     stored: list[tuple[int, str]] = []
     after = 0
     for _ in range(100000):  # bounded: 100 messages a page
         since = len(reader.messages)
-        reader.send("CHATHISTORY", "AFTER", "#lobby", "msgid=lobby:%d" % (after,),
-                    "100")
-        end = reader.wait_for(lambda m: m.command == "BATCH"
-                              and m.params[0].startswith("-"), since)
-        batch = [m for m in reader.messages[since:]
-                 if m.tags.get("batch") == end.params[0][1:]
-                 and m.command == "PRIVMSG"]
+        reader.send(
+            "CHATHISTORY", "AFTER", "#lobby", "msgid=lobby:%d" % (after,), "100"
+        )
+        end = reader.wait_for(
+            lambda m: m.command == "BATCH" and m.params[0].startswith("-"), since
+        )
+        batch = [
+            m
+            for m in reader.messages[since:]
+            if m.tags.get("batch") == end.params[0][1:] and m.command == "PRIVMSG"
+        ]
         if not batch:
             break
         for m in batch:
@@ -172,12 +189,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--members", type=int, default=3)
-    parser.add_argument("--interval", type=float, default=0.02,
-                        help="seconds between one member's messages")
-    parser.add_argument("--max-life", type=float, default=2.0,
-                        help="longest time the host runs before the kill")
-    parser.add_argument("--time-limit", type=float, default=1800.0,
-                        help="stop after this many seconds whatever the count")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.02,
+        help="seconds between one member's messages",
+    )
+    parser.add_argument(
+        "--max-life",
+        type=float,
+        default=2.0,
+        help="longest time the host runs before the kill",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=1800.0,
+        help="stop after this many seconds whatever the count",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
@@ -190,13 +219,21 @@ def main() -> int:
     group_port = rng.randint(20000, 40000)
     listener = AnnouncementListener(group_port)
     listener.start()
-    host_args = ["--discovery-interface", "127.0.0.1", "--discovery-group", GROUP,
-                 "--discovery-port", str(group_port)]
+    host_args = [
+        "--discovery-interface",
+        "127.0.0.1",
+        "--discovery-group",
+        GROUP,
+        "--discovery-port",
+        str(group_port),
+    ]
     print("kill -9 loop: seed %d, data in %s" % (seed, data_dir), flush=True)
 
     started = time.monotonic()
     counters = [[0] for _ in range(args.members)]
-    shown: dict[str, list[tuple[int, str]]] = {"m%d" % i: [] for i in range(args.members)}
+    shown: dict[str, list[tuple[int, str]]] = {
+        "m%d" % i: [] for i in range(args.members)
+    }
     sent = 0
     kills = 0
     stored_t: list[int] = []
@@ -213,8 +250,10 @@ def main() -> int:
             host.stop()
             break
         stop = threading.Event()
-        members = [Member("m%d" % i, port, key, args.interval, counters[i], stop)
-                   for i in range(args.members)]
+        members = [
+            Member("m%d" % i, port, key, args.interval, counters[i], stop)
+            for i in range(args.members)
+        ]
         for member in members:
             member.start()
         time.sleep(rng.uniform(0.05, args.max_life))  # the random moment
@@ -229,9 +268,11 @@ def main() -> int:
         stored_t.append(stored_counter(db_path))
         t_by_life.append(listener.counters[heard_before:])
         if kills % 10 == 0:
-            print("  %d kills, %d messages sent, %d shown, T stored %d" % (
-                kills, sent, sum(len(v) for v in shown.values()), stored_t[-1]),
-                flush=True)
+            print(
+                "  %d kills, %d messages sent, %d shown, T stored %d"
+                % (kills, sent, sum(len(v) for v in shown.values()), stored_t[-1]),
+                flush=True,
+            )
 
     # One last clean life to read the history back.
     host = _start_host(data_dir, os.path.join(data_dir, "host-final.log"), host_args)
@@ -249,8 +290,10 @@ def main() -> int:
         by_text.setdefault(text, []).append(seq)
     duplicates = {t: s for t, s in by_text.items() if len(s) > 1}
     if duplicates:
-        problems.append("%d messages stored more than once, e.g. %r" % (
-            len(duplicates), next(iter(duplicates.items()))))
+        problems.append(
+            "%d messages stored more than once, e.g. %r"
+            % (len(duplicates), next(iter(duplicates.items())))
+        )
     lost = wrong = 0
     for name, seen in shown.items():
         for seq, text in seen:
@@ -279,8 +322,9 @@ def main() -> int:
     highest = 0
     for number, life in enumerate(t_by_life):
         if life and life[0] <= highest:
-            problems.append("life %d announced T %d, not above %d" % (
-                number, life[0], highest))
+            problems.append(
+                "life %d announced T %d, not above %d" % (number, life[0], highest)
+            )
         highest = max([highest, *life])
     if any(b < a for a, b in zip(stored_t, stored_t[1:])):
         problems.append("the stored announcement counter went back")
@@ -289,12 +333,25 @@ def main() -> int:
     total_shown = sum(len(v) for v in shown.values())
     lives_heard = sum(1 for life in t_by_life if life)
     print("kills: %d in %.0f s (seed %d)" % (kills, elapsed, seed))
-    print("messages sent: %d; stored: %d; shown to members: %d (distinct %d)" % (
-        sent, len(history), total_shown,
-        len({text for seen in shown.values() for _, text in seen})))
-    print("announcements heard: %d, from %d of %d lives; T from %s to %s" % (
-        len(heard), lives_heard, len(t_by_life), heard[0] if heard else "-",
-        heard[-1] if heard else "-"))
+    print(
+        "messages sent: %d; stored: %d; shown to members: %d (distinct %d)"
+        % (
+            sent,
+            len(history),
+            total_shown,
+            len({text for seen in shown.values() for _, text in seen}),
+        )
+    )
+    print(
+        "announcements heard: %d, from %d of %d lives; T from %s to %s"
+        % (
+            len(heard),
+            lives_heard,
+            len(t_by_life),
+            heard[0] if heard else "-",
+            heard[-1] if heard else "-",
+        )
+    )
     if not total_shown or not history:
         problems.append("no message was shown or stored: the load did not run")
     if kills < args.kills:
@@ -304,8 +361,10 @@ def main() -> int:
         for problem in problems:
             print("  " + problem)
         return 1
-    print("OK: every shown message stored once under its number, numbers "
-          "strictly increase, T never went back")
+    print(
+        "OK: every shown message stored once under its number, numbers "
+        "strictly increase, T never went back"
+    )
     return 0
 
 

@@ -26,8 +26,7 @@ class FakeClient:
 
     def __init__(self, host, address="127.0.0.1"):
         self.host = host
-        self.transport = StringTransport(
-            peerAddress=IPv4Address("TCP", address, 40000))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", address, 40000))
         self.protocol = IRCConnection(host)
         self.protocol.makeConnection(self.transport)
 

@@ -56,12 +56,20 @@ EPOCH_1_KEY = bytes(range(32))
 """The documented test key of epoch 1."""
 
 SERVER = "fakehost.chatroom"
-OFFERED_CAPS = ("message-tags", "server-time", "echo-message", "batch",
-                "labeled-response", "draft/chathistory",
-                "draft/event-playback", CAPABILITY)
+OFFERED_CAPS = (
+    "message-tags",
+    "server-time",
+    "echo-message",
+    "batch",
+    "labeled-response",
+    "draft/chathistory",
+    "draft/event-playback",
+    CAPABILITY,
+)
 
 
 # -- the fan-out group ---------------------------------------------------------
+
 
 class Air:
     """The fan-out group on a fake link.
@@ -84,8 +92,7 @@ class Air:
         self.lost: list[int] = []
         self.queue: list[tuple[int, bytes]] = []
         self.lose: Callable[[int, bytes], bool] = lambda index, data: False
-        self.duplicate: Callable[[int, bytes], bool] = \
-            lambda index, data: False
+        self.duplicate: Callable[[int, bytes], bool] = lambda index, data: False
         self.reorder: random.Random | None = None
         self.cut = False
 
@@ -115,14 +122,18 @@ class Air:
             self.reorder.shuffle(queue)
         for _, data in queue:
             for sock in self.sockets:
-                if (sock.listening and sock.address[1] == PORT and
-                        any(g == GROUP and i for g, i in sock.groups)):
+                if (
+                    sock.listening
+                    and sock.address[1] == PORT
+                    and any(g == GROUP and i for g, i in sock.groups)
+                ):
                     assert sock.protocol is not None
                     sock.protocol.datagramReceived(data, ("10.0.0.1", 40000))
         return bool(queue)
 
 
 # -- the IRC side --------------------------------------------------------------
+
 
 class HostConnection(protocol.Protocol):
     """One client connection to L{FanoutRoomHost}."""
@@ -145,8 +156,7 @@ class HostConnection(protocol.Protocol):
             self.transport.write(line + b"\r\n")
 
     def reply(self, command: str, *params: str) -> None:
-        self.write_line(format_line(command, *params,
-                                    prefix=SERVER).rstrip(b"\r\n"))
+        self.write_line(format_line(command, *params, prefix=SERVER).rstrip(b"\r\n"))
 
     def write_event(self, seq: int, line: bytes) -> None:
         self.tls_events.append(seq)
@@ -165,8 +175,10 @@ class HostConnection(protocol.Protocol):
         elif command == "CAP" and params[:1] == ("REQ",):
             asked = params[-1].split()
             if CAPABILITY in asked and not {
-                    "message-tags", "server-time", "echo-message"} <= (
-                    self.caps | set(asked)):
+                "message-tags",
+                "server-time",
+                "echo-message",
+            } <= (self.caps | set(asked)):
                 self.reply("CAP", "*", "NAK", params[-1])
             else:
                 self.caps.update(asked)
@@ -185,16 +197,22 @@ class HostConnection(protocol.Protocol):
         elif command == "JOIN":
             host.join(self)
         elif command == "PRIVMSG":
-            host.post(self, "PRIVMSG", host.channel, params[-1],
-                      label=message.tags.get("label"))
+            host.post(
+                self,
+                "PRIVMSG",
+                host.channel,
+                params[-1],
+                label=message.tags.get("label"),
+            )
         elif command == "CHATHISTORY":
             host.chathistory(self, params)
         elif command == "FANOUT":
             try:
                 request = MemberRequest.from_params(params)
             except ParseError:
-                self.reply("FAIL", "FANOUT", "INVALID_PARAMS", host.channel,
-                           "Bad request")
+                self.reply(
+                    "FAIL", "FANOUT", "INVALID_PARAMS", host.channel, "Bad request"
+                )
                 return
             host.requests.append((self.nick, request))
             host.perform(host.sender.request(self, request, host.clock.seconds()))
@@ -223,8 +241,12 @@ class FanoutRoomHost:
     labelled echo and repairs.
     """
 
-    def __init__(self, clock: Clock, room: str = "lobby",
-                 keys: Callable[[int], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        room: str = "lobby",
+        keys: Callable[[int], bytes] | None = None,
+    ) -> None:
         self.clock = clock
         self.room = room
         self.channel = "#" + room
@@ -235,6 +257,7 @@ class FanoutRoomHost:
 
             def keys(size: int) -> bytes:
                 return next(source, None) or rng.randbytes(size)
+
         self.sender = FanoutSender(HOST_KEY, self.identity, GROUP, PORT, keys)
         self.air = Air()
         self.history: list[tuple[int, bytes]] = []
@@ -245,18 +268,27 @@ class FanoutRoomHost:
         self.seq = 0
         self._timer: Any = None
 
-    def post(self, conn: HostConnection | None, command: str, *params: str,
-             label: str | None = None, nick: str | None = None) -> int:
+    def post(
+        self,
+        conn: HostConnection | None,
+        command: str,
+        *params: str,
+        label: str | None = None,
+        nick: str | None = None,
+    ) -> int:
         """Number, store and send an event from C{conn} (or C{nick})."""
         nick = conn.nick if conn is not None else nick
         self.seq += 1
         seq = self.seq
-        line = format_line(command, *params,
-                           prefix="%s!~%s@127.0.0.1" % (nick, nick),
-                           tags={"time": server_time(int(self.clock.seconds()
-                                                         * 1000)),
-                                 "msgid": "%s:%d" % (casefold(self.room), seq)}
-                           ).rstrip(b"\r\n")
+        line = format_line(
+            command,
+            *params,
+            prefix="%s!~%s@127.0.0.1" % (nick, nick),
+            tags={
+                "time": server_time(int(self.clock.seconds() * 1000)),
+                "msgid": "%s:%d" % (casefold(self.room), seq),
+            },
+        ).rstrip(b"\r\n")
         self.history.append((seq, line))
         for member in list(self.members):
             if member is conn and label is not None:
@@ -274,8 +306,9 @@ class FanoutRoomHost:
         conn.joined = True
         self.members.append(conn)
         self.post(conn, "JOIN", self.channel)
-        conn.reply("353", conn.nick, "=", self.channel,
-                   " ".join(m.nick for m in self.members))
+        conn.reply(
+            "353", conn.nick, "=", self.channel, " ".join(m.nick for m in self.members)
+        )
         conn.reply("366", conn.nick, self.channel, "End of /NAMES list.")
         if CAPABILITY in conn.caps:
             self.perform(self.sender.member_joined(conn, self.clock.seconds()))
@@ -318,7 +351,8 @@ class FanoutRoomHost:
         wake = self.sender.wake_at
         if wake is not None:
             self._timer = self.clock.callLater(
-                max(0.0, wake - self.clock.seconds()), self.end_turn)
+                max(0.0, wake - self.clock.seconds()), self.end_turn
+            )
 
     def stop(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -344,13 +378,15 @@ class FanoutRoomHost:
                     for seq, line in self.history:
                         if first <= seq <= last:
                             action.member.write_event(seq, line)
-                action.member.reply("FANOUT", self.channel, "REPAIRED",
-                                    format_ranges(action.ranges))
+                action.member.reply(
+                    "FANOUT", self.channel, "REPAIRED", format_ranges(action.ranges)
+                )
             else:
                 raise AssertionError("unknown action %r" % (action,))
 
 
 # -- the network ---------------------------------------------------------------
+
 
 class _Endpoint:
     def __init__(self, network: FanoutNetwork) -> None:
@@ -362,13 +398,20 @@ class _Endpoint:
         server = HostConnection(network.host)
         port = 40000 + len(network.pumps)
         client_io = iosim.FakeTransport(
-            client, False, IPv4Address("TCP", "127.0.0.1", port),
-            IPv4Address("TCP", "127.0.0.1", 6697))
+            client,
+            False,
+            IPv4Address("TCP", "127.0.0.1", port),
+            IPv4Address("TCP", "127.0.0.1", 6697),
+        )
         server_io = iosim.FakeTransport(
-            server, True, IPv4Address("TCP", "127.0.0.1", 6697),
-            IPv4Address("TCP", "127.0.0.1", port))
-        pump = iosim.connect(server, server_io, client, client_io,
-                             greet=False, clock=network.clock)
+            server,
+            True,
+            IPv4Address("TCP", "127.0.0.1", 6697),
+            IPv4Address("TCP", "127.0.0.1", port),
+        )
+        pump = iosim.connect(
+            server, server_io, client, client_io, greet=False, clock=network.clock
+        )
         network.pumps.append(pump)
         return defer.succeed(client)
 
@@ -408,8 +451,9 @@ class FanoutNetwork:
             if self.air.flush():
                 moved = True
             if not moved and not any(
-                    call.getTime() <= self.clock.seconds()
-                    for call in self.clock.getDelayedCalls()):
+                call.getTime() <= self.clock.seconds()
+                for call in self.clock.getDelayedCalls()
+            ):
                 return
         raise AssertionError("the network did not settle in %d steps" % (limit,))
 

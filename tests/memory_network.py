@@ -79,13 +79,20 @@ class _Endpoint:
         server = self.network.factory.buildProtocol(None)
         port = self.network.next_port()
         client_io = iosim.FakeTransport(
-            client, False, IPv4Address("TCP", "127.0.0.1", port),
-            IPv4Address("TCP", "127.0.0.1", 6697))
+            client,
+            False,
+            IPv4Address("TCP", "127.0.0.1", port),
+            IPv4Address("TCP", "127.0.0.1", 6697),
+        )
         server_io = iosim.FakeTransport(
-            server, True, IPv4Address("TCP", "127.0.0.1", 6697),
-            IPv4Address("TCP", "127.0.0.1", port))
-        pump = iosim.connect(server, server_io, client, client_io,
-                             greet=False, clock=self.network.clock)
+            server,
+            True,
+            IPv4Address("TCP", "127.0.0.1", 6697),
+            IPv4Address("TCP", "127.0.0.1", port),
+        )
+        pump = iosim.connect(
+            server, server_io, client, client_io, greet=False, clock=self.network.clock
+        )
         self.network.links.append(Link(pump))
         return defer.succeed(client)
 
@@ -128,8 +135,9 @@ class MemoryNetwork:
                 if link.step():
                     moved = True
             if not moved and not any(
-                    call.getTime() <= self.clock.seconds()
-                    for call in self.clock.getDelayedCalls()):
+                call.getTime() <= self.clock.seconds()
+                for call in self.clock.getDelayedCalls()
+            ):
                 return
         raise AssertionError("the network did not settle in %d steps" % (limit,))
 

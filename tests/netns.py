@@ -44,8 +44,9 @@ class NamespacesMixin:
     @ivar tmp: a temporary directory, removed with the namespaces.
     """
 
-    def make_namespaces(self, prefix: str, names: list[str],
-                        tools: dict[str, str]) -> None:
+    def make_namespaces(
+        self, prefix: str, names: list[str], tools: dict[str, str]
+    ) -> None:
         """Skip unless this machine can (Linux, root, the C{tools}, given as
         command to Debian package); then make one namespace per name,
         called C{prefix} + the process id + the name, so runs in parallel
@@ -56,8 +57,9 @@ class NamespacesMixin:
             raise SkipTest("Creating network namespaces needs root.")
         for tool, package in {"ip": "iproute2", **tools}.items():
             if shutil.which(tool) is None:
-                raise SkipTest(f"'{tool}' is missing; install the Debian"
-                               f" package {package}.")
+                raise SkipTest(
+                    f"'{tool}' is missing; install the Debian package {package}."
+                )
         tag = f"{prefix}{os.getpid() % 100000}"
         self.ns = {name: tag + name for name in names}
         self.tmp = Path(tempfile.mkdtemp(prefix="chatroom-netns-"))
@@ -70,15 +72,27 @@ class NamespacesMixin:
             except RuntimeError as e:
                 if number:
                     raise
-                raise SkipTest(
-                    f"Cannot create a network namespace here: {e}") from None
+                raise SkipTest(f"Cannot create a network namespace here: {e}") from None
             self.ns_made.append(self.ns[name])
             self.ns_run(name, "ip", "link", "set", "lo", "up")
 
     def link(self, left: str, left_if: str, right: str, right_if: str) -> None:
         """A veth pair from namespace C{left} to C{right}."""
-        run("ip", "link", "add", left_if, "netns", self.ns[left], "type",
-            "veth", "peer", "name", right_if, "netns", self.ns[right])
+        run(
+            "ip",
+            "link",
+            "add",
+            left_if,
+            "netns",
+            self.ns[left],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            right_if,
+            "netns",
+            self.ns[right],
+        )
 
     def address(self, name: str, interface: str, address: str) -> None:
         """Give C{interface} in namespace C{name} an address (C{a.b.c.d/n})
@@ -90,15 +104,21 @@ class NamespacesMixin:
         """Run a command inside namespace C{name}; its standard output."""
         return run("ip", "netns", "exec", self.ns[name], *args)
 
-    def python_in(self, name: str, script: str, *args: str,
-                  text: bool = False) -> subprocess.Popen:
+    def python_in(
+        self, name: str, script: str, *args: str, text: bool = False
+    ) -> subprocess.Popen:
         """Start C{script} with this Python inside namespace C{name}, its
         standard streams piped; it is stopped by the cleanup."""
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         process = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns[name], sys.executable, "-c", script,
-             *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=text, env=env, cwd=str(ROOT))
+            ["ip", "netns", "exec", self.ns[name], sys.executable, "-c", script, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=text,
+            env=env,
+            cwd=str(ROOT),
+        )
         self.processes.append(process)
         return process
 

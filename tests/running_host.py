@@ -47,9 +47,15 @@ class RunningHostMixin:
         """Start the host (announcing with C{discovery} settings, if any);
         fires with its TLS port number."""
         self.service = HostService(
-            reactor, self.identity, HistoryStore(self.db_path), self.rooms,
-            tls_port=0, tls_interface="127.0.0.1", limits=limits,
-            discovery=discovery)
+            reactor,
+            self.identity,
+            HistoryStore(self.db_path),
+            self.rooms,
+            tls_port=0,
+            tls_interface="127.0.0.1",
+            limits=limits,
+            discovery=discovery,
+        )
         self.service.startService()
         self.addCleanup(self.stop_host)
         (port,) = yield self.service.listening_ports()
@@ -66,9 +72,11 @@ class RunningHostMixin:
         recorder = Recorder()
         creator = PinnedClientCreator(public_key or self.identity.public_key)
         endpoint = endpoints.wrapClientTLS(
-            creator, endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port))
-        client = yield endpoint.connect(protocol.Factory.forProtocol(
-            lambda: RoomClientProtocol(nick, recorder)))
+            creator, endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        )
+        client = yield endpoint.connect(
+            protocol.Factory.forProtocol(lambda: RoomClientProtocol(nick, recorder))
+        )
         self.addCleanup(self.disconnect, client)
         yield client.registered
         return client, recorder

@@ -32,44 +32,51 @@ class TargetTests(SynchronousTestCase):
         """A room named twice (in any case) gets one message, one event."""
         next_seq = self.host.find_room("#a").next_seq
         self.bob.send("PRIVMSG #a,#A,#b :x", "PRIVMSG alice,ALICE :y")
-        self.assertEqual(lines(self.alice), [
-            ":bob!~bob@127.0.0.1 PRIVMSG #a x",
-            ":bob!~bob@127.0.0.1 PRIVMSG #b x",
-            ":bob!~bob@127.0.0.1 PRIVMSG alice y",
-        ])
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":bob!~bob@127.0.0.1 PRIVMSG #a x",
+                ":bob!~bob@127.0.0.1 PRIVMSG #b x",
+                ":bob!~bob@127.0.0.1 PRIVMSG alice y",
+            ],
+        )
         self.assertEqual(self.host.find_room("#a").next_seq, next_seq + 1)
 
     def test_too_many_targets(self):
         """Beyond TARGMAX (4): 407 once, the first four still delivered."""
         self.bob.send("PRIVMSG #a,#b,#c,#d,#e :x")
-        self.assertEqual(lines(self.bob), [
-            ":test.host 407 bob #e :Too many targets; message not delivered "
-            "to #e and later ones"])
+        self.assertEqual(
+            lines(self.bob),
+            [
+                ":test.host 407 bob #e :Too many targets; message not delivered "
+                "to #e and later ones"
+            ],
+        )
         self.assertEqual(len(lines(self.alice)), 4)
 
     def test_message_to_own_nick(self):
         self.alice.send("PRIVMSG alice :note to self")
-        self.assertEqual(lines(self.alice), [
-            ":alice!~alice@127.0.0.1 PRIVMSG alice :note to self"])
+        self.assertEqual(
+            lines(self.alice), [":alice!~alice@127.0.0.1 PRIVMSG alice :note to self"]
+        )
         echo = FakeClient(self.host).register("echo", ("echo-message",))
         echo.send("PRIVMSG echo :twice")
-        self.assertEqual(lines(echo), [
-            ":echo!~echo@127.0.0.1 PRIVMSG echo twice"] * 2)
+        self.assertEqual(lines(echo), [":echo!~echo@127.0.0.1 PRIVMSG echo twice"] * 2)
 
 
 class MessageTagTests(SynchronousTestCase):
     def setUp(self):
         self.host = make_host(limits=NO_FLOOD)
-        self.tagged = FakeClient(self.host).register(
-            "tagged", ("message-tags",)).join()
+        self.tagged = FakeClient(self.host).register("tagged", ("message-tags",)).join()
         self.plain = FakeClient(self.host).register("plain").join()
         self.tagged.raw()
 
     def test_msgid_on_private_messages_notices_tagmsg(self):
         other = FakeClient(self.host).register("other", ("message-tags",)).join()
         self.tagged.raw()
-        other.send("PRIVMSG tagged :a", "NOTICE tagged :b",
-                   "@+typing=active TAGMSG tagged")
+        other.send(
+            "PRIVMSG tagged :a", "NOTICE tagged :b", "@+typing=active TAGMSG tagged"
+        )
         got = self.tagged.messages()
         self.assertEqual([m.command for m in got], ["PRIVMSG", "NOTICE", "TAGMSG"])
         ids = [m.tags["msgid"] for m in got]
@@ -79,7 +86,9 @@ class MessageTagTests(SynchronousTestCase):
         self.assertIn("msgid", room_tagmsg.tags)
 
     def test_tagmsg_only_to_message_tags_recipients(self):
-        self.tagged.send("@+typing=active TAGMSG plain", "@+typing=active TAGMSG #lobby")
+        self.tagged.send(
+            "@+typing=active TAGMSG plain", "@+typing=active TAGMSG #lobby"
+        )
         self.assertEqual(self.plain.raw(), b"")
 
     def test_tagmsg_from_sender_without_message_tags(self):
@@ -103,8 +112,10 @@ class MessageTagTests(SynchronousTestCase):
     def test_label_over_64_bytes_refused(self):
         client = FakeClient(self.host).register("l", ("labeled-response", "batch"))
         client.send("@label=%s PRIVMSG #lobby :x" % ("a" * 65,))
-        self.assertEqual(lines(client), [
-            ":test.host FAIL PRIVMSG INVALID_LABEL :Labels are at most 64 bytes"])
+        self.assertEqual(
+            lines(client),
+            [":test.host FAIL PRIVMSG INVALID_LABEL :Labels are at most 64 bytes"],
+        )
         self.assertEqual(self.plain.raw(), b"")
         client.send("@label=%s PING x" % ("a" * 64,))
         self.assertEqual(client.messages()[0].tags["label"], "a" * 64)
@@ -116,7 +127,8 @@ class LabeledResponseTests(SynchronousTestCase):
     def setUp(self):
         self.host = make_host(rooms=("a", "b"), limits=NO_FLOOD)
         self.client = FakeClient(self.host).register(
-            "alice", ("labeled-response", "batch", "echo-message", "message-tags"))
+            "alice", ("labeled-response", "batch", "echo-message", "message-tags")
+        )
 
     def batch(self, line):
         self.client.send(line)
@@ -132,8 +144,10 @@ class LabeledResponseTests(SynchronousTestCase):
         return [m.command for m in body]
 
     def test_join_several_one_invalid(self):
-        self.assertEqual(self.batch("@label=L JOIN #a,#nope,#b"),
-                         ["JOIN", "353", "366", "403", "JOIN", "353", "366"])
+        self.assertEqual(
+            self.batch("@label=L JOIN #a,#nope,#b"),
+            ["JOIN", "353", "366", "403", "JOIN", "353", "366"],
+        )
 
     def test_join_zero(self):
         self.client.join("#a").join("#b")
@@ -141,8 +155,9 @@ class LabeledResponseTests(SynchronousTestCase):
 
     def test_privmsg_several_targets_echo(self):
         self.client.join("#a").join("#b")
-        self.assertEqual(self.batch("@label=L PRIVMSG #a,#b :x"),
-                         ["PRIVMSG", "PRIVMSG"])
+        self.assertEqual(
+            self.batch("@label=L PRIVMSG #a,#b :x"), ["PRIVMSG", "PRIVMSG"]
+        )
 
     def test_error_numeric_single_line(self):
         self.client.send("@label=L FROB")
@@ -164,7 +179,9 @@ class RegistrationTests(SynchronousTestCase):
     def test_user_with_empty_realname(self):
         client = FakeClient(self.host)
         client.send("NICK a", "USER a 0 * :")
-        self.assertEqual(lines(client), [":test.host 461 a USER :Not enough parameters"])
+        self.assertEqual(
+            lines(client), [":test.host 461 a USER :Not enough parameters"]
+        )
         self.assertFalse(client.protocol.registered)
 
     def test_bang_and_at_stripped_from_user_name(self):
@@ -180,11 +197,20 @@ class RegistrationTests(SynchronousTestCase):
         alice = FakeClient(host)
         alice.send("NICK " + "a" * 30, "USER u 0 * :" + long)
         bob = FakeClient(host).register("b" * 30)
-        alice.send("JOIN #" + "r" * 32, "TOPIC #%s :%s" % ("r" * 32, long),
-                   "AWAY :" + long, "PRIVMSG #%s :%s" % ("r" * 32, long))
-        bob.send("JOIN #" + "r" * 32, "WHOIS " + "a" * 30, "WHO #" + "r" * 32,
-                 "LIST", "PRIVMSG %s :hi" % ("a" * 30,),
-                 "CHATHISTORY LATEST #%s * 10" % ("r" * 32,))
+        alice.send(
+            "JOIN #" + "r" * 32,
+            "TOPIC #%s :%s" % ("r" * 32, long),
+            "AWAY :" + long,
+            "PRIVMSG #%s :%s" % ("r" * 32, long),
+        )
+        bob.send(
+            "JOIN #" + "r" * 32,
+            "WHOIS " + "a" * 30,
+            "WHO #" + "r" * 32,
+            "LIST",
+            "PRIVMSG %s :hi" % ("a" * 30,),
+            "CHATHISTORY LATEST #%s * 10" % ("r" * 32,),
+        )
         for client in (alice, bob):
             for line in client.raw().split(b"\r\n")[:-1]:
                 self.assertLessEqual(len(line) + 2, MAX_IRC_BYTES, line)
@@ -199,11 +225,20 @@ class KeyTests(SynchronousTestCase):
         self.op.raw()
 
     def test_bad_keys_refused(self):
-        self.op.send("MODE #r +k :", "MODE #r +k :a b", "MODE #r +k a,b",
-                     "MODE #r +k " + "x" * 24)
-        self.assertEqual(lines(self.op), [
-            ":test.host 696 op #r k * :Invalid key: 1 to 23 characters, "
-            "no space or comma"] * 4)
+        self.op.send(
+            "MODE #r +k :",
+            "MODE #r +k :a b",
+            "MODE #r +k a,b",
+            "MODE #r +k " + "x" * 24,
+        )
+        self.assertEqual(
+            lines(self.op),
+            [
+                ":test.host 696 op #r k * :Invalid key: 1 to 23 characters, "
+                "no space or comma"
+            ]
+            * 4,
+        )
         self.op.send("MODE #r")
         self.assertEqual(self.op.messages()[0].params[2], "+n")
         self.assertEqual(self.host.store.room_record("r").channel_key, "")
@@ -245,8 +280,9 @@ class ChatHistoryRuleTests(SynchronousTestCase):
     def setUp(self):
         self.host = make_host(rooms=(), limits=OPEN)
         self.op = FakeClient(self.host).register("op")
-        self.op.send("JOIN #r", "PRIVMSG #r :one", "PRIVMSG #r :two",
-                     "PRIVMSG #r :three")
+        self.op.send(
+            "JOIN #r", "PRIVMSG #r :one", "PRIVMSG #r :two", "PRIVMSG #r :three"
+        )
         self.op.raw()
         self.outsider = FakeClient(self.host).register("out", ("batch",))
 
@@ -263,17 +299,23 @@ class ChatHistoryRuleTests(SynchronousTestCase):
             self.op.send("MODE #r " + mode)
             if mode.startswith("-"):
                 continue
-            self.assertEqual(self.fail(self.outsider, "CHATHISTORY LATEST #r * 10"),
-                             ("CHATHISTORY", "INVALID_TARGET"), mode)
+            self.assertEqual(
+                self.fail(self.outsider, "CHATHISTORY LATEST #r * 10"),
+                ("CHATHISTORY", "INVALID_TARGET"),
+                mode,
+            )
 
     def test_numbers_that_do_not_fit(self):
-        self.assertEqual(self.fail(
-            self.op, "CHATHISTORY BEFORE #r msgid=r:99999999999999999999 10"),
-            ("CHATHISTORY", "INVALID_PARAMS"))
+        self.assertEqual(
+            self.fail(self.op, "CHATHISTORY BEFORE #r msgid=r:99999999999999999999 10"),
+            ("CHATHISTORY", "INVALID_PARAMS"),
+        )
         self.op.send("CHATHISTORY LATEST #r * 99999999999999999999999")
         self.assertEqual(self.op.commands().count("PRIVMSG"), 3)
-        self.assertEqual(self.fail(self.op, "CHATHISTORY LATEST #r * -1"),
-                         ("CHATHISTORY", "INVALID_PARAMS"))
+        self.assertEqual(
+            self.fail(self.op, "CHATHISTORY LATEST #r * -1"),
+            ("CHATHISTORY", "INVALID_PARAMS"),
+        )
         self.assertEqual(self.host.counters.get("internal-errors", 0), 0)
 
     def test_around_limit_one_is_the_message(self):
@@ -282,9 +324,13 @@ class ChatHistoryRuleTests(SynchronousTestCase):
         self.assertEqual(message.params, ("#r", "two"))
 
     def test_timestamp_with_offset_and_z_refused(self):
-        self.assertEqual(self.fail(
-            self.op, "CHATHISTORY BEFORE #r timestamp=2025-11-24T16:00:00.000+01:00Z 5"),
-            ("CHATHISTORY", "INVALID_PARAMS"))
+        self.assertEqual(
+            self.fail(
+                self.op,
+                "CHATHISTORY BEFORE #r timestamp=2025-11-24T16:00:00.000+01:00Z 5",
+            ),
+            ("CHATHISTORY", "INVALID_PARAMS"),
+        )
 
 
 class ReplyOrderTests(SynchronousTestCase):

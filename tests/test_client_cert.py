@@ -59,16 +59,18 @@ class ClientCertificateTests(TestCase):
     def setUp(self):
         self.host = HostIdentity.generate()
         self.factory = KeyReaderFactory()
-        self.port = reactor.listenSSL(0, self.factory, server_options(self.host),
-                                      interface="127.0.0.1")
+        self.port = reactor.listenSSL(
+            0, self.factory, server_options(self.host), interface="127.0.0.1"
+        )
         self.addCleanup(self.port.stopListening)
         self.number = self.port.getHost().port
 
     @defer.inlineCallbacks
     def twisted_client(self, identity):
         creator = PinnedClientCreator(self.host.public_key, identity=identity)
-        endpoint = endpoints.wrapClientTLS(creator, endpoints.TCP4ClientEndpoint(
-            reactor, "127.0.0.1", self.number))
+        endpoint = endpoints.wrapClientTLS(
+            creator, endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.number)
+        )
         client = yield endpoint.connect(protocol.Factory.forProtocol(Hello))
         data = yield client.done
         self.assertEqual(data, b"ok\n")
@@ -93,8 +95,9 @@ class ClientCertificateTests(TestCase):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         if cert_dir is not None:
-            context.load_cert_chain(os.path.join(cert_dir, "cert.pem"),
-                                    os.path.join(cert_dir, "key.pem"))
+            context.load_cert_chain(
+                os.path.join(cert_dir, "cert.pem"), os.path.join(cert_dir, "key.pem")
+            )
         with socket.create_connection(("127.0.0.1", self.number), timeout=10) as s:
             with context.wrap_socket(s) as tls:
                 data = tls.recv(16)
@@ -107,16 +110,19 @@ class ClientCertificateTests(TestCase):
         with open(os.path.join(cert_dir, "cert.pem"), "wb") as f:
             f.write(identity.certificate.public_bytes(serialization.Encoding.PEM))
         with open(os.path.join(cert_dir, "key.pem"), "wb") as f:
-            f.write(identity.private_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption()))
+            f.write(
+                identity.private_key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
         return cert_dir
 
     @defer.inlineCallbacks
     def test_stdlib_client_with_certificate(self):
         identity = ClientIdentity.generate()
-        data = yield threads.deferToThread(self.stdlib_client,
-                                           self.write_pem(identity))
+        data = yield threads.deferToThread(self.stdlib_client, self.write_pem(identity))
         self.assertEqual(data, b"ok\n")
         seen = yield self.factory.seen
         self.assertEqual(seen, identity.public_key)
@@ -130,6 +136,7 @@ class ClientCertificateTests(TestCase):
 
     def test_not_tls(self):
         from twisted.internet.testing import StringTransport
+
         self.assertIsNone(client_key(StringTransport()))
 
 
@@ -143,9 +150,12 @@ class SessionPresentsItsKeyTests(RunningHostMixin, TestCase):
         self.make_data_dir()
         port = yield self.start_host()
         identity = ClientIdentity.generate()
-        session = RoomSession(reactor, RoomTarget(
-            self.identity.public_key, "lobby", ("127.0.0.1:%d" % (port,),)),
-            "alice", identity=identity)
+        session = RoomSession(
+            reactor,
+            RoomTarget(self.identity.public_key, "lobby", ("127.0.0.1:%d" % (port,),)),
+            "alice",
+            identity=identity,
+        )
         yield session.connect()
         self.addCleanup(session.close)
         (connection,) = list(self.service.host.connections)

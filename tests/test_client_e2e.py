@@ -56,8 +56,7 @@ class Seen:
         return [e.text for e in self.events if e.kind == "message"]
 
     def ordered(self):
-        return [(e.seq, e.sender, e.text) for e in self.events
-                if e.kind == "message"]
+        return [(e.seq, e.sender, e.text) for e in self.events if e.kind == "message"]
 
 
 class MovingHostTests(RunningHostMixin, TestCase):
@@ -71,8 +70,7 @@ class MovingHostTests(RunningHostMixin, TestCase):
         self.make_data_dir()
 
     def start_host(self, announce=True):
-        settings = DiscoverySettings(interface="127.0.0.1",
-                                     port=self.discovery_port)
+        settings = DiscoverySettings(interface="127.0.0.1", port=self.discovery_port)
         return super().start_host(discovery=settings if announce else None)
 
     def stop_host(self):
@@ -85,8 +83,7 @@ class MovingHostTests(RunningHostMixin, TestCase):
 
     @defer.inlineCallbacks
     def finder(self):
-        finder = RoomFinder(reactor, interface="127.0.0.1",
-                            port=self.discovery_port)
+        finder = RoomFinder(reactor, interface="127.0.0.1", port=self.discovery_port)
         yield finder.start()
         self.addCleanup(finder.stop)
         return finder
@@ -95,9 +92,15 @@ class MovingHostTests(RunningHostMixin, TestCase):
     def session(self, nick, finder):
         seen = Seen()
         announcement = yield finder.find("lobby")
-        session = RoomSession(reactor, announcement, nick, finder=finder,
-                              on_event=seen.on_event, on_status=seen.on_status,
-                              policy=quick_policy)
+        session = RoomSession(
+            reactor,
+            announcement,
+            nick,
+            finder=finder,
+            on_event=seen.on_event,
+            on_status=seen.on_status,
+            policy=quick_policy,
+        )
         yield session.connect()
         self.addCleanup(session.close)
         return session, seen
@@ -122,8 +125,9 @@ class MovingHostTests(RunningHostMixin, TestCase):
         bob, bob_seen = yield self.session("bob", bob_finder)
         first_address = alice.address
         # The joined client relays the room: it holds the announcement.
-        self.assertEqual([a.room for a in alice_finder.listener.responder.held()],
-                         ["lobby"])
+        self.assertEqual(
+            [a.room for a in alice_finder.listener.responder.held()], ["lobby"]
+        )
 
         sent = []
         for n in range(5):
@@ -135,9 +139,12 @@ class MovingHostTests(RunningHostMixin, TestCase):
                 self.assertTrue(event.own)
 
         # The host stops (goodbye); the clients notice and wait.
-        lost = defer.gatherResults([
-            seen.until(lambda s=seen: any("Lost" in t for t in s.status))
-            for seen in (alice_seen, bob_seen)])
+        lost = defer.gatherResults(
+            [
+                seen.until(lambda s=seen: any("Lost" in t for t in s.status))
+                for seen in (alice_seen, bob_seen)
+            ]
+        )
         yield self.stop_host()
         yield lost
         self.assertFalse(alice.joined)
@@ -158,9 +165,12 @@ class MovingHostTests(RunningHostMixin, TestCase):
         yield self.stop_host()
 
         # The host comes back on another port and announces it.
-        resumed = defer.gatherResults([
-            seen.until(lambda s=seen: any("Reconnected" in t for t in s.status))
-            for seen in (alice_seen, bob_seen)])
+        resumed = defer.gatherResults(
+            [
+                seen.until(lambda s=seen: any("Reconnected" in t for t in s.status))
+                for seen in (alice_seen, bob_seen)
+            ]
+        )
         new_port = yield self.start_host()
         yield resumed
         sent.append("typed while away")
@@ -201,21 +211,31 @@ class ImpostorTests(TestCase):
         data_dir = self.mktemp()
         os.makedirs(data_dir)
         impostor = HostService(
-            reactor, HostIdentity.generate(),
-            HistoryStore(os.path.join(data_dir, "h.sqlite3")), ["lobby"],
-            tls_port=0, tls_interface="127.0.0.1")
+            reactor,
+            HostIdentity.generate(),
+            HistoryStore(os.path.join(data_dir, "h.sqlite3")),
+            ["lobby"],
+            tls_port=0,
+            tls_interface="127.0.0.1",
+        )
         impostor.startService()
         self.addCleanup(impostor.stopService)
         (port,) = yield impostor.listening_ports()
         received = []
         original = IRCConnection.dataReceived
-        self.patch(IRCConnection, "dataReceived",
-                   lambda self, data: (received.append(data),
-                                       original(self, data)))
+        self.patch(
+            IRCConnection,
+            "dataReceived",
+            lambda self, data: (received.append(data), original(self, data)),
+        )
         room_key = HostIdentity.generate()
         announcement = Announcement.sign(
-            room_key.private_key, "lobby",
-            ["127.0.0.1:%d" % (port.getHost().port,)], counter=1, lifetime=60)
+            room_key.private_key,
+            "lobby",
+            ["127.0.0.1:%d" % (port.getHost().port,)],
+            counter=1,
+            lifetime=60,
+        )
         session = RoomSession(reactor, announcement, "alice")
         failure = yield self.assertFailure(session.connect(), errors.KeyMismatch)
         self.assertIn(room_key.short_fingerprint, str(failure))
@@ -227,14 +247,18 @@ class ImpostorTests(TestCase):
     def test_unreachable(self):
         """Nothing listens at the address: one sentence naming it."""
         from twisted.internet.protocol import Factory
+
         port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
         number = port.getHost().port
         yield port.stopListening()
         announcement = Announcement.sign(
-            HostIdentity.generate().private_key, "lobby",
-            ["127.0.0.1:%d" % (number,)], counter=1, lifetime=60)
+            HostIdentity.generate().private_key,
+            "lobby",
+            ["127.0.0.1:%d" % (number,)],
+            counter=1,
+            lifetime=60,
+        )
         session = RoomSession(reactor, announcement, "alice")
-        failure = yield self.assertFailure(session.connect(),
-                                           errors.HostUnreachable)
+        failure = yield self.assertFailure(session.connect(), errors.HostUnreachable)
         self.assertIn("127.0.0.1:%d" % (number,), str(failure))
         yield session.close()

@@ -44,13 +44,11 @@ class CapabilityTests(SynchronousTestCase):
     server-time and echo-message."""
 
     def negotiate(self, offered):
-        proto = RoomClientProtocol("alice",
-                                   wanted_caps=CLIENT_CAPS + (CAPABILITY,))
+        proto = RoomClientProtocol("alice", wanted_caps=CLIENT_CAPS + (CAPABILITY,))
         transport = StringTransport()
         proto.makeConnection(transport)
         transport.clear()
-        proto.dataReceived(b":srv CAP * LS :" + " ".join(offered).encode()
-                           + b"\r\n")
+        proto.dataReceived(b":srv CAP * LS :" + " ".join(offered).encode() + b"\r\n")
         return transport.value().decode()
 
     def test_requested_with_its_prerequisites(self):
@@ -65,12 +63,11 @@ class CapabilityTests(SynchronousTestCase):
         self.assertNotIn(CAPABILITY, sent)
 
     def test_wanted_caps(self):
-        self.assertEqual(wanted_caps(["server-time", CAPABILITY]),
-                         ["server-time"])
+        self.assertEqual(wanted_caps(["server-time", CAPABILITY]), ["server-time"])
         self.assertEqual(
-            wanted_caps(["message-tags", "server-time", "echo-message",
-                         CAPABILITY]),
-            ["message-tags", "server-time", "echo-message", CAPABILITY])
+            wanted_caps(["message-tags", "server-time", "echo-message", CAPABILITY]),
+            ["message-tags", "server-time", "echo-message", CAPABILITY],
+        )
 
     def test_stock_protocol_does_not_ask(self):
         """Without a session's fan-out options nothing asks for it."""
@@ -80,12 +77,14 @@ class CapabilityTests(SynchronousTestCase):
 class OptionTests(SynchronousTestCase):
     def test_interface_defaults_to_discovery_interface(self):
         args = build_parser().parse_args(
-            ["join", "lobby", "--discovery-interface", "10.1.2.3"])
+            ["join", "lobby", "--discovery-interface", "10.1.2.3"]
+        )
         self.assertEqual(fanout_options(args).interface, "10.1.2.3")
 
     def test_explicit_interface(self):
         args = build_parser().parse_args(
-            ["tail", "-f", "lobby", "--fanout-interface", "10.9.9.9"])
+            ["tail", "-f", "lobby", "--fanout-interface", "10.9.9.9"]
+        )
         self.assertEqual(fanout_options(args).interface, "10.9.9.9")
 
     def test_no_multicast(self):
@@ -110,22 +109,36 @@ class OptionTests(SynchronousTestCase):
                 made.append(fanout)
 
             def connect(self):
-                return defer.fail(errors.HostUnreachable(
-                    "#lobby", ("127.0.0.1:1",), "test"))
+                return defer.fail(
+                    errors.HostUnreachable("#lobby", ("127.0.0.1:1",), "test")
+                )
 
         self.patch(main, "RoomSession", Recorder)
         # The target as resolving --connect/--key would give it, without
         # the TLS handshake that reads the server's key.
-        self.patch(main, "resolve", lambda reactor, args, finder:
-                   defer.succeed(TARGET))
-        direct = ["--connect", "127.0.0.1:1", "--key", Q.hex(),
-                  "--fanout-interface", "10.0.0.7", "--data-dir", self.mktemp()]
-        for argv in (["say", "lobby", "hi"], ["tail", "lobby"],
-                     ["tail", "-f", "lobby"], ["join", "lobby"]):
+        self.patch(main, "resolve", lambda reactor, args, finder: defer.succeed(TARGET))
+        direct = [
+            "--connect",
+            "127.0.0.1:1",
+            "--key",
+            Q.hex(),
+            "--fanout-interface",
+            "10.0.0.7",
+            "--data-dir",
+            self.mktemp(),
+        ]
+        for argv in (
+            ["say", "lobby", "hi"],
+            ["tail", "lobby"],
+            ["tail", "-f", "lobby"],
+            ["join", "lobby"],
+        ):
             d = main.run(None, argv + direct, io.StringIO(), io.StringIO())
             self.failureResultOf(d, SystemExit)
-        self.assertEqual([None if f is None else f.interface for f in made],
-                         [None, None, "10.0.0.7", "10.0.0.7"])
+        self.assertEqual(
+            [None if f is None else f.interface for f in made],
+            [None, None, "10.0.0.7", "10.0.0.7"],
+        )
 
 
 class FanoutSessionMixin:
@@ -139,13 +152,19 @@ class FanoutSessionMixin:
 
     def session(self, nick="alice", fanout=True, seed=1):
         seen = Seen()
-        options = FanoutOptions(listen=self.air.listen,
-                                random=random.Random(seed).random)
-        session = RoomSession(self.net.clock, TARGET, nick,
-                              on_event=seen.on_event, on_status=seen.on_status,
-                              policy=lambda attempt: 1.0,
-                              endpoint_for=self.net.endpoint_for,
-                              fanout=options if fanout else None)
+        options = FanoutOptions(
+            listen=self.air.listen, random=random.Random(seed).random
+        )
+        session = RoomSession(
+            self.net.clock,
+            TARGET,
+            nick,
+            on_event=seen.on_event,
+            on_status=seen.on_status,
+            policy=lambda attempt: 1.0,
+            endpoint_for=self.net.endpoint_for,
+            fanout=options if fanout else None,
+        )
         d = session.connect()
         self.net.settle()
         self.assertIs(self.successResultOf(d), session)
@@ -192,27 +211,29 @@ class SwitchTests(FanoutSessionMixin, SynchronousTestCase):
         self.assertEqual(sock.groups, [(GROUP, "127.0.0.1")])
         self.assertEqual(sock.outgoing_interface, "127.0.0.1")
         self.assertEqual(sock.address[1], PORT)
-        self.assertIn((socket.IPPROTO_IP, IP_MULTICAST_ALL, 0),
-                      sock.handle.options)
+        self.assertIn((socket.IPPROTO_IP, IP_MULTICAST_ALL, 0), sock.handle.options)
         self.assertEqual(session.fanout.mode, "tls")
 
     def test_start_after_one_valid_datagram(self):
         session, seen = self.session()
         self.assertEqual(self.host.requests, [])
         self.net.advance(0.3)
-        self.assertEqual([(nick, r.verb) for nick, r in self.host.requests],
-                         [("alice", "START")])
+        self.assertEqual(
+            [(nick, r.verb) for nick, r in self.host.requests], [("alice", "START")]
+        )
         self.assertEqual(session.fanout.mode, "multicast")
-        self.assertIn("Receiving #lobby by multicast (group 239.255.67.70"
-                      " port 47668 on 127.0.0.1).", seen.status)
+        self.assertIn(
+            "Receiving #lobby by multicast (group 239.255.67.70"
+            " port 47668 on 127.0.0.1).",
+            seen.status,
+        )
 
     def test_events_by_multicast_only(self):
         session, seen = self.on_multicast()
         conn = self.conn("alice")
         before = list(conn.tls_events)
         accepted = session.fanout.receiver.accepted
-        posted = [(self.host.say("bob", "hi %d" % i), "hi %d" % i)
-                  for i in range(5)]
+        posted = [(self.host.say("bob", "hi %d" % i), "hi %d" % i) for i in range(5)]
         self.net.settle()
         self.assertEqual(conn.tls_events, before)
         self.assertGreater(session.fanout.receiver.accepted, accepted)
@@ -226,8 +247,7 @@ class SwitchTests(FanoutSessionMixin, SynchronousTestCase):
         self.net.settle()
         result = self.successResultOf(event)
         self.assertEqual((result.text, result.own), ("mine", True))
-        self.assertEqual([e.text for e in seen.events if e.kind == "message"],
-                         ["mine"])
+        self.assertEqual([e.text for e in seen.events if e.kind == "message"], ["mine"])
 
     def test_stock_session_gets_no_key(self):
         session, seen = self.session(fanout=False)
@@ -243,9 +263,13 @@ class SwitchTests(FanoutSessionMixin, SynchronousTestCase):
         """A reactor that cannot listen to a group (here a bare clock)
         never asks for the capability."""
         seen = Seen()
-        session = RoomSession(self.net.clock, TARGET, "alice",
-                              on_event=seen.on_event,
-                              endpoint_for=self.net.endpoint_for)
+        session = RoomSession(
+            self.net.clock,
+            TARGET,
+            "alice",
+            on_event=seen.on_event,
+            endpoint_for=self.net.endpoint_for,
+        )
         self.assertFalse(session.fanout.available)
         d = session.connect()
         self.net.settle()
@@ -257,8 +281,7 @@ class SwitchTests(FanoutSessionMixin, SynchronousTestCase):
     def test_tls_and_multicast_members_see_the_same(self):
         alice, alice_seen = self.on_multicast("alice")
         carol, carol_seen = self.session("carol", fanout=False)
-        posted = [(self.host.say("bob", "m%d" % i), "m%d" % i)
-                  for i in range(20)]
+        posted = [(self.host.say("bob", "m%d" % i), "m%d" % i) for i in range(20)]
         self.net.advance(1)
         self.assert_exactly_once_in_order(alice_seen, posted)
         self.assert_exactly_once_in_order(carol_seen, posted)
@@ -274,8 +297,11 @@ class LossTests(FanoutSessionMixin, SynchronousTestCase):
         identity = RoomIdentity(Q, "lobby")
         seqs = []
         for index in self.air.lost:
-            opened = open_datagram(Datagram.from_bytes(self.air.sent[index]),
-                                   identity, EpochKey(1, EPOCH_1_KEY))
+            opened = open_datagram(
+                Datagram.from_bytes(self.air.sent[index]),
+                identity,
+                EpochKey(1, EPOCH_1_KEY),
+            )
             seqs += range(opened.seq, opened.seq + len(opened.lines))
         return sorted(seqs)
 
@@ -314,15 +340,22 @@ class LossTests(FanoutSessionMixin, SynchronousTestCase):
         # Asked over TLS (each number after its own 50-200 ms wait), each
         # lost event exactly once, nothing else.
         lost = self.lost_events()
-        asked = sorted(seq for _, r in self.host.requests if r.verb == "REPAIR"
-                       for a, b in r.ranges for seq in range(a, b + 1))
+        asked = sorted(
+            seq
+            for _, r in self.host.requests
+            if r.verb == "REPAIR"
+            for a, b in r.ranges
+            for seq in range(a, b + 1)
+        )
         self.assertEqual(asked, lost)
 
     def test_burst_lost_by_many_is_sent_again_on_the_group(self):
         """Three members lose the same burst: the host sends it once more
         to the group (NACK aggregation) and each shows it once."""
-        sessions = [self.on_multicast(nick, seed=i)
-                    for i, nick in enumerate(("alice", "bob", "carol"))]
+        sessions = [
+            self.on_multicast(nick, seed=i)
+            for i, nick in enumerate(("alice", "bob", "carol"))
+        ]
         first = len(self.air.sent) + 5
         burst = range(first, first + 50)
         self.air.lose = lambda index, data: index in burst
@@ -336,15 +369,17 @@ class LossTests(FanoutSessionMixin, SynchronousTestCase):
     def test_gap_over_1000_caught_up_with_chathistory(self):
         session, seen = self.on_multicast()
         self.air.cut = True
-        posted = [(self.host.say("bob", "m%d" % i), "m%d" % i)
-                  for i in range(1200)]
+        posted = [(self.host.say("bob", "m%d" % i), "m%d" % i) for i in range(1200)]
         self.net.advance(1)
         self.air.cut = False
         posted.append((self.host.say("bob", "last"), "last"))
         self.net.advance(3)
         self.assert_exactly_once_in_order(seen, posted)
-        after = [p for nick, p in self.host.history_requests
-                 if nick == "alice" and p[0] == "AFTER"]
+        after = [
+            p
+            for nick, p in self.host.history_requests
+            if nick == "alice" and p[0] == "AFTER"
+        ]
         self.assertGreaterEqual(len(after), 2)
         self.assertEqual(session.fanout.mode, "multicast")
 
@@ -365,16 +400,27 @@ class LossPropertyTests(SynchronousTestCase):
     once, in the host's order."""
 
     @settings(max_examples=40, deadline=None)
-    @given(turns=st.lists(st.integers(1, 6), min_size=1, max_size=40),
-           loss=st.sampled_from([0.0, 0.1, 0.3, 0.6]),
-           duplicate=st.sampled_from([0.0, 0.1, 0.5]),
-           reorder=st.booleans(), air_first=st.booleans(),
-           stall=st.tuples(st.integers(0, 4), st.integers(0, 20)),
-           seed=st.integers(0, 2**32 - 1))
-    @example(turns=[3] * 20, loss=0.3, duplicate=0.0, reorder=False,
-             air_first=False, stall=(0, 10), seed=5)
-    def test_exactly_once_in_order(self, turns, loss, duplicate, reorder,
-                                   air_first, stall, seed):
+    @given(
+        turns=st.lists(st.integers(1, 6), min_size=1, max_size=40),
+        loss=st.sampled_from([0.0, 0.1, 0.3, 0.6]),
+        duplicate=st.sampled_from([0.0, 0.1, 0.5]),
+        reorder=st.booleans(),
+        air_first=st.booleans(),
+        stall=st.tuples(st.integers(0, 4), st.integers(0, 20)),
+        seed=st.integers(0, 2**32 - 1),
+    )
+    @example(
+        turns=[3] * 20,
+        loss=0.3,
+        duplicate=0.0,
+        reorder=False,
+        air_first=False,
+        stall=(0, 10),
+        seed=5,
+    )
+    def test_exactly_once_in_order(
+        self, turns, loss, duplicate, reorder, air_first, stall, seed
+    ):
         case = _PropertyCase()
         case.setUp()
         try:
@@ -407,8 +453,9 @@ class LossPropertyTests(SynchronousTestCase):
 class FallbackTests(FanoutSessionMixin, SynchronousTestCase):
     def test_datagrams_stop_then_tls_and_nothing_lost(self):
         session, seen = self.on_multicast()
-        posted = [(self.host.say("bob", "before %d" % i), "before %d" % i)
-                  for i in range(3)]
+        posted = [
+            (self.host.say("bob", "before %d" % i), "before %d" % i) for i in range(3)
+        ]
         self.net.advance(1)
         self.air.cut = True
         for i in range(10):
@@ -419,8 +466,10 @@ class FallbackTests(FanoutSessionMixin, SynchronousTestCase):
         verbs = [r.verb for _, r in self.host.requests]
         self.assertIn("STOP", verbs)
         self.assertEqual(session.fanout.mode, "tls")
-        self.assertIn("Multicast stopped for #lobby (no datagram for 5 s);"
-                      " back to TLS delivery.", seen.status)
+        self.assertIn(
+            "Multicast stopped for #lobby (no datagram for 5 s); back to TLS delivery.",
+            seen.status,
+        )
         posted.append((self.host.say("bob", "after"), "after"))
         self.net.advance(1)
         self.assert_exactly_once_in_order(seen, posted)
@@ -432,9 +481,15 @@ class FallbackTests(FanoutSessionMixin, SynchronousTestCase):
         self.net.advance(6)
         self.assertEqual(self.host.requests, [])
         self.assertEqual(session.fanout.mode, "tls")
-        self.assertTrue(any(s.startswith("No multicast datagram for #lobby"
-                                         " arrived on 127.0.0.1 within 5 s")
-                            for s in seen.status), seen.status)
+        self.assertTrue(
+            any(
+                s.startswith(
+                    "No multicast datagram for #lobby arrived on 127.0.0.1 within 5 s"
+                )
+                for s in seen.status
+            ),
+            seen.status,
+        )
         self.assert_exactly_once_in_order(seen, posted)
 
     def test_multicast_again_after_backoff(self):
@@ -446,7 +501,8 @@ class FallbackTests(FanoutSessionMixin, SynchronousTestCase):
         self.net.advance(40, step=0.5)
         self.assertEqual(session.fanout.mode, "multicast")
         self.assertEqual(
-            [r.verb for _, r in self.host.requests], ["START", "STOP", "START"])
+            [r.verb for _, r in self.host.requests], ["START", "STOP", "START"]
+        )
 
 
 class RotationTests(FanoutSessionMixin, SynchronousTestCase):
@@ -459,8 +515,9 @@ class RotationTests(FanoutSessionMixin, SynchronousTestCase):
         self.net.settle()
         sent_before = len(self.air.sent)
         self.close(bob)
-        posted += [(self.host.say("dave", "secret %d" % i), "secret %d" % i)
-                   for i in range(5)]
+        posted += [
+            (self.host.say("dave", "secret %d" % i), "secret %d" % i) for i in range(5)
+        ]
         self.net.advance(1)
         # Alice took the new key and kept receiving by multicast.
         self.assertEqual(alice.fanout.receiver.epochs[-1], 2)
@@ -483,8 +540,7 @@ class RotationTests(FanoutSessionMixin, SynchronousTestCase):
         for data in after:
             actions += old_receiver.datagram_received(data, now)
         actions += old_receiver.tick(now + 3)
-        self.assertEqual([a for a in actions
-                          if type(a).__name__ == "Deliver"], [])
+        self.assertEqual([a for a in actions if type(a).__name__ == "Deliver"], [])
         self.assertEqual(old_receiver.accepted, accepted)
 
 
@@ -516,8 +572,9 @@ def free_udp_port():
 
 class _Sender(DatagramProtocol):
     def startProtocol(self):
-        self.ready = defer.maybeDeferred(self.transport.setOutgoingInterface,
-                                         "127.0.0.1")
+        self.ready = defer.maybeDeferred(
+            self.transport.setOutgoingInterface, "127.0.0.1"
+        )
 
 
 class LoopbackSocketTests(TestCase):
@@ -530,20 +587,21 @@ class LoopbackSocketTests(TestCase):
         from twisted.internet import reactor
 
         port = free_udp_port()
-        group = "239.255.%d.%d" % (random.randrange(100, 250),
-                                   random.randrange(1, 250))
+        group = "239.255.%d.%d" % (random.randrange(100, 250), random.randrange(1, 250))
         received = defer.Deferred()
-        sock = FanoutSocket(group, "127.0.0.1",
-                            lambda data: received.called or
-                            received.callback(data))
-        listening = reactor.listenMulticast(port, sock, interface="",
-                                            listenMultiple=True)
+        sock = FanoutSocket(
+            group, "127.0.0.1", lambda data: received.called or received.callback(data)
+        )
+        listening = reactor.listenMulticast(
+            port, sock, interface="", listenMultiple=True
+        )
         self.addCleanup(listening.stopListening)
         joined = yield sock.ready
         self.assertTrue(joined)
         self.assertEqual(listening.getOutgoingInterface(), "127.0.0.1")
-        self.assertEqual(listening.getHandle().getsockopt(
-            socket.IPPROTO_IP, IP_MULTICAST_ALL), 0)
+        self.assertEqual(
+            listening.getHandle().getsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL), 0
+        )
 
         sender = _Sender()
         sending = reactor.listenMulticast(0, sender, interface="127.0.0.1")
@@ -574,16 +632,16 @@ class OvertakingTests(SynchronousTestCase):
         key = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
         identity = RoomIdentity(Q, "lobby")
         epoch = EpochKey(1, bytes(range(32)))
-        receiver = FanoutReceiver(identity, KeyGrant("lobby", epoch, GROUP,
-                                                     PORT), 10, 0.0,
-                                  lambda: 0.5)
+        receiver = FanoutReceiver(
+            identity, KeyGrant("lobby", epoch, GROUP, PORT), 10, 0.0, lambda: 0.5
+        )
 
         def line(seq):
-            return b"@msgid=lobby:%d :bob!~bob@h PRIVMSG #lobby :%d" % (seq,
-                                                                        seq)
+            return b"@msgid=lobby:%d :bob!~bob@h PRIVMSG #lobby :%d" % (seq, seq)
+
         actions = receiver.datagram_received(
-            seal(key, identity, epoch, KIND_DATA, 0, 12,
-                 encode_events([line(12)])), 0.0)
+            seal(key, identity, epoch, KIND_DATA, 0, 12, encode_events([line(12)])), 0.0
+        )
         actions += receiver.tls_event(10, line(10), 0.0)
         actions += receiver.tls_event(11, line(11), 0.0)
         actions += receiver.tls_event(12, line(12), 0.0)
@@ -623,12 +681,18 @@ class LoopbackDeliveryTests(TestCase):
         from .fanout_fakes import HOST_KEY
 
         port = free_udp_port()
-        group = "239.255.%d.%d" % (random.randrange(100, 250),
-                                   random.randrange(1, 250))
+        group = "239.255.%d.%d" % (random.randrange(100, 250), random.randrange(1, 250))
         status = []
-        delivery = MulticastDelivery(reactor, reactor, Q, "lobby",
-                                     FanoutOptions(), lambda m: None,
-                                     status.append, lambda: 41)
+        delivery = MulticastDelivery(
+            reactor,
+            reactor,
+            Q,
+            "lobby",
+            FanoutOptions(),
+            lambda m: None,
+            status.append,
+            lambda: 41,
+        )
         self.addCleanup(delivery.stop)
         proto = _RecordingProtocol()
         epoch = EpochKey(1, EPOCH_1_KEY)
@@ -645,8 +709,10 @@ class LoopbackDeliveryTests(TestCase):
         yield sender.ready
         sending.setTTL(1)
         sending.setLoopbackMode(True)
-        sending.write(seal(HOST_KEY, RoomIdentity(Q, "lobby"), epoch,
-                           KIND_HEARTBEAT, 0, 41, b""), (group, port))
+        sending.write(
+            seal(HOST_KEY, RoomIdentity(Q, "lobby"), epoch, KIND_HEARTBEAT, 0, 41, b""),
+            (group, port),
+        )
         params = yield proto.started
         self.assertEqual(params, ("#lobby", "START", "1"))
         self.assertEqual(delivery.mode, "starting")
@@ -676,25 +742,40 @@ class BadInputTests(SynchronousTestCase):
         self.clock = Clock()
         self.status = []
         delivery = MulticastDelivery(
-            None, self.clock, Q, "lobby",
+            None,
+            self.clock,
+            Q,
+            "lobby",
             FanoutOptions(listen=listen or self.air.listen, **options),
-            lambda m: None, self.status.append, lambda: 10)
+            lambda m: None,
+            self.status.append,
+            lambda: 10,
+        )
         self.proto = _RecordingProtocol()
         delivery.caught_up(self.proto)
         self.addCleanup(delivery.stop)
         return delivery
 
     def key_params(self, **changes):
-        params = ["#lobby", "KEY", "1", "chacha20-poly1305",
-                  EPOCH_1_KEY.hex(), GROUP, str(PORT), "0"]
+        params = [
+            "#lobby",
+            "KEY",
+            "1",
+            "chacha20-poly1305",
+            EPOCH_1_KEY.hex(),
+            GROUP,
+            str(PORT),
+            "0",
+        ]
         for index, value in changes.items():
             params[int(index[1:])] = value
         return params
 
     def test_unknown_algorithm_stays_on_tls(self):
         delivery = self.delivery()
-        delivery.message_received(self.proto, _fanout_message(
-            self.key_params(p3="aes-256-gcm")))
+        delivery.message_received(
+            self.proto, _fanout_message(self.key_params(p3="aes-256-gcm"))
+        )
         self.assertIsNone(delivery.receiver)
         self.assertEqual(self.air.sockets, [])
         self.assertEqual(delivery.drops["unsupported-algorithm"], 1)
@@ -702,31 +783,33 @@ class BadInputTests(SynchronousTestCase):
 
     def test_malformed_lines_counted(self):
         delivery = self.delivery()
-        for params in (self.key_params(p5="10.0.0.1"),
-                       self.key_params(p4="zz"),
-                       ["#lobby", "MODE", "SIDEWAYS", "3"],
-                       ["#lobby", "REPAIRED", "5-3"],
-                       ["#lobby", "WHATEVER"],
-                       ["#lobby"]):
-            self.assertTrue(delivery.message_received(
-                self.proto, _fanout_message(params)))
+        for params in (
+            self.key_params(p5="10.0.0.1"),
+            self.key_params(p4="zz"),
+            ["#lobby", "MODE", "SIDEWAYS", "3"],
+            ["#lobby", "REPAIRED", "5-3"],
+            ["#lobby", "WHATEVER"],
+            ["#lobby"],
+        ):
+            self.assertTrue(
+                delivery.message_received(self.proto, _fanout_message(params))
+            )
         self.assertIsNone(delivery.receiver)
         self.assertEqual(sum(delivery.drops.values()), 6)
         self.assertEqual(self.proto.sent, [])
 
     def test_key_for_another_room_ignored(self):
         delivery = self.delivery()
-        delivery.message_received(self.proto, _fanout_message(
-            self.key_params(p0="#kitchen")))
+        delivery.message_received(
+            self.proto, _fanout_message(self.key_params(p0="#kitchen"))
+        )
         self.assertIsNone(delivery.receiver)
         self.assertEqual(delivery.drops["other-room"], 1)
 
     def test_garbage_datagrams_counted(self):
         delivery = self.delivery()
-        delivery.message_received(self.proto, _fanout_message(
-            self.key_params()))
-        for data in (b"", b"CRFO", b"\x00" * 200, bytes(range(256)) * 4,
-                     b"x" * 1300):
+        delivery.message_received(self.proto, _fanout_message(self.key_params()))
+        for data in (b"", b"CRFO", b"\x00" * 200, bytes(range(256)) * 4, b"x" * 1300):
             self.air.send(data)
         self.air.flush()
         self.assertEqual(delivery.receiver.accepted, 0)
@@ -749,9 +832,11 @@ class BadInputTests(SynchronousTestCase):
             return transport
 
         delivery = self.delivery(listen=listen, interface="192.0.2.1")
-        delivery.message_received(self.proto, _fanout_message(
-            self.key_params()))
+        delivery.message_received(self.proto, _fanout_message(self.key_params()))
         self.assertEqual(delivery.drops["cannot-join"], 1)
-        self.assertTrue(self.status[0].startswith(
-            "Cannot join multicast group 239.255.67.70 on 192.0.2.1"),
-            self.status)
+        self.assertTrue(
+            self.status[0].startswith(
+                "Cannot join multicast group 239.255.67.70 on 192.0.2.1"
+            ),
+            self.status,
+        )

@@ -39,8 +39,9 @@ class RealHostTests(SynchronousTestCase):
     def setUp(self):
         self.net = MemoryNetwork(limits=Limits(flood_rate=0))
         self.air = Air()
-        self.net.host.fanout = HostFanout(self.net.host, HOST_KEY, Q,
-                                          AirSocket(self.air))
+        self.net.host.fanout = HostFanout(
+            self.net.host, HOST_KEY, Q, AirSocket(self.air)
+        )
         self.addCleanup(self.net.host.fanout.stop)
 
     def settle(self):
@@ -58,13 +59,17 @@ class RealHostTests(SynchronousTestCase):
 
     def session(self, nick, fanout=True):
         seen = Seen()
-        options = FanoutOptions(listen=self.air.listen,
-                                random=random.Random(1).random)
-        session = RoomSession(self.net.clock, TARGET, nick,
-                              on_event=seen.on_event, on_status=seen.on_status,
-                              policy=lambda attempt: 1.0,
-                              endpoint_for=self.net.endpoint_for,
-                              fanout=options if fanout else None)
+        options = FanoutOptions(listen=self.air.listen, random=random.Random(1).random)
+        session = RoomSession(
+            self.net.clock,
+            TARGET,
+            nick,
+            on_event=seen.on_event,
+            on_status=seen.on_status,
+            policy=lambda attempt: 1.0,
+            endpoint_for=self.net.endpoint_for,
+            fanout=options if fanout else None,
+        )
         d = session.connect()
         self.settle()
         self.successResultOf(d)
@@ -107,8 +112,9 @@ class RealHostTests(SynchronousTestCase):
         alice, alice_seen = self.session("alice")
         carol, _ = self.session("carol")
         self.advance(0.5)
-        self.assertEqual((alice.fanout.mode, carol.fanout.mode),
-                         ("multicast", "multicast"))
+        self.assertEqual(
+            (alice.fanout.mode, carol.fanout.mode), ("multicast", "multicast")
+        )
         self.close(carol)
         said = alice.say("after carol")
         self.advance(1)
@@ -120,8 +126,12 @@ class RealHostTests(SynchronousTestCase):
             alice.say("cut %d" % i)
             self.advance(0.5)
         self.advance(6, step=0.1)
-        self.assertEqual(self.messages(alice_seen),
-                         ["after carol"] + ["cut %d" % i for i in range(5)])
+        self.assertEqual(
+            self.messages(alice_seen),
+            ["after carol"] + ["cut %d" % i for i in range(5)],
+        )
         self.assertEqual(alice.fanout.mode, "tls")
-        self.assertIn("Multicast stopped for #lobby (no datagram for 5 s);"
-                      " back to TLS delivery.", alice_seen.status)
+        self.assertIn(
+            "Multicast stopped for #lobby (no datagram for 5 s); back to TLS delivery.",
+            alice_seen.status,
+        )

@@ -24,6 +24,7 @@ import json
 from twisted.trial.unittest import SynchronousTestCase
 
 from .netns import NamespacesMixin
+
 HOST_ADDRESS = "10.63.0.1"
 MEMBER_ADDRESS = "10.63.0.2"
 IRC_PORT = 6667
@@ -167,8 +168,6 @@ print(json.dumps(out), flush=True)
 """
 
 
-
-
 class RealLinkLossTests(NamespacesMixin, SynchronousTestCase):
     """Issue 10, "Loss", on a real link between network namespaces."""
 
@@ -181,21 +180,48 @@ class RealLinkLossTests(NamespacesMixin, SynchronousTestCase):
     def test_random_loss_and_burst_exactly_once_in_order(self) -> None:
         # One datagram in ten dropped at random as it reaches the member.
         self.ns_run("m", "nft", "add", "table", "inet", "loss")
-        self.ns_run("m", "nft", "add", "chain", "inet", "loss", "in",
-                    "{ type filter hook input priority 0 ; }")
-        self.ns_run("m", "nft", "add", "rule", "inet", "loss", "in", "udp",
-                    "dport", "47668", "numgen", "random", "mod", "10", "==",
-                    "0", "counter", "drop")
+        self.ns_run(
+            "m",
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "loss",
+            "in",
+            "{ type filter hook input priority 0 ; }",
+        )
+        self.ns_run(
+            "m",
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "loss",
+            "in",
+            "udp",
+            "dport",
+            "47668",
+            "numgen",
+            "random",
+            "mod",
+            "10",
+            "==",
+            "0",
+            "counter",
+            "drop",
+        )
 
-        host = self.python_in("h", HOST_SCRIPT, HOST_ADDRESS, str(IRC_PORT),
-                              json.dumps(PHASES), text=True)
+        host = self.python_in(
+            "h", HOST_SCRIPT, HOST_ADDRESS, str(IRC_PORT), json.dumps(PHASES), text=True
+        )
         assert host.stdout is not None and host.stdin is not None
         line = host.stdout.readline()
         if line.strip() != "ready":
             host.kill()
             self.fail(f"host did not start: {line!r} {host.communicate()[1]}")
-        member = self.python_in("m", MEMBER_SCRIPT, MEMBER_ADDRESS,
-                                HOST_ADDRESS, str(IRC_PORT), text=True)
+        member = self.python_in(
+            "m", MEMBER_SCRIPT, MEMBER_ADDRESS, HOST_ADDRESS, str(IRC_PORT), text=True
+        )
         out, err = member.communicate(timeout=90)
         self.assertEqual(member.returncode, 0, err)
         result = json.loads(out.strip().splitlines()[-1])
@@ -204,14 +230,18 @@ class RealLinkLossTests(NamespacesMixin, SynchronousTestCase):
         self.assertNotIn("error", host_result, host_result.get("error"))
         self.assertNotIn("error", result, (result, err))
 
-        expected = ["%s %d" % (phase, i) for phase, count in PHASES
-                    for i in range(count)] + ["done"]
+        expected = [
+            "%s %d" % (phase, i) for phase, count in PHASES for i in range(count)
+        ] + ["done"]
         seqs = [seq for seq, _ in result["events"]]
         self.assertEqual([text for _, text in result["events"]], expected)
         self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))))
         self.assertEqual(result["mode"], "multicast", result["status"])
-        self.assertIn("Receiving #lobby by multicast (group 239.255.67.70"
-                      " port 47668 on 10.63.0.2).", result["status"])
+        self.assertIn(
+            "Receiving #lobby by multicast (group 239.255.67.70"
+            " port 47668 on 10.63.0.2).",
+            result["status"],
+        )
         self.assertGreater(result["accepted"], 0)
         # Loss really happened on the link, and was repaired over TCP.
         ruleset = self.ns_run("m", "nft", "list", "ruleset")

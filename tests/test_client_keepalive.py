@@ -11,8 +11,9 @@ class KeepaliveTests(SynchronousTestCase):
         self.clock = Clock()
         self.probes = []
         self.deaths = []
-        self.keepalive = Keepalive(self.clock, self.probes.append,
-                                   self.deaths.append, interval=30, timeout=30)
+        self.keepalive = Keepalive(
+            self.clock, self.probes.append, self.deaths.append, interval=30, timeout=30
+        )
         self.keepalive.start()
 
     def test_probe_after_quiet_then_dead(self):

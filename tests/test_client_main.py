@@ -31,9 +31,14 @@ class ConsoleTests(TestCase):
     def setUp(self):
         self.discovery_port = random.randint(20000, 40000)
         self.data_dir = self.mktemp()
-        self.common = ["--data-dir", self.data_dir,
-                       "--discovery-interface", "127.0.0.1",
-                       "--discovery-port", str(self.discovery_port)]
+        self.common = [
+            "--data-dir",
+            self.data_dir,
+            "--discovery-interface",
+            "127.0.0.1",
+            "--discovery-port",
+            str(self.discovery_port),
+        ]
 
     @defer.inlineCallbacks
     def start_host(self, rooms=("lobby",), identity=None):
@@ -41,11 +46,17 @@ class ConsoleTests(TestCase):
         data_dir = self.mktemp()
         os.makedirs(data_dir)
         host = HostService(
-            reactor, identity, HistoryStore(os.path.join(data_dir, "h.sqlite3")),
-            list(rooms), tls_port=0, tls_interface="127.0.0.1",
+            reactor,
+            identity,
+            HistoryStore(os.path.join(data_dir, "h.sqlite3")),
+            list(rooms),
+            tls_port=0,
+            tls_interface="127.0.0.1",
             limits=Limits(flood_rate=0),
-            discovery=DiscoverySettings(interface="127.0.0.1",
-                                        port=self.discovery_port))
+            discovery=DiscoverySettings(
+                interface="127.0.0.1", port=self.discovery_port
+            ),
+        )
         host.startService()
         self.addCleanup(host.stopService)
         (port,) = yield host.listening_ports()
@@ -65,8 +76,9 @@ class ConsoleTests(TestCase):
     @defer.inlineCallbacks
     def test_rooms_json(self):
         identity, port = yield self.start_host(["lobby", "dev"])
-        code, out, err = yield self.chatroom("rooms", "--json", "--listen-time",
-                                             "0.5", *self.common)
+        code, out, err = yield self.chatroom(
+            "rooms", "--json", "--listen-time", "0.5", *self.common
+        )
         self.assertEqual((code, err), (0, ""))
         rooms = json.loads(out)
         self.assertEqual([r["room"] for r in rooms], ["dev", "lobby"])
@@ -84,42 +96,52 @@ class ConsoleTests(TestCase):
     @defer.inlineCallbacks
     def test_rooms_table_and_commands(self):
         identity, port = yield self.start_host()
-        code, out, err = yield self.chatroom("rooms", "--commands",
-                                             "--listen-time", "0.5", *self.common)
+        code, out, err = yield self.chatroom(
+            "rooms", "--commands", "--listen-time", "0.5", *self.common
+        )
         self.assertEqual(code, 0, err)
         lines = out.splitlines()
-        self.assertEqual(lines[0].split(), ["ROOM", "FINGERPRINT", "ADDRESSES",
-                                            "HEARD", "FLAGS"])
-        self.assertEqual(lines[1].split()[:3], [
-            "lobby", identity.short_fingerprint, "127.0.0.1:%d" % (port,)])
-        self.assertIn("irssi:   /connect -tls -tls_pinned_pubkey %s 127.0.0.1 %d"
-                      % (colon_hex(identity.spki_sha256), port), out)
-        self.assertIn("-ssl -ssl_fingerprint=%s" % (
-            identity.certificate_sha256.hex(),), out)
+        self.assertEqual(
+            lines[0].split(), ["ROOM", "FINGERPRINT", "ADDRESSES", "HEARD", "FLAGS"]
+        )
+        self.assertEqual(
+            lines[1].split()[:3],
+            ["lobby", identity.short_fingerprint, "127.0.0.1:%d" % (port,)],
+        )
+        self.assertIn(
+            "irssi:   /connect -tls -tls_pinned_pubkey %s 127.0.0.1 %d"
+            % (colon_hex(identity.spki_sha256), port),
+            out,
+        )
+        self.assertIn(
+            "-ssl -ssl_fingerprint=%s" % (identity.certificate_sha256.hex(),), out
+        )
 
     @defer.inlineCallbacks
     def test_rooms_none(self):
-        code, out, err = yield self.chatroom("rooms", "--listen-time", "0.2",
-                                             *self.common)
+        code, out, err = yield self.chatroom(
+            "rooms", "--listen-time", "0.2", *self.common
+        )
         self.assertEqual(code, 0)
         self.assertIn("No rooms heard on 127.0.0.1", out)
 
     def test_spki_pin_from_q_alone(self):
         identity = HostIdentity.generate()
-        self.assertEqual(spki_pin(identity.public_key),
-                         colon_hex(identity.spki_sha256))
+        self.assertEqual(spki_pin(identity.public_key), colon_hex(identity.spki_sha256))
 
     @defer.inlineCallbacks
     def test_find(self):
         identity, port = yield self.start_host()
         code, out, err = yield self.chatroom("find", "lobby", *self.common)
         self.assertEqual(code, 0, err)
-        self.assertIn("%s/lobby  at 127.0.0.1:%d" % (
-            identity.short_fingerprint, port), out)
+        self.assertIn(
+            "%s/lobby  at 127.0.0.1:%d" % (identity.short_fingerprint, port), out
+        )
         self.assertIn("  key fingerprint %s\n" % (identity.fingerprint,), out)
         self.assertIn("  public key %s\n" % (identity.public_key.hex(),), out)
         code, out, err = yield self.chatroom(
-            "find", "--json", identity.short_fingerprint + "/lobby", *self.common)
+            "find", "--json", identity.short_fingerprint + "/lobby", *self.common
+        )
         self.assertEqual(code, 0, err)
         found = json.loads(out)
         self.assertEqual(found["addresses"], ["127.0.0.1:%d" % (port,)])
@@ -139,19 +161,20 @@ class ConsoleTests(TestCase):
         self.assertIn(second.short_fingerprint + "/lobby", err)
         # Naming one resolves it.
         code, out, err = yield self.chatroom(
-            "find", second.short_fingerprint + "/lobby", *self.common)
+            "find", second.short_fingerprint + "/lobby", *self.common
+        )
         self.assertEqual(code, 0, err)
         self.assertIn("127.0.0.1:%d" % (second_port,), out)
 
     @defer.inlineCallbacks
     def test_no_such_room(self):
         """Short rings keep the test quick; the error is one sentence."""
-        finder = RoomFinder(reactor, port=self.discovery_port,
-                            rings=[Ring(1, 0.2), Ring(2, 0.2)])
+        finder = RoomFinder(
+            reactor, port=self.discovery_port, rings=[Ring(1, 0.2), Ring(2, 0.2)]
+        )
         yield finder.start()
         self.addCleanup(finder.stop)
-        failure = yield self.assertFailure(finder.find("nowhere"),
-                                           errors.NoSuchRoom)
+        failure = yield self.assertFailure(finder.find("nowhere"), errors.NoSuchRoom)
         self.assertIn("No room nowhere answered", str(failure))
 
     @defer.inlineCallbacks
@@ -163,19 +186,26 @@ class ConsoleTests(TestCase):
     @defer.inlineCallbacks
     def test_say_then_tail_json(self):
         identity, port = yield self.start_host()
-        code, out, err = yield self.chatroom("say", "lobby", "hello\nsecond line",
-                                             "--nick", "scripter", *self.common)
+        code, out, err = yield self.chatroom(
+            "say", "lobby", "hello\nsecond line", "--nick", "scripter", *self.common
+        )
         self.assertEqual((code, out, err), (0, "", ""))
         code, out, err = yield self.chatroom(
-            "tail", "--json", "--nick", "reader", "--connect",
-            "127.0.0.1:%d" % (port,), "--key", identity.public_key.hex(),
-            "lobby", *self.common)
+            "tail",
+            "--json",
+            "--nick",
+            "reader",
+            "--connect",
+            "127.0.0.1:%d" % (port,),
+            "--key",
+            identity.public_key.hex(),
+            "lobby",
+            *self.common,
+        )
         self.assertEqual(code, 0, err)
         events = [json.loads(line) for line in out.splitlines()]
-        messages = [(e["sender"], e["text"]) for e in events
-                    if e["kind"] == "message"]
-        self.assertEqual(messages, [("scripter", "hello"),
-                                    ("scripter", "second line")])
+        messages = [(e["sender"], e["text"]) for e in events if e["kind"] == "message"]
+        self.assertEqual(messages, [("scripter", "hello"), ("scripter", "second line")])
         seqs = [e["seq"] for e in events]
         self.assertEqual(seqs, sorted(seqs))
 
@@ -185,22 +215,33 @@ class ConsoleTests(TestCase):
         one terminal, 'say' in another comes in as nick_ and delivers."""
         from chatroom.client.reconnect import RoomTarget
         from chatroom.client.session import RoomSession
+
         identity, port = yield self.start_host()
         seen = []
-        holder = RoomSession(reactor, RoomTarget(
-            identity.public_key, "lobby", ("127.0.0.1:%d" % (port,),)),
-            "scripter", on_event=seen.append)
+        holder = RoomSession(
+            reactor,
+            RoomTarget(identity.public_key, "lobby", ("127.0.0.1:%d" % (port,),)),
+            "scripter",
+            on_event=seen.append,
+        )
         yield holder.connect()
         self.addCleanup(holder.close)
         code, out, err = yield self.chatroom(
-            "say", "lobby", "from the other terminal", "--nick", "scripter",
-            *self.common)
+            "say",
+            "lobby",
+            "from the other terminal",
+            "--nick",
+            "scripter",
+            *self.common,
+        )
         self.assertEqual((code, err), (0, ""))
-        self.assertIn(("scripter_", "from the other terminal"),
-                      [(e.sender, e.text) for e in seen])
+        self.assertIn(
+            ("scripter_", "from the other terminal"), [(e.sender, e.text) for e in seen]
+        )
 
     def test_join_nick_defaults_to_the_user_name(self):
         from chatroom.client.main import build_parser
+
         args = build_parser().parse_args(["join", "lobby"])
         self.assertIsNone(args.nick)
 
@@ -209,37 +250,72 @@ class ConsoleTests(TestCase):
         identity, port = yield self.start_host()
         code, out, err = yield self.chatroom("pins", "lobby", *self.common)
         self.assertEqual(code, 0, err)
-        self.assertIn("certificate pin (WeeChat): %s" % (
-            identity.certificate_sha256.hex(),), out)
-        self.assertIn("public-key pin (irssi):   %s" % (
-            colon_hex(identity.spki_sha256),), out)
+        self.assertIn(
+            "certificate pin (WeeChat): %s" % (identity.certificate_sha256.hex(),), out
+        )
+        self.assertIn(
+            "public-key pin (irssi):   %s" % (colon_hex(identity.spki_sha256),), out
+        )
 
     @defer.inlineCallbacks
     def test_key_takes_what_the_host_prints(self):
         """Issue 12 item 6: --key takes the public key, the key fingerprint
         the host prints at start, or the short fingerprint."""
         identity, port = yield self.start_host()
-        for n, key in enumerate((identity.public_key.hex(), identity.fingerprint,
-                                 identity.short_fingerprint,
-                                 identity.fingerprint.upper())):
+        for n, key in enumerate(
+            (
+                identity.public_key.hex(),
+                identity.fingerprint,
+                identity.short_fingerprint,
+                identity.fingerprint.upper(),
+            )
+        ):
             code, out, err = yield self.chatroom(
-                "say", "--connect", "127.0.0.1:%d" % (port,), "--key", key,
-                "lobby", "form %d" % (n,), "--nick", "x%d" % (n,), *self.common)
+                "say",
+                "--connect",
+                "127.0.0.1:%d" % (port,),
+                "--key",
+                key,
+                "lobby",
+                "form %d" % (n,),
+                "--nick",
+                "x%d" % (n,),
+                *self.common,
+            )
             self.assertEqual((code, err), (0, ""), key)
         code, out, err = yield self.chatroom(
-            "tail", "--json", "--connect", "127.0.0.1:%d" % (port,), "--key",
-            identity.short_fingerprint, "lobby", *self.common)
-        self.assertEqual([json.loads(line)["text"] for line in out.splitlines()
-                          if json.loads(line)["kind"] == "message"],
-                         ["form 0", "form 1", "form 2", "form 3"])
+            "tail",
+            "--json",
+            "--connect",
+            "127.0.0.1:%d" % (port,),
+            "--key",
+            identity.short_fingerprint,
+            "lobby",
+            *self.common,
+        )
+        self.assertEqual(
+            [
+                json.loads(line)["text"]
+                for line in out.splitlines()
+                if json.loads(line)["kind"] == "message"
+            ],
+            ["form 0", "form 1", "form 2", "form 3"],
+        )
 
     @defer.inlineCallbacks
     def test_bad_key_forms(self):
         identity, port = yield self.start_host()
         for key in ("abc", identity.fingerprint[:20], "zz" * 32):
             code, out, err = yield self.chatroom(
-                "say", "--connect", "127.0.0.1:%d" % (port,), "--key", key,
-                "lobby", "hi", *self.common)
+                "say",
+                "--connect",
+                "127.0.0.1:%d" % (port,),
+                "--key",
+                key,
+                "lobby",
+                "hi",
+                *self.common,
+            )
             self.assertEqual(code, 1)
             self.assertIn("--key takes", err)
 
@@ -249,25 +325,40 @@ class ConsoleTests(TestCase):
         other = HostIdentity.generate()
         for key in (other.fingerprint, other.short_fingerprint):
             code, out, err = yield self.chatroom(
-                "say", "--connect", "127.0.0.1:%d" % (port,), "--key", key,
-                "lobby", "hi", *self.common)
+                "say",
+                "--connect",
+                "127.0.0.1:%d" % (port,),
+                "--key",
+                key,
+                "lobby",
+                "hi",
+                *self.common,
+            )
             self.assertEqual(code, 1)
             self.assertIn("is not the host --key %s" % (key[:16],), err)
-            self.assertIn("its key fingerprint is %s" % (
-                identity.short_fingerprint,), err)
+            self.assertIn(
+                "its key fingerprint is %s" % (identity.short_fingerprint,), err
+            )
 
     @defer.inlineCallbacks
     def test_wrong_key_with_connect(self):
         identity, port = yield self.start_host()
         other = HostIdentity.generate()
         code, out, err = yield self.chatroom(
-            "say", "--connect", "127.0.0.1:%d" % (port,), "--key",
-            other.public_key.hex(), "lobby", "hi", "--nick", "x", *self.common)
+            "say",
+            "--connect",
+            "127.0.0.1:%d" % (port,),
+            "--key",
+            other.public_key.hex(),
+            "lobby",
+            "hi",
+            "--nick",
+            "x",
+            *self.common,
+        )
         self.assertEqual(code, 1)
-        self.assertIn("is not the host --key %s" % (
-            other.public_key.hex()[:16],), err)
-        self.assertIn("its key fingerprint is %s" % (identity.short_fingerprint,),
-                      err)
+        self.assertIn("is not the host --key %s" % (other.public_key.hex()[:16],), err)
+        self.assertIn("its key fingerprint is %s" % (identity.short_fingerprint,), err)
 
 
 class EntryPointTests(TestCase):
@@ -275,9 +366,17 @@ class EntryPointTests(TestCase):
 
     def test_help(self):
         result = subprocess.run(
-            [sys.executable, "-c", "from chatroom.client.main import main; main()",
-             "--help"], capture_output=True, text=True, cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=ROOT))
+            [
+                sys.executable,
+                "-c",
+                "from chatroom.client.main import main; main()",
+                "--help",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         for command in ("rooms", "find", "join", "say", "tail", "pins"):
             self.assertIn(command, result.stdout)

@@ -32,6 +32,7 @@ import time
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from .netns import NamespacesMixin
+
 HOST_ADDRESS = "10.62.1.1"
 CLIENT_ADDRESS = "10.62.1.2"
 #: alice's keepalive: probe after this many seconds of silence, and give up
@@ -114,8 +115,6 @@ reactor.run()
 """
 
 
-
-
 class Program:
     """A Python program in a namespace that speaks JSON lines."""
 
@@ -135,9 +134,14 @@ class Program:
         if select.select([fd], [], [], timeout)[0]:
             chunk = os.read(fd, 65536)
             if not chunk:
-                raise AssertionError("the program ended: %s" % (
-                    self.process.stderr.read().decode() if self.process.stderr
-                    else ""))
+                raise AssertionError(
+                    "the program ended: %s"
+                    % (
+                        self.process.stderr.read().decode()
+                        if self.process.stderr
+                        else ""
+                    )
+                )
             self._buffer += chunk
             *lines, self._buffer = self._buffer.split(b"\n")
             self.seen.extend(json.loads(line) for line in lines if line)
@@ -153,14 +157,17 @@ class Program:
             checked = len(self.seen)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError("no %s within %g s; saw %r"
-                                     % (what, WAIT, self.seen[-10:]))
+                raise AssertionError(
+                    "no %s within %g s; saw %r" % (what, WAIT, self.seen[-10:])
+                )
             self._read(remaining)
 
     def messages(self) -> list[tuple[int, str]]:
-        return [(item["event"]["seq"], item["event"]["text"])
-                for item in self.seen if "event" in item
-                and item["event"]["kind"] == "message"]
+        return [
+            (item["event"]["seq"], item["event"]["text"])
+            for item in self.seen
+            if "event" in item and item["event"]["kind"] == "message"
+        ]
 
     def statuses(self) -> list[str]:
         return [item["status"] for item in self.seen if "status" in item]
@@ -185,12 +192,19 @@ class SilentLinkTests(NamespacesMixin, SynchronousTestCase):
     def silence_link(self) -> None:
         """Drop every packet on C's veth, both ways: no FIN, no RST."""
         self.ns_run("c", "nft", "add", "table", "inet", "silence")
-        for chain, hook, match in (("in", "input", "iifname"),
-                                   ("out", "output", "oifname")):
-            self.ns_run("c", "nft", f"add chain inet silence {chain} "
-                        f"{{ type filter hook {hook} priority 0; policy accept; }}")
-            self.ns_run("c", "nft", "add", "rule", "inet", "silence", chain,
-                        match, "vc", "drop")
+        for chain, hook, match in (
+            ("in", "input", "iifname"),
+            ("out", "output", "oifname"),
+        ):
+            self.ns_run(
+                "c",
+                "nft",
+                f"add chain inet silence {chain} "
+                f"{{ type filter hook {hook} priority 0; policy accept; }}",
+            )
+            self.ns_run(
+                "c", "nft", "add", "rule", "inet", "silence", chain, match, "vc", "drop"
+            )
 
     def restore_link(self) -> None:
         self.ns_run("c", "nft", "delete", "table", "inet", "silence")
@@ -200,11 +214,11 @@ class SilentLinkTests(NamespacesMixin, SynchronousTestCase):
         ready = host.expect(lambda i: "ready" in i, "host ready")
         key = ready["ready"]
         address = "%s:6697" % (HOST_ADDRESS,)
-        alice = self.python_in("c", CLIENT_SCRIPT, "alice", address, key,
-                               str(PROBE))
+        alice = self.python_in("c", CLIENT_SCRIPT, "alice", address, key, str(PROBE))
         bob = self.python_in("h", CLIENT_SCRIPT, "bob", address, key, "30")
-        self.assertEqual(alice.expect(lambda i: "joined" in i, "join")["joined"],
-                         "alice")
+        self.assertEqual(
+            alice.expect(lambda i: "joined" in i, "join")["joined"], "alice"
+        )
         bob.expect(lambda i: "joined" in i, "bob's join")
 
         def said(program, text):
@@ -220,20 +234,28 @@ class SilentLinkTests(NamespacesMixin, SynchronousTestCase):
         # the dead connection and is in doubt.
         alice.send(say="a2 typed into the dead link")
         said(bob, "b2 while alice is cut off")
-        lost = alice.expect(lambda i: "Lost the connection" in i.get("status", ""),
-                            "noticing the dead link")
-        self.assertIn("no answer from the host for %g s, even to a PING"
-                      % (2 * PROBE,), lost["status"])
+        lost = alice.expect(
+            lambda i: "Lost the connection" in i.get("status", ""),
+            "noticing the dead link",
+        )
+        self.assertIn(
+            "no answer from the host for %g s, even to a PING" % (2 * PROBE,),
+            lost["status"],
+        )
         # Typed while reconnecting: pending.
         alice.send(say="a3 typed while reconnecting")
-        alice.expect(lambda i: i.get("status", "").startswith("Pending"),
-                     "the pending line")
+        alice.expect(
+            lambda i: i.get("status", "").startswith("Pending"), "the pending line"
+        )
         # Let alice fail an attempt or two on the dead link, then restore it.
-        alice.expect(lambda i: "Could not reconnect" in i.get("status", ""),
-                     "a failed attempt while the link is dead")
+        alice.expect(
+            lambda i: "Could not reconnect" in i.get("status", ""),
+            "a failed attempt while the link is dead",
+        )
         self.restore_link()
-        back = alice.expect(lambda i: "Reconnected" in i.get("status", ""),
-                            "reconnecting")
+        back = alice.expect(
+            lambda i: "Reconnected" in i.get("status", ""), "reconnecting"
+        )
         self.assertIn("nothing lost", back["status"])
         for text in ("a2 typed into the dead link", "a3 typed while reconnecting"):
             alice.expect(lambda i, t=text: i.get("said") == t, text)
@@ -241,21 +263,31 @@ class SilentLinkTests(NamespacesMixin, SynchronousTestCase):
         self.assertEqual(back["nick"], "alice")
         self.assertFalse([s for s in alice.statuses() if "taken" in s])
         said(bob, "b3 after the link came back")
-        alice.expect(lambda i: i.get("event", {}).get("text", "").startswith("b3"),
-                     "b3")
-        bob.expect(lambda i: i.get("event", {}).get("text", "").startswith("a3"),
-                   "a3 at bob")
-        bob.expect(lambda i: i.get("event", {}).get("text", "").startswith("b3"),
-                   "b3 at bob")
+        alice.expect(
+            lambda i: i.get("event", {}).get("text", "").startswith("b3"), "b3"
+        )
+        bob.expect(
+            lambda i: i.get("event", {}).get("text", "").startswith("a3"), "a3 at bob"
+        )
+        bob.expect(
+            lambda i: i.get("event", {}).get("text", "").startswith("b3"), "b3 at bob"
+        )
 
-        expected = {"a1", "b1", "a2 typed into the dead link",
-                    "b2 while alice is cut off", "a3 typed while reconnecting",
-                    "b3 after the link came back"}
+        expected = {
+            "a1",
+            "b1",
+            "a2 typed into the dead link",
+            "b2 while alice is cut off",
+            "a3 typed while reconnecting",
+            "b3 after the link came back",
+        }
         shown = alice.messages()
         texts = [text for _, text in shown]
         self.assertEqual(sorted(texts), sorted(expected))  # each exactly once
         seqs = [seq for seq, _ in shown]
         self.assertEqual(seqs, sorted(set(seqs)))  # in the host's order
         self.assertEqual(shown, bob.messages())  # the same conversation
-        self.assertLess(texts.index("a2 typed into the dead link"),
-                        texts.index("a3 typed while reconnecting"))
+        self.assertLess(
+            texts.index("a2 typed into the dead link"),
+            texts.index("a3 typed while reconnecting"),
+        )

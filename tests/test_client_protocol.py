@@ -62,40 +62,49 @@ class NickFallbackTests(ClientProtocolTestsMixin, SynchronousTestCase):
     def test_walks_the_list_then_fails(self):
         from chatroom.client.errors import nick_alternatives
         from chatroom.client.protocol import NickInUse
+
         self.connect("alice", fallback_nicks=nick_alternatives("alice"))
         self.sent()
         tried = []
         for _ in range(11):
-            self.receive(":host 433 * %s :Nickname is already in use"
-                         % (self.protocol.nick,))
+            self.receive(
+                ":host 433 * %s :Nickname is already in use" % (self.protocol.nick,)
+            )
             (nick,) = self.sent()
             self.assertEqual(nick.command, "NICK")
             tried.append(nick.params[0])
-        self.assertEqual(tried, ["alice_", "alice__"] +
-                         ["alice%d" % n for n in range(1, 10)])
+        self.assertEqual(
+            tried, ["alice_", "alice__"] + ["alice%d" % n for n in range(1, 10)]
+        )
         self.assertNoResult(self.protocol.registered)
         self.receive(":host 433 * alice9 :Nickname is already in use")
         self.failureResultOf(self.protocol.registered, NickInUse)
 
     def test_registers_under_the_fallback(self):
         self.connect("alice", fallback_nicks=["alice_"])
-        self.receive(":host 433 * alice :Nickname is already in use",
-                     ":host 001 alice_ :Welcome",
-                     ":host 005 alice_ LINELEN=512 NICKLEN=30 :are supported")
-        self.assertEqual(self.successResultOf(self.protocol.registered).params[0],
-                         "alice_")
-        self.assertEqual((self.protocol.nick, self.protocol.wanted_nick),
-                         ("alice_", "alice"))
+        self.receive(
+            ":host 433 * alice :Nickname is already in use",
+            ":host 001 alice_ :Welcome",
+            ":host 005 alice_ LINELEN=512 NICKLEN=30 :are supported",
+        )
+        self.assertEqual(
+            self.successResultOf(self.protocol.registered).params[0], "alice_"
+        )
+        self.assertEqual(
+            (self.protocol.nick, self.protocol.wanted_nick), ("alice_", "alice")
+        )
         self.assertEqual(self.protocol.isupport["LINELEN"], "512")
 
     def test_long_nick_alternatives_fit(self):
         from chatroom.client.errors import nick_alternatives
+
         alternatives = nick_alternatives("a" * 30)
         self.assertEqual({len(n) for n in alternatives}, {30})
         self.assertEqual(len(set(alternatives)), 11)
 
     def test_without_fallbacks_433_fails(self):
         from chatroom.client.protocol import NickInUse
+
         self.connect("alice")
         self.receive(":host 433 * alice :Nickname is already in use")
         self.failureResultOf(self.protocol.registered, NickInUse)
@@ -111,6 +120,7 @@ class KeepaliveTests(ClientProtocolTestsMixin, SynchronousTestCase):
 
     def test_probe_then_hang_up(self):
         from chatroom.client.protocol import LinkDead
+
         self.registered()
         self.clock.advance(29)
         self.assertEqual(self.sent(), [])

@@ -37,8 +37,11 @@ class ReconnectMachineTests(SynchronousTestCase):
         self.session = FakeSession()
         self.delays = [1.0, 1.5, 2.25, 3.375]
         self.machine = ReconnectMachine(
-            self.clock, self.session, target(5),
-            policy=lambda n: self.delays[min(n, len(self.delays) - 1)])
+            self.clock,
+            self.session,
+            target(5),
+            policy=lambda n: self.delays[min(n, len(self.delays) - 1)],
+        )
 
     def joined(self):
         self.machine.start()
@@ -98,8 +101,10 @@ class ReconnectMachineTests(SynchronousTestCase):
         self.assertTrue(self.machine.moved)
         # The cancelled backoff timer does not fire a second attempt.
         self.clock.advance(10)
-        self.assertEqual([c for c in self.session.calls if c[0] == "connect"],
-                         [("connect", 2, ("127.0.0.1:7000",))])
+        self.assertEqual(
+            [c for c in self.session.calls if c[0] == "connect"],
+            [("connect", 2, ("127.0.0.1:7000",))],
+        )
         self.machine.attempt_succeeded(2)
         self.assertFalse(self.machine.moved)
 
@@ -109,9 +114,9 @@ class ReconnectMachineTests(SynchronousTestCase):
         self.machine.announcement_seen(target(5, "127.0.0.1:7000"))
         self.machine.announcement_seen(target(4, "127.0.0.1:7001"))
         self.machine.announcement_seen(
-            RoomTarget(b"\x02" * 32, "lobby", ("127.0.0.1:7002",), 99))
-        self.machine.announcement_seen(
-            RoomTarget(Q, "other", ("127.0.0.1:7003",), 99))
+            RoomTarget(b"\x02" * 32, "lobby", ("127.0.0.1:7002",), 99)
+        )
+        self.machine.announcement_seen(RoomTarget(Q, "other", ("127.0.0.1:7003",), 99))
         self.assertEqual(self.machine.state, ReconnectState.WAITING)
         self.assertEqual(self.machine.target, target(5))
 
@@ -121,8 +126,9 @@ class ReconnectMachineTests(SynchronousTestCase):
         self.clock.advance(1.0)
         self.session.calls.clear()
         self.machine.announcement_seen(target(7, "127.0.0.1:7000"))
-        self.assertEqual(self.session.calls,
-                         [("disconnect",), ("connect", 3, ("127.0.0.1:7000",))])
+        self.assertEqual(
+            self.session.calls, [("disconnect",), ("connect", 3, ("127.0.0.1:7000",))]
+        )
         # The abandoned attempt's result no longer counts.
         self.machine.attempt_failed(2, "cancelled")
         self.assertEqual(self.machine.state, ReconnectState.CONNECTING)
@@ -167,14 +173,23 @@ class ReconnectMachineTests(SynchronousTestCase):
         """Importing the machine loads nothing of twisted.internet."""
         import subprocess
         import sys
-        code = ("import sys, chatroom.client.reconnect; "
-                "print(sorted(m for m in sys.modules "
-                "if m.startswith('twisted.internet')))")
+
+        code = (
+            "import sys, chatroom.client.reconnect; "
+            "print(sorted(m for m in sys.modules "
+            "if m.startswith('twisted.internet')))"
+        )
         import os
 
         import chatroom
+
         root = os.path.dirname(os.path.dirname(os.path.abspath(chatroom.__file__)))
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                             text=True, check=True, cwd=root,
-                             env=dict(os.environ, PYTHONPATH=root))
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=root,
+            env=dict(os.environ, PYTHONPATH=root),
+        )
         self.assertEqual(out.stdout.strip(), "[]")

@@ -34,8 +34,9 @@ class Seen:
         self.status.append(text)
 
     def messages(self):
-        return [(e.sender, e.text) for e in self.events
-                if e.kind in ("message", "action")]
+        return [
+            (e.sender, e.text) for e in self.events if e.kind in ("message", "action")
+        ]
 
 
 class SessionTestsMixin:
@@ -44,10 +45,16 @@ class SessionTestsMixin:
 
     def session(self, nick="alice", connect=True, **kwargs):
         seen = Seen()
-        session = RoomSession(self.net.clock, TARGET, nick,
-                              on_event=seen.on_event, on_status=seen.on_status,
-                              policy=lambda attempt: 1.0,
-                              endpoint_for=self.net.endpoint_for, **kwargs)
+        session = RoomSession(
+            self.net.clock,
+            TARGET,
+            nick,
+            on_event=seen.on_event,
+            on_status=seen.on_status,
+            policy=lambda attempt: 1.0,
+            endpoint_for=self.net.endpoint_for,
+            **kwargs,
+        )
         if connect:
             d = session.connect()
             self.net.settle()
@@ -101,8 +108,10 @@ class SessionTests(SessionTestsMixin, SynchronousTestCase):
         self.net.advance(2)
         self.assertTrue(alice.joined)
         self.assertEqual(alice_seen.messages(), [("bob", "while you were away")])
-        self.assertTrue(any("1 missed message fetched" in s
-                            for s in alice_seen.status), alice_seen.status)
+        self.assertTrue(
+            any("1 missed message fetched" in s for s in alice_seen.status),
+            alice_seen.status,
+        )
 
 
 class CommandsWhileReconnectingTests(SessionTestsMixin, SynchronousTestCase):
@@ -119,9 +128,12 @@ class CommandsWhileReconnectingTests(SessionTestsMixin, SynchronousTestCase):
 
     def test_names_topic_nick_fail_their_deferred(self):
         session = self.reconnecting()
-        for call in (session.names, session.topic,
-                     lambda: session.topic("new"),
-                     lambda: session.change_nick("bob")):
+        for call in (
+            session.names,
+            session.topic,
+            lambda: session.topic("new"),
+            lambda: session.change_nick("bob"),
+        ):
             self.failureResultOf(call(), errors.NotConnected)
 
     def test_chat_screen_keeps_going(self):
@@ -143,13 +155,15 @@ class NickInUseTests(SessionTestsMixin, SynchronousTestCase):
         alice, _ = self.session("alice")
         second, seen = self.session("alice")
         self.assertEqual(second.nick, "alice_")
-        self.assertTrue(any("alice_" in s and "taken" in s for s in seen.status),
-                        seen.status)
+        self.assertTrue(
+            any("alice_" in s and "taken" in s for s in seen.status), seen.status
+        )
         event = self.successResultOf(self.say(second, "hi"))
         self.assertEqual((event.sender, event.own), ("alice_", True))
 
     def test_every_alternative_taken_fails(self):
         from chatroom.client.errors import nick_alternatives
+
         for nick in ["alice"] + nick_alternatives("alice"):
             self.session(nick)
         session, _ = self.session("alice", connect=False)
@@ -159,8 +173,7 @@ class NickInUseTests(SessionTestsMixin, SynchronousTestCase):
 
     def test_without_alternatives_fails_at_once(self):
         self.session("alice")
-        session, _ = self.session("alice", connect=False,
-                                  alternative_nicks=False)
+        session, _ = self.session("alice", connect=False, alternative_nicks=False)
         d = session.connect()
         self.net.settle()
         self.failureResultOf(d, errors.NickInUse)
@@ -172,8 +185,9 @@ class NickInUseTests(SessionTestsMixin, SynchronousTestCase):
         self.net.settle()
         self.successResultOf(closed)
         self.assertEqual(second.nick, "alice")
-        self.assertTrue(any("You are alice again" in s for s in seen.status),
-                        seen.status)
+        self.assertTrue(
+            any("You are alice again" in s for s in seen.status), seen.status
+        )
         event = self.successResultOf(self.say(second, "back"))
         self.assertEqual(event.sender, "alice")
 
@@ -181,6 +195,7 @@ class NickInUseTests(SessionTestsMixin, SynchronousTestCase):
         """The holder is on the host but not in the room: no QUIT is seen,
         so the session asks again every REGAIN_INTERVAL seconds."""
         from chatroom.client.session import REGAIN_INTERVAL
+
         holder, _ = self.session("alice")
         second, _ = self.session("alice")
         holder.protocol.send("PART", "#lobby")
@@ -207,8 +222,10 @@ class DeadLinkTests(SessionTestsMixin, SynchronousTestCase):
         self.assertTrue(alice.joined)
         self.net.advance(1)
         self.assertFalse(alice.joined)
-        self.assertTrue(any("Lost the connection" in s and "PING" in s
-                            for s in alice_seen.status), alice_seen.status)
+        self.assertTrue(
+            any("Lost the connection" in s and "PING" in s for s in alice_seen.status),
+            alice_seen.status,
+        )
         self.successResultOf(self.say(bob, "two"))
         self.net.advance(1)  # the backoff policy's 1 s
         self.assertTrue(alice.joined)
@@ -219,8 +236,9 @@ class DeadLinkTests(SessionTestsMixin, SynchronousTestCase):
         self.net.advance(150)
         self.assertEqual(alice.nick, "alice")
         self.successResultOf(self.say(bob, "three"))
-        self.assertEqual(alice_seen.messages(), [("bob", "one"), ("bob", "two"),
-                                                 ("bob", "three")])
+        self.assertEqual(
+            alice_seen.messages(), [("bob", "one"), ("bob", "two"), ("bob", "three")]
+        )
 
     def test_busy_link_is_not_probed(self):
         alice, _ = self.session("alice")
@@ -256,15 +274,19 @@ class PendingTests(SessionTestsMixin, SynchronousTestCase):
         self.assertEqual(alice.pending, ["typed while away", "waves"])
         self.assertEqual(
             [s for s in alice_seen.status if s.startswith("Pending")],
-            ["Pending until #lobby is back: typed while away",
-             "Pending until #lobby is back: waves"])
+            [
+                "Pending until #lobby is back: typed while away",
+                "Pending until #lobby is back: waves",
+            ],
+        )
         self.back()
         self.assertTrue(alice.joined)
         self.assertEqual(self.successResultOf(first).text, "typed while away")
         self.assertEqual(self.successResultOf(second).kind, "action")
         self.assertEqual(alice.pending, [])
-        self.assertEqual(bob_seen.messages(), [("alice", "typed while away"),
-                                               ("alice", "waves")])
+        self.assertEqual(
+            bob_seen.messages(), [("alice", "typed while away"), ("alice", "waves")]
+        )
         self.assertEqual(alice_seen.messages(), bob_seen.messages())
 
     def cut_after_host_read(self, link):
@@ -307,6 +329,7 @@ class PendingTests(SessionTestsMixin, SynchronousTestCase):
 
     def test_queue_is_bounded_and_says_so(self):
         from chatroom.client.session import MAX_PENDING
+
         alice, alice_seen = self.session("alice")
         self.away(alice)
         kept = [alice.say("m%d" % n) for n in range(MAX_PENDING)]
@@ -316,11 +339,14 @@ class PendingTests(SessionTestsMixin, SynchronousTestCase):
         self.assertIn(str(failure.value), alice_seen.status)
         self.assertEqual(len(alice.pending), MAX_PENDING)
         self.back()
-        self.assertEqual([self.successResultOf(d).text for d in kept],
-                         ["m%d" % n for n in range(MAX_PENDING)])
+        self.assertEqual(
+            [self.successResultOf(d).text for d in kept],
+            ["m%d" % n for n in range(MAX_PENDING)],
+        )
 
     def test_queue_bytes_bounded(self):
         from chatroom.client.session import MAX_PENDING_BYTES
+
         alice, _ = self.session("alice")
         self.away(alice)
         big = " ".join(["word"] * 2000)  # about 10 KB, split into lines
@@ -375,8 +401,10 @@ class SplitTests(SessionTestsMixin, SynchronousTestCase):
         alice, _ = self.session("alice")
         bob, bob_seen = self.session("bob")
         self.successResultOf(self.say(alice, "one\r\ntwo\nthree"))
-        self.assertEqual(bob_seen.messages(), [("alice", "one"), ("alice", "two"),
-                                               ("alice", "three")])
+        self.assertEqual(
+            bob_seen.messages(),
+            [("alice", "one"), ("alice", "two"), ("alice", "three")],
+        )
 
 
 class PrivateRoomSessionTests(SessionTestsMixin, SynchronousTestCase):
@@ -386,6 +414,7 @@ class PrivateRoomSessionTests(SessionTestsMixin, SynchronousTestCase):
     def setUp(self):
         super().setUp()
         from chatroom.core.room import RoomAccess
+
         self.net.host.rooms["lobby"].access = RoomAccess("sesame")
 
     def refusal(self, **kwargs):

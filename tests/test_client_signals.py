@@ -46,10 +46,12 @@ class ConsoleProcess(protocol.ProcessProtocol):
 def spawn(data_home, *argv):
     process = ConsoleProcess()
     reactor.spawnProcess(
-        process, sys.executable,
-        [sys.executable, "-c", "from chatroom.client.main import main; main()",
-         *argv], env=dict(os.environ, PYTHONPATH=ROOT, XDG_DATA_HOME=data_home),
-        path=ROOT)
+        process,
+        sys.executable,
+        [sys.executable, "-c", "from chatroom.client.main import main; main()", *argv],
+        env=dict(os.environ, PYTHONPATH=ROOT, XDG_DATA_HOME=data_home),
+        path=ROOT,
+    )
     return process
 
 
@@ -60,8 +62,12 @@ class StopTests(RunningHostMixin, TestCase):
 
     def setUp(self):
         self.make_data_dir()
-        self.discovery = ["--discovery-interface", "127.0.0.1",
-                          "--discovery-port", str(random.randint(20000, 40000))]
+        self.discovery = [
+            "--discovery-interface",
+            "127.0.0.1",
+            "--discovery-port",
+            str(random.randint(20000, 40000)),
+        ]
 
     @defer.inlineCallbacks
     def stop(self, argv, signum):
@@ -74,13 +80,31 @@ class StopTests(RunningHostMixin, TestCase):
     @defer.inlineCallbacks
     def tail(self, signum):
         port = yield self.start_host()
-        connect = ["--connect", "127.0.0.1:%d" % (port,),
-                   "--key", self.identity.fingerprint, *self.discovery]
-        yield run(reactor, ["say", "lobby", "something to show", "--nick", "w",
-                            "--data-dir", self.mktemp(), *connect],
-                  io.StringIO(), io.StringIO())
-        result = yield self.stop(["tail", "lobby", "--follow", "--nick", "t",
-                                  *connect], signum)
+        connect = [
+            "--connect",
+            "127.0.0.1:%d" % (port,),
+            "--key",
+            self.identity.fingerprint,
+            *self.discovery,
+        ]
+        yield run(
+            reactor,
+            [
+                "say",
+                "lobby",
+                "something to show",
+                "--nick",
+                "w",
+                "--data-dir",
+                self.mktemp(),
+                *connect,
+            ],
+            io.StringIO(),
+            io.StringIO(),
+        )
+        result = yield self.stop(
+            ["tail", "lobby", "--follow", "--nick", "t", *connect], signum
+        )
         return result
 
     def assertQuiet(self, err):
@@ -104,14 +128,15 @@ class StopTests(RunningHostMixin, TestCase):
     def test_rooms_watch_sigterm(self):
         code, out, err = yield self.stop(
             ["rooms", "--watch", "--listen-time", "0.2", *self.discovery],
-            signal.SIGTERM)
+            signal.SIGTERM,
+        )
         self.assertQuiet(err)
         self.assertEqual(code, 0, err)
 
     @defer.inlineCallbacks
     def test_rooms_watch_sigint(self):
         code, out, err = yield self.stop(
-            ["rooms", "--watch", "--listen-time", "0.2", *self.discovery],
-            signal.SIGINT)
+            ["rooms", "--watch", "--listen-time", "0.2", *self.discovery], signal.SIGINT
+        )
         self.assertQuiet(err)
         self.assertEqual(code, 130, err)

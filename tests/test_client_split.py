@@ -18,8 +18,9 @@ class SplitTests(SynchronousTestCase):
         self.assertEqual(split_text("", 100), [""])
 
     def test_at_the_last_space(self):
-        self.assertEqual(split_text("aaaa bbbb cccc dddd", 16),
-                         ["aaaa bbbb cccc", "dddd"])
+        self.assertEqual(
+            split_text("aaaa bbbb cccc dddd", 16), ["aaaa bbbb cccc", "dddd"]
+        )
 
     def test_long_word_cut_at_character_boundary(self):
         text = "é" * 20  # 2 bytes each
@@ -38,8 +39,10 @@ class SplitTests(SynchronousTestCase):
         self.assertEqual(len(line.encode()), 512)
 
     def test_estimate_is_never_short(self):
-        self.assertLess(text_budget(512, estimated_source("alice"), "#lobby"),
-                        text_budget(512, "alice!~alice@" + "h" * 63, "#lobby"))
+        self.assertLess(
+            text_budget(512, estimated_source("alice"), "#lobby"),
+            text_budget(512, "alice!~alice@" + "h" * 63, "#lobby"),
+        )
 
     def test_tiny_budget_refused(self):
         self.assertRaises(ValueError, split_text, "x", MIN_BUDGET - 1)

@@ -27,8 +27,11 @@ class FakeSession:
     def _call(self, *call):
         self.calls.append(call)
         if not self.joined:
-            return defer.fail(errors.NotConnected(
-                "Not in #lobby right now (waiting); wait for the reconnection."))
+            return defer.fail(
+                errors.NotConnected(
+                    "Not in #lobby right now (waiting); wait for the reconnection."
+                )
+            )
         return defer.succeed(None)
 
     def say(self, text):
@@ -73,9 +76,12 @@ class ChatScreenTests(SynchronousTestCase):
         self.quits = []
         self.terminal = ChatTerminal(on_quit=lambda: self.quits.append(True))
         self.controller = ChatController(
-            self.session, self.terminal_show, self.quits.append,
+            self.session,
+            self.terminal_show,
+            self.quits.append,
             list_rooms=lambda: ["lobby  abcdef0123456789  127.0.0.1:6697"],
-            tz=UTC)
+            tz=UTC,
+        )
         self.terminal.controller = self.controller
         self.terminal.prompt = "[#lobby alice] "
         self.screen = TerminalBuffer()
@@ -90,18 +96,23 @@ class ChatScreenTests(SynchronousTestCase):
         self.server.dataReceived(text.encode("utf-8"))
 
     def lines(self):
-        return [line.rstrip() for line in bytes(self.screen).decode(
-            "utf-8", "replace").splitlines() if line.strip()]
+        return [
+            line.rstrip()
+            for line in bytes(self.screen).decode("utf-8", "replace").splitlines()
+            if line.strip()
+        ]
 
     def incoming(self, text, sender="bob", seq=7, kind="message"):
-        self.controller.event_received(RoomEvent(
-            kind=kind, sender=sender, text=text, seq=seq, time_ms=NOON))
+        self.controller.event_received(
+            RoomEvent(kind=kind, sender=sender, text=text, seq=seq, time_ms=NOON)
+        )
 
     def test_typing_survives_incoming_message(self):
         self.type("hello wor")
         self.incoming("hi alice")
-        self.assertEqual(self.lines(), ["12:00:00 <bob> hi alice",
-                                        "[#lobby alice] hello wor"])
+        self.assertEqual(
+            self.lines(), ["12:00:00 <bob> hi alice", "[#lobby alice] hello wor"]
+        )
         # The cursor is still at the end of what was typed: typing goes on.
         self.type("ld")
         self.assertEqual(self.lines()[-1], "[#lobby alice] hello world")
@@ -132,8 +143,9 @@ class ChatScreenTests(SynchronousTestCase):
         moves = []
         terminal = self.terminal.terminal
         original = terminal.cursorBackward
-        self.patch(terminal, "cursorBackward",
-                   lambda n=1: (moves.append(n), original(n)))
+        self.patch(
+            terminal, "cursorBackward", lambda n=1: (moves.append(n), original(n))
+        )
         self.type("a日b")
         self.server.dataReceived(b"\x1b[D\x1b[D")  # left, left: before the CJK
         self.assertEqual(moves, [1, 2])
@@ -150,9 +162,15 @@ class ChatScreenTests(SynchronousTestCase):
         self.type("/nick alicia\r")
         self.type("/topic roof work on saturday\r")
         self.type("//etc/passwd is a path\r")
-        self.assertEqual(self.session.calls, [
-            ("action", "waves"), ("nick", "alicia"),
-            ("topic", "roof work on saturday"), ("say", "/etc/passwd is a path")])
+        self.assertEqual(
+            self.session.calls,
+            [
+                ("action", "waves"),
+                ("nick", "alicia"),
+                ("topic", "roof work on saturday"),
+                ("say", "/etc/passwd is a path"),
+            ],
+        )
 
     def test_names_sorted(self):
         self.type("/names\r")
@@ -170,15 +188,18 @@ class ChatScreenTests(SynchronousTestCase):
 
     def test_unknown_command(self):
         self.type("/frobnicate\r")
-        self.assertIn("-!- Unknown command /frobnicate; /help lists them.",
-                      self.lines())
+        self.assertIn(
+            "-!- Unknown command /frobnicate; /help lists them.", self.lines()
+        )
         self.assertEqual(self.session.calls, [])
 
     def test_refused_while_reconnecting_is_one_line(self):
         self.session.joined = False
         self.type("anyone?\r")
-        self.assertIn("-!- Not in #lobby right now (waiting); wait for the"
-                      " reconnection.", self.lines())
+        self.assertIn(
+            "-!- Not in #lobby right now (waiting); wait for the reconnection.",
+            self.lines(),
+        )
 
     def test_quit_command(self):
         """/quit leaves with the reason given, or "Leaving"."""
@@ -209,11 +230,15 @@ class ChatScreenTests(SynchronousTestCase):
         self.incoming("one", seq=1)
         self.incoming("two\x07\x1b[2J", seq=2)
         self.controller.status("Reconnected to #lobby: 0 missed messages fetched.")
-        self.assertEqual(self.lines(), [
-            "12:00:00 <bob> one",
-            "12:00:00 <bob> two[2J",
-            "-!- Reconnected to #lobby: 0 missed messages fetched.",
-            "[#lobby alice]"])
+        self.assertEqual(
+            self.lines(),
+            [
+                "12:00:00 <bob> one",
+                "12:00:00 <bob> two[2J",
+                "-!- Reconnected to #lobby: 0 missed messages fetched.",
+                "[#lobby alice]",
+            ],
+        )
 
 
 class FormatTests(SynchronousTestCase):
@@ -221,15 +246,24 @@ class FormatTests(SynchronousTestCase):
         return RoomEvent(kind=kind, sender=sender, text=text, time_ms=NOON)
 
     def test_kinds(self):
-        self.assertEqual(format_event(self.event("action", "waves"), UTC),
-                         "12:00:00 * bob waves")
-        self.assertEqual(format_event(self.event("notice", "psst"), UTC),
-                         "12:00:00 -bob- psst")
-        self.assertEqual(format_event(self.event("join"), UTC),
-                         "12:00:00 -!- bob joined")
-        self.assertEqual(format_event(self.event("quit", "Ping timeout"), UTC),
-                         "12:00:00 -!- bob quit (Ping timeout)")
-        self.assertEqual(format_event(self.event("topic", "roofs"), UTC),
-                         "12:00:00 -!- bob set the topic: roofs")
-        self.assertEqual(format_event(self.event("nick", "robert"), UTC),
-                         "12:00:00 -!- bob is now robert")
+        self.assertEqual(
+            format_event(self.event("action", "waves"), UTC), "12:00:00 * bob waves"
+        )
+        self.assertEqual(
+            format_event(self.event("notice", "psst"), UTC), "12:00:00 -bob- psst"
+        )
+        self.assertEqual(
+            format_event(self.event("join"), UTC), "12:00:00 -!- bob joined"
+        )
+        self.assertEqual(
+            format_event(self.event("quit", "Ping timeout"), UTC),
+            "12:00:00 -!- bob quit (Ping timeout)",
+        )
+        self.assertEqual(
+            format_event(self.event("topic", "roofs"), UTC),
+            "12:00:00 -!- bob set the topic: roofs",
+        )
+        self.assertEqual(
+            format_event(self.event("nick", "robert"), UTC),
+            "12:00:00 -!- bob is now robert",
+        )

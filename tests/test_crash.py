@@ -22,16 +22,35 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 class HostProcess:
     """C{twistd -n chatroom} in a child process, on 127.0.0.1."""
 
-    def __init__(self, data_dir, log_path, args=(), env=None, pass_fds=(),
-                 discovery=False):
+    def __init__(
+        self, data_dir, log_path, args=(), env=None, pass_fds=(), discovery=False
+    ):
         self.log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "chatroom", "--data-dir", data_dir,
-             "--interface", "127.0.0.1", "--port", "0", "--room", "lobby",
-             "--flood-rate", "0", *([] if discovery else ["--no-discovery"]),
-             *args],
-            cwd=REPO, env=dict(env or os.environ, PYTHONPATH=REPO),
-            stdout=self.log, stderr=subprocess.STDOUT, pass_fds=pass_fds)
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "chatroom",
+                "--data-dir",
+                data_dir,
+                "--interface",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--room",
+                "lobby",
+                "--flood-rate",
+                "0",
+                *([] if discovery else ["--no-discovery"]),
+                *args,
+            ],
+            cwd=REPO,
+            env=dict(env or os.environ, PYTHONPATH=REPO),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
+        )
         self.log_path = log_path
 
     def port(self, timeout=60.0, count=1):
@@ -45,12 +64,13 @@ class HostProcess:
             with open(self.log_path, "rb") as f:
                 found = re.findall(rb"listening on 127\.0\.0\.1 port (\d+)", f.read())
             if len(found) >= self.seen_ports + count:
-                new = [int(port) for port in found[self.seen_ports:]]
+                new = [int(port) for port in found[self.seen_ports :]]
                 self.seen_ports = len(found)
                 return new[0] if count == 1 else new
             if self.process.poll() is not None:
-                raise AssertionError("the host exited: %s" % (
-                    open(self.log_path).read(),))
+                raise AssertionError(
+                    "the host exited: %s" % (open(self.log_path).read(),)
+                )
             # Polling a log file has no event to wait on; this bounded
             # poll is not a timing assumption.
             time.sleep(0.05)
@@ -90,12 +110,16 @@ class KillNineTests(SynchronousTestCase):
         # the host dies.
         for n in range(2000):
             sender.send("PRIVMSG", "#lobby", "message %d" % (n,))
-        watcher.wait_for(lambda m: m.command == "PRIVMSG"
-                         and m.params[1] == "message 300")
+        watcher.wait_for(
+            lambda m: m.command == "PRIVMSG" and m.params[1] == "message 300"
+        )
         host.kill()
         watcher.read_until_closed()
-        shown = {parse_msgid(m.tags["msgid"])[1]: m.params[1]
-                 for m in watcher.messages if m.command == "PRIVMSG"}
+        shown = {
+            parse_msgid(m.tags["msgid"])[1]: m.params[1]
+            for m in watcher.messages
+            if m.command == "PRIVMSG"
+        }
         self.assertGreater(len(shown), 300)
         sender.close()
         watcher.close()
@@ -103,31 +127,41 @@ class KillNineTests(SynchronousTestCase):
         restarted = HostProcess(data_dir, log_path + ".2")
         self.addCleanup(restarted.stop)
         port = restarted.port()
-        reader = BlockingClient(port, identity.public_key, "reader",
-                                ("message-tags", "batch", "draft/chathistory"))
+        reader = BlockingClient(
+            port,
+            identity.public_key,
+            "reader",
+            ("message-tags", "batch", "draft/chathistory"),
+        )
         stored = {}
         after = 0
         while True:
             since = len(reader.messages)
-            reader.send("CHATHISTORY", "AFTER", "#lobby", "msgid=lobby:%d" % (after,),
-                        "100")
-            end = reader.wait_for(lambda m: m.command == "BATCH"
-                                  and m.params[0].startswith("-"), since)
-            batch = [m for m in reader.messages if m.tags.get("batch") ==
-                     end.params[0][1:]]
+            reader.send(
+                "CHATHISTORY", "AFTER", "#lobby", "msgid=lobby:%d" % (after,), "100"
+            )
+            end = reader.wait_for(
+                lambda m: m.command == "BATCH" and m.params[0].startswith("-"), since
+            )
+            batch = [
+                m for m in reader.messages if m.tags.get("batch") == end.params[0][1:]
+            ]
             if not batch:
                 break
             for m in batch:
                 stored[parse_msgid(m.tags["msgid"])[1]] = m.params[1]
             after = max(stored)
         for seq, text in shown.items():
-            self.assertEqual(stored.get(seq), text, "seq %d was shown, then lost" % (seq,))
+            self.assertEqual(
+                stored.get(seq), text, "seq %d was shown, then lost" % (seq,)
+            )
         reader.send("JOIN", "#lobby")
         reader.wait_for(lambda m: m.command == "366")
         reader.send("PRIVMSG", "#lobby", "after the crash")
         reader.send("CHATHISTORY", "LATEST", "#lobby", "*", "1")
-        last = reader.wait_for(lambda m: m.command == "PRIVMSG"
-                               and m.params[1] == "after the crash")
+        last = reader.wait_for(
+            lambda m: m.command == "PRIVMSG" and m.params[1] == "after the crash"
+        )
         self.assertGreater(parse_msgid(last.tags["msgid"])[1], max(stored))
         reader.close()
 
@@ -138,11 +172,24 @@ class KillNineLoopSmokeTests(SynchronousTestCase):
 
     def test_three_kills(self):
         result = subprocess.run(
-            [sys.executable, os.path.join(REPO, "scripts", "kill9_loop.py"),
-             "--kills", "3", "--max-life", "1.0", "--time-limit", "240",
-             "--data-dir", os.path.abspath(self.mktemp())],
-            capture_output=True, text=True, cwd=REPO, timeout=300,
-            env=dict(os.environ, PYTHONPATH=REPO))
+            [
+                sys.executable,
+                os.path.join(REPO, "scripts", "kill9_loop.py"),
+                "--kills",
+                "3",
+                "--max-life",
+                "1.0",
+                "--time-limit",
+                "240",
+                "--data-dir",
+                os.path.abspath(self.mktemp()),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+            env=dict(os.environ, PYTHONPATH=REPO),
+        )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertIn("kills: 3 ", result.stdout)
         self.assertIn("OK: every shown message stored once", result.stdout)

@@ -311,6 +311,4 @@ class BoundTests(SynchronousTestCase):
             for entry in directory.entries(now):
                 self.assertGreater(entry.expires_at, now)
                 self.assertTrue(directory.knows_key(entry.announcement.q))
-            self.assertEqual(
-                directory.knows_key(KEY_A_Q), len(directory) > 0
-            )
+            self.assertEqual(directory.knows_key(KEY_A_Q), len(directory) > 0)

@@ -73,7 +73,8 @@ class ScheduleTests(SynchronousTestCase):
         announcer.start(0.0)
         times = [t for t, _ in run(announcer, 200.0)]
         self.assertEqual(
-            times, [0.125, 1.125, 3.125, 7.125, 15.125, 31.125, 63.125, 123.125, 183.125]
+            times,
+            [0.125, 1.125, 3.125, 7.125, 15.125, 31.125, 63.125, 123.125, 183.125],
         )
         self.assertEqual(counter.calls, 1)
         self.assertEqual(announcer.announcements[0].counter, 1)
@@ -108,7 +109,9 @@ class ScheduleTests(SynchronousTestCase):
         announcer.start(0.0)
         run(announcer, 200.0)
         announcer.update_addresses(["[2001:db8::1]:7000"], 200.0)
-        self.assertEqual(run(announcer, 202.0), [(200.125, ["lobby"]), (201.125, ["lobby"])])
+        self.assertEqual(
+            run(announcer, 202.0), [(200.125, ["lobby"]), (201.125, ["lobby"])]
+        )
         [a] = announcer.announcements
         self.assertEqual(
             (a.counter, a.addresses), (2, (RoomAddress("2001:db8::1", 7000),))
@@ -157,7 +160,9 @@ class RoomChangeTests(SynchronousTestCase):
         announcer = make(rooms=("lobby", "dev"))
         announcer.start(0.0)
         goodbyes = announcer.say_goodbye()
-        self.assertEqual([(g.room, g.counter) for g in goodbyes], [("lobby", 3), ("dev", 4)])
+        self.assertEqual(
+            [(g.room, g.counter) for g in goodbyes], [("lobby", 3), ("dev", 4)]
+        )
         self.assertEqual(announcer.say_goodbye(), [])
         self.assertIs(announcer.state, AnnouncerState.GONE)
         self.assertIsNone(announcer.next_due())

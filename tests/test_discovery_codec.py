@@ -255,7 +255,9 @@ class KnownStatementTests(SynchronousTestCase):
             parse_datagram(bytes(data), known=known)
         self.assertEqual(caught.exception.reason, "bad-signature")
         goodbye = Goodbye.from_bytes(vectors["goodbye"])
-        self.assertIsNot(parse_datagram(vectors["announcement"], known=goodbye), goodbye)
+        self.assertIsNot(
+            parse_datagram(vectors["announcement"], known=goodbye), goodbye
+        )
 
 
 class BadInputTests(SynchronousTestCase):
@@ -497,4 +499,3 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(len(Query(bytes(8)).padded_to(400).to_bytes()), 400)
         self.assertEqual(len(Query(bytes(8)).padded_to(5000).to_bytes()), 1199)
         self.assertIsNone(Query(bytes(8)).padded_to(10).padding)
-

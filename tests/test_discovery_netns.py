@@ -106,14 +106,11 @@ print(json.dumps(out), flush=True)
 """
 
 
-
-
 class MultiHopSearchTests(NamespacesMixin, SynchronousTestCase):
     """Expanding-ring search over two routed multicast hops."""
 
     def setUp(self) -> None:
-        self.make_namespaces("crd", ["a", "r1", "r2", "b"],
-                             {"smcrouted": "smcroute"})
+        self.make_namespaces("crd", ["a", "r1", "r2", "b"], {"smcrouted": "smcroute"})
         self.build_topology()
 
     def build_topology(self) -> None:
@@ -181,20 +178,21 @@ class MultiHopSearchTests(NamespacesMixin, SynchronousTestCase):
                 self.fail(f"smcrouted in {router} did not become ready: {seen!r}")
             seen += chunk
 
-
     def test_wider_ring_finds_host_two_routers_away(self) -> None:
         """TTL 1 and 2 do not reach the host behind two routers; the TTL 4
         ring does, and the answer comes back across both routers."""
-        host = self.python_in("a", HOST_SCRIPT, GROUP, str(PORT), "10.61.1.2",
-                              text=True)
+        host = self.python_in(
+            "a", HOST_SCRIPT, GROUP, str(PORT), "10.61.1.2", text=True
+        )
         assert host.stdout is not None
         line = host.stdout.readline()
         if line.strip() != "ready":
             host.kill()
             self.fail(f"host did not start: {line!r} {host.communicate()[1]}")
 
-        searcher = self.python_in("b", SEARCH_SCRIPT, GROUP, str(PORT), "10.61.3.2",
-                                  text=True)
+        searcher = self.python_in(
+            "b", SEARCH_SCRIPT, GROUP, str(PORT), "10.61.3.2", text=True
+        )
         out, err = searcher.communicate(timeout=60)
         self.assertEqual(searcher.returncode, 0, err)
         result = json.loads(out.strip().splitlines()[-1])

@@ -41,7 +41,9 @@ class Half:
 
 
 def announce(counter: int, address: str = "192.0.2.10:6697", lifetime: int = 180):
-    return Announcement.sign(KEY, "lobby", [address], counter=counter, lifetime=lifetime)
+    return Announcement.sign(
+        KEY, "lobby", [address], counter=counter, lifetime=lifetime
+    )
 
 
 def forged(i: int) -> bytes:
@@ -81,15 +83,22 @@ class SignatureFairnessTests(SynchronousTestCase):
         renewal = announce(2, address="192.0.2.20:7000")
         changes = []
         for i in range(5000):
-            changes += node.datagram_received(forged(i), spoofed_source(i), 10.0).changes
+            changes += node.datagram_received(
+                forged(i), spoofed_source(i), 10.0
+            ).changes
             if i == 2500:
-                changes += node.datagram_received(renewal.to_bytes(), HOST, 10.0).changes
+                changes += node.datagram_received(
+                    renewal.to_bytes(), HOST, 10.0
+                ).changes
         entry = node.directory.lookup(renewal.q, "lobby", 10.0)
         assert entry is not None
         self.assertEqual(entry.announcement, renewal)
         self.assertEqual(
-            [(c.outcome, c.entry.announcement.counter) for c in changes
-             if c.entry.announcement.q == renewal.q],
+            [
+                (c.outcome, c.entry.announcement.counter)
+                for c in changes
+                if c.entry.announcement.q == renewal.q
+            ],
             [(Outcome.UPDATED, 2)],
         )
         # The flood was capped: the first announcement's check, the unknown
@@ -125,7 +134,9 @@ class ListenerNodeTests(SynchronousTestCase):
         a = announce(1)
         r1 = self.node.datagram_received(a.to_bytes(), HOST, 0.0)
         r2 = self.node.datagram_received(a.to_bytes(), HOST, 1.0)
-        r3 = self.node.datagram_received(Goodbye.sign(KEY, "lobby", 2).to_bytes(), HOST, 2.0)
+        r3 = self.node.datagram_received(
+            Goodbye.sign(KEY, "lobby", 2).to_bytes(), HOST, 2.0
+        )
         self.assertEqual(
             [[c.outcome for c in r.changes] for r in (r1, r2, r3)],
             [[Outcome.ADDED], [], [Outcome.REMOVED]],
@@ -208,7 +219,10 @@ class HostNodeTests(SynchronousTestCase):
     def run_until(self, until: float) -> list[tuple[float, object, tuple[str, int]]]:
         sent = []
         while (at := self.node.next_wake()) is not None and at <= until:
-            sent += [(at, parse_datagram(s.data), s.address) for s in self.node.wake(at).sends]
+            sent += [
+                (at, parse_datagram(s.data), s.address)
+                for s in self.node.wake(at).sends
+            ]
         return sent
 
     def test_announces_to_group(self) -> None:
@@ -237,7 +251,9 @@ class HostNodeTests(SynchronousTestCase):
         self.assertEqual(self.node.stats["answers-suppressed"], 1)
 
     def test_other_hosts_announcements_ignored(self) -> None:
-        other = Announcement.sign(OTHER_KEY, "x", ["192.0.2.1:1"], counter=1, lifetime=9)
+        other = Announcement.sign(
+            OTHER_KEY, "x", ["192.0.2.1:1"], counter=1, lifetime=9
+        )
         self.node.datagram_received(other.to_bytes(), HOST, 0.0)
         self.assertEqual(self.node.stats["ignored"], 1)
         self.assertEqual(self.node.stats["signatures-checked"], 0)
@@ -256,7 +272,9 @@ class HostNodeTests(SynchronousTestCase):
         self.node.update_addresses(["192.0.2.99:1"], 5.0)
         self.node.datagram_received(padded_query(), QUERIER, 5.0)
         answers = [d for _, d, _ in self.run_until(5.1) if isinstance(d, Answer)]
-        self.assertEqual(answers[0].announcement.addresses, (RoomAddress("192.0.2.99", 1),))
+        self.assertEqual(
+            answers[0].announcement.addresses, (RoomAddress("192.0.2.99", 1),)
+        )
 
     def test_goodbye_then_silence(self) -> None:
         self.node.datagram_received(padded_query(), QUERIER, 0.0)

@@ -25,7 +25,9 @@ OTHER_KEY = Ed25519PrivateKey.from_private_bytes(b"\x02" * 32)
 
 
 def announce(counter: int = 1, key=KEY, room: str = "lobby") -> Announcement:
-    return Announcement.sign(key, room, ["192.0.2.10:6697"], counter=counter, lifetime=180)
+    return Announcement.sign(
+        key, room, ["192.0.2.10:6697"], counter=counter, lifetime=180
+    )
 
 
 def forged(i: int) -> bytes:
@@ -62,8 +64,12 @@ class DecodeTests(SynchronousTestCase):
         good = Query(b"q" * 8).padded_to(100).to_bytes()
         for data in (b"", b"hello world", good[:10], good + bytes(1200)):
             self.assertIsNone(h.receiver.receive(data, "10.0.0.1", 0.0))
-        self.assertEqual(h.drops, Counter({"truncated": 2, "bad-magic": 1, "oversized": 1}))
-        self.assertEqual(h.receiver.receive(good, "10.0.0.1", 0.0), Query.from_bytes(good))
+        self.assertEqual(
+            h.drops, Counter({"truncated": 2, "bad-magic": 1, "oversized": 1})
+        )
+        self.assertEqual(
+            h.receiver.receive(good, "10.0.0.1", 0.0), Query.from_bytes(good)
+        )
         self.assertEqual(h.stats["received-query"], 1)
 
     def test_ignored_kinds_not_verified(self) -> None:
@@ -147,8 +153,12 @@ class BudgetTests(SynchronousTestCase):
         for n in range(1, 101):
             h.receiver.receive(flip_last_bit(announce(n).to_bytes()), "10.9.9.9", 0.0)
         self.assertEqual(h.stats["signatures-checked"], 20)
-        self.assertEqual(h.drops, Counter({"bad-signature": 20, "signature-budget": 80}))
-        self.assertIsNotNone(h.receiver.receive(announce(500).to_bytes(), "10.9.9.9", 1.0))
+        self.assertEqual(
+            h.drops, Counter({"bad-signature": 20, "signature-budget": 80})
+        )
+        self.assertIsNotNone(
+            h.receiver.receive(announce(500).to_bytes(), "10.9.9.9", 1.0)
+        )
 
     def test_flood_from_many_sources(self) -> None:
         """200 checks a second in all for unknown keys."""
@@ -165,7 +175,9 @@ class BudgetTests(SynchronousTestCase):
         for i in range(1000):
             h.receiver.receive(forged(i), f"10.0.{i // 256}.{i % 256}", 0.0)
         renewal = announce(2)
-        self.assertEqual(h.receiver.receive(renewal.to_bytes(), "10.0.0.1", 0.0), renewal)
+        self.assertEqual(
+            h.receiver.receive(renewal.to_bytes(), "10.0.0.1", 0.0), renewal
+        )
         self.assertEqual(h.stats["signatures-checked"], 201)
 
     def test_known_keys_are_fair_to_each_other(self) -> None:

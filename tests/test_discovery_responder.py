@@ -27,10 +27,14 @@ class Fixed:
 
 
 def announce(room: str = "lobby", counter: int = 1, key=KEY) -> Announcement:
-    return Announcement.sign(key, room, ["192.0.2.10:6697"], counter=counter, lifetime=180)
+    return Announcement.sign(
+        key, room, ["192.0.2.10:6697"], counter=counter, lifetime=180
+    )
 
 
-def query(query_id: bytes = b"q" * 8, room: str | None = "lobby", pad: int = 400) -> Query:
+def query(
+    query_id: bytes = b"q" * 8, room: str | None = "lobby", pad: int = 400
+) -> Query:
     return Query(query_id, room=room).padded_to(pad)
 
 
@@ -161,7 +165,9 @@ class SuppressionTests(SynchronousTestCase):
         h.ask(query())
         h.responder.answer_seen(Answer(b"q" * 8, 60, announce(counter=3)))
         h.responder.answer_seen(Answer(b"z" * 8, 60, announce(counter=10)))
-        h.responder.answer_seen(Answer(b"q" * 8, 60, announce(key=OTHER_KEY, counter=99)))
+        h.responder.answer_seen(
+            Answer(b"q" * 8, 60, announce(key=OTHER_KEY, counter=99))
+        )
         self.assertEqual(len(h.responder.due(1.0)), 1)
 
     def test_duplicate_query_answered_once(self) -> None:

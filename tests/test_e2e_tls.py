@@ -37,10 +37,13 @@ class TLSRoomTests(RunningHostMixin, TestCase):
         alice_order = [(sequence_of(m), m.params[1]) for m in alice_saw.messages]
         bob_order = [(sequence_of(m), m.params[1]) for m in bob_saw.messages]
         self.assertEqual(alice_order, bob_order)
-        self.assertEqual([seq for seq, _ in alice_order],
-                         sorted(seq for seq, _ in alice_order))
-        self.assertEqual([t for _, t in alice_order if t.startswith("a")],
-                         ["a%d" % (n,) for n in range(20)])
+        self.assertEqual(
+            [seq for seq, _ in alice_order], sorted(seq for seq, _ in alice_order)
+        )
+        self.assertEqual(
+            [t for _, t in alice_order if t.startswith("a")],
+            ["a%d" % (n,) for n in range(20)],
+        )
 
         yield self.disconnect(alice)
         yield self.disconnect(bob)
@@ -48,8 +51,10 @@ class TLSRoomTests(RunningHostMixin, TestCase):
         port = yield self.start_host()
         carol, carol_saw = yield self.connect(port, "carol")
         history = yield carol.history("#lobby", "LATEST", "*")
-        self.assertEqual([(sequence_of(m), m.params[1]) for m in history
-                          if m.command == "PRIVMSG"], alice_order)
+        self.assertEqual(
+            [(sequence_of(m), m.params[1]) for m in history if m.command == "PRIVMSG"],
+            alice_order,
+        )
         self.assertEqual(history[-1].command, "QUIT")
         yield carol.join("#lobby")
         carol.send("PRIVMSG", "#lobby", "after restart")
@@ -62,11 +67,15 @@ class TLSRoomTests(RunningHostMixin, TestCase):
         port = yield self.start_host()
         received = []
         original = IRCConnection.dataReceived
-        self.patch(IRCConnection, "dataReceived",
-                   lambda self, data: (received.append(data), original(self, data)))
+        self.patch(
+            IRCConnection,
+            "dataReceived",
+            lambda self, data: (received.append(data), original(self, data)),
+        )
         other = HostIdentity.generate().public_key
-        failure = yield self.assertFailure(self.connect(port, "mallory", other),
-                                           Exception)
+        failure = yield self.assertFailure(
+            self.connect(port, "mallory", other), Exception
+        )
         self.assertIn("certificate verify failed", str(failure))
         self.assertEqual(received, [])
 
@@ -92,6 +101,7 @@ class TLSPolicyTests(RunningHostMixin, TestCase):
 
     def handshake(self, port, minimum, maximum, ciphers=None):
         """Handshake in a thread (the host runs in this one); the version."""
+
         def run():
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
@@ -103,20 +113,28 @@ class TLSPolicyTests(RunningHostMixin, TestCase):
             with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
                 with context.wrap_socket(raw) as tls:
                     return tls.version(), tls.cipher()[0]
+
         return threads.deferToThread(run)
 
     @defer.inlineCallbacks
     def test_versions_and_suites(self):
         port = yield self.start_host()
-        version, cipher = yield self.handshake(port, ssl.TLSVersion.TLSv1_3,
-                                               ssl.TLSVersion.TLSv1_3)
+        version, cipher = yield self.handshake(
+            port, ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3
+        )
         self.assertEqual(version, "TLSv1.3")
-        version, cipher = yield self.handshake(port, ssl.TLSVersion.TLSv1_2,
-                                               ssl.TLSVersion.TLSv1_2)
+        version, cipher = yield self.handshake(
+            port, ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2
+        )
         self.assertEqual(version, "TLSv1.2")
         self.assertIn("ECDHE", cipher)
         self.assertIn("GCM", cipher)
         yield self.assertFailure(
-            self.handshake(port, ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2,
-                           "AES128-SHA:AES256-SHA:ECDHE-ECDSA-AES128-SHA"),
-            ssl.SSLError)
+            self.handshake(
+                port,
+                ssl.TLSVersion.TLSv1_2,
+                ssl.TLSVersion.TLSv1_2,
+                "AES128-SHA:AES256-SHA:ECDHE-ECDSA-AES128-SHA",
+            ),
+            ssl.SSLError,
+        )

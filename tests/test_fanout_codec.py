@@ -24,10 +24,13 @@ ROOM = f.RoomIdentity(raw_public_key(TEST_KEY), "lobby")
 EPOCH_KEY = f.EpochKey(1, bytes(range(32)))
 OTHER_EPOCH_KEY = f.EpochKey(1, bytes(range(32, 64)))
 
-LINE_41 = (b"@time=2026-11-24T16:29:58.126Z;msgid=lobby:41"
-           b" :alice!~alice@127.0.0.1 JOIN #lobby")
-LINE_42 = (b"@time=2026-11-24T16:29:58.728Z;msgid=lobby:42"
-           b" :alice!~alice@127.0.0.1 PRIVMSG #lobby :hello, rooftops")
+LINE_41 = (
+    b"@time=2026-11-24T16:29:58.126Z;msgid=lobby:41 :alice!~alice@127.0.0.1 JOIN #lobby"
+)
+LINE_42 = (
+    b"@time=2026-11-24T16:29:58.728Z;msgid=lobby:42"
+    b" :alice!~alice@127.0.0.1 PRIVMSG #lobby :hello, rooftops"
+)
 
 
 def make_vectors() -> dict[str, bytes]:
@@ -35,12 +38,19 @@ def make_vectors() -> dict[str, bytes]:
     return {
         "room-id": ROOM.room_id,
         "nonce": f.nonce(1, 0),
-        "data": f.seal(TEST_KEY, ROOM, EPOCH_KEY, f.KIND_DATA, 0, 41,
-                       f.encode_events([LINE_41, LINE_42])),
-        "data-over-tls": f.seal(TEST_KEY, ROOM, EPOCH_KEY, f.KIND_DATA, 1, 43,
-                                f.encode_events([None])),
-        "heartbeat": f.seal(TEST_KEY, ROOM, EPOCH_KEY, f.KIND_HEARTBEAT, 2, 43,
-                            b""),
+        "data": f.seal(
+            TEST_KEY,
+            ROOM,
+            EPOCH_KEY,
+            f.KIND_DATA,
+            0,
+            41,
+            f.encode_events([LINE_41, LINE_42]),
+        ),
+        "data-over-tls": f.seal(
+            TEST_KEY, ROOM, EPOCH_KEY, f.KIND_DATA, 1, 43, f.encode_events([None])
+        ),
+        "heartbeat": f.seal(TEST_KEY, ROOM, EPOCH_KEY, f.KIND_HEARTBEAT, 2, 43, b""),
     }
 
 
@@ -49,7 +59,8 @@ def vectors_in_doc() -> dict[str, bytes]:
     text = DOC.read_text(encoding="utf-8")
     found = {}
     for match in re.finditer(
-            r"Test vector ``([\w-]+)``::\n\n((?:    [0-9a-f]+\n)+)", text):
+        r"Test vector ``([\w-]+)``::\n\n((?:    [0-9a-f]+\n)+)", text
+    ):
         found[match.group(1)] = bytes.fromhex("".join(match.group(2).split()))
     return found
 
@@ -74,20 +85,22 @@ class VectorTests(SynchronousTestCase):
     def test_vectors_open(self) -> None:
         """The document's datagrams open under the epoch key and verify."""
         docs = vectors_in_doc()
-        data = f.open_datagram(f.Datagram.from_bytes(docs["data"]), ROOM,
-                               EPOCH_KEY)
+        data = f.open_datagram(f.Datagram.from_bytes(docs["data"]), ROOM, EPOCH_KEY)
         self.assertEqual((data.seq, data.lines), (41, (LINE_41, LINE_42)))
         self.assertEqual(data.last_seq, 42)
-        tls = f.open_datagram(f.Datagram.from_bytes(docs["data-over-tls"]),
-                              ROOM, EPOCH_KEY)
+        tls = f.open_datagram(
+            f.Datagram.from_bytes(docs["data-over-tls"]), ROOM, EPOCH_KEY
+        )
         self.assertEqual((tls.seq, tls.lines), (43, (None,)))
-        beat = f.open_datagram(f.Datagram.from_bytes(docs["heartbeat"]), ROOM,
-                               EPOCH_KEY)
-        self.assertEqual((beat.kind, beat.seq, beat.lines, beat.counter),
-                         (f.KIND_HEARTBEAT, 43, (), 2))
+        beat = f.open_datagram(
+            f.Datagram.from_bytes(docs["heartbeat"]), ROOM, EPOCH_KEY
+        )
+        self.assertEqual(
+            (beat.kind, beat.seq, beat.lines, beat.counter),
+            (f.KIND_HEARTBEAT, 43, (), 2),
+        )
         for name in ("data", "data-over-tls", "heartbeat"):
-            self.assertEqual(f.Datagram.from_bytes(docs[name]).to_bytes(),
-                             docs[name])
+            self.assertEqual(f.Datagram.from_bytes(docs[name]).to_bytes(), docs[name])
 
     def test_example_lines(self) -> None:
         """Every example FANOUT line in the document parses into the value
@@ -109,38 +122,67 @@ class VectorTests(SynchronousTestCase):
             else:
                 parsed = f.MemberRequest.from_params(params)
             self.assertEqual(
-                format_text(f.COMMAND, *parsed.to_params(),  # type: ignore[attr-defined]
-                            prefix=message.prefix).rstrip("\r\n"), text)
+                format_text(
+                    f.COMMAND,
+                    *parsed.to_params(),  # type: ignore[attr-defined]
+                    prefix=message.prefix,
+                ).rstrip("\r\n"),
+                text,
+            )
 
     def test_key_line_vector(self) -> None:
         """The KEY line of the document carries the test epoch key."""
-        grant = f.KeyGrant(room="lobby", epoch_key=EPOCH_KEY,
-                           group="239.255.67.70", port=47668)
-        self.assertIn(format_text(f.COMMAND, *grant.to_params(),
-                                  prefix="6a2aac0f8bfb051d.chatroom").rstrip(),
-                      lines_in_doc())
+        grant = f.KeyGrant(
+            room="lobby", epoch_key=EPOCH_KEY, group="239.255.67.70", port=47668
+        )
+        self.assertIn(
+            format_text(
+                f.COMMAND, *grant.to_params(), prefix="6a2aac0f8bfb051d.chatroom"
+            ).rstrip(),
+            lines_in_doc(),
+        )
 
 
 events = st.lists(
-    st.one_of(st.none(), st.binary(min_size=1, max_size=300).filter(
-        lambda b: not ({13, 10, 0} & set(b)))),
-    min_size=1, max_size=6)
+    st.one_of(
+        st.none(),
+        st.binary(min_size=1, max_size=300).filter(
+            lambda b: not ({13, 10, 0} & set(b))
+        ),
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 
 class RoundTripTests(SynchronousTestCase):
     """Sealing then opening gives back what was sealed."""
 
     @settings(max_examples=100, deadline=None)
-    @given(events, st.integers(1, f.MAX_EPOCH), st.integers(0, f.MAX_COUNTER),
-           st.integers(1, 2**40))
-    def test_data_round_trip(self, lines: list[bytes | None], epoch: int,
-                             counter: int, seq: int) -> None:
+    @given(
+        events,
+        st.integers(1, f.MAX_EPOCH),
+        st.integers(0, f.MAX_COUNTER),
+        st.integers(1, 2**40),
+    )
+    def test_data_round_trip(
+        self, lines: list[bytes | None], epoch: int, counter: int, seq: int
+    ) -> None:
         """Any events that fit come back in order with their numbers."""
         key = f.EpochKey(epoch, bytes(32))
         plaintext = f.encode_events(lines)
         if len(plaintext) > f.MAX_PLAINTEXT:
-            self.assertRaises(ParseError, f.seal, TEST_KEY, ROOM, key,
-                              f.KIND_DATA, counter, seq, plaintext)
+            self.assertRaises(
+                ParseError,
+                f.seal,
+                TEST_KEY,
+                ROOM,
+                key,
+                f.KIND_DATA,
+                counter,
+                seq,
+                plaintext,
+            )
             return
         data = f.seal(TEST_KEY, ROOM, key, f.KIND_DATA, counter, seq, plaintext)
         self.assertLessEqual(len(data), f.MAX_DATAGRAM_SIZE)
@@ -148,12 +190,16 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(datagram.to_bytes(), data)
         opened = f.open_datagram(datagram, ROOM, key)
         self.assertEqual(opened.lines, tuple(lines))
-        self.assertEqual((opened.seq, opened.epoch, opened.counter),
-                         (seq, epoch, counter))
+        self.assertEqual(
+            (opened.seq, opened.epoch, opened.counter), (seq, epoch, counter)
+        )
 
     @settings(max_examples=100, deadline=None)
-    @given(st.lists(st.tuples(st.integers(1, 10**6), st.integers(0, 5)),
-                    min_size=1, max_size=20))
+    @given(
+        st.lists(
+            st.tuples(st.integers(1, 10**6), st.integers(0, 5)), min_size=1, max_size=20
+        )
+    )
     def test_ranges_round_trip(self, spans: list[tuple[int, int]]) -> None:
         """Ascending disjoint ranges format and parse back unchanged."""
         ranges = []
@@ -170,26 +216,31 @@ class RoundTripTests(SynchronousTestCase):
             self.assertEqual(f.parse_ranges(text), tuple(ranges))
 
     @settings(max_examples=100, deadline=None)
-    @given(st.integers(1, f.MAX_EPOCH), st.binary(min_size=32, max_size=32),
-           st.integers(0xE0000000, 0xEFFFFFFF).map(
-               lambda n: str(ipaddress.IPv4Address(n))),
-           st.integers(1, 65535), st.integers(0, f.MAX_COUNTER))
-    def test_key_grant_round_trip(self, epoch: int, key: bytes, group: str,
-                                  port: int, counter: int) -> None:
+    @given(
+        st.integers(1, f.MAX_EPOCH),
+        st.binary(min_size=32, max_size=32),
+        st.integers(0xE0000000, 0xEFFFFFFF).map(
+            lambda n: str(ipaddress.IPv4Address(n))
+        ),
+        st.integers(1, 65535),
+        st.integers(0, f.MAX_COUNTER),
+    )
+    def test_key_grant_round_trip(
+        self, epoch: int, key: bytes, group: str, port: int, counter: int
+    ) -> None:
         """A KEY line's parameters parse back to the same grant."""
-        grant = f.KeyGrant("lobby", f.EpochKey(epoch, key), group, port,
-                           counter)
+        grant = f.KeyGrant("lobby", f.EpochKey(epoch, key), group, port, counter)
         self.assertEqual(f.KeyGrant.from_params(grant.to_params()), grant)
 
     def test_requests_round_trip(self) -> None:
         """Each member request and host reply round-trips."""
-        for request in (f.MemberRequest("lobby", "START", epoch=3),
-                        f.MemberRequest("lobby", "STOP"),
-                        f.MemberRequest("lobby", "SYNC"),
-                        f.MemberRequest("lobby", "REPAIR",
-                                        ranges=((5, 7), (12, 12)))):
-            self.assertEqual(f.MemberRequest.from_params(request.to_params()),
-                             request)
+        for request in (
+            f.MemberRequest("lobby", "START", epoch=3),
+            f.MemberRequest("lobby", "STOP"),
+            f.MemberRequest("lobby", "SYNC"),
+            f.MemberRequest("lobby", "REPAIR", ranges=((5, 7), (12, 12))),
+        ):
+            self.assertEqual(f.MemberRequest.from_params(request.to_params()), request)
         mode = f.ModeChange("lobby", True, 41)
         self.assertEqual(f.ModeChange.from_params(mode.to_params()), mode)
         repaired = f.Repaired("lobby", ((5, 7),))
@@ -213,27 +264,28 @@ class BadInputTests(SynchronousTestCase):
             datagram = f.Datagram.from_bytes(data)
         except ParseError:
             return
-        self.assertRaises(ParseError, f.open_datagram, datagram, ROOM,
-                          EPOCH_KEY)
+        self.assertRaises(ParseError, f.open_datagram, datagram, ROOM, EPOCH_KEY)
 
     def test_header_checks(self) -> None:
         """Each cheap check has its own reason."""
         data = make_vectors()["data"]
-        self.assertEqual(self.reason(f.Datagram.from_bytes, data[:100]),
-                         "truncated")
-        self.assertEqual(self.reason(f.Datagram.from_bytes, data + bytes(1200)),
-                         "oversized")
-        self.assertEqual(self.reason(f.Datagram.from_bytes, b"XXXX" + data[4:]),
-                         "bad-magic")
-        self.assertEqual(self.reason(f.Datagram.from_bytes,
-                                     data[:4] + b"\x02" + data[5:]),
-                         "unsupported-version")
-        self.assertEqual(self.reason(f.Datagram.from_bytes,
-                                     data[:5] + b"\x09" + data[6:]),
-                         "unknown-kind")
+        self.assertEqual(self.reason(f.Datagram.from_bytes, data[:100]), "truncated")
+        self.assertEqual(
+            self.reason(f.Datagram.from_bytes, data + bytes(1200)), "oversized"
+        )
+        self.assertEqual(
+            self.reason(f.Datagram.from_bytes, b"XXXX" + data[4:]), "bad-magic"
+        )
+        self.assertEqual(
+            self.reason(f.Datagram.from_bytes, data[:4] + b"\x02" + data[5:]),
+            "unsupported-version",
+        )
+        self.assertEqual(
+            self.reason(f.Datagram.from_bytes, data[:5] + b"\x09" + data[6:]),
+            "unknown-kind",
+        )
         zero_epoch = data[:14] + bytes(4) + data[18:]
-        self.assertEqual(self.reason(f.Datagram.from_bytes, zero_epoch),
-                         "malformed")
+        self.assertEqual(self.reason(f.Datagram.from_bytes, zero_epoch), "malformed")
 
     def test_every_truncation_refused(self) -> None:
         """Every proper prefix of every datagram vector is refused."""
@@ -244,8 +296,9 @@ class BadInputTests(SynchronousTestCase):
                     datagram = f.Datagram.from_bytes(data[:end])
                 except ParseError:
                     continue
-                self.assertRaises(ParseError, f.open_datagram, datagram, ROOM,
-                                  EPOCH_KEY)
+                self.assertRaises(
+                    ParseError, f.open_datagram, datagram, ROOM, EPOCH_KEY
+                )
 
     def test_every_bit_flip_refused(self) -> None:
         """Flipping any bit of the data vector makes it fail a check."""
@@ -255,51 +308,74 @@ class BadInputTests(SynchronousTestCase):
                 bad = bytearray(data)
                 bad[i] ^= bit
                 with self.assertRaises(ParseError, msg=str(i)):
-                    f.open_datagram(f.Datagram.from_bytes(bytes(bad)), ROOM,
-                                    EPOCH_KEY)
+                    f.open_datagram(f.Datagram.from_bytes(bytes(bad)), ROOM, EPOCH_KEY)
 
     def test_member_forgery(self) -> None:
         """A member holding the epoch key seals a datagram with its own
         Ed25519 key (or none): it decrypts, and the signature check
         refuses it."""
-        forged = f.seal(OTHER_KEY, ROOM, EPOCH_KEY, f.KIND_DATA, 5, 44,
-                        f.encode_events([b"PRIVMSG #lobby :forged"]))
+        forged = f.seal(
+            OTHER_KEY,
+            ROOM,
+            EPOCH_KEY,
+            f.KIND_DATA,
+            5,
+            44,
+            f.encode_events([b"PRIVMSG #lobby :forged"]),
+        )
         datagram = f.Datagram.from_bytes(forged)
         datagram.open(ROOM, EPOCH_KEY)
-        self.assertEqual(self.reason(f.open_datagram, datagram, ROOM,
-                                     EPOCH_KEY), "bad-signature")
+        self.assertEqual(
+            self.reason(f.open_datagram, datagram, ROOM, EPOCH_KEY), "bad-signature"
+        )
 
     def test_non_member_forgery(self) -> None:
         """Without the epoch key, even a correctly signed datagram (the
         host's own key under the wrong epoch key) fails the AEAD first."""
-        forged = f.seal(TEST_KEY, ROOM, OTHER_EPOCH_KEY, f.KIND_DATA, 5, 44,
-                        f.encode_events([b"x"]))
-        self.assertEqual(self.reason(f.open_datagram,
-                                     f.Datagram.from_bytes(forged), ROOM,
-                                     EPOCH_KEY), "bad-ciphertext")
+        forged = f.seal(
+            TEST_KEY, ROOM, OTHER_EPOCH_KEY, f.KIND_DATA, 5, 44, f.encode_events([b"x"])
+        )
+        self.assertEqual(
+            self.reason(
+                f.open_datagram, f.Datagram.from_bytes(forged), ROOM, EPOCH_KEY
+            ),
+            "bad-ciphertext",
+        )
 
     def test_other_room_same_key(self) -> None:
         """The room identity is authenticated: a datagram of #lobby does not
         open as #other even with the same epoch key."""
         data = make_vectors()["data"]
         other = f.RoomIdentity(ROOM.q, "other")
-        self.assertEqual(self.reason(f.open_datagram, f.Datagram.from_bytes(data),
-                                     other, EPOCH_KEY), "bad-ciphertext")
+        self.assertEqual(
+            self.reason(f.open_datagram, f.Datagram.from_bytes(data), other, EPOCH_KEY),
+            "bad-ciphertext",
+        )
 
     def test_bad_plaintext(self) -> None:
         """Signed and sealed but malformed event lists are refused."""
-        for plaintext in (b"\x00\x05abc", b"\x00\x01", b"\x00\x02a\n",
-                          b"\x00\x01a\x00"):
-            data = f.seal(TEST_KEY, ROOM, EPOCH_KEY, f.KIND_DATA, 0, 1,
-                          plaintext)
-            self.assertEqual(self.reason(f.open_datagram,
-                                         f.Datagram.from_bytes(data), ROOM,
-                                         EPOCH_KEY), "malformed")
-        zero_seq = f.seal(TEST_KEY, ROOM, EPOCH_KEY, f.KIND_DATA, 0, 0,
-                          f.encode_events([b"x"]))
-        self.assertEqual(self.reason(f.open_datagram,
-                                     f.Datagram.from_bytes(zero_seq), ROOM,
-                                     EPOCH_KEY), "malformed")
+        for plaintext in (
+            b"\x00\x05abc",
+            b"\x00\x01",
+            b"\x00\x02a\n",
+            b"\x00\x01a\x00",
+        ):
+            data = f.seal(TEST_KEY, ROOM, EPOCH_KEY, f.KIND_DATA, 0, 1, plaintext)
+            self.assertEqual(
+                self.reason(
+                    f.open_datagram, f.Datagram.from_bytes(data), ROOM, EPOCH_KEY
+                ),
+                "malformed",
+            )
+        zero_seq = f.seal(
+            TEST_KEY, ROOM, EPOCH_KEY, f.KIND_DATA, 0, 0, f.encode_events([b"x"])
+        )
+        self.assertEqual(
+            self.reason(
+                f.open_datagram, f.Datagram.from_bytes(zero_seq), ROOM, EPOCH_KEY
+            ),
+            "malformed",
+        )
 
     def test_bad_lines(self) -> None:
         """FANOUT lines with wrong parameters are refused with reasons."""
@@ -307,21 +383,35 @@ class BadInputTests(SynchronousTestCase):
         for i, bad in ((3, "aes-128-ocb"),):
             params = list(good)
             params[i] = bad
-            self.assertEqual(self.reason(f.KeyGrant.from_params, params),
-                             "unsupported-algorithm")
-        for i, bad in ((0, "lobby"), (2, "0"), (2, "01"), (4, "AB" * 32),
-                       (5, "10.0.0.1"), (5, "x"), (6, "0"), (7, "-1")):
+            self.assertEqual(
+                self.reason(f.KeyGrant.from_params, params), "unsupported-algorithm"
+            )
+        for i, bad in (
+            (0, "lobby"),
+            (2, "0"),
+            (2, "01"),
+            (4, "AB" * 32),
+            (5, "10.0.0.1"),
+            (5, "x"),
+            (6, "0"),
+            (7, "-1"),
+        ):
             params = list(good)
             params[i] = bad
-            self.assertEqual(self.reason(f.KeyGrant.from_params, params),
-                             "bad-params", (i, bad))
+            self.assertEqual(
+                self.reason(f.KeyGrant.from_params, params), "bad-params", (i, bad)
+            )
         for text in ("", "0", "5-3", "3,3", "1-1001", "a", "1-2-3", "2,1"):
             self.assertRaises(ParseError, f.parse_ranges, text)
         self.assertEqual(self.reason(f.parse_ranges, "1-1001"), "too-many")
-        self.assertEqual(self.reason(f.MemberRequest.from_params,
-                                     ["#lobby", "DANCE"]), "unknown-verb")
-        self.assertEqual(self.reason(f.MemberRequest.from_params,
-                                     ["#lobby", "START"]), "bad-params")
-        self.assertEqual(self.reason(f.ModeChange.from_params,
-                                     ["#lobby", "MODE", "UDP", "1"]),
-                         "bad-params")
+        self.assertEqual(
+            self.reason(f.MemberRequest.from_params, ["#lobby", "DANCE"]),
+            "unknown-verb",
+        )
+        self.assertEqual(
+            self.reason(f.MemberRequest.from_params, ["#lobby", "START"]), "bad-params"
+        )
+        self.assertEqual(
+            self.reason(f.ModeChange.from_params, ["#lobby", "MODE", "UDP", "1"]),
+            "bad-params",
+        )

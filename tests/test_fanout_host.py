@@ -23,9 +23,7 @@ from .fakes import FakeClient, FakeGroupSender, make_host
 TAKERS = ("message-tags", "server-time", "echo-message", CAPABILITY)
 
 
-
 class HostFanoutTests(SynchronousTestCase):
-
     def setUp(self):
         self.host = make_host(limits=Limits(flood_rate=0))
         self.key = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
@@ -33,8 +31,12 @@ class HostFanoutTests(SynchronousTestCase):
         self.socket = FakeGroupSender()
         counter = iter(range(1, 1000))
         self.host.fanout = HostFanout(
-            self.host, self.key, self.q, self.socket,
-            random_bytes=lambda n: bytes([next(counter)]) * n)
+            self.host,
+            self.key,
+            self.q,
+            self.socket,
+            random_bytes=lambda n: bytes([next(counter)]) * n,
+        )
         self.identity = RoomIdentity(self.q, "lobby")
 
     def taker(self, nick):
@@ -55,8 +57,7 @@ class HostFanoutTests(SynchronousTestCase):
         for data in self.socket.sent:
             datagram = Datagram.from_bytes(data)
             try:
-                result.append(open_datagram(datagram, self.identity,
-                                            grant.epoch_key))
+                result.append(open_datagram(datagram, self.identity, grant.epoch_key))
             except ParseError as e:
                 result.append(e.reason)
         self.socket.sent = []
@@ -104,8 +105,9 @@ class HostFanoutTests(SynchronousTestCase):
         stock.raw()
         self.host.rooms["lobby"]  # the room exists
         a = self.host.nick_owner("a")
-        self.host.submit(self.host.rooms["lobby"].post(
-            a, "PRIVMSG", "hello", self.host.now_ms()))
+        self.host.submit(
+            self.host.rooms["lobby"].post(a, "PRIVMSG", "hello", self.host.now_ms())
+        )
         self.host.clock.advance(0)
         (line,) = stock.messages()
         self.assertEqual(line.params, ("#lobby", "hello"))
@@ -136,8 +138,9 @@ class HostFanoutTests(SynchronousTestCase):
         bob.disconnect()
         keys = [m for m in alice.messages() if m.command == "FANOUT"]
         self.assertEqual(len(keys), 1)
-        self.assertNotEqual(KeyGrant.from_params(keys[0].params).epoch_key,
-                            bob_grant.epoch_key)
+        self.assertNotEqual(
+            KeyGrant.from_params(keys[0].params).epoch_key, bob_grant.epoch_key
+        )
 
     def test_repair_over_tls(self):
         alice, grant = self.taker("alice")
@@ -153,15 +156,18 @@ class HostFanoutTests(SynchronousTestCase):
         self.host.clock.advance(REPAIR_WINDOW)
         messages = alice.messages()
         self.assertEqual([m.params[-1] for m in messages[:2]], ["x", "y"])
-        self.assertEqual(messages[-1].params[1:],
-                         ("REPAIRED", "%d-%d" % (first, first + 1)))
+        self.assertEqual(
+            messages[-1].params[1:], ("REPAIRED", "%d-%d" % (first, first + 1))
+        )
 
     def test_bad_requests(self):
         alice, _ = self.taker("alice")
         alice.send("FANOUT #lobby REPAIR banana", "FANOUT #nope SYNC")
         fails = alice.messages()
-        self.assertEqual([(m.command, m.params[1]) for m in fails],
-                         [("FAIL", "INVALID_PARAMS"), ("FAIL", "NOT_AVAILABLE")])
+        self.assertEqual(
+            [(m.command, m.params[1]) for m in fails],
+            [("FAIL", "INVALID_PARAMS"), ("FAIL", "NOT_AVAILABLE")],
+        )
         self.assertEqual(self.host.counters["fanout-bad-requests"], 1)
 
     def test_labelled_echo_over_tls(self):
@@ -172,5 +178,7 @@ class HostFanoutTests(SynchronousTestCase):
         alice.messages()
         alice.send("@label=l1 PRIVMSG #lobby :mine")
         (echo,) = alice.messages()
-        self.assertEqual((echo.command, echo.params[-1], echo.tags["label"]),
-                         ("PRIVMSG", "mine", "l1"))
+        self.assertEqual(
+            (echo.command, echo.params[-1], echo.tags["label"]),
+            ("PRIVMSG", "mine", "l1"),
+        )

@@ -36,13 +36,24 @@ def line(seq: int) -> bytes:
     return b"@msgid=lobby:%d :a!a@h PRIVMSG #lobby :%d" % (seq, seq)
 
 
-def data(seq: int, count: int = 1, counter: int | None = None,
-         key: f.EpochKey = KEY1, signer: Ed25519PrivateKey = HOST_KEY,
-         room: f.RoomIdentity = ROOM) -> bytes:
+def data(
+    seq: int,
+    count: int = 1,
+    counter: int | None = None,
+    key: f.EpochKey = KEY1,
+    signer: Ed25519PrivateKey = HOST_KEY,
+    room: f.RoomIdentity = ROOM,
+) -> bytes:
     """A data datagram with events seq..seq+count-1."""
-    return f.seal(signer, room, key, f.KIND_DATA,
-                  seq if counter is None else counter, seq,
-                  f.encode_events([line(s) for s in range(seq, seq + count)]))
+    return f.seal(
+        signer,
+        room,
+        key,
+        f.KIND_DATA,
+        seq if counter is None else counter,
+        seq,
+        f.encode_events([line(s) for s in range(seq, seq + count)]),
+    )
 
 
 def grant(key: f.EpochKey = KEY1, next_counter: int = 0) -> f.KeyGrant:
@@ -175,8 +186,7 @@ class ReorderBufferTests(SynchronousTestCase):
         tls_from on) never existed, and nothing there is asked for."""
         b = ReorderBuffer(10, lambda: 0.0, tls_from=10)
         self.assertEqual(delivered(list(b.offer(13, line(13), 0))), [])
-        self.assertEqual(delivered(list(b.offer(12, line(12), 0, tls=True))),
-                         [12, 13])
+        self.assertEqual(delivered(list(b.offer(12, line(12), 0, tls=True))), [12, 13])
         self.assertEqual(b.next_seq, 14)
         self.assertIsNone(b.wake_at())
 
@@ -219,8 +229,7 @@ class ReorderBufferTests(SynchronousTestCase):
         b.known(1200, 0)
         self.assertEqual(b.due(0), [RequestHistory(0, 100)])
         events = [(s, line(s)) for s in (3, 1199)]
-        self.assertEqual(delivered(list(b.history_batch(0, events, 100, 1))),
-                         [3, 1199])
+        self.assertEqual(delivered(list(b.history_batch(0, events, 100, 1))), [3, 1199])
         self.assertEqual(b.next_seq, 1201)
 
     def test_held_bounded(self) -> None:
@@ -231,11 +240,14 @@ class ReorderBufferTests(SynchronousTestCase):
         self.assertEqual(b.latest, 1001)
 
     @settings(max_examples=200, deadline=None)
-    @given(st.integers(1, 60), st.randoms(use_true_random=False),
-           st.lists(st.sampled_from(["offer", "dup", "complete", "known"]),
-                    max_size=80))
-    def test_exactly_once_in_order(self, n: int, rng: random.Random,
-                                   ops: list[str]) -> None:
+    @given(
+        st.integers(1, 60),
+        st.randoms(use_true_random=False),
+        st.lists(st.sampled_from(["offer", "dup", "complete", "known"]), max_size=80),
+    )
+    def test_exactly_once_in_order(
+        self, n: int, rng: random.Random, ops: list[str]
+    ) -> None:
         """Offered in any order, with duplicates and completions of ranges
         whose events were all offered, each event is delivered once and in
         order; once all are offered, all are delivered."""
@@ -270,56 +282,66 @@ class ReceiverTests(SynchronousTestCase):
     """Datagram checks, drops and modes of FanoutReceiver."""
 
     def setUp(self) -> None:
-        self.receiver = FanoutReceiver(ROOM, grant(), next_seq=1, now=0.0,
-                                       random=lambda: 0.0)
+        self.receiver = FanoutReceiver(
+            ROOM, grant(), next_seq=1, now=0.0, random=lambda: 0.0
+        )
 
     def feed(self, datagram: bytes, now: float = 0.0) -> list[r.Action]:
         """Give the receiver one datagram."""
         return self.receiver.datagram_received(datagram, now)
 
-    def assert_dropped(self, datagram: bytes, reason: str,
-                       now: float = 0.0) -> None:
+    def assert_dropped(self, datagram: bytes, reason: str, now: float = 0.0) -> None:
         """The datagram is dropped for ``reason``, nothing is delivered and
         no window moves."""
-        windows = {e: self.receiver.replay_window(e).state  # type: ignore[union-attr]
-                   for e in self.receiver.epochs}
+        windows = {
+            e: self.receiver.replay_window(e).state  # type: ignore[union-attr]
+            for e in self.receiver.epochs
+        }
         before = self.receiver.drops[reason]
         next_seq = self.receiver.buffer.next_seq
         self.assertEqual(delivered(self.feed(datagram, now)), [])
         self.assertEqual(self.receiver.drops[reason], before + 1, reason)
         self.assertEqual(self.receiver.buffer.next_seq, next_seq)
-        self.assertEqual({e: self.receiver.replay_window(e).state  # type: ignore[union-attr]
-                          for e in self.receiver.epochs}, windows)
+        self.assertEqual(
+            {
+                e: self.receiver.replay_window(e).state  # type: ignore[union-attr]
+                for e in self.receiver.epochs
+            },
+            windows,
+        )
 
     def test_valid_datagram_starts_multicast(self) -> None:
         """The first valid datagram is delivered and asks for multicast;
         the MODE answer switches."""
         actions = self.feed(data(1, 2))
         self.assertEqual(delivered(actions), [1, 2])
-        self.assertEqual(requests(actions),
-                         [f.MemberRequest("lobby", "START", epoch=1)])
+        self.assertEqual(
+            requests(actions), [f.MemberRequest("lobby", "START", epoch=1)]
+        )
         self.assertEqual(self.receiver.mode, "starting")
         actions = self.receiver.mode_changed(f.ModeChange("lobby", True, 2), 0)
-        self.assertIn(ModeReport("multicast", "Receiving the room by multicast."),
-                      actions)
+        self.assertIn(
+            ModeReport("multicast", "Receiving the room by multicast."), actions
+        )
         self.assertEqual(self.receiver.mode, "multicast")
 
     def test_bad_inputs_dropped_and_counted(self) -> None:
         """Every kind of bad datagram is dropped, counted under its reason,
         raises nothing and leaves the replay window where it was."""
         self.feed(data(1, counter=0))
-        self.assert_dropped(data(2, key=f.EpochKey(1, os.urandom(32))),
-                            "bad-ciphertext")  # a non-member
+        self.assert_dropped(
+            data(2, key=f.EpochKey(1, os.urandom(32))), "bad-ciphertext"
+        )  # a non-member
         self.assert_dropped(data(2, signer=MEMBER_KEY), "bad-signature")
         self.assert_dropped(data(1, counter=0), "replay")
         self.assert_dropped(data(2, counter=5000), "too-far-ahead")
         self.assert_dropped(data(2)[:50], "truncated")
         self.assert_dropped(data(2)[:-1], "bad-ciphertext")
         self.assert_dropped(b"\x00" * 200, "bad-magic")
-        self.assert_dropped(data(2, room=f.RoomIdentity(ROOM.q, "other")),
-                            "unknown-room")
-        self.assert_dropped(data(2, key=f.EpochKey(50, KEY1.key)),
-                            "unknown-epoch")
+        self.assert_dropped(
+            data(2, room=f.RoomIdentity(ROOM.q, "other")), "unknown-room"
+        )
+        self.assert_dropped(data(2, key=f.EpochKey(50, KEY1.key)), "unknown-epoch")
         rng = random.Random(1)
         for _ in range(200):
             junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1300)))
@@ -336,8 +358,7 @@ class ReceiverTests(SynchronousTestCase):
         forged_replay = data(9, counter=0, key=f.EpochKey(1, bytes(32)))
         self.assert_dropped(forged_replay, "replay")
         for counter in range(1, 400):
-            self.feed(data(2, counter=counter, key=f.EpochKey(1, bytes(32))),
-                      1.0)
+            self.feed(data(2, counter=counter, key=f.EpochKey(1, bytes(32))), 1.0)
         self.assertEqual(self.receiver.drops["bad-ciphertext"], 399)
         self.assertEqual(self.receiver.drops["rate-limited"], 0)
         for counter in range(1, 400):
@@ -372,8 +393,7 @@ class ReceiverTests(SynchronousTestCase):
         not come within the hold time."""
         self.feed(data(1, counter=0))
         self.assertEqual(self.feed(data(2, counter=0, key=KEY2), 1.0), [])
-        self.assertEqual(delivered(self.receiver.key_received(grant(KEY2), 1.5)),
-                         [2])
+        self.assertEqual(delivered(self.receiver.key_received(grant(KEY2), 1.5)), [2])
         key3 = f.EpochKey(3, bytes(32))
         self.feed(data(3, counter=0, key=key3), 2.0)
         self.receiver.tick(2.0 + r.HOLD_TIME)
@@ -383,8 +403,9 @@ class ReceiverTests(SynchronousTestCase):
         """More than 200 datagrams a second are dropped before the
         signature check, and counted."""
         for counter in range(250):
-            self.feed(f.seal(HOST_KEY, ROOM, KEY1, f.KIND_HEARTBEAT, counter,
-                             0, b""), 0.5)
+            self.feed(
+                f.seal(HOST_KEY, ROOM, KEY1, f.KIND_HEARTBEAT, counter, 0, b""), 0.5
+            )
         self.assertEqual(self.receiver.accepted, 200)
         self.assertEqual(self.receiver.drops["rate-limited"], 50)
 
@@ -393,12 +414,12 @@ class ReceiverTests(SynchronousTestCase):
         asked for after the random wait."""
         self.feed(data(1, counter=0))
         self.receiver.mode_changed(f.ModeChange("lobby", True, 1), 0.0)
-        self.feed(f.seal(HOST_KEY, ROOM, KEY1, f.KIND_HEARTBEAT, 5, 3, b""),
-                  0.3)
+        self.feed(f.seal(HOST_KEY, ROOM, KEY1, f.KIND_HEARTBEAT, 5, 3, b""), 0.3)
         self.assertAlmostEqual(self.receiver.wake_at, 0.35)  # type: ignore[arg-type]
-        self.assertEqual(requests(self.receiver.tick(0.35)),
-                         [f.MemberRequest("lobby", "REPAIR",
-                                          ranges=((2, 3),))])
+        self.assertEqual(
+            requests(self.receiver.tick(0.35)),
+            [f.MemberRequest("lobby", "REPAIR", ranges=((2, 3),))],
+        )
         actions = self.receiver.tls_event(2, line(2), 0.4)
         actions += self.receiver.repaired(((2, 3),), 0.4)
         self.assertEqual(delivered(actions), [2])
@@ -412,27 +433,32 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(self.receiver.wake_at, r.SILENCE)
         actions = self.receiver.tick(r.SILENCE)
         self.assertEqual(requests(actions), [f.MemberRequest("lobby", "STOP")])
-        self.assertTrue(any(isinstance(a, ModeReport) and a.mode == "tls"
-                            for a in actions))
+        self.assertTrue(
+            any(isinstance(a, ModeReport) and a.mode == "tls" for a in actions)
+        )
         self.receiver.mode_changed(f.ModeChange("lobby", False, 3), 5.1)
         self.assertEqual(requests(self.receiver.tick(5.1)), [])
         actions = self.receiver.tick(5.15)
-        self.assertEqual(requests(actions),
-                         [f.MemberRequest("lobby", "REPAIR", ranges=((2, 3),))])
+        self.assertEqual(
+            requests(actions), [f.MemberRequest("lobby", "REPAIR", ranges=((2, 3),))]
+        )
         out = delivered(self.receiver.tls_event(2, line(2), 5.2))
         out += delivered(self.receiver.tls_event(3, line(3), 5.2))
         out += delivered(self.receiver.tls_event(4, line(4), 5.2))  # live
         self.assertEqual(out, [2, 3, 4])
         # A datagram now does not START again before the back-off.
         self.assertEqual(requests(self.feed(data(5, counter=9), 6.0)), [])
-        self.assertEqual(requests(self.feed(data(6, counter=10), 36.0)),
-                         [f.MemberRequest("lobby", "START", epoch=1)])
+        self.assertEqual(
+            requests(self.feed(data(6, counter=10), 36.0)),
+            [f.MemberRequest("lobby", "START", epoch=1)],
+        )
 
     def test_no_datagram_tells_user(self) -> None:
         """When nothing arrives after the key, the user is told once."""
         actions = self.receiver.tick(r.PROBE_TIMEOUT)
-        self.assertEqual([a.mode for a in actions if isinstance(a, ModeReport)],
-                         ["tls"])
+        self.assertEqual(
+            [a.mode for a in actions if isinstance(a, ModeReport)], ["tls"]
+        )
         self.assertEqual(self.receiver.tick(r.PROBE_TIMEOUT + 10), [])
 
     def test_listener_dispatches_by_room(self) -> None:
@@ -442,10 +468,10 @@ class ReceiverTests(SynchronousTestCase):
         room, actions = listener.datagram_received(data(1, counter=0), 0)
         self.assertEqual((room, delivered(actions)), ("lobby", [1]))
         room, _ = listener.datagram_received(
-            data(1, room=f.RoomIdentity(ROOM.q, "other")), 0)
+            data(1, room=f.RoomIdentity(ROOM.q, "other")), 0
+        )
         self.assertIsNone(room)
         listener.datagram_received(b"junk", 0)
-        self.assertEqual(dict(listener.drops),
-                         {"unknown-room": 1, "truncated": 1})
+        self.assertEqual(dict(listener.drops), {"unknown-room": 1, "truncated": 1})
         listener.remove(self.receiver)
         self.assertEqual(listener.datagram_received(data(2), 0), (None, []))

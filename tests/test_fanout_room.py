@@ -55,13 +55,20 @@ class SimRoom:
     ``loss`` is the chance that one member misses one datagram.
     """
 
-    def __init__(self, seed: int, loss: float = 0.0,
-                 sender_args: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, seed: int, loss: float = 0.0, sender_args: dict[str, Any] | None = None
+    ) -> None:
         self.rng = random.Random(seed)
         self.loss = loss
         self.now = 0.0
-        self.sender = s.FanoutSender(HOST_KEY, ROOM, "239.255.67.70", 47668,
-                                     self.rng.randbytes, **(sender_args or {}))
+        self.sender = s.FanoutSender(
+            HOST_KEY,
+            ROOM,
+            "239.255.67.70",
+            47668,
+            self.rng.randbytes,
+            **(sender_args or {}),
+        )
         self.seq = 0
         self.history: dict[int, bytes] = {}
         self.members: dict[str, SimMember] = {}
@@ -79,7 +86,9 @@ class SimRoom:
         """Number, store and queue a room event; return its number."""
         self.seq += 1
         line = b"@time=2026-11-30T12:00:00.000Z;msgid=lobby:%d %s" % (
-            self.seq, text.encode())
+            self.seq,
+            text.encode(),
+        )
         self.history[self.seq] = line
         self.turn.append((self.seq, line, set(recipients)))
         return self.seq
@@ -93,19 +102,20 @@ class SimRoom:
 
     def say(self, name: str, text: str = "hello") -> int:
         """``name`` says something."""
-        return self.post(":%s!u@h PRIVMSG #lobby :%s" % (name, text),
-                         self.in_room)
+        return self.post(":%s!u@h PRIVMSG #lobby :%s" % (name, text), self.in_room)
 
     def leave(self, name: str, how: str) -> int:
         """``name`` leaves the room in one of the LEAVES ways."""
         member = self.members[name]
         keeps = how in ("PART", "KICK")
         recipients = set(self.in_room) if keeps else self.in_room - {name}
-        text = {"PART": ":%s!u@h PART #lobby",
-                "KICK": ":op!u@h KICK #lobby %s :bye",
-                "QUIT": ":%s!u@h QUIT :Quit: bye",
-                "timeout": ":%s!u@h QUIT :Ping timeout",
-                "dropped": ":%s!u@h QUIT :Connection reset"}[how] % name
+        text = {
+            "PART": ":%s!u@h PART #lobby",
+            "KICK": ":op!u@h KICK #lobby %s :bye",
+            "QUIT": ":%s!u@h QUIT :Quit: bye",
+            "timeout": ":%s!u@h QUIT :Ping timeout",
+            "dropped": ":%s!u@h QUIT :Connection reset",
+        }[how] % name
         seq = self.post(text, recipients)
         self.in_room.discard(name)
         member.left = seq
@@ -150,8 +160,7 @@ class SimRoom:
                 for first, last in action.uncached:
                     for seq in range(first, last + 1):
                         if seq in self.history:
-                            self._tls(action.member,
-                                      ("event", seq, self.history[seq]))
+                            self._tls(action.member, ("event", seq, self.history[seq]))
                 self._tls(action.member, ("repaired", action.ranges))
             else:
                 raise AssertionError(action)
@@ -163,8 +172,7 @@ class SimRoom:
 
     # -- the members' side
 
-    def member_actions(self, member: SimMember,
-                       actions: list[r.Action]) -> None:
+    def member_actions(self, member: SimMember, actions: list[r.Action]) -> None:
         """Perform a member's actions: show, or send up over TLS."""
         for action in actions:
             if isinstance(action, r.Deliver):
@@ -173,16 +181,18 @@ class SimRoom:
             elif isinstance(action, r.SendRequest):
                 self.asked[action.request.verb] += 1
                 if member.connected and member.name in self.in_room:
-                    self.handle(self.sender.request(member.name,
-                                                    action.request, self.now))
+                    self.handle(
+                        self.sender.request(member.name, action.request, self.now)
+                    )
             elif isinstance(action, r.RequestHistory):
                 self.asked["CHATHISTORY"] += 1
                 if member.connected:
-                    events = [(q, self.history[q])
-                              for q in sorted(self.history)
-                              if q > action.after][:action.limit]
-                    member.tls.append(("history", action.after, events,
-                                       action.limit))
+                    events = [
+                        (q, self.history[q])
+                        for q in sorted(self.history)
+                        if q > action.after
+                    ][: action.limit]
+                    member.tls.append(("history", action.after, events, action.limit))
             elif isinstance(action, r.ModeReport):
                 member.modes.append(action.mode)
 
@@ -196,28 +206,28 @@ class SimRoom:
             if receiver is None:
                 member.shown.append(item[1])
             else:
-                self.member_actions(member, receiver.tls_event(
-                    item[1], item[2], self.now))
+                self.member_actions(
+                    member, receiver.tls_event(item[1], item[2], self.now)
+                )
         elif item[0] == "key":
             member.keys.append(item[1].epoch_key)
             if receiver is None:
-                next_seq = (member.shown[-1] if member.shown else
-                            member.joined - 1) + 1
+                next_seq = (member.shown[-1] if member.shown else member.joined - 1) + 1
                 member.receiver = r.FanoutReceiver(
-                    ROOM, item[1], next_seq, self.now, self.rng.random)
+                    ROOM, item[1], next_seq, self.now, self.rng.random
+                )
             else:
-                self.member_actions(member, receiver.key_received(
-                    item[1], self.now))
+                self.member_actions(member, receiver.key_received(item[1], self.now))
         elif receiver is None:
             raise AssertionError("%r before the key" % (item,))
         elif item[0] == "mode":
-            self.member_actions(member, receiver.mode_changed(item[1],
-                                                              self.now))
+            self.member_actions(member, receiver.mode_changed(item[1], self.now))
         elif item[0] == "repaired":
             self.member_actions(member, receiver.repaired(item[1], self.now))
         elif item[0] == "history":
-            self.member_actions(member, receiver.history_batch(
-                item[1], item[2], item[3], self.now))
+            self.member_actions(
+                member, receiver.history_batch(item[1], item[2], item[3], self.now)
+            )
         return True
 
     def deliver_datagram(self, data: bytes) -> None:
@@ -228,8 +238,9 @@ class SimRoom:
                 continue
             if self.burst or self.rng.random() < self.loss:
                 continue
-            self.member_actions(member, member.receiver.datagram_received(
-                data, self.now))
+            self.member_actions(
+                member, member.receiver.datagram_received(data, self.now)
+            )
         if self.burst:
             self.burst -= 1
 
@@ -246,8 +257,11 @@ class SimRoom:
     def wake_at(self) -> float | None:
         """The earliest timer of the host and the members."""
         times = [self.sender.wake_at]
-        times += [m.receiver.wake_at for m in self.members.values()
-                  if m.receiver is not None and m.name in self.in_room]
+        times += [
+            m.receiver.wake_at
+            for m in self.members.values()
+            if m.receiver is not None and m.name in self.in_room
+        ]
         present = [t for t in times if t is not None]
         return min(present) if present else None
 
@@ -270,8 +284,10 @@ class SimRoom:
 
     def caught_up(self) -> bool:
         """Every member in the room has shown every event so far."""
-        return all(self.members[n].shown == self.expected(self.members[n])
-                   for n in self.in_room)
+        return all(
+            self.members[n].shown == self.expected(self.members[n])
+            for n in self.in_room
+        )
 
     def settle(self, max_steps: int = 3000) -> int:
         """Run network and timers until every member has caught up; return
@@ -284,9 +300,13 @@ class SimRoom:
             when = self.wake_at()
             assert when is not None, "stuck with nothing to wait for"
             self.advance(when)
-        raise AssertionError("the room did not settle: %r" % {
-            n: (self.members[n].shown[-3:], self.expected(self.members[n])[-3:])
-            for n in self.in_room})
+        raise AssertionError(
+            "the room did not settle: %r"
+            % {
+                n: (self.members[n].shown[-3:], self.expected(self.members[n])[-3:])
+                for n in self.in_room
+            }
+        )
 
     # -- checks
 
@@ -295,8 +315,11 @@ class SimRoom:
         what it must show, nothing twice, nothing out of order."""
         for member in self.members.values():
             expected = self.expected(member)
-            assert member.shown == expected[:len(member.shown)], (
-                member.name, member.shown[-5:], expected[:len(member.shown)][-5:])
+            assert member.shown == expected[: len(member.shown)], (
+                member.name,
+                member.shown[-5:],
+                expected[: len(member.shown)][-5:],
+            )
 
     def check_secrecy(self) -> None:
         """No key a departed member ever held opens an event sent at or
@@ -315,7 +338,10 @@ class SimRoom:
                         continue
                     if opened.kind == f.KIND_DATA:
                         assert opened.last_seq < member.left, (
-                            member.name, opened.seq, member.left)
+                            member.name,
+                            opened.seq,
+                            member.left,
+                        )
 
 
 class LossTests(SynchronousTestCase):
@@ -333,14 +359,18 @@ class LossTests(SynchronousTestCase):
         room.flush()
         room.settle()
         for _ in range(20):
-            if all(m.receiver.mode == "multicast"  # type: ignore[union-attr]
-                   for m in room.members.values()):
+            if all(
+                m.receiver.mode == "multicast"  # type: ignore[union-attr]
+                for m in room.members.values()
+            ):
                 break
             room.advance(room.now + 0.5)
             room.pump()
         for member in room.members.values():
-            self.assertEqual(member.receiver.mode,  # type: ignore[union-attr]
-                             "multicast")
+            self.assertEqual(
+                member.receiver.mode,  # type: ignore[union-attr]
+                "multicast",
+            )
         return room
 
     def test_random_loss(self) -> None:
@@ -468,8 +498,7 @@ class LossTests(SynchronousTestCase):
         self.assertEqual(room.sender.counts["over-tls"], 1)
         self.assertEqual(room.sender.policy.counts["tls"], 0)
         for name in ("m1", "m2"):
-            self.assertEqual(room.members[name].shown[-2:],
-                             [room.seq - 1, room.seq])
+            self.assertEqual(room.members[name].shown[-2:], [room.seq - 1, room.seq])
 
     def test_pacing(self) -> None:
         """A flood of events is paced to the burst and then 200 datagrams a
@@ -484,8 +513,9 @@ class LossTests(SynchronousTestCase):
         room.settle()
         datagrams = room.sender.counts["datagrams"]
         self.assertGreater(datagrams, 3 * s.SEND_BURST)
-        self.assertGreaterEqual(room.now - start,
-                                (datagrams - 2 * s.SEND_BURST) / s.SEND_RATE)
+        self.assertGreaterEqual(
+            room.now - start, (datagrams - 2 * s.SEND_BURST) / s.SEND_RATE
+        )
         for member in room.members.values():
             self.assertEqual(member.shown, room.expected(member))
             self.assertEqual(member.receiver.drops["rate-limited"], 0)  # type: ignore[union-attr]
@@ -521,8 +551,13 @@ class SecrecyTests(SynchronousTestCase):
             # simulated network is faster than TLS): they were held, not
             # lost, so nobody needed a repair.
             self.assertEqual(room.asked["REPAIR"], 0, how)
-            self.assertEqual(room.members["alice"].receiver.drops[  # type: ignore[union-attr]
-                "key-late"], 0, how)
+            self.assertEqual(
+                room.members["alice"].receiver.drops[  # type: ignore[union-attr]
+                    "key-late"
+                ],
+                0,
+                how,
+            )
             bob = room.members["bob"]
             self.assertTrue(all(seq <= left for seq in bob.shown), how)
             if how in ("PART", "KICK"):
@@ -625,8 +660,9 @@ class SenderTests(SynchronousTestCase):
         old = f.MemberRequest("lobby", "REPAIR", ranges=((2, 3),))
         (answer,) = room.sender.request("a", old, 0.0)
         self.assertEqual(answer, s.SendRepair("a", ((2, 3),), (), ((2, 3),)))
-        room.handle(room.sender.request(
-            "a", f.MemberRequest("lobby", "START", epoch=1), 0.0))
+        room.handle(
+            room.sender.request("a", f.MemberRequest("lobby", "START", epoch=1), 0.0)
+        )
         recent = f.MemberRequest("lobby", "REPAIR", ranges=((25, 26),))
         self.assertEqual(room.sender.request("a", recent, 0.0), [])
         for _ in range(10):
@@ -634,8 +670,7 @@ class SenderTests(SynchronousTestCase):
         room.flush()  # evicts 25 and 26
         actions = room.sender.flush(1.0)
         repairs = [a for a in actions if isinstance(a, s.SendRepair)]
-        self.assertEqual(repairs, [s.SendRepair("a", ((25, 26),), (),
-                                                ((25, 26),))])
+        self.assertEqual(repairs, [s.SendRepair("a", ((25, 26),), (), ((25, 26),))])
 
     def test_heartbeat_never_claims_unsent_events(self) -> None:
         """While events wait for a pacing token, heartbeats carry the newest
@@ -650,8 +685,7 @@ class SenderTests(SynchronousTestCase):
         room.net.clear()
         room.advance(0.5)
         key = room.sender.keys.current.key
-        beats = [f.open_datagram(f.Datagram.from_bytes(d), ROOM, key)
-                 for d in room.net]
+        beats = [f.open_datagram(f.Datagram.from_bytes(d), ROOM, key) for d in room.net]
         beats = [b for b in beats if b.kind == f.KIND_HEARTBEAT]
         self.assertTrue(beats)
         self.assertTrue(sent_first)
@@ -707,8 +741,11 @@ class RoomMachine(RuleBasedStateMachine):
         self.room.leave(name, how)
 
     @precondition(lambda self: bool(self.room.in_room))
-    @rule(data=st.data(), count=st.integers(1, 8),
-          size=st.sampled_from([5, 200, 700, 1200]))
+    @rule(
+        data=st.data(),
+        count=st.integers(1, 8),
+        size=st.sampled_from([5, 200, 700, 1200]),
+    )
     def send(self, data: st.DataObject, count: int, size: int) -> None:
         """Someone says ``count`` things of about ``size`` bytes."""
         name = data.draw(st.sampled_from(sorted(self.room.in_room)))
@@ -758,8 +795,9 @@ class RoomMachine(RuleBasedStateMachine):
         for name in sorted(self.room.members):
             member = self.room.members[name]
             if member.receiver is not None and data.draw(st.booleans()):
-                self.room.member_actions(member, member.receiver.datagram_received(
-                    datagram, self.room.now))
+                self.room.member_actions(
+                    member, member.receiver.datagram_received(datagram, self.room.now)
+                )
 
     @rule(data=st.data())
     def deliver_tls(self, data: st.DataObject) -> None:
@@ -793,6 +831,5 @@ class RoomMachineTests(SynchronousTestCase):
     def test_machine(self) -> None:
         """See RoomMachine."""
         test = RoomMachine.TestCase
-        test.settings = settings(max_examples=60, stateful_step_count=40,
-                                 deadline=None)
+        test.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
         test("runTest").runTest()

@@ -20,8 +20,11 @@ try:
 except ImportError:  # pragma: no cover - the test extra is not installed
     msg_join = msg_split = None
 
-_SKIP = ("the irc-parser-tests package is not installed: pip install '.[test]'"
-         if msg_split is None else None)
+_SKIP = (
+    "the irc-parser-tests package is not installed: pip install '.[test]'"
+    if msg_split is None
+    else None
+)
 
 
 class MessageSplitTests(SynchronousTestCase):
@@ -35,13 +38,24 @@ class MessageSplitTests(SynchronousTestCase):
         for vector in tests:
             atoms = vector["atoms"]
             message = parse_line(vector["input"].encode("utf-8"))
-            expected = (atoms.get("tags") or {}, atoms.get("source"),
-                        atoms["verb"].upper(), tuple(atoms.get("params") or ()))
-            self.assertEqual((message.tags, message.prefix, message.command,
-                              message.params), expected, vector["input"])
+            expected = (
+                atoms.get("tags") or {},
+                atoms.get("source"),
+                atoms["verb"].upper(),
+                tuple(atoms.get("params") or ()),
+            )
+            self.assertEqual(
+                (message.tags, message.prefix, message.command, message.params),
+                expected,
+                vector["input"],
+            )
             # And what we format from it parses back to the same message.
-            line = format_line(message.command, *message.params,
-                               prefix=message.prefix, tags=message.tags)
+            line = format_line(
+                message.command,
+                *message.params,
+                prefix=message.prefix,
+                tags=message.tags,
+            )
             self.assertEqual(parse_line(line[:-2]), message, vector["input"])
 
 
@@ -55,8 +69,13 @@ class MessageJoinTests(SynchronousTestCase):
         self.assertGreater(len(tests), 15)
         for vector in tests:
             atoms = vector["atoms"]
-            line = format_line(atoms["verb"], *(atoms.get("params") or ()),
-                               prefix=atoms.get("source"), tags=atoms.get("tags"))
+            line = format_line(
+                atoms["verb"],
+                *(atoms.get("params") or ()),
+                prefix=atoms.get("source"),
+                tags=atoms.get("tags"),
+            )
             self.assertTrue(line.endswith(b"\r\n"))
-            self.assertIn(line[:-2].decode("utf-8"), vector["matches"],
-                          vector.get("desc"))
+            self.assertIn(
+                line[:-2].decode("utf-8"), vector["matches"], vector.get("desc")
+            )

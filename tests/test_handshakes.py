@@ -54,11 +54,15 @@ class HandshakeLimitTests(SynchronousTestCase):
         self.clock = Clock()
         self.counts = []
         self.inner = []
-        wrapped = protocol.Factory.forProtocol(lambda: self.inner.append(Inner())
-                                               or self.inner[-1])
+        wrapped = protocol.Factory.forProtocol(
+            lambda: self.inner.append(Inner()) or self.inner[-1]
+        )
         self.factory = HandshakeLimitFactory(
-            wrapped, HandshakeLimits(in_progress=4, per_address=2), self.clock,
-            count=self.counts.append)
+            wrapped,
+            HandshakeLimits(in_progress=4, per_address=2),
+            self.clock,
+            count=self.counts.append,
+        )
         self.port = FakePort()
         self.factory.add_port(self.port)
         self.logged = []
@@ -74,8 +78,11 @@ class HandshakeLimitTests(SynchronousTestCase):
         return wrapper, transport
 
     def warnings(self):
-        return [e for e in self.logged if e.get("log_namespace", "").startswith(
-            "chatroom.handshakes")]
+        return [
+            e
+            for e in self.logged
+            if e.get("log_namespace", "").startswith("chatroom.handshakes")
+        ]
 
     def test_per_address(self):
         """A third handshake from one address is closed before its protocol
@@ -131,10 +138,13 @@ class HandshakeLimitTests(SynchronousTestCase):
         self.assertFalse(other.disconnecting)
         self.assertEqual(address_key("::ffff:127.0.0.1"), None)
         wrapper = self.factory.buildProtocol(None)
-        wrapper.makeConnection(StringTransport(
-            peerAddress=IPv6Address("TCP", "::ffff:192.0.2.9", 4000)))
-        self.assertEqual(wrapper.wrappedProtocol.transport.getPeer(),
-                         IPv4Address("TCP", "192.0.2.9", 4000))
+        wrapper.makeConnection(
+            StringTransport(peerAddress=IPv6Address("TCP", "::ffff:192.0.2.9", 4000))
+        )
+        self.assertEqual(
+            wrapper.wrappedProtocol.transport.getPeer(),
+            IPv4Address("TCP", "192.0.2.9", 4000),
+        )
 
     def test_global_cap_pauses_accepting(self):
         """At the global cap the ports stop accepting; one completion
@@ -190,9 +200,15 @@ class RealHandshakeTests(TestCase):
     @defer.inlineCallbacks
     def test_half_open_holds_slot(self):
         store = HistoryStore(":memory:")
-        host = HostService(reactor, HostIdentity.generate(), store, ["lobby"],
-                           tls_port=0, tls_interface="127.0.0.1",
-                           handshakes=HandshakeLimits(in_progress=1))
+        host = HostService(
+            reactor,
+            HostIdentity.generate(),
+            store,
+            ["lobby"],
+            tls_port=0,
+            tls_interface="127.0.0.1",
+            handshakes=HandshakeLimits(in_progress=1),
+        )
         host.startService()
         self.addCleanup(host.stopService)
         (port,) = yield host.listening_ports()
@@ -205,8 +221,10 @@ class RealHandshakeTests(TestCase):
         class Silent(protocol.Protocol):
             def connectionMade(self):
                 connected.callback(self)
-        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1",
-                                                port.getHost().port)
+
+        endpoint = endpoints.TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port.getHost().port
+        )
         silent = yield endpoint.connect(protocol.Factory.forProtocol(Silent))
         yield connected
         yield started
@@ -231,6 +249,7 @@ def _fire_after(factory, name, deferred):
         if not deferred.called:
             deferred.callback(None)
         return result
+
     setattr(factory, name, wrapper)
 
 
@@ -248,21 +267,34 @@ class BurstTests(TestCase):
         from .running_host import Recorder
 
         identity = HostIdentity.generate()
-        host = HostService(reactor, identity, HistoryStore(":memory:"), ["lobby"],
-                           tls_port=0, tls_interface="127.0.0.1",
-                           limits=Limits(flood_rate=0),
-                           handshakes=HandshakeLimits(in_progress=4))
+        host = HostService(
+            reactor,
+            identity,
+            HistoryStore(":memory:"),
+            ["lobby"],
+            tls_port=0,
+            tls_interface="127.0.0.1",
+            limits=Limits(flood_rate=0),
+            handshakes=HandshakeLimits(in_progress=4),
+        )
         host.startService()
         self.addCleanup(host.stopService)
         (port,) = yield host.listening_ports()
         creator = PinnedClientCreator(identity.public_key)
-        endpoint = endpoints.wrapClientTLS(creator, endpoints.TCP4ClientEndpoint(
-            reactor, "127.0.0.1", port.getHost().port))
+        endpoint = endpoints.wrapClientTLS(
+            creator,
+            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+        )
         # All connections are started in one reactor turn, so the host
         # accepts them together, well over the cap of 4.
-        connecting = [endpoint.connect(protocol.Factory.forProtocol(
-            lambda n=n: RoomClientProtocol("user%d" % (n,), Recorder())))
-            for n in range(30)]
+        connecting = [
+            endpoint.connect(
+                protocol.Factory.forProtocol(
+                    lambda n=n: RoomClientProtocol("user%d" % (n,), Recorder())
+                )
+            )
+            for n in range(30)
+        ]
         clients = yield defer.gatherResults(connecting)
         for client in clients:
             self.addCleanup(client.transport.abortConnection)

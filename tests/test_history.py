@@ -12,10 +12,15 @@ from chatroom.history import SCHEMA_VERSION, HistoryStore
 
 def message(seq, time_ms=None, room="lobby", command="PRIVMSG", text=None):
     """A stored-form event."""
-    return Event(room=room, seq=seq, time_ms=seq * 1000 if time_ms is None else time_ms,
-                 command=command, source="a!u@h",
-                 params=("#lobby", text or "m%d" % (seq,)),
-                 client_tags={"+x": "y"})
+    return Event(
+        room=room,
+        seq=seq,
+        time_ms=seq * 1000 if time_ms is None else time_ms,
+        command=command,
+        source="a!u@h",
+        params=("#lobby", text or "m%d" % (seq,)),
+        client_tags={"+x": "y"},
+    )
 
 
 class HistoryStoreTests(SynchronousTestCase):
@@ -34,21 +39,40 @@ class HistoryStoreTests(SynchronousTestCase):
         self.store.append([message(1), message(2)])
         self.assertEqual(self.store.last_seq("lobby"), 2)
         (first, second) = self.store.between("lobby", 0, 10, 10, False, True)
-        self.assertEqual((first.seq, first.time_ms, first.command, first.source,
-                          first.params, first.client_tags),
-                         (1, 1000, "PRIVMSG", "a!u@h", ("#lobby", "m1"), {"+x": "y"}))
+        self.assertEqual(
+            (
+                first.seq,
+                first.time_ms,
+                first.command,
+                first.source,
+                first.params,
+                first.client_tags,
+            ),
+            (1, 1000, "PRIVMSG", "a!u@h", ("#lobby", "m1"), {"+x": "y"}),
+        )
         self.assertEqual(second.seq, 2)
 
     def test_unsequenced_not_stored(self):
-        self.store.append([Event(room=None, seq=None, time_ms=0, command="NICK",
-                                 source="a!u@h", params=("b",))])
+        self.store.append(
+            [
+                Event(
+                    room=None,
+                    seq=None,
+                    time_ms=0,
+                    command="NICK",
+                    source="a!u@h",
+                    params=("b",),
+                )
+            ]
+        )
         self.assertEqual(self.store.last_seq("lobby"), 0)
 
     def test_append_is_atomic(self):
         """A batch with a duplicate sequence number stores nothing."""
         self.store.append([message(1)])
-        self.assertRaises(sqlite3.IntegrityError, self.store.append,
-                          [message(2), message(1)])
+        self.assertRaises(
+            sqlite3.IntegrityError, self.store.append, [message(2), message(1)]
+        )
         self.assertEqual(self.store.last_seq("lobby"), 1)
 
     def test_ranges(self):
@@ -60,10 +84,12 @@ class HistoryStoreTests(SynchronousTestCase):
 
     def test_messages_only(self):
         self.store.append([message(1), message(2, command="JOIN"), message(3)])
-        self.assertEqual(self.seqs(self.store.between("lobby", 0, 9, 9, False, True)),
-                         [1, 3])
-        self.assertEqual(self.seqs(self.store.between("lobby", 0, 9, 9, False, False)),
-                         [1, 2, 3])
+        self.assertEqual(
+            self.seqs(self.store.between("lobby", 0, 9, 9, False, True)), [1, 3]
+        )
+        self.assertEqual(
+            self.seqs(self.store.between("lobby", 0, 9, 9, False, False)), [1, 2, 3]
+        )
 
     def test_seq_at(self):
         self.store.append([message(1, 100), message(2, 200), message(3, 300)])
@@ -81,7 +107,7 @@ class HistoryStoreTests(SynchronousTestCase):
         """Pruning never removes a room's newest event (its numbering)."""
         self.store.append([message(n) for n in range(1, 6)])
         self.assertEqual(self.store.prune("lobby", 2, None), 3)
-        self.assertEqual(self.store.prune("lobby", None, 10 ** 9), 1)
+        self.assertEqual(self.store.prune("lobby", None, 10**9), 1)
         self.assertEqual(self.store.last_seq("lobby"), 5)
         self.assertEqual(self.store.prune("lobby", 0, None), 0)
 
@@ -130,28 +156,40 @@ class UpgradeTests(SynchronousTestCase):
 
     def test_v1_to_current(self):
         from importlib import resources
+
         path = self.mktemp()
         db = sqlite3.connect(path)
-        db.executescript(resources.files("chatroom.schemas").joinpath(
-            "history-v1.sql").read_text("utf-8"))
-        db.execute("INSERT INTO rooms (room, name, topic) VALUES ('lobby', 'Lobby', 't')")
-        db.execute("INSERT INTO events VALUES ('lobby', 7, 1000, 'PRIVMSG', 'a!u@h',"
-                   " ?, '{}')", ('["#Lobby", "hi"]',))
+        db.executescript(
+            resources.files("chatroom.schemas")
+            .joinpath("history-v1.sql")
+            .read_text("utf-8")
+        )
+        db.execute(
+            "INSERT INTO rooms (room, name, topic) VALUES ('lobby', 'Lobby', 't')"
+        )
+        db.execute(
+            "INSERT INTO events VALUES ('lobby', 7, 1000, 'PRIVMSG', 'a!u@h', ?, '{}')",
+            ('["#Lobby", "hi"]',),
+        )
         db.commit()
         db.close()
         store = HistoryStore(path)
         self.addCleanup(store.close)
-        (version,), = store._db.execute("SELECT version FROM version")
+        ((version,),) = store._db.execute("SELECT version FROM version")
         self.assertEqual(version, SCHEMA_VERSION)
         self.assertEqual(store.last_seq("lobby"), 7)
         record = store.room_record("lobby")
         # Every room was +n before version 3 made it a mode.
-        self.assertEqual((record.topic.text, record.opened, record.modes), ("t", False, "n"))
+        self.assertEqual(
+            (record.topic.text, record.opened, record.modes), ("t", False, "n")
+        )
         self.assertEqual((record.member_limit, record.bans), (0, ()))
         self.assertEqual(store.rooms(), [("lobby", "Lobby")])
         store.set_modes("lobby", "m", "", 3, [("x!*@*", "op!u@h", 9)])
         record = store.room_record("lobby")
-        self.assertEqual((record.member_limit, record.bans), (3, (("x!*@*", "op!u@h", 9),)))
+        self.assertEqual(
+            (record.member_limit, record.bans), (3, (("x!*@*", "op!u@h", 9),))
+        )
 
     def test_copy_kept_before_upgrade(self):
         """The version 1 file is copied next to the database, as it was,
@@ -159,6 +197,7 @@ class UpgradeTests(SynchronousTestCase):
         from twisted.logger import globalLogPublisher
 
         from chatroom.history import backup_path
+
         path = os.path.abspath(self.mktemp())
         self.make_v1(path)
         events = []
@@ -172,8 +211,9 @@ class UpgradeTests(SynchronousTestCase):
         self.addCleanup(db.close)
         self.assertEqual(db.execute("SELECT version FROM version").fetchall(), [(1,)])
         self.assertEqual(db.execute("SELECT seq FROM events").fetchall(), [(7,)])
-        self.assertNotIn("modes", [row[1] for row in db.execute(
-            "PRAGMA table_info(rooms)")])
+        self.assertNotIn(
+            "modes", [row[1] for row in db.execute("PRAGMA table_info(rooms)")]
+        )
         said = [e for e in events if e.get("copy") == copy]
         self.assertEqual(len(said), 1)
         # Opening the upgraded file again makes no new copy.
@@ -209,16 +249,23 @@ class UpgradeTests(SynchronousTestCase):
         self.addCleanup(db.close)
         self.assertEqual(db.execute("SELECT version FROM version").fetchall(), [(1,)])
         # The steps before the failing one were rolled back too.
-        self.assertNotIn("opened", [row[1] for row in db.execute(
-            "PRAGMA table_info(rooms)")])
+        self.assertNotIn(
+            "opened", [row[1] for row in db.execute("PRAGMA table_info(rooms)")]
+        )
 
     def make_v1(self, path):
         from importlib import resources
+
         db = sqlite3.connect(path)
-        db.executescript(resources.files("chatroom.schemas").joinpath(
-            "history-v1.sql").read_text("utf-8"))
-        db.execute("INSERT INTO events VALUES ('lobby', 7, 1000, 'PRIVMSG', 'a!u@h',"
-                   " ?, '{}')", ('["#Lobby", "hi"]',))
+        db.executescript(
+            resources.files("chatroom.schemas")
+            .joinpath("history-v1.sql")
+            .read_text("utf-8")
+        )
+        db.execute(
+            "INSERT INTO events VALUES ('lobby', 7, 1000, 'PRIVMSG', 'a!u@h', ?, '{}')",
+            ('["#Lobby", "hi"]',),
+        )
         db.commit()
         db.close()
 
@@ -234,8 +281,10 @@ class OpenedRoomTests(SynchronousTestCase):
         self.store.add_room("fun", "Fun", opened=True, now_ms=5000)
         self.store.set_modes("fun", "it", "secret")
         record = self.store.room_record("fun")
-        self.assertEqual((record.opened, record.modes, record.channel_key,
-                          record.created_ms), (True, "it", "secret", 5000))
+        self.assertEqual(
+            (record.opened, record.modes, record.channel_key, record.created_ms),
+            (True, "it", "secret", 5000),
+        )
         self.assertEqual(self.store.opened_rooms(), ["Fun"])
 
     def test_remove_keeps_numbering(self):
@@ -258,6 +307,7 @@ class InterfaceTests(SynchronousTestCase):
         from zope.interface.verify import verifyObject
 
         from chatroom.interfaces import IHistoryStore
+
         store = HistoryStore(":memory:")
         self.addCleanup(store.close)
         self.assertTrue(verifyObject(IHistoryStore, store))

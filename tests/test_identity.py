@@ -54,8 +54,9 @@ class CertificateTests(SynchronousTestCase):
         identity = HostIdentity.generate()
         again = HostIdentity.from_private_key(identity.private_key)
         der = serialization.Encoding.DER
-        self.assertEqual(identity.certificate.public_bytes(der),
-                         again.certificate.public_bytes(der))
+        self.assertEqual(
+            identity.certificate.public_bytes(der), again.certificate.public_bytes(der)
+        )
         self.assertEqual(identity.certificate_sha256, again.certificate_sha256)
 
     def test_bound_to_key(self):
@@ -69,6 +70,7 @@ class CertificateTests(SynchronousTestCase):
     def test_server_options(self):
         """No compression, no renegotiation, set on the context itself."""
         from OpenSSL import SSL
+
         context = server_options(HostIdentity.generate()).getContext()
         options = context.set_options(0)  # returns the options in force
         self.assertTrue(options & SSL.OP_NO_COMPRESSION)

@@ -58,12 +58,16 @@ class ParseTests(SynchronousTestCase):
     """parse_line turns lines into Messages or raises ParseError."""
 
     def test_plain(self):
-        self.assertEqual(parse_line(b"privmsg #a :hello there"),
-                         Message("PRIVMSG", ("#a", "hello there")))
+        self.assertEqual(
+            parse_line(b"privmsg #a :hello there"),
+            Message("PRIVMSG", ("#a", "hello there")),
+        )
 
     def test_prefix_and_middle_params(self):
-        self.assertEqual(parse_line(b":n!u@h USER a 0 * :Real Name"),
-                         Message("USER", ("a", "0", "*", "Real Name"), prefix="n!u@h"))
+        self.assertEqual(
+            parse_line(b":n!u@h USER a 0 * :Real Name"),
+            Message("USER", ("a", "0", "*", "Real Name"), prefix="n!u@h"),
+        )
 
     def test_empty_trailing(self):
         self.assertEqual(parse_line(b"TOPIC #a :"), Message("TOPIC", ("#a", "")))
@@ -82,21 +86,20 @@ class ParseTests(SynchronousTestCase):
     def test_too_long(self):
         """512 bytes with CR LF is the limit for the IRC part."""
         parse_line(b"PRIVMSG #a :" + b"x" * (510 - 12))
-        self.assertRaises(LineTooLong, parse_line,
-                          b"PRIVMSG #a :" + b"x" * (511 - 12))
+        self.assertRaises(LineTooLong, parse_line, b"PRIVMSG #a :" + b"x" * (511 - 12))
 
     def test_limit_is_an_argument(self):
         """A client parses relayed lines, longer by the source prefix, with
         a larger limit of its own; the default stays the server's 512."""
         line = b":alice!~alice@192.0.2.1 PRIVMSG #a :" + b"x" * 505
         self.assertRaises(LineTooLong, parse_line, line)
-        self.assertEqual(parse_line(line, max_irc_bytes=1024).params[1],
-                         "x" * 505)
+        self.assertEqual(parse_line(line, max_irc_bytes=1024).params[1], "x" * 505)
         self.assertRaises(LineTooLong, parse_line, line, max_irc_bytes=512)
 
     def test_tags_too_long(self):
-        self.assertRaises(LineTooLong, parse_line,
-                          b"@+a=" + b"x" * 4095 + b" PRIVMSG #a :hi")
+        self.assertRaises(
+            LineTooLong, parse_line, b"@+a=" + b"x" * 4095 + b" PRIVMSG #a :hi"
+        )
 
     def test_invalid_utf8(self):
         self.assertRaises(InvalidUTF8, parse_line, b"PRIVMSG #a :\xff\xfe")
@@ -118,49 +121,67 @@ class ParseTests(SynchronousTestCase):
         self.assertIsInstance(message, Message)
 
 
-_param = st.text(st.characters(blacklist_characters="\r\n\0 ",
-                               blacklist_categories=("Cs",)), min_size=1,
-                 max_size=20).filter(lambda p: not p.startswith(":"))
-_trailing = st.text(st.characters(blacklist_characters="\r\n\0",
-                                  blacklist_categories=("Cs",)), max_size=60)
-_tag_value = st.text(st.characters(blacklist_categories=("Cs",),
-                                   blacklist_characters="\0"), max_size=20)
+_param = st.text(
+    st.characters(blacklist_characters="\r\n\0 ", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=20,
+).filter(lambda p: not p.startswith(":"))
+_trailing = st.text(
+    st.characters(blacklist_characters="\r\n\0", blacklist_categories=("Cs",)),
+    max_size=60,
+)
+_tag_value = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=20
+)
 
 
 class FormatTests(SynchronousTestCase):
     """format_line produces what parse_line reads back."""
 
     def test_trailing_colon_when_needed(self):
-        self.assertEqual(format_line("PRIVMSG", "#a", "hi there"),
-                         b"PRIVMSG #a :hi there\r\n")
+        self.assertEqual(
+            format_line("PRIVMSG", "#a", "hi there"), b"PRIVMSG #a :hi there\r\n"
+        )
         self.assertEqual(format_line("JOIN", "#a"), b"JOIN #a\r\n")
         self.assertEqual(format_line("TOPIC", "#a", ""), b"TOPIC #a :\r\n")
         self.assertEqual(format_line("PRIVMSG", "#a", ":)"), b"PRIVMSG #a ::)\r\n")
 
     def test_tags_escaped(self):
-        self.assertEqual(format_line("TAGMSG", "#a", tags={"+x": "a b;c\\"}),
-                         b"@+x=a\\sb\\:c\\\\ TAGMSG #a\r\n")
+        self.assertEqual(
+            format_line("TAGMSG", "#a", tags={"+x": "a b;c\\"}),
+            b"@+x=a\\sb\\:c\\\\ TAGMSG #a\r\n",
+        )
 
     def test_add_tags(self):
-        self.assertEqual(add_tags(b"PING x\r\n", {"label": "1"}),
-                         b"@label=1 PING x\r\n")
-        self.assertEqual(add_tags(b"@a=b PING x\r\n", {"label": "1"}),
-                         b"@label=1;a=b PING x\r\n")
+        self.assertEqual(
+            add_tags(b"PING x\r\n", {"label": "1"}), b"@label=1 PING x\r\n"
+        )
+        self.assertEqual(
+            add_tags(b"@a=b PING x\r\n", {"label": "1"}), b"@label=1;a=b PING x\r\n"
+        )
 
-    @given(st.lists(_param, max_size=5), _trailing,
-           st.dictionaries(st.from_regex(r"\+?[a-z][a-z0-9/.-]{0,10}", fullmatch=True),
-                           _tag_value, max_size=3))
+    @given(
+        st.lists(_param, max_size=5),
+        _trailing,
+        st.dictionaries(
+            st.from_regex(r"\+?[a-z][a-z0-9/.-]{0,10}", fullmatch=True),
+            _tag_value,
+            max_size=3,
+        ),
+    )
     def test_round_trip(self, middle, trailing, tags):
         """Whatever is formatted parses back to the same message."""
         line = format_line("PRIVMSG", *middle, trailing, tags=tags)
-        self.assertEqual(parse_line(line[:-2]),
-                         Message("PRIVMSG", (*middle, trailing), tags=tags))
+        self.assertEqual(
+            parse_line(line[:-2]), Message("PRIVMSG", (*middle, trailing), tags=tags)
+        )
 
     def test_never_longer_than_512(self):
         """The last parameter is cut at a character boundary so that the
         IRC part, CR LF included, is 512 bytes at most; tags do not count."""
-        line = format_line("PRIVMSG", "#a", "é" * 300, prefix="n!u@h",
-                           tags={"msgid": "x" * 100})
+        line = format_line(
+            "PRIVMSG", "#a", "é" * 300, prefix="n!u@h", tags={"msgid": "x" * 100}
+        )
         irc_part = line.split(b" ", 1)[1]
         self.assertEqual(len(irc_part), 512)
         self.assertEqual(parse_line(line[:-2]).params[1], "é" * 246)
@@ -181,10 +202,13 @@ class ServerTimeTests(SynchronousTestCase):
 
     def test_round_trip(self):
         self.assertEqual(server_time(1764000000123), "2025-11-24T16:00:00.123Z")
-        self.assertEqual(parse_server_time("2025-11-24T16:00:00.123Z"),
-                         1764000000123)
+        self.assertEqual(parse_server_time("2025-11-24T16:00:00.123Z"), 1764000000123)
 
     def test_bad(self):
-        for value in ("yesterday", "2025-11-24T16:00:00", "",
-                      "2025-11-24T16:00:00.000+01:00Z"):
+        for value in (
+            "yesterday",
+            "2025-11-24T16:00:00",
+            "",
+            "2025-11-24T16:00:00.000+01:00Z",
+        ):
             self.assertRaises(ParseError, parse_server_time, value)

@@ -12,8 +12,14 @@ from chatroom.ircserver import IRCConnection
 from .fakes import FakeClient, make_host
 
 NO_FLOOD = Limits(flood_rate=0)
-ALL_CAPS = ("message-tags", "server-time", "echo-message", "batch",
-            "labeled-response", "draft/chathistory")
+ALL_CAPS = (
+    "message-tags",
+    "server-time",
+    "echo-message",
+    "batch",
+    "labeled-response",
+    "draft/chathistory",
+)
 
 
 class RegistrationTests(SynchronousTestCase):
@@ -27,13 +33,33 @@ class RegistrationTests(SynchronousTestCase):
         client = FakeClient(self.host)
         client.send("NICK alice", "USER alice 0 * :Alice A")
         messages = client.messages()
-        self.assertEqual([m.command for m in messages],
-                         ["001", "002", "003", "004", "005", "005", "251", "252",
-                          "253", "254", "255", "265", "266", "422"])
+        self.assertEqual(
+            [m.command for m in messages],
+            [
+                "001",
+                "002",
+                "003",
+                "004",
+                "005",
+                "005",
+                "251",
+                "252",
+                "253",
+                "254",
+                "255",
+                "265",
+                "266",
+                "422",
+            ],
+        )
         self.assertEqual(messages[0].params[0], "alice")
         isupport = " ".join(" ".join(m.params) for m in messages if m.command == "005")
-        for token in ("CHATHISTORY=100", "CASEMAPPING=ascii",
-                      "MSGREFTYPES=msgid,timestamp", "UTF8ONLY"):
+        for token in (
+            "CHATHISTORY=100",
+            "CASEMAPPING=ascii",
+            "MSGREFTYPES=msgid,timestamp",
+            "UTF8ONLY",
+        ):
             self.assertIn(token, isupport)
 
     def test_cap_negotiation_holds_registration(self):
@@ -42,13 +68,27 @@ class RegistrationTests(SynchronousTestCase):
         client.send("CAP LS 302")
         (ls,) = client.messages()
         self.assertEqual(ls.params[:2], ("*", "LS"))
-        self.assertEqual(set(ls.params[2].split()), {
-            "batch", "draft/chathistory", "draft/event-playback", "echo-message",
-            "draft/read-marker",
-            "labeled-response", "message-tags", "server-time", "away-notify",
-            "cap-notify", "extended-join", "extended-monitor", "invite-notify",
-            "multi-prefix",
-            "setname", "userhost-in-names"})
+        self.assertEqual(
+            set(ls.params[2].split()),
+            {
+                "batch",
+                "draft/chathistory",
+                "draft/event-playback",
+                "echo-message",
+                "draft/read-marker",
+                "labeled-response",
+                "message-tags",
+                "server-time",
+                "away-notify",
+                "cap-notify",
+                "extended-join",
+                "extended-monitor",
+                "invite-notify",
+                "multi-prefix",
+                "setname",
+                "userhost-in-names",
+            },
+        )
         client.send("NICK alice", "USER alice 0 * :A", "CAP REQ :echo-message batch")
         self.assertEqual(client.commands(), ["CAP"])
         self.assertFalse(client.protocol.registered)
@@ -115,11 +155,14 @@ class RoomTests(SynchronousTestCase):
         self.bob.join()
         self.alice.send("JOIN #lobby")
         join, names, end = self.alice.messages()
-        self.assertEqual((join.command, join.prefix), ("JOIN", "alice!~alice@127.0.0.1"))
+        self.assertEqual(
+            (join.command, join.prefix), ("JOIN", "alice!~alice@127.0.0.1")
+        )
         self.assertEqual(join.tags["msgid"], "lobby:2")
         self.assertIn("time", join.tags)
-        self.assertEqual((names.command, names.params[1:]),
-                         ("353", ("=", "#lobby", "bob alice")))
+        self.assertEqual(
+            (names.command, names.params[1:]), ("353", ("=", "#lobby", "bob alice"))
+        )
         self.assertEqual(end.command, "366")
         (bob_sees,) = self.bob.messages()
         self.assertEqual(bob_sees.command, "JOIN")
@@ -138,8 +181,10 @@ class RoomTests(SynchronousTestCase):
         self.bob.send("PRIVMSG #lobby :hello there")
         self.assertEqual(self.bob.messages(), [])
         (got,) = self.alice.messages()
-        self.assertEqual((got.command, got.params, got.prefix),
-                         ("PRIVMSG", ("#lobby", "hello there"), "bob!~bob@127.0.0.1"))
+        self.assertEqual(
+            (got.command, got.params, got.prefix),
+            ("PRIVMSG", ("#lobby", "hello there"), "bob!~bob@127.0.0.1"),
+        )
         self.alice.send("PRIVMSG #lobby :me too")
         (echo,) = self.alice.messages()
         (seen,) = self.bob.messages()
@@ -164,8 +209,10 @@ class RoomTests(SynchronousTestCase):
         carol_seen = [m.params[1] for m in carol.messages()]
         self.assertEqual(alice_seen, carol_seen)
         self.assertEqual(len(alice_seen), 15)
-        self.assertEqual(sorted(alice_seen), sorted(
-            "%s%d" % (who, n) for who in "abc" for n in range(5)))
+        self.assertEqual(
+            sorted(alice_seen),
+            sorted("%s%d" % (who, n) for who in "abc" for n in range(5)),
+        )
         bob_seen = [m.params[1] for m in self.bob.messages()]
         self.assertEqual(bob_seen, [t for t in alice_seen if not t.startswith("b")])
 
@@ -189,6 +236,7 @@ class RoomTests(SynchronousTestCase):
 
         def broken(events):
             raise OSError("disk full")
+
         self.patch(self.host.store, "append", broken)
         self.bob.send("PRIVMSG #lobby :lost")
         self.assertEqual(self.alice.raw(), b"")
@@ -248,8 +296,9 @@ class RoomTests(SynchronousTestCase):
         self.bob.disconnect()
         self.assertEqual(self.alice.commands(), ["QUIT"])
         self.assertEqual(len(self.host.rooms["lobby"]), 1)
-        self.assertEqual(self.host.store.between("dev", 0, 99, 9, True, False)[-1].command,
-                         "QUIT")
+        self.assertEqual(
+            self.host.store.between("dev", 0, 99, 9, True, False)[-1].command, "QUIT"
+        )
 
     def test_disconnect_mid_line(self):
         """A half-sent line and a dropped connection leave nothing behind."""
@@ -267,7 +316,9 @@ class RoomTests(SynchronousTestCase):
         self.assertEqual(self.alice.commands(), ["331"])
         self.alice.send("TOPIC #lobby :Rooftop news")
         (topic,) = self.alice.messages()
-        self.assertEqual((topic.command, topic.params), ("TOPIC", ("#lobby", "Rooftop news")))
+        self.assertEqual(
+            (topic.command, topic.params), ("TOPIC", ("#lobby", "Rooftop news"))
+        )
         self.bob.send("JOIN #lobby")
         self.assertEqual(self.bob.commands(), ["JOIN", "332", "333", "353", "366"])
         self.assertEqual(self.host.store.topic("lobby").text, "Rooftop news")
@@ -278,7 +329,9 @@ class RoomTests(SynchronousTestCase):
         self.alice.raw()
         self.bob.send("NICK robert")
         (nick,) = self.alice.messages()
-        self.assertEqual((nick.prefix, nick.params), ("bob!~bob@127.0.0.1", ("robert",)))
+        self.assertEqual(
+            (nick.prefix, nick.params), ("bob!~bob@127.0.0.1", ("robert",))
+        )
         self.assertEqual(self.bob.commands(), ["NICK"])
         self.assertIsNone(self.host.nick_owner("bob"))
         self.bob.send("PRIVMSG #lobby :x")
@@ -292,11 +345,19 @@ class RoomTests(SynchronousTestCase):
 
     def test_who_names_mode(self):
         self.alice.join()
-        self.alice.send("WHO #lobby", "NAMES #lobby", "MODE #lobby", "MODE #lobby b",
-                        "MODE alice", "MODE #lobby +i", "MODE #lobby +q")
-        self.assertEqual(self.alice.commands(),
-                         ["352", "315", "353", "366", "324", "329", "368", "221", "482",
-                          "472"])
+        self.alice.send(
+            "WHO #lobby",
+            "NAMES #lobby",
+            "MODE #lobby",
+            "MODE #lobby b",
+            "MODE alice",
+            "MODE #lobby +i",
+            "MODE #lobby +q",
+        )
+        self.assertEqual(
+            self.alice.commands(),
+            ["352", "315", "353", "366", "324", "329", "368", "221", "482", "472"],
+        )
 
     def test_tagmsg_relayed_to_tag_members_only(self):
         self.alice.join()
@@ -363,7 +424,9 @@ class BadInputTests(SynchronousTestCase):
         self.assertEqual(message.params[1], "h\u00e9llo")
 
     def test_empty_lines_and_lone_cr(self):
-        self.bob.protocol.dataReceived(b"\r\n\r\n\n\rPRIVMSG #lobby :a\rPRIVMSG #lobby :b\n")
+        self.bob.protocol.dataReceived(
+            b"\r\n\r\n\n\rPRIVMSG #lobby :a\rPRIVMSG #lobby :b\n"
+        )
         self.host.clock.advance(0)
         self.assertEqual([m.params[1] for m in self.alice.messages()], ["a", "b"])
         self.assertEqual(self.bob.raw(), b"")
@@ -401,8 +464,9 @@ class FloodTests(SynchronousTestCase):
         self.assertEqual(len(self.alice.messages()), 5)
         self.assertEqual(self.bob.transport.producerState, "paused")
         self.host.clock.pump([0.5] * 4)
-        self.assertEqual([m.params[1] for m in self.alice.messages()],
-                         ["m5", "m6", "m7", "m8"])
+        self.assertEqual(
+            [m.params[1] for m in self.alice.messages()], ["m5", "m6", "m7", "m8"]
+        )
         self.assertEqual(self.bob.transport.producerState, "producing")
 
     def test_excess_flood_disconnects(self):
@@ -423,13 +487,16 @@ class TimeoutTests(SynchronousTestCase):
         self.host.clock.advance(29)
         self.assertFalse(client.transport.disconnecting)
         self.host.clock.advance(1)
-        self.assertEqual(client.messages()[-1].params,
-                         ("Closing link: 127.0.0.1 (Registration timeout)",))
+        self.assertEqual(
+            client.messages()[-1].params,
+            ("Closing link: 127.0.0.1 (Registration timeout)",),
+        )
         self.assertTrue(client.transport.disconnecting)
 
     def test_disconnect_mid_handshake(self):
         """A TLS client gone before its handshake leaves nothing behind."""
         from twisted.internet.testing import StringTransport
+
         transport = StringTransport()
         directlyProvides(transport, ISSLTransport)
         protocol = IRCConnection(self.host)
@@ -443,7 +510,8 @@ class TimeoutTests(SynchronousTestCase):
         """A client gone right after asking for a history batch: no leak."""
         client = FakeClient(self.host).register("alice", ALL_CAPS).join()
         client.protocol.dataReceived(
-            b"@label=x CHATHISTORY LATEST #lobby * 10\r\nPRIVMSG #lobby :la")
+            b"@label=x CHATHISTORY LATEST #lobby * 10\r\nPRIVMSG #lobby :la"
+        )
         client.disconnect()
         self.assertEqual((self.host.clients, self.host.nicks), (0, {}))
         self.assertEqual(self.host.rooms["lobby"].members, ())
@@ -454,6 +522,7 @@ class TimeoutTests(SynchronousTestCase):
         """A TLS client that never finishes the handshake is aborted at 10 s."""
         client = FakeClient.__new__(FakeClient)
         from twisted.internet.testing import StringTransport
+
         client.host = self.host
         client.transport = StringTransport()
         directlyProvides(client.transport, ISSLTransport)
@@ -515,8 +584,9 @@ class AdmissionTests(SynchronousTestCase):
     def test_per_address(self):
         host = make_host()
         clients = [FakeClient(host, "10.0.0.1") for _ in range(6)]
-        self.assertEqual([c.transport.disconnecting for c in clients],
-                         [False] * 5 + [True])
+        self.assertEqual(
+            [c.transport.disconnecting for c in clients], [False] * 5 + [True]
+        )
         self.assertEqual(clients[5].messages()[0].command, "ERROR")
         clients[0].disconnect()
         self.assertFalse(FakeClient(host, "10.0.0.1").transport.disconnecting)
@@ -529,6 +599,7 @@ class AdmissionTests(SynchronousTestCase):
     def test_ipv6_grouped_per_64(self):
         host = make_host(limits=Limits(max_per_address=1))
         from chatroom.host import address_group
+
         self.assertEqual(address_group("2001:db8::1"), address_group("2001:db8::ffff"))
         self.assertIsNone(host.admit("2001:db8::1"))
         self.assertIsNotNone(host.admit("2001:db8::2"))
@@ -585,8 +656,9 @@ class LabeledResponseTests(SynchronousTestCase):
     def test_join_batched(self):
         self.alice.send("@label=j1 JOIN #lobby")
         messages = self.alice.messages()
-        self.assertEqual([m.command for m in messages],
-                         ["BATCH", "JOIN", "353", "366", "BATCH"])
+        self.assertEqual(
+            [m.command for m in messages], ["BATCH", "JOIN", "353", "366", "BATCH"]
+        )
         self.assertEqual(messages[0].tags, {"label": "j1"})
         self.assertEqual(messages[0].params[1], "labeled-response")
         ref = messages[0].params[0][1:]
@@ -625,35 +697,48 @@ class ChatHistoryTests(SynchronousTestCase):
         return [m.params[1] for m in body]
 
     def test_latest(self):
-        self.assertEqual(self.history("CHATHISTORY LATEST #lobby * 3"),
-                         ["m8", "m9", "m10"])
-        self.assertEqual(self.history("CHATHISTORY LATEST #lobby msgid=lobby:10 5"),
-                         ["m9", "m10"])
+        self.assertEqual(
+            self.history("CHATHISTORY LATEST #lobby * 3"), ["m8", "m9", "m10"]
+        )
+        self.assertEqual(
+            self.history("CHATHISTORY LATEST #lobby msgid=lobby:10 5"), ["m9", "m10"]
+        )
 
     def test_before_after(self):
-        self.assertEqual(self.history("CHATHISTORY BEFORE #lobby msgid=lobby:6 2"),
-                         ["m2", "m3"])
-        self.assertEqual(self.history("CHATHISTORY AFTER #lobby msgid=lobby:6 2"),
-                         ["m5", "m6"])
+        self.assertEqual(
+            self.history("CHATHISTORY BEFORE #lobby msgid=lobby:6 2"), ["m2", "m3"]
+        )
+        self.assertEqual(
+            self.history("CHATHISTORY AFTER #lobby msgid=lobby:6 2"), ["m5", "m6"]
+        )
 
     def test_around(self):
-        self.assertEqual(self.history("CHATHISTORY AROUND #lobby msgid=lobby:7 4"),
-                         ["m3", "m4", "m5", "m6"])
+        self.assertEqual(
+            self.history("CHATHISTORY AROUND #lobby msgid=lobby:7 4"),
+            ["m3", "m4", "m5", "m6"],
+        )
 
     def test_between(self):
-        self.assertEqual(self.history(
-            "CHATHISTORY BETWEEN #lobby msgid=lobby:4 msgid=lobby:9 2"), ["m3", "m4"])
-        self.assertEqual(self.history(
-            "CHATHISTORY BETWEEN #lobby msgid=lobby:9 msgid=lobby:4 2"), ["m5", "m6"])
+        self.assertEqual(
+            self.history("CHATHISTORY BETWEEN #lobby msgid=lobby:4 msgid=lobby:9 2"),
+            ["m3", "m4"],
+        )
+        self.assertEqual(
+            self.history("CHATHISTORY BETWEEN #lobby msgid=lobby:9 msgid=lobby:4 2"),
+            ["m5", "m6"],
+        )
 
     def test_timestamps(self):
         """m1 was sent at t0+1 s, m2 at t0+2 s, ..."""
         self.alice.send("CHATHISTORY LATEST #lobby * 1")
         stamp = self.alice.messages()[1].tags["time"]  # m10
-        self.assertEqual(self.history(
-            "CHATHISTORY BEFORE #lobby timestamp=%s 2" % (stamp,)), ["m8", "m9"])
-        self.assertEqual(self.history(
-            "CHATHISTORY AFTER #lobby timestamp=%s 2" % (stamp,)), [])
+        self.assertEqual(
+            self.history("CHATHISTORY BEFORE #lobby timestamp=%s 2" % (stamp,)),
+            ["m8", "m9"],
+        )
+        self.assertEqual(
+            self.history("CHATHISTORY AFTER #lobby timestamp=%s 2" % (stamp,)), []
+        )
 
     def test_limit_capped(self):
         for n in range(150):
@@ -674,23 +759,33 @@ class ChatHistoryTests(SynchronousTestCase):
         self.assertEqual([m.params[1] for m in self.bob.messages()], ["m9", "m10"])
 
     def test_errors(self):
-        self.alice.send("CHATHISTORY LATEST #nope * 5", "CHATHISTORY FOO #lobby",
-                        "CHATHISTORY BEFORE #lobby msgid=other:3 5",
-                        "CHATHISTORY BEFORE #lobby nonsense 5",
-                        "CHATHISTORY LATEST #lobby * many")
+        self.alice.send(
+            "CHATHISTORY LATEST #nope * 5",
+            "CHATHISTORY FOO #lobby",
+            "CHATHISTORY BEFORE #lobby msgid=other:3 5",
+            "CHATHISTORY BEFORE #lobby nonsense 5",
+            "CHATHISTORY LATEST #lobby * many",
+        )
         codes = [(m.command, m.params[1]) for m in self.alice.messages()]
-        self.assertEqual(codes, [("FAIL", "INVALID_TARGET"), ("FAIL", "INVALID_PARAMS"),
-                                 ("FAIL", "INVALID_MSGREFTYPE"),
-                                 ("FAIL", "INVALID_MSGREFTYPE"),
-                                 ("FAIL", "INVALID_PARAMS")])
+        self.assertEqual(
+            codes,
+            [
+                ("FAIL", "INVALID_TARGET"),
+                ("FAIL", "INVALID_PARAMS"),
+                ("FAIL", "INVALID_MSGREFTYPE"),
+                ("FAIL", "INVALID_MSGREFTYPE"),
+                ("FAIL", "INVALID_PARAMS"),
+            ],
+        )
 
     def test_labeled_history(self):
         """A labelled request wraps the history batch in a labelled batch."""
         self.alice.send("@label=h CHATHISTORY LATEST #lobby * 1")
         raw = self.alice.raw()
         messages = [parse_line(line) for line in raw.split(b"\r\n") if line]
-        self.assertEqual([m.command for m in messages], ["BATCH"] * 2 + ["PRIVMSG"] +
-                         ["BATCH"] * 2)
+        self.assertEqual(
+            [m.command for m in messages], ["BATCH"] * 2 + ["PRIVMSG"] + ["BATCH"] * 2
+        )
         self.assertEqual(messages[0].tags, {"label": "h"})
         # Nested batches: the inner batch belongs to the outer one, its
         # lines keep the inner reference, and no line has a tag twice.
@@ -728,6 +823,7 @@ class MemberInterfaceTests(SynchronousTestCase):
         from zope.interface.verify import verifyObject
 
         from chatroom.interfaces import IRoomMember
+
         client = FakeClient(make_host()).register("alice")
         self.assertTrue(verifyObject(IRoomMember, client.protocol))
 
@@ -760,8 +856,7 @@ class GhostTakeoverTests(SynchronousTestCase):
         ghost.disconnect()
         self.assertEqual(self.bob.messages(), [])  # no QUIT, no JOIN
         self.assertIs(self.host.nick_owner("alice"), back.protocol)
-        self.assertEqual(self.host.rooms_of(back.protocol),
-                         [self.host.rooms["lobby"]])
+        self.assertEqual(self.host.rooms_of(back.protocol), [self.host.rooms["lobby"]])
         self.bob.send("PRIVMSG #lobby :still here?")
         (message,) = back.messages()
         self.assertEqual(message.params, ("#lobby", "still here?"))

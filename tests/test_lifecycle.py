@@ -4,8 +4,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatroom.core.lifecycle import Deadlines, Due, Lifecycle, Phase
 
-D = Deadlines(handshake_timeout=10, registration_timeout=30, ping_after=90,
-              close_after=150, close_grace=10)
+D = Deadlines(
+    handshake_timeout=10,
+    registration_timeout=30,
+    ping_after=90,
+    close_after=150,
+    close_grace=10,
+)
 
 
 class LifecycleTests(SynchronousTestCase):

@@ -18,10 +18,62 @@ class LintTests(SynchronousTestCase):
         except ImportError:
             raise self.skipTest("ruff is not installed: pip install '.[test]'")
         result = subprocess.run(
-            [sys.executable, "-m", "ruff", "check", "--no-cache", "chatroom", "tests",
-             "twisted", "bench"], capture_output=True, text=True, cwd=REPO,
-            timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "ruff",
+                "check",
+                "--no-cache",
+                "chatroom",
+                "tests",
+                "twisted",
+                "bench",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+
+class FormatTests(SynchronousTestCase):
+    """The whole tree is formatted one way: C{ruff format}, as Twisted
+    formats itself (Black's style), with the line length of
+    pyproject.toml."""
+
+    def test_ruff_format(self):
+        try:
+            import ruff  # noqa: F401
+        except ImportError:
+            raise self.skipTest("ruff is not installed: pip install '.[test]'")
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ruff",
+                "format",
+                "--check",
+                "--no-cache",
+                "chatroom",
+                "tests",
+                "twisted",
+                "bench",
+                "scripts",
+                "contrib",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
+        self.assertEqual(
+            result.returncode,
+            0,
+            "Run: ruff format chatroom tests twisted bench scripts contrib\n"
+            + result.stdout
+            + result.stderr,
+        )
 
 
 class TypingTests(SynchronousTestCase):
@@ -33,7 +85,17 @@ class TypingTests(SynchronousTestCase):
         except ImportError:
             raise self.skipTest("mypy is not installed: pip install '.[test]'")
         result = subprocess.run(
-            [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-             "chatroom/core"], capture_output=True, text=True, cwd=REPO,
-            timeout=600)
+            [
+                sys.executable,
+                "-m",
+                "mypy",
+                "--strict",
+                "--no-incremental",
+                "chatroom/core",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=600,
+        )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)

@@ -116,8 +116,10 @@ class MemberBehaviourMixin:
         self.shown(alice)
         self.host.quit(bob, "gone")
         self.turn()
-        self.assertEqual([(m.command, m.params) for m in self.shown(alice)],
-                         [("QUIT", ("gone",))] * self.quit_lines)
+        self.assertEqual(
+            [(m.command, m.params) for m in self.shown(alice)],
+            [("QUIT", ("gone",))] * self.quit_lines,
+        )
         self.assertEqual(self.host.rooms_of(bob), [])
         self.assertEqual((self.lobby.members, self.dev.members), ((alice,), (alice,)))
         self.assertIsNone(self.host.nick_owner("bob"))
@@ -168,6 +170,7 @@ class MulticastMemberTests(MemberBehaviourMixin, SynchronousTestCase):
         )
 
         from chatroom.fanout import HostFanout
+
         key = Ed25519PrivateKey.generate()
         self.q = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.socket = FakeGroupSender()
@@ -175,8 +178,10 @@ class MulticastMemberTests(MemberBehaviourMixin, SynchronousTestCase):
 
     def make_member(self, nick):
         from chatroom.fanout import CAPABILITY
+
         client = FakeClient(self.host).register(
-            nick, ("message-tags", "server-time", "echo-message", CAPABILITY))
+            nick, ("message-tags", "server-time", "echo-message", CAPABILITY)
+        )
         client.protocol.test_client = client
         client.keys = {}
         client.datagrams = 0
@@ -185,6 +190,7 @@ class MulticastMemberTests(MemberBehaviourMixin, SynchronousTestCase):
 
     def joined(self, member, room):
         from chatroom.core.fanout import KeyGrant
+
         self.host.fanout.member_joined(member, room)
         client = member.test_client
         messages = client.messages()
@@ -205,22 +211,25 @@ class MulticastMemberTests(MemberBehaviourMixin, SynchronousTestCase):
             open_datagram,
         )
         from chatroom.core.names import parse_msgid
+
         client = member.test_client
         lines, client.pending = client.pending, []
         for message in client.messages():
             if message.command == "FANOUT" and message.params[1] == "KEY":
                 grant = KeyGrant.from_params(message.params)
                 client.keys[grant.room] = client.keys.get(grant.room, []) + [
-                    grant.epoch_key]
+                    grant.epoch_key
+                ]
             else:
                 lines.append(message)
-        for data in self.socket.sent[client.datagrams:]:
+        for data in self.socket.sent[client.datagrams :]:
             datagram = Datagram.from_bytes(data)
             for room, keys in client.keys.items():
                 for key in keys:
                     try:
                         opened = open_datagram(
-                            datagram, RoomIdentity(self.q, room), key)
+                            datagram, RoomIdentity(self.q, room), key
+                        )
                     except ParseError:
                         continue
                     lines += [parse_line(line) for line in opened.lines if line]
@@ -233,6 +242,9 @@ class MulticastMemberTests(MemberBehaviourMixin, SynchronousTestCase):
                     continue
                 seen.add(msgid)
             ordered.append(message)
-        ordered.sort(key=lambda m: (parse_msgid(m.tags["msgid"])[1]
-                                    if "msgid" in m.tags else 1 << 62))
+        ordered.sort(
+            key=lambda m: (
+                parse_msgid(m.tags["msgid"])[1] if "msgid" in m.tags else 1 << 62
+            )
+        )
         return ordered

@@ -19,35 +19,43 @@ class ListTests(SynchronousTestCase):
     def setUp(self):
         self.host = make_host(rooms=("lobby",), limits=OPEN)
         self.op = FakeClient(self.host).register("op")
-        self.op.send("JOIN #fun", "TOPIC #fun :games tonight", "JOIN #hidden",
-                     "MODE #hidden +s")
+        self.op.send(
+            "JOIN #fun", "TOPIC #fun :games tonight", "JOIN #hidden", "MODE #hidden +s"
+        )
         self.op.raw()
         self.other = FakeClient(self.host).register("other")
 
     def test_list(self):
         """Rooms in name order with member counts and topics; +s left out."""
         self.other.send("LIST")
-        self.assertEqual(lines(self.other), [
-            ":test.host 321 other Channel :Users  Name",
-            ":test.host 322 other #fun 1 :games tonight",
-            ":test.host 322 other #lobby 0 :",
-            ":test.host 323 other :End of /LIST",
-        ])
+        self.assertEqual(
+            lines(self.other),
+            [
+                ":test.host 321 other Channel :Users  Name",
+                ":test.host 322 other #fun 1 :games tonight",
+                ":test.host 322 other #lobby 0 :",
+                ":test.host 323 other :End of /LIST",
+            ],
+        )
 
     def test_list_secret_for_members(self):
         self.op.send("LIST #hidden,#nope")
-        self.assertEqual(lines(self.op), [
-            ":test.host 321 op Channel :Users  Name",
-            ":test.host 322 op #hidden 1 :",
-            ":test.host 323 op :End of /LIST",
-        ])
+        self.assertEqual(
+            lines(self.op),
+            [
+                ":test.host 321 op Channel :Users  Name",
+                ":test.host 322 op #hidden 1 :",
+                ":test.host 323 op :End of /LIST",
+            ],
+        )
         self.other.send("LIST #hidden")
         self.assertEqual(self.other.commands(), ["321", "323"])
 
     def test_names_of_secret_room(self):
         self.other.send("NAMES #hidden")
-        self.assertEqual(lines(self.other),
-                         [":test.host 366 other #hidden :End of /NAMES list"])
+        self.assertEqual(
+            lines(self.other), [":test.host 366 other #hidden :End of /NAMES list"]
+        )
         self.op.send("NAMES #hidden")
         self.assertEqual(lines(self.op)[0], ":test.host 353 op @ #hidden @op")
 
@@ -67,8 +75,7 @@ class ModerationTests(SynchronousTestCase):
         self.assertEqual(lines(self.op), [":op!~op@127.0.0.1 MODE #r +mv alice"])
         bob = FakeClient(self.host).register("bob").join("#r")
         bob.send("PRIVMSG #r :hi")
-        self.assertEqual(lines(bob), [
-            ":test.host 404 bob #r :Cannot send to channel"])
+        self.assertEqual(lines(bob), [":test.host 404 bob #r :Cannot send to channel"])
         self.alice.raw()
         self.alice.send("PRIVMSG #r :voiced")
         self.assertEqual(lines(bob), [":alice!~alice@127.0.0.1 PRIVMSG #r voiced"])
@@ -89,15 +96,20 @@ class ModerationTests(SynchronousTestCase):
         self.alice.send("PRIVMSG #r :still here?", "PART #r")
         self.assertEqual(self.alice.commands(), ["404", "PART"])
         self.alice.send("JOIN #r")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 474 alice #r :Cannot join channel (+b)"])
+        self.assertEqual(
+            lines(self.alice), [":test.host 474 alice #r :Cannot join channel (+b)"]
+        )
         self.op.raw()
         self.op.send("MODE #r +b", "MODE #r b")
         when = str(self.host.now_ms() // 1000)
-        self.assertEqual(lines(self.op), [
-            ":test.host 367 op #r alice!*@* op!~op@127.0.0.1 " + when,
-            ":test.host 368 op #r :End of channel ban list",
-        ] * 2)
+        self.assertEqual(
+            lines(self.op),
+            [
+                ":test.host 367 op #r alice!*@* op!~op@127.0.0.1 " + when,
+                ":test.host 368 op #r :End of channel ban list",
+            ]
+            * 2,
+        )
         self.op.send("MODE #r -b ALICE!*@*")
         self.assertEqual(lines(self.op), [":op!~op@127.0.0.1 MODE #r -b alice!*@*"])
         self.alice.send("JOIN #r")
@@ -119,12 +131,15 @@ class ModerationTests(SynchronousTestCase):
         self.assertEqual(lines(self.op), [":op!~op@127.0.0.1 MODE #r +l 2"])
         bob = FakeClient(self.host).register("bob")
         bob.send("JOIN #r")
-        self.assertEqual(lines(bob), [":test.host 471 bob #r :Cannot join channel (+l)"])
+        self.assertEqual(
+            lines(bob), [":test.host 471 bob #r :Cannot join channel (+l)"]
+        )
         self.op.send("MODE #r", "MODE #r +l x", "MODE #r -l")
         got = lines(self.op)
         self.assertEqual(got[0], ":test.host 324 op #r +nl 2")
-        self.assertEqual(got[2], ":test.host 696 op #r l x "
-                         ":Invalid limit: a positive whole number")
+        self.assertEqual(
+            got[2], ":test.host 696 op #r l x :Invalid limit: a positive whole number"
+        )
         self.assertEqual(got[3], ":op!~op@127.0.0.1 MODE #r -l")
         bob.send("JOIN #r")
         self.assertEqual(bob.commands()[0], "JOIN")
@@ -135,16 +150,18 @@ class ModerationTests(SynchronousTestCase):
             FakeClient(self.host).register(nick).join("#r")
         self.op.raw()
         self.op.send("MODE #r +vvvvv a1 a2 a3 a4 a5")
-        self.assertEqual(lines(self.op), [
-            ":op!~op@127.0.0.1 MODE #r +vvvv a1 a2 a3 a4"])
+        self.assertEqual(
+            lines(self.op), [":op!~op@127.0.0.1 MODE #r +vvvv a1 a2 a3 a4"]
+        )
 
     def test_topic_lock_needs_op(self):
         self.op.send("MODE #r +t")
         self.op.raw()
         self.alice.raw()
         self.alice.send("TOPIC #r :mine")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 482 alice #r :You're not channel operator"])
+        self.assertEqual(
+            lines(self.alice), [":test.host 482 alice #r :You're not channel operator"]
+        )
         self.op.send("MODE #r -t")
         self.alice.raw()
         self.alice.send("TOPIC #r :mine")
@@ -179,8 +196,9 @@ class ModerationTests(SynchronousTestCase):
 
     def test_ban_list_full(self):
         self.op.send(*["MODE #r +b m%d" % (n,) for n in range(61)])
-        self.assertIn(":test.host 478 op #r m60 :Channel ban list is full",
-                      lines(self.op))
+        self.assertIn(
+            ":test.host 478 op #r m60 :Channel ban list is full", lines(self.op)
+        )
         self.assertEqual(len(self.host.find_room("#r").bans), 60)
 
 
@@ -199,10 +217,12 @@ class MoreModeTests(SynchronousTestCase):
         self.op.raw()
         self.user.raw()
         self.user.send("PRIVMSG #r :\x01ACTION waves\x01", "PRIVMSG #r :\x01PING 1\x01")
-        self.assertEqual(lines(self.user), [
-            ":test.host 404 user #r :Cannot send to channel"])
-        self.assertEqual([m.params[1] for m in self.op.messages()],
-                         ["\x01ACTION waves\x01"])
+        self.assertEqual(
+            lines(self.user), [":test.host 404 user #r :Cannot send to channel"]
+        )
+        self.assertEqual(
+            [m.params[1] for m in self.op.messages()], ["\x01ACTION waves\x01"]
+        )
 
     def test_invitation_passes_limit_and_is_listed(self):
         self.op.send("MODE #r +l 2")
@@ -210,8 +230,10 @@ class MoreModeTests(SynchronousTestCase):
         self.op.send("INVITE guest #r")
         guest.raw()
         guest.send("INVITE")
-        self.assertEqual(lines(guest), [
-            ":test.host 336 guest #r", ":test.host 337 guest :End of /INVITE list"])
+        self.assertEqual(
+            lines(guest),
+            [":test.host 336 guest #r", ":test.host 337 guest :End of /INVITE list"],
+        )
         guest.send("JOIN #r", "INVITE")
         self.assertEqual(guest.commands(), ["JOIN", "353", "366", "337"])
         self.op.send("INVITE guest")
@@ -227,23 +249,29 @@ class MultiTargetTests(SynchronousTestCase):
 
     def test_names_of_several_rooms_one_end(self):
         self.op.send("NAMES #a,#b,#nope")
-        self.assertEqual(lines(self.op), [
-            ":test.host 353 op = #a @op",
-            ":test.host 353 op = #b @op",
-            ":test.host 366 op #a,#b,#nope :End of /NAMES list",
-        ])
+        self.assertEqual(
+            lines(self.op),
+            [
+                ":test.host 353 op = #a @op",
+                ":test.host 353 op = #b @op",
+                ":test.host 366 op #a,#b,#nope :End of /NAMES list",
+            ],
+        )
 
     def test_kick_pairs_rooms_and_nicks(self):
         bar = FakeClient(self.host).register("bar").join("#a").join("#b")
         baz = FakeClient(self.host).register("baz").join("#a")
         self.op.raw()
         self.op.send("KICK #a,#b bar,bar :bye", "KICK #a baz,nobody")
-        self.assertEqual(lines(self.op), [
-            ":op!~op@127.0.0.1 KICK #a bar bye",
-            ":op!~op@127.0.0.1 KICK #b bar bye",
-            ":op!~op@127.0.0.1 KICK #a baz op",
-            ":test.host 441 op nobody #a :They aren't on that channel",
-        ])
+        self.assertEqual(
+            lines(self.op),
+            [
+                ":op!~op@127.0.0.1 KICK #a bar bye",
+                ":op!~op@127.0.0.1 KICK #b bar bye",
+                ":op!~op@127.0.0.1 KICK #a baz op",
+                ":test.host 441 op nobody #a :They aren't on that channel",
+            ],
+        )
         self.assertTrue(baz.protocol.registered and bar.protocol.registered)
         self.op.send("KICK #a,#b x")
         self.assertEqual(self.op.commands(), ["461"])

@@ -62,8 +62,9 @@ class OpeningTests(SynchronousTestCase):
         self.assertEqual(self.host.rooms, {})
 
     def test_max_rooms(self):
-        host = make_host(rooms=("lobby",), limits=Limits(flood_rate=0, open_rooms=True,
-                                                         max_rooms=2))
+        host = make_host(
+            rooms=("lobby",), limits=Limits(flood_rate=0, open_rooms=True, max_rooms=2)
+        )
         client = FakeClient(host).register("carol")
         client.send("JOIN #one")
         client.raw()
@@ -73,9 +74,16 @@ class OpeningTests(SynchronousTestCase):
         self.assertIn("more rooms", reply.params[2])
 
     def test_opened_per_hour(self):
-        host = make_host(rooms=(), limits=Limits(
-            flood_rate=0, open_rooms=True, opened_per_hour=2,
-            ping_after=10 ** 6, close_after=10 ** 6))
+        host = make_host(
+            rooms=(),
+            limits=Limits(
+                flood_rate=0,
+                open_rooms=True,
+                opened_per_hour=2,
+                ping_after=10**6,
+                close_after=10**6,
+            ),
+        )
         client = FakeClient(host).register("carol")
         client.send("JOIN #a,#b,#c")
         self.assertEqual([m.command for m in client.messages()].count("JOIN"), 2)
@@ -87,8 +95,9 @@ class OpeningTests(SynchronousTestCase):
     def test_isupport(self):
         client = FakeClient(self.host)
         client.send("NICK carol", "USER c 0 * :C")
-        tokens = " ".join(" ".join(m.params) for m in client.messages()
-                          if m.command == "005")
+        tokens = " ".join(
+            " ".join(m.params) for m in client.messages() if m.command == "005"
+        )
         for token in ("CHANMODES=b,k,l,Cimnst", "PREFIX=(ov)@+", "CHANNELLEN=33"):
             self.assertIn(token, tokens)
 
@@ -106,8 +115,9 @@ class ModerationTests(SynchronousTestCase):
         self.alice.send("MODE #fun")
         modes, created = self.alice.messages()
         self.assertEqual((modes.command, modes.params[1:]), ("324", ("#fun", "+n")))
-        self.assertEqual((created.command, created.params[1:]),
-                         ("329", ("#fun", str(1764000000))))
+        self.assertEqual(
+            (created.command, created.params[1:]), ("329", ("#fun", str(1764000000)))
+        )
 
     def test_topic_lock(self):
         self.alice.send("MODE #fun +t")
@@ -126,8 +136,10 @@ class ModerationTests(SynchronousTestCase):
     def test_kick(self):
         self.alice.send("KICK #fun bob :behave")
         (kick,) = self.bob.messages()
-        self.assertEqual((kick.command, kick.prefix.split("!")[0], kick.params),
-                         ("KICK", "alice", ("#fun", "bob", "behave")))
+        self.assertEqual(
+            (kick.command, kick.prefix.split("!")[0], kick.params),
+            ("KICK", "alice", ("#fun", "bob", "behave")),
+        )
         self.assertNotIn(self.bob.protocol, self.host.rooms["fun"])
         self.assertEqual(self.host.rooms_of(self.bob.protocol), [])
         self.bob.send("PRIVMSG #fun :hey")
@@ -200,15 +212,19 @@ class PersistenceTests(SynchronousTestCase):
         host.observer = observer
         self.assertEqual(list(host.rooms), ["fun"])
         room = host.rooms["fun"]
-        self.assertEqual((room.topic.text, room.modes, room.next_seq), ("kept", {"n", "t"}, 5))
+        self.assertEqual(
+            (room.topic.text, room.modes, room.next_seq), ("kept", {"n", "t"}, 5)
+        )
 
         closed = make_host(rooms=(), limits=Limits(), store=store)
         self.assertEqual(closed.rooms, {})
 
     def test_idle_rooms_removed(self):
         observer = RecordingObserver()
-        host = make_host(rooms=("lobby",), limits=Limits(flood_rate=0, open_rooms=True,
-                                                         room_idle_seconds=100))
+        host = make_host(
+            rooms=("lobby",),
+            limits=Limits(flood_rate=0, open_rooms=True, room_idle_seconds=100),
+        )
         host.observer = observer
         alice = FakeClient(host).register("alice").join("#busy").join("#old")
         FakeClient(host).register("bob").join("#quiet").disconnect()

@@ -28,22 +28,28 @@ class OperatorTests(SynchronousTestCase):
 
     def test_oper(self):
         self.alice.send("OPER root wrong", "OPER nobody s3cret", "OPER root")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 464 alice :Password incorrect"] * 2 + [
-            ":test.host 461 alice OPER :Not enough parameters"])
+        self.assertEqual(
+            lines(self.alice),
+            [":test.host 464 alice :Password incorrect"] * 2
+            + [":test.host 461 alice OPER :Not enough parameters"],
+        )
         self.assertEqual(self.host.counters["oper-failures"], 2)
         self.alice.send("OPER root s3cret", "MODE alice")
-        self.assertEqual(lines(self.alice), [
-            ":alice!~alice@127.0.0.1 MODE alice +o",
-            ":test.host 381 alice :You are now an IRC operator",
-            ":test.host 221 alice +io",
-        ])
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":alice!~alice@127.0.0.1 MODE alice +o",
+                ":test.host 381 alice :You are now an IRC operator",
+                ":test.host 221 alice +io",
+            ],
+        )
         self.bob.send("WHOIS alice", "USERHOST alice", "WHO alice", "LUSERS")
         got = lines(self.bob)
         self.assertIn(":test.host 313 bob alice :is an IRC operator", got)
         self.assertIn(":test.host 302 bob alice*=+~alice@127.0.0.1", got)
-        self.assertIn(":test.host 352 bob * ~alice 127.0.0.1 test.host alice H* "
-                      ":0 Alice", got)
+        self.assertIn(
+            ":test.host 352 bob * ~alice 127.0.0.1 test.host alice H* :0 Alice", got
+        )
         self.assertIn(":test.host 252 bob 1 :IRC Operators online", got)
 
     def test_status_belongs_to_the_connection(self):
@@ -55,19 +61,26 @@ class OperatorTests(SynchronousTestCase):
 
     def test_kill(self):
         self.bob.send("KILL alice :spam")
-        self.assertEqual(lines(self.bob), [
-            ":test.host 481 bob :Permission Denied- You're not an IRC operator"])
+        self.assertEqual(
+            lines(self.bob),
+            [":test.host 481 bob :Permission Denied- You're not an IRC operator"],
+        )
         self.alice.send("OPER root s3cret")
         self.alice.raw()
         self.alice.send("KILL nobody", "KILL bob :flooding the room")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 401 alice nobody :No such nick/channel"])
-        self.assertEqual(lines(self.bob), [
-            "ERROR :Closing link: 127.0.0.1 (Killed (alice (flooding the room)))"])
+        self.assertEqual(
+            lines(self.alice), [":test.host 401 alice nobody :No such nick/channel"]
+        )
+        self.assertEqual(
+            lines(self.bob),
+            ["ERROR :Closing link: 127.0.0.1 (Killed (alice (flooding the room)))"],
+        )
         self.assertTrue(self.bob.transport.disconnecting)
         self.bob.disconnect()  # the transport closes
-        self.assertEqual(lines(self.alice), [
-            ":bob!~bob@127.0.0.1 QUIT :Killed (alice (flooding the room))"])
+        self.assertEqual(
+            lines(self.alice),
+            [":bob!~bob@127.0.0.1 QUIT :Killed (alice (flooding the room))"],
+        )
         self.assertEqual(self.host.counters["kills"], 1)
 
     def test_wallops(self):
@@ -79,19 +92,23 @@ class OperatorTests(SynchronousTestCase):
         self.alice.send("OPER root s3cret")
         self.alice.raw()
         self.alice.send("WALLOPS :maintenance at noon")
-        self.assertEqual(lines(self.bob), [
-            ":alice!~alice@127.0.0.1 WALLOPS :maintenance at noon"])
+        self.assertEqual(
+            lines(self.bob), [":alice!~alice@127.0.0.1 WALLOPS :maintenance at noon"]
+        )
         self.assertEqual(carol.raw(), b"")
         self.assertEqual(self.alice.raw(), b"")
 
     def test_user_modes(self):
         self.alice.send("MODE alice +wx", "MODE alice -o", "MODE bob +w", "MODE nobody")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 501 alice :Unknown MODE flag",
-            ":alice!~alice@127.0.0.1 MODE alice +w",
-            ":test.host 502 alice :Can't change mode for other users",
-            ":test.host 401 alice nobody :No such nick/channel",
-        ])
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":test.host 501 alice :Unknown MODE flag",
+                ":alice!~alice@127.0.0.1 MODE alice +w",
+                ":test.host 502 alice :Can't change mode for other users",
+                ":test.host 401 alice nobody :No such nick/channel",
+            ],
+        )
 
     def test_info(self):
         self.alice.send("INFO")
@@ -115,18 +132,19 @@ class OperFileTests(SynchronousTestCase):
     def test_read(self):
         options = self.parse(self.write("# operators\nroot s3cret\n\nanna pw\n"))
         self.assertEqual(options["operators"], {"root": "s3cret", "anna": "pw"})
-        host = RoomHost(HistoryStore(":memory:"), Clock(), "h", (),
-                        operators=options["operators"])
+        host = RoomHost(
+            HistoryStore(":memory:"), Clock(), "h", (), operators=options["operators"]
+        )
         self.assertEqual(host.operators["anna"], "pw")
 
     def test_readable_by_others_refused(self):
-        error = self.assertRaises(usage.UsageError, self.parse,
-                                  self.write("root s3cret\n", 0o644))
+        error = self.assertRaises(
+            usage.UsageError, self.parse, self.write("root s3cret\n", 0o644)
+        )
         self.assertIn("chmod 600", str(error))
 
     def test_malformed_line(self):
-        error = self.assertRaises(usage.UsageError, self.parse,
-                                  self.write("root\n"))
+        error = self.assertRaises(usage.UsageError, self.parse, self.write("root\n"))
         self.assertIn("line 1", str(error))
 
 
@@ -139,21 +157,25 @@ class ServerQueryTests(SynchronousTestCase):
 
     def test_help(self):
         self.alice.send("HELP privmsg", "HELPOP nothing")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 704 alice privmsg :** Help on privmsg **",
-            ":test.host 705 alice privmsg :Send a message to a room, or privately "
-            "to one user.",
-            ":test.host 706 alice privmsg :End of /HELP",
-            ":test.host 524 alice nothing :No help available on this topic",
-        ])
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":test.host 704 alice privmsg :** Help on privmsg **",
+                ":test.host 705 alice privmsg :Send a message to a room, or privately "
+                "to one user.",
+                ":test.host 706 alice privmsg :End of /HELP",
+                ":test.host 524 alice nothing :No help available on this topic",
+            ],
+        )
         self.alice.send("HELP")
         got = self.alice.commands()
         self.assertEqual((got[0], got[-1]), ("704", "706"))
 
     def test_links(self):
         self.alice.send("LINKS")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 365 alice * :End of /LINKS list"])
+        self.assertEqual(
+            lines(self.alice), [":test.host 365 alice * :End of /LINKS list"]
+        )
 
     def test_bot_mode(self):
         bot = FakeClient(self.host).register("beep")
@@ -166,8 +188,9 @@ class ServerQueryTests(SynchronousTestCase):
         self.alice.send("WHOIS beep", "WHO #r")
         got = lines(self.alice)
         self.assertIn(":test.host 335 alice beep :is a bot on this host", got)
-        self.assertIn(":test.host 352 alice #r ~beep 127.0.0.1 test.host beep HB@ "
-                      ":0 Beep", got)
+        self.assertIn(
+            ":test.host 352 alice #r ~beep 127.0.0.1 test.host beep HB@ :0 Beep", got
+        )
 
     def test_statusmsg(self):
         """PRIVMSG @#r reaches the operators only, +#r voiced ones too."""
@@ -177,9 +200,13 @@ class ServerQueryTests(SynchronousTestCase):
         self.alice.send("MODE #r +v voiced")
         self.alice.raw(), voiced.raw(), plain.raw()
         plain.send("PRIVMSG @#r :ops only", "PRIVMSG +#r :voice too")
-        self.assertEqual([m.params for m in self.alice.messages()],
-                         [("@#r", "ops only"), ("+#r", "voice too")])
-        self.assertEqual(lines(voiced), [":plain!~plain@127.0.0.1 PRIVMSG +#r :voice too"])
+        self.assertEqual(
+            [m.params for m in self.alice.messages()],
+            [("@#r", "ops only"), ("+#r", "voice too")],
+        )
+        self.assertEqual(
+            lines(voiced), [":plain!~plain@127.0.0.1 PRIVMSG +#r :voice too"]
+        )
         self.assertEqual(plain.raw(), b"")
 
     def test_list_filters(self):
@@ -193,6 +220,7 @@ class ServerQueryTests(SynchronousTestCase):
         def listed(terms):
             self.alice.send("LIST " + terms)
             return [m.params[1] for m in self.alice.messages() if m.command == "322"]
+
         self.assertEqual(listed("#ch*"), ["#chan1", "#chan2"])
         self.assertEqual(listed("!#ch*"), ["#other"])
         self.assertEqual(listed(">1"), ["#chan2"])

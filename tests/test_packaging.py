@@ -12,11 +12,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run(*args, **kwargs):
     """Run a command, failing with its output when it fails."""
-    result = subprocess.run(args, capture_output=True, text=True, timeout=600,
-                            **kwargs)
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, **kwargs)
     if result.returncode:
-        raise AssertionError("%s failed:\n%s\n%s" % (args, result.stdout,
-                                                     result.stderr))
+        raise AssertionError(
+            "%s failed:\n%s\n%s" % (args, result.stdout, result.stderr)
+        )
     return result
 
 
@@ -28,8 +28,9 @@ class WheelTests(SynchronousTestCase):
         os.makedirs(work)
         run(sys.executable, "-m", "build", "--wheel", "--outdir", work, REPO)
         (wheel,) = [name for name in os.listdir(work) if name.endswith(".whl")]
-        listing = run(sys.executable, "-m", "zipfile", "-l",
-                      os.path.join(work, wheel)).stdout
+        listing = run(
+            sys.executable, "-m", "zipfile", "-l", os.path.join(work, wheel)
+        ).stdout
         self.assertIn("twisted/plugins/chatroom_plugin.py", listing)
         self.assertIn("chatroom/schemas/history-v1.sql", listing)
         self.assertNotIn("twisted/__init__.py", listing)
@@ -42,14 +43,24 @@ class WheelTests(SynchronousTestCase):
         # Without PYTHONPATH (trial -j sets it), pip would find Twisted on
         # the outer path, skip installing it, and leave no twistd script.
         clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        run(os.path.join(bin_dir, "pip"), "install", "--quiet",
-            os.path.join(work, wheel), env=clean)
+        run(
+            os.path.join(bin_dir, "pip"),
+            "install",
+            "--quiet",
+            os.path.join(work, wheel),
+            env=clean,
+        )
         # Run from an empty directory so the checkout is not on the path.
         # The plugin list must also name every package of ours: a missing
         # one fails here as an ImportError.
         self.assertIn("chatroom/commands/__init__.py", listing)
-        result = run(os.path.join(bin_dir, "twistd"), "chatroom", "--help",
-                     cwd=work, env={"PATH": bin_dir + os.pathsep + os.environ["PATH"]})
+        result = run(
+            os.path.join(bin_dir, "twistd"),
+            "chatroom",
+            "--help",
+            cwd=work,
+            env={"PATH": bin_dir + os.pathsep + os.environ["PATH"]},
+        )
         self.assertIn("--room", result.stdout)
         self.assertIn("--data-dir", result.stdout)
         self.assertTrue(os.path.exists(os.path.join(bin_dir, "chatroom")))

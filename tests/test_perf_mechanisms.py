@@ -33,6 +33,6 @@ class PageCacheTests(SynchronousTestCase):
         below SQLite's default of 2000 KiB."""
         store = HistoryStore(self.mktemp())
         self.addCleanup(store.close)
-        (cache_size,), = store._db.execute("PRAGMA cache_size")
+        ((cache_size,),) = store._db.execute("PRAGMA cache_size")
         self.assertEqual(cache_size, -PAGE_CACHE_KIB)
         self.assertLess(PAGE_CACHE_KIB, 2000)

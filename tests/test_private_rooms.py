@@ -75,8 +75,12 @@ class PrivateRoomTests(SynchronousTestCase):
         """No names, no who, no topic, no history for non-members."""
         self.member.send("TOPIC #lobby :secret plans")
         stranger = self.client().register("eve")
-        stranger.send("NAMES #lobby", "WHO #lobby", "TOPIC #lobby",
-                      "CHATHISTORY LATEST #lobby * 10")
+        stranger.send(
+            "NAMES #lobby",
+            "WHO #lobby",
+            "TOPIC #lobby",
+            "CHATHISTORY LATEST #lobby * 10",
+        )
         messages = stranger.messages()
         self.assertEqual([m.command for m in messages], ["366", "315", "442", "FAIL"])
         self.assertEqual(messages[3].params[1], "INVALID_TARGET")
@@ -113,8 +117,9 @@ class AllowFileTests(SynchronousTestCase):
         return path
 
     def test_read(self):
-        path = self.write("# friends\n%s\n\n  %s  # bob\n" % (
-            FINGERPRINT.upper(), "ab" * 32))
+        path = self.write(
+            "# friends\n%s\n\n  %s  # bob\n" % (FINGERPRINT.upper(), "ab" * 32)
+        )
         self.assertEqual(read_allow_file(path), {FINGERPRINT, "ab" * 32})
 
     def test_bad_line_named(self):
@@ -127,8 +132,14 @@ class AllowFileTests(SynchronousTestCase):
         store = HistoryStore(":memory:")
         self.addCleanup(store.close)
         rule = PrivateRooms("", frozenset(), path)
-        service = HostService(reactor, HostIdentity.generate(), store, ["lobby"],
-                              tls_port=None, private=rule)
+        service = HostService(
+            reactor,
+            HostIdentity.generate(),
+            store,
+            ["lobby"],
+            tls_port=None,
+            private=rule,
+        )
         room = service.host.rooms["lobby"]
         self.assertEqual(room.access.allowed, frozenset())
         with open(path, "w") as f:
@@ -148,16 +159,20 @@ class AnnouncementTests(SynchronousTestCase):
     def test_private_flag(self):
         store = HistoryStore(":memory:")
         self.addCleanup(store.close)
-        service = HostService(reactor, HostIdentity.generate(), store, ["lobby"],
-                              tls_port=None,
-                              private=PrivateRooms("pw", frozenset(), None))
+        service = HostService(
+            reactor,
+            HostIdentity.generate(),
+            store,
+            ["lobby"],
+            tls_port=None,
+            private=PrivateRooms("pw", frozenset(), None),
+        )
         (hosted,) = [service.announced_as(room) for room in service.host.rooms.values()]
         self.assertTrue(hosted.private)
         self.assertFalse(hosted.multicast_delivery)
 
 
 class OptionsTests(SynchronousTestCase):
-
     def parse(self, *args):
         options = tap.Options()
         options.parseOptions(["--data-dir", self.mktemp(), *args])
@@ -166,17 +181,21 @@ class OptionsTests(SynchronousTestCase):
     def test_private_needs_a_way_in(self):
         self.assertRaises(usage.UsageError, self.parse, "--private")
         self.assertRaises(usage.UsageError, self.parse, "--room-password", "x")
-        self.assertRaises(usage.UsageError, self.parse, "--private",
-                          "--allow-key", "nope")
-        options = self.parse("--private", "--allow-key", FINGERPRINT.upper(),
-                             "--room-password", "pw")
+        self.assertRaises(
+            usage.UsageError, self.parse, "--private", "--allow-key", "nope"
+        )
+        options = self.parse(
+            "--private", "--allow-key", FINGERPRINT.upper(), "--room-password", "pw"
+        )
         rule = options.private()
-        self.assertEqual((rule.access.password, rule.access.allowed),
-                         ("pw", {FINGERPRINT}))
+        self.assertEqual(
+            (rule.access.password, rule.access.allowed), ("pw", {FINGERPRINT})
+        )
         self.assertIsNone(self.parse().private())
 
     def test_unreadable_allow_file_is_one_sentence(self):
-        options = self.parse("--private", "--allow-file",
-                             os.path.join(self.mktemp(), "missing"))
+        options = self.parse(
+            "--private", "--allow-file", os.path.join(self.mktemp(), "missing")
+        )
         error = self.assertRaises(SystemExit, tap.makeService, options)
         self.assertIn("Cannot read the allow-list", str(error))

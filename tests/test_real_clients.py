@@ -88,16 +88,18 @@ class RealClientMixin(RunningHostMixin):
         self.type_line("/quit bye")
         yield quit
         history = yield bot.history("#lobby", "LATEST", "*")
-        self.assertIn("hello from a stock client", [m.params[1] for m in history
-                                                    if m.command == "PRIVMSG"])
-
+        self.assertIn(
+            "hello from a stock client",
+            [m.params[1] for m in history if m.command == "PRIVMSG"],
+        )
 
     def watch_output(self):
         """Tee what the host writes to the stock client's connection; return
         C{wait(code)}, a Deferred firing when the host sends it numeric
         C{code} (the answer the client's command expects)."""
-        (connection,) = [c for c in self.service.host.connections
-                         if c.nick == self.nick]
+        (connection,) = [
+            c for c in self.service.host.connections if c.nick == self.nick
+        ]
         waiters = []
         write = connection.write
 
@@ -108,12 +110,14 @@ class RealClientMixin(RunningHostMixin):
                         waiters.remove((code, waiter))
                         waiter.callback(line.decode("utf-8"))
             write(data)
+
         connection.write = tee
 
         def wait(code):
             waiter = defer.Deferred()
             waiters.append((code, waiter))
             return waiter
+
         return wait
 
     @defer.inlineCallbacks
@@ -153,8 +157,9 @@ class RealClientMixin(RunningHostMixin):
         refused = wait("474")
         self.type_line("/join #ops")
         self.assertIn("#ops", (yield refused))
-        self.assertNotIn(self.nick, [m.nick for m in
-                                     self.service.host.find_room("#ops").members])
+        self.assertNotIn(
+            self.nick, [m.nick for m in self.service.host.find_room("#ops").members]
+        )
 
 
 class IrssiTests(RealClientMixin, TestCase):
@@ -165,15 +170,17 @@ class IrssiTests(RealClientMixin, TestCase):
     def setUp(self):
         for program in ("irssi", "tmux"):
             if shutil.which(program) is None:
-                raise self.skipTest("%s is not installed (.ci/run installs it)"
-                                    % (program,))
+                raise self.skipTest(
+                    "%s is not installed (.ci/run installs it)" % (program,)
+                )
         super().setUp()
         self.socket = "chatroom-test-%d" % (os.getpid(),)
 
     def start_client(self, port):
         pin = colon_hex(self.identity.spki_sha256)
         with open(os.path.join(self.home, "config"), "w") as f:
-            f.write("""
+            f.write(
+                """
 servers = ( { address = "127.0.0.1"; port = "%d"; chatnet = "local";
               use_tls = "yes"; tls_verify = "no"; tls_pinned_pubkey = "%s";
               autoconnect = "yes"; } );
@@ -181,23 +188,45 @@ chatnets = { local = { type = "IRC"; }; };
 channels = ( { name = "#lobby"; chatnet = "local"; autojoin = "yes"; } );
 settings = { core = { real_name = "Irssi User"; user_name = "irssi";
                       nick = "%s"; }; };
-""" % (port, pin, self.nick))
-        subprocess.run(["tmux", "-L", self.socket, "new-session", "-d", "-x", "200",
-                        "-y", "50", "irssi --home=%s" % (self.home,)], check=True,
-                       timeout=30)
+"""
+                % (port, pin, self.nick)
+            )
+        subprocess.run(
+            [
+                "tmux",
+                "-L",
+                self.socket,
+                "new-session",
+                "-d",
+                "-x",
+                "200",
+                "-y",
+                "50",
+                "irssi --home=%s" % (self.home,),
+            ],
+            check=True,
+            timeout=30,
+        )
 
     def type_line(self, text):
         if not text.startswith("/"):
             # The window in front may be the status window, not #lobby.
             text = "/msg #lobby " + text
-        subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "0", "-l", text],
-                       check=True, timeout=30)
-        subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "0", "Enter"],
-                       check=True, timeout=30)
+        subprocess.run(
+            ["tmux", "-L", self.socket, "send-keys", "-t", "0", "-l", text],
+            check=True,
+            timeout=30,
+        )
+        subprocess.run(
+            ["tmux", "-L", self.socket, "send-keys", "-t", "0", "Enter"],
+            check=True,
+            timeout=30,
+        )
 
     def stop_client(self):
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], timeout=30,
-                       capture_output=True)
+        subprocess.run(
+            ["tmux", "-L", self.socket, "kill-server"], timeout=30, capture_output=True
+        )
 
 
 class WeeChatTests(RealClientMixin, TestCase):
@@ -207,27 +236,32 @@ class WeeChatTests(RealClientMixin, TestCase):
 
     def setUp(self):
         if shutil.which("weechat-headless") is None:
-            raise self.skipTest("weechat-headless is not installed (.ci/run "
-                                "installs it)")
+            raise self.skipTest(
+                "weechat-headless is not installed (.ci/run installs it)"
+            )
         super().setUp()
         self.process = None
 
     def start_client(self, port):
         fingerprint = self.identity.certificate_sha256.hex()
         self.fifo = os.path.join(self.home, "fifo")
-        commands = ";".join([
-            "/set fifo.file.path %s" % (self.fifo,),
-            "/set irc.server_default.nicks %s" % (self.nick,),
-            "/server add room 127.0.0.1/%d -ssl -ssl_fingerprint=%s" % (
-                port, fingerprint),
-            "/set irc.server.room.autojoin #lobby",
-            "/connect room",
-        ])
+        commands = ";".join(
+            [
+                "/set fifo.file.path %s" % (self.fifo,),
+                "/set irc.server_default.nicks %s" % (self.nick,),
+                "/server add room 127.0.0.1/%d -ssl -ssl_fingerprint=%s"
+                % (port, fingerprint),
+                "/set irc.server.room.autojoin #lobby",
+                "/connect room",
+            ]
+        )
         self.exit = ProcessExit()
         self.process = reactor.spawnProcess(
-            self.exit, shutil.which("weechat-headless"),
+            self.exit,
+            shutil.which("weechat-headless"),
             ["weechat-headless", "-d", self.home, "-a", "-r", commands],
-            env={"PATH": os.environ.get("PATH", ""), "HOME": self.home})
+            env={"PATH": os.environ.get("PATH", ""), "HOME": self.home},
+        )
 
     def type_line(self, text):
         # The FIFO exists: the client joined, so WeeChat is fully started.

@@ -31,13 +31,16 @@ class RoomTests(SynchronousTestCase):
 
     def test_events_numbered_in_order(self):
         """Every event takes the next number, starting at next_seq."""
-        events = [delivery.event for delivery in (
-            self.room.join(self.alice, 1),
-            self.room.join(self.bob, 2),
-            self.room.post(self.alice, "PRIVMSG", "hi", 3),
-            self.room.set_topic(self.bob, "t", 4),
-            self.room.leave(self.alice, "PART", "bye", 5),
-        )]
+        events = [
+            delivery.event
+            for delivery in (
+                self.room.join(self.alice, 1),
+                self.room.join(self.bob, 2),
+                self.room.post(self.alice, "PRIVMSG", "hi", 3),
+                self.room.set_topic(self.bob, "t", 4),
+                self.room.leave(self.alice, "PART", "bye", 5),
+            )
+        ]
         self.assertEqual([e.seq for e in events], [7, 8, 9, 10, 11])
         self.assertEqual(self.room.next_seq, 12)
         self.assertEqual([e.msgid for e in events][0], "lobby:7")
@@ -70,21 +73,26 @@ class RoomTests(SynchronousTestCase):
     def test_topic(self):
         self.room.join(self.alice, 1)
         self.room.set_topic(self.alice, "news", 5000)
-        self.assertEqual((self.room.topic.text, self.room.topic.setter,
-                          self.room.topic.time_ms), ("news", "alice!u@h", 5000))
+        self.assertEqual(
+            (self.room.topic.text, self.room.topic.setter, self.room.topic.time_ms),
+            ("news", "alice!u@h", 5000),
+        )
 
     def test_lines_per_variant(self):
         """Each variant gets its tags; the bytes are made once and shared."""
         self.room.join(self.alice, 1)
-        event = self.room.post(self.alice, "PRIVMSG", "hi you", 1500,
-                               client_tags={"+typing": "done"}).event
+        event = self.room.post(
+            self.alice, "PRIVMSG", "hi you", 1500, client_tags={"+typing": "done"}
+        ).event
         self.assertEqual(event.line(0), b":alice!u@h PRIVMSG #Lobby :hi you\r\n")
-        self.assertEqual(event.line(SERVER_TIME),
-                         b"@time=1970-01-01T00:00:01.500Z :alice!u@h PRIVMSG #Lobby"
-                         b" :hi you\r\n")
-        self.assertEqual(event.line(MESSAGE_TAGS),
-                         b"@msgid=lobby:8;+typing=done :alice!u@h PRIVMSG #Lobby"
-                         b" :hi you\r\n")
+        self.assertEqual(
+            event.line(SERVER_TIME),
+            b"@time=1970-01-01T00:00:01.500Z :alice!u@h PRIVMSG #Lobby :hi you\r\n",
+        )
+        self.assertEqual(
+            event.line(MESSAGE_TAGS),
+            b"@msgid=lobby:8;+typing=done :alice!u@h PRIVMSG #Lobby :hi you\r\n",
+        )
         self.assertIs(event.line(MESSAGE_TAGS), event.line(MESSAGE_TAGS))
 
     def test_extended_join_variant(self):
@@ -93,10 +101,13 @@ class RoomTests(SynchronousTestCase):
         self.alice.realname = "Alice A"
         event = self.room.join(self.alice, 1).event
         self.assertEqual(event.line(0), b":alice!u@h JOIN #Lobby\r\n")
-        self.assertEqual(event.line(EXTENDED_JOIN),
-                         b":alice!u@h JOIN #Lobby * :Alice A\r\n")
-        self.assertIs(event.line(EXTENDED_JOIN | MESSAGE_TAGS),
-                      event.line(EXTENDED_JOIN | MESSAGE_TAGS))
+        self.assertEqual(
+            event.line(EXTENDED_JOIN), b":alice!u@h JOIN #Lobby * :Alice A\r\n"
+        )
+        self.assertIs(
+            event.line(EXTENDED_JOIN | MESSAGE_TAGS),
+            event.line(EXTENDED_JOIN | MESSAGE_TAGS),
+        )
         post = self.room.post(self.alice, "PRIVMSG", "x", 2).event
         self.assertEqual(post.line(EXTENDED_JOIN), post.line(0))
 
@@ -109,9 +120,11 @@ class RoomTests(SynchronousTestCase):
     def test_event_is_frozen(self):
         """An event is wire data: it cannot be changed after it happened."""
         import attrs
+
         event = self.room.join(self.alice, 1).event
-        self.assertRaises(attrs.exceptions.FrozenInstanceError,
-                          setattr, event, "params", ("#x",))
+        self.assertRaises(
+            attrs.exceptions.FrozenInstanceError, setattr, event, "params", ("#x",)
+        )
 
     def test_multicast_members_leave_the_audience(self):
         """A member on multicast delivery is still a member, but is not

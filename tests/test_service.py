@@ -78,23 +78,32 @@ class AnnouncingHostTests(ListeningMixin, TestCase):
         identity = HostIdentity.generate()
         data_dir = self.mktemp()
         os.makedirs(data_dir)
-        host = HostService(reactor, identity, HistoryStore(os.path.join(
-            data_dir, "h.sqlite3")), ["lobby", "Dev"], tls_port=0,
-            tls_interface="127.0.0.1", discovery=settings)
+        host = HostService(
+            reactor,
+            identity,
+            HistoryStore(os.path.join(data_dir, "h.sqlite3")),
+            ["lobby", "Dev"],
+            tls_port=0,
+            tls_interface="127.0.0.1",
+            discovery=settings,
+        )
         host.startService()
         (tls_port,) = yield host.listening_ports()
         result = yield listener.search("lobby")
         self.assertTrue(result.found)
         announcement = result.announcement
         self.assertEqual(announcement.q, identity.public_key)
-        self.assertEqual([str(a) for a in announcement.addresses],
-                         ["127.0.0.1:%d" % (tls_port.getHost().port,)])
+        self.assertEqual(
+            [str(a) for a in announcement.addresses],
+            ["127.0.0.1:%d" % (tls_port.getHost().port,)],
+        )
 
         gone = defer.Deferred()
 
         def changed(change):
             if not listener.directory.find(reactor.seconds()) and not gone.called:
                 gone.callback(change)
+
         listener.on_change = changed
         yield host.stopService()
         # The goodbyes are datagrams: wait until the listener has read them
@@ -112,16 +121,25 @@ class OpenedRoomAnnouncedTests(ListeningMixin, TestCase):
 
         settings, listener = yield self.start_listener()
 
-        host = HostService(reactor, HostIdentity.generate(), HistoryStore(":memory:"),
-                           [], tls_port=0, tls_interface="127.0.0.1",
-                           limits=Limits(open_rooms=True), discovery=settings)
+        host = HostService(
+            reactor,
+            HostIdentity.generate(),
+            HistoryStore(":memory:"),
+            [],
+            tls_port=0,
+            tls_interface="127.0.0.1",
+            limits=Limits(open_rooms=True),
+            discovery=settings,
+        )
         host.startService()
         self.addCleanup(host.stopService)
         yield host.listening_ports()
         heard = defer.Deferred()
         listener.on_change = lambda change: (
-            change.entry.announcement.room == "fresh" and not heard.called
-            and heard.callback(change))
+            change.entry.announcement.room == "fresh"
+            and not heard.called
+            and heard.callback(change)
+        )
         host.host.open_room("fresh")
         change = yield heard
         self.assertEqual(change.outcome, Outcome.ADDED)
@@ -132,21 +150,40 @@ class RetentionTests(SynchronousTestCase):
 
     def test_keep_count(self):
         from chatroom.core.room import Event
+
         store = HistoryStore(":memory:")
-        service = HostService(reactor, HostIdentity.generate(), store, ["lobby"],
-                              tls_port=None, history_keep=2)
-        store.append([Event(room="lobby", seq=n, time_ms=n, command="PRIVMSG",
-                            source="a!u@h", params=("#lobby", str(n)))
-                      for n in range(1, 6)])
+        service = HostService(
+            reactor,
+            HostIdentity.generate(),
+            store,
+            ["lobby"],
+            tls_port=None,
+            history_keep=2,
+        )
+        store.append(
+            [
+                Event(
+                    room="lobby",
+                    seq=n,
+                    time_ms=n,
+                    command="PRIVMSG",
+                    source="a!u@h",
+                    params=("#lobby", str(n)),
+                )
+                for n in range(1, 6)
+            ]
+        )
         service.maintain()
-        self.assertEqual([e.seq for e in store.between("lobby", 0, 9, 9, False, True)],
-                         [4, 5])
+        self.assertEqual(
+            [e.seq for e in store.between("lobby", 0, 9, 9, False, True)], [4, 5]
+        )
         store.close()
 
     def test_nothing_without_options(self):
         store = HistoryStore(":memory:")
-        service = HostService(reactor, HostIdentity.generate(), store, ["lobby"],
-                              tls_port=None)
+        service = HostService(
+            reactor, HostIdentity.generate(), store, ["lobby"], tls_port=None
+        )
         self.assertEqual(service.prune(), 0)
         store.close()
 
@@ -165,14 +202,20 @@ class CounterLogTests(SynchronousTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         store = HistoryStore(":memory:")
-        service = HostService(clock, HostIdentity.generate(), store, ["lobby"],
-                              tls_port=None)
+        service = HostService(
+            clock, HostIdentity.generate(), store, ["lobby"], tls_port=None
+        )
         service.startService()
         self.addCleanup(service.stopService)
 
         def lines():
-            return [e["counters"] for e in events if "counters" in e
-                    and e.get("log_namespace", "").startswith("chatroom.service")]
+            return [
+                e["counters"]
+                for e in events
+                if "counters" in e
+                and e.get("log_namespace", "").startswith("chatroom.service")
+            ]
+
         self.assertEqual(lines(), [])
         service.host.count("recvq-exceeded")
         service.host.count("recvq-exceeded")
@@ -194,11 +237,15 @@ class ListeningServiceTests(TestCase):
         from twisted.internet import endpoints, protocol
 
         from chatroom.service import ListeningService
+
         seen = []
         listener = ListeningService(
             endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
-            protocol.Factory(), "test", on_port=lambda p: seen.append(("on", p)),
-            on_stop=lambda p: seen.append(("off", p)))
+            protocol.Factory(),
+            "test",
+            on_port=lambda p: seen.append(("on", p)),
+            on_stop=lambda p: seen.append(("off", p)),
+        )
         waiting = listener.when_listening()
         listener.privilegedStartService()
         listener.startService()
@@ -213,13 +260,17 @@ class ListeningServiceTests(TestCase):
         from twisted.internet.error import CannotListenError
 
         from chatroom.service import ListeningService
+
         holder = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
         port = self.successResultOf(holder.listen(protocol.Factory()))
         self.addCleanup(port.stopListening)
         listener = ListeningService(
-            endpoints.TCP4ServerEndpoint(reactor, port.getHost().port,
-                                         interface="127.0.0.1"),
-            protocol.Factory(), "taken")
+            endpoints.TCP4ServerEndpoint(
+                reactor, port.getHost().port, interface="127.0.0.1"
+            ),
+            protocol.Factory(),
+            "taken",
+        )
         self.assertRaises(CannotListenError, listener.privilegedStartService)
         self.assertTrue(listener.failed)
         self.failureResultOf(listener.when_listening(), CannotListenError)
@@ -270,9 +321,16 @@ class FanoutServiceTests(ListeningMixin, TestCase):
         self.addCleanup(port.stopListening)
         yield group.joined
         identity = HostIdentity.generate()
-        service = HostService(reactor, identity, HistoryStore(":memory:"),
-                              ["lobby"], tls_port=0, tls_interface="127.0.0.1",
-                              discovery=settings, fanout=fanout)
+        service = HostService(
+            reactor,
+            identity,
+            HistoryStore(":memory:"),
+            ["lobby"],
+            tls_port=0,
+            tls_interface="127.0.0.1",
+            discovery=settings,
+            fanout=fanout,
+        )
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
@@ -283,17 +341,22 @@ class FanoutServiceTests(ListeningMixin, TestCase):
         member = FakeClient.__new__(FakeClient)
         member.host = service.host
         from twisted.internet.testing import StringTransport
+
         member.transport = StringTransport()
         from chatroom.ircserver import IRCConnection
+
         member.protocol = IRCConnection(service.host)
         member.protocol.makeConnection(member.transport)
         member.protocol.dataReceived(
-            b"CAP REQ :message-tags server-time echo-message " +
-            CAPABILITY.encode() + b"\r\nNICK a\r\nUSER a 0 * :a\r\nCAP END\r\n"
-            b"JOIN #lobby\r\n")
+            b"CAP REQ :message-tags server-time echo-message "
+            + CAPABILITY.encode()
+            + b"\r\nNICK a\r\nUSER a 0 * :a\r\nCAP END\r\n"
+            b"JOIN #lobby\r\n"
+        )
         yield deferLater(reactor, 0, lambda: None)
-        lines = [parse_line(line) for line in
-                 member.transport.value().split(b"\r\n") if line]
+        lines = [
+            parse_line(line) for line in member.transport.value().split(b"\r\n") if line
+        ]
         grant = KeyGrant.from_params(lines[-1].params)
         self.assertEqual((grant.group, grant.port), (fanout.group, fanout.port))
         self.addCleanup(member.protocol.connectionLost)
@@ -303,9 +366,11 @@ class FanoutServiceTests(ListeningMixin, TestCase):
         for _ in range(10):  # heartbeats may come first; bounded
             data = yield received
             received = group.next()
-            opened = open_datagram(Datagram.from_bytes(data),
-                                   RoomIdentity(identity.public_key, "lobby"),
-                                   grant.epoch_key)
+            opened = open_datagram(
+                Datagram.from_bytes(data),
+                RoomIdentity(identity.public_key, "lobby"),
+                grant.epoch_key,
+            )
             texts += [parse_line(line).params[-1] for line in opened.lines if line]
             if texts:
                 break

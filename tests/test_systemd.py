@@ -33,8 +33,13 @@ class UnitFileTests(SynchronousTestCase):
     def test_service_settings(self):
         service = _unit("chatroom.service")
         socket_unit = _unit("chatroom.socket")
-        for setting in ("DynamicUser=yes", "User=chatroom", "StateDirectory=chatroom",
-                        "Restart=on-failure", "Requires=chatroom.socket"):
+        for setting in (
+            "DynamicUser=yes",
+            "User=chatroom",
+            "StateDirectory=chatroom",
+            "Restart=on-failure",
+            "Requires=chatroom.socket",
+        ):
             self.assertIn("\n" + setting + "\n", service)
         # The service asks for the socket by the name the socket unit gives it.
         name = re.search(r"^FileDescriptorName=(\S+)$", socket_unit, re.M).group(1)
@@ -56,13 +61,21 @@ class UnitFileTests(SynchronousTestCase):
             with open(os.path.join(directory, name), "w") as f:
                 f.write(_unit(name).replace("/opt/chatroom/bin/twistd", twistd))
         result = subprocess.run(
-            [analyze, "verify", os.path.join(directory, "chatroom.socket"),
-             os.path.join(directory, "chatroom.service")],
-            capture_output=True, text=True, timeout=120)
+            [
+                analyze,
+                "verify",
+                os.path.join(directory, "chatroom.socket"),
+                os.path.join(directory, "chatroom.service"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         # systemd-analyze exits 0 on unknown keys and bad values, but says
         # so: a clean unit prints nothing.
-        self.assertEqual((result.returncode, result.stderr.strip()), (0, ""),
-                         result.stdout)
+        self.assertEqual(
+            (result.returncode, result.stderr.strip()), (0, ""), result.stdout
+        )
 
 
 def _inherit(listener, args, data_dir, log_path):
@@ -78,10 +91,28 @@ def _inherit(listener, args, data_dir, log_path):
     host.log = open(log_path, "ab")
     host.log_path = log_path
     host.process = subprocess.Popen(
-        ["sh", "-c", script, "sh", *TWISTD, "-n", "--pidfile=", "chatroom",
-         "--data-dir", data_dir, "--no-discovery", "--room", "lobby", *args],
-        cwd=REPO, env=dict(env, PYTHONPATH=REPO), stdout=host.log,
-        stderr=subprocess.STDOUT, pass_fds=(fd,))
+        [
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *TWISTD,
+            "-n",
+            "--pidfile=",
+            "chatroom",
+            "--data-dir",
+            data_dir,
+            "--no-discovery",
+            "--room",
+            "lobby",
+            *args,
+        ],
+        cwd=REPO,
+        env=dict(env, PYTHONPATH=REPO),
+        stdout=host.log,
+        stderr=subprocess.STDOUT,
+        pass_fds=(fd,),
+    )
     return host
 
 
@@ -136,8 +167,12 @@ class DualStackSocketTests(SynchronousTestCase):
         listener.bind(("::ffff:127.0.0.1", 0))
         listener.listen(16)
         port = listener.getsockname()[1]
-        host = _inherit(listener, ["--tls-endpoint", "systemd:domain=INET6:name=tls"],
-                        data_dir, os.path.join(data_dir, "host.log"))
+        host = _inherit(
+            listener,
+            ["--tls-endpoint", "systemd:domain=INET6:name=tls"],
+            data_dir,
+            os.path.join(data_dir, "host.log"),
+        )
         self.addCleanup(host.stop)
         # The kernel queues the connection until the host accepts it.
         client = _TLSClient(socket.create_connection(("127.0.0.1", port), 30), key)
@@ -159,8 +194,9 @@ class _TLSClient:
             raise AssertionError("the server's key is not the room key")
 
     def register(self, nick):
-        self.sock.sendall(format_line("NICK", nick) +
-                          format_line("USER", nick, "0", "*", nick))
+        self.sock.sendall(
+            format_line("NICK", nick) + format_line("USER", nick, "0", "*", nick)
+        )
         data = b""
         while b" 001 " not in data:
             chunk = self.sock.recv(65536)

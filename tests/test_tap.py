@@ -42,8 +42,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["port"], 6697)
         self.assertEqual(options["listen"], [])
         self.assertEqual(options.limits().flood_rate, 2.0)
-        self.assertEqual((options["max-handshakes"],
-                          options["max-handshakes-per-address"]), (64, 3))
+        self.assertEqual(
+            (options["max-handshakes"], options["max-handshakes-per-address"]), (64, 3)
+        )
 
     def test_parsing_touches_nothing(self):
         """Parsing only parses: the data directory is made by makeService."""
@@ -54,10 +55,24 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(os.stat(self.data_dir).st_mode & 0o777, 0o700)
 
     def test_everything(self):
-        options = self.parse("--room", "lobby", "--room", "dev", "--port", "7000",
-                             "--interface", "127.0.0.1", "--listen",
-                             "tcp:6667:interface=127.0.0.1", "--flood-rate", "0",
-                             "--max-clients", "1000", "--history-keep", "50")
+        options = self.parse(
+            "--room",
+            "lobby",
+            "--room",
+            "dev",
+            "--port",
+            "7000",
+            "--interface",
+            "127.0.0.1",
+            "--listen",
+            "tcp:6667:interface=127.0.0.1",
+            "--flood-rate",
+            "0",
+            "--max-clients",
+            "1000",
+            "--history-keep",
+            "50",
+        )
         self.assertEqual(options["rooms"], ["lobby", "dev"])
         self.assertEqual((options["port"], options["interface"]), (7000, "127.0.0.1"))
         self.assertEqual(options["listen"], ["tcp:6667:interface=127.0.0.1"])
@@ -66,32 +81,61 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["history-keep"], 50)
 
     def test_bad_values(self):
-        for args in (["--port", "x"], ["--flood-rate", "-1"], ["--room", "#lobby"],
-                     ["--room", "a b"], ["--bogus"], ["--discovery-interface", "eth0"],
-                     ["--discovery-interface", "::1"], ["--discovery-group", "10.0.0.1"],
-                     ["--ttl", "0"], ["--announce-address", "nowhere"],
-                     ["--max-handshakes", "0"], ["--max-handshakes-per-address", "x"]):
-            self.assertRaises(usage.UsageError, tap.Options().parseOptions,
-                              ["--data-dir", self.data_dir, *args])
+        for args in (
+            ["--port", "x"],
+            ["--flood-rate", "-1"],
+            ["--room", "#lobby"],
+            ["--room", "a b"],
+            ["--bogus"],
+            ["--discovery-interface", "eth0"],
+            ["--discovery-interface", "::1"],
+            ["--discovery-group", "10.0.0.1"],
+            ["--ttl", "0"],
+            ["--announce-address", "nowhere"],
+            ["--max-handshakes", "0"],
+            ["--max-handshakes-per-address", "x"],
+        ):
+            self.assertRaises(
+                usage.UsageError,
+                tap.Options().parseOptions,
+                ["--data-dir", self.data_dir, *args],
+            )
 
     def test_fanout_options(self):
         """Fan-out is off by default; on, it goes out of 127.0.0.1 unless
         told otherwise, and bad addresses are refused."""
         self.assertIsNone(self.parse().fanout())
         settings = self.parse("--fanout").fanout()
-        self.assertEqual((settings.interface, settings.group, settings.port,
-                          settings.ttl), ("127.0.0.1", "239.255.67.70", 47668, 8))
-        settings = self.parse("--fanout", "--fanout-interface", "10.1.2.3",
-                              "--fanout-group", "239.1.2.3", "--fanout-ttl",
-                              "2").fanout()
-        self.assertEqual((settings.interface, settings.group, settings.ttl),
-                         ("10.1.2.3", "239.1.2.3", 2))
-        for args in (["--fanout-interface", "eth0"], ["--fanout-interface", "::1"],
-                     ["--fanout-interface", "239.1.1.1"],
-                     ["--fanout-group", "10.0.0.1"], ["--fanout-ttl", "0"],
-                     ["--fanout-port", "70000"]):
-            self.assertRaises(usage.UsageError, tap.Options().parseOptions,
-                              ["--data-dir", self.data_dir, "--fanout", *args])
+        self.assertEqual(
+            (settings.interface, settings.group, settings.port, settings.ttl),
+            ("127.0.0.1", "239.255.67.70", 47668, 8),
+        )
+        settings = self.parse(
+            "--fanout",
+            "--fanout-interface",
+            "10.1.2.3",
+            "--fanout-group",
+            "239.1.2.3",
+            "--fanout-ttl",
+            "2",
+        ).fanout()
+        self.assertEqual(
+            (settings.interface, settings.group, settings.ttl),
+            ("10.1.2.3", "239.1.2.3", 2),
+        )
+        for args in (
+            ["--fanout-interface", "eth0"],
+            ["--fanout-interface", "::1"],
+            ["--fanout-interface", "239.1.1.1"],
+            ["--fanout-group", "10.0.0.1"],
+            ["--fanout-ttl", "0"],
+            ["--fanout-port", "70000"],
+        ):
+            self.assertRaises(
+                usage.UsageError,
+                tap.Options().parseOptions,
+                ["--data-dir", self.data_dir, "--fanout", *args],
+            )
 
     def make_service_exit(self, *args):
         """makeService's SystemExit message for C{args}."""
@@ -128,6 +172,7 @@ class OptionsTests(SynchronousTestCase):
             close = store.close
             store.close = lambda: (closed.append(True), close())
             return identity, store
+
         self.patch(tap, "open_data_dir", tracking)
         message = self.make_service_exit("--listen", "bogus:1")
         self.assertIn("bogus:1", message)
@@ -146,29 +191,34 @@ class OptionsTests(SynchronousTestCase):
         from cryptography.hazmat.primitives import serialization
 
         from chatroom.identity import HostIdentity
+
         identity = HostIdentity.generate()
         pem = os.path.abspath(self.mktemp())
         with open(pem, "wb") as f:
-            f.write(identity.private_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption()))
+            f.write(
+                identity.private_key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
             f.write(identity.certificate.public_bytes(serialization.Encoding.PEM))
         message = self.make_service_exit(
-            "--tls-endpoint", "ssl:0:interface=127.0.0.1:privateKey=" + pem)
+            "--tls-endpoint", "ssl:0:interface=127.0.0.1:privateKey=" + pem
+        )
         self.assertIn("names its own certificate", message)
 
     def test_tls_endpoint(self):
         """--tls-endpoint replaces --port: one TLS listener, on it."""
         from chatroom.service import HostTLSServerEndpoint
-        service = self.build(self.parse(
-            "--tls-endpoint", "tcp:0:interface=127.0.0.1"))
+
+        service = self.build(self.parse("--tls-endpoint", "tcp:0:interface=127.0.0.1"))
         (listener,) = service.listeners
         self.assertIsInstance(listener.endpoint, HostTLSServerEndpoint)
         self.assertEqual(listener.description, "tcp:0:interface=127.0.0.1")
 
     def test_make_service(self):
-        options = self.parse("--port", "0", "--room", "dev",
-                             "--max-handshakes", "9")
+        options = self.parse("--port", "0", "--room", "dev", "--max-handshakes", "9")
         self.patch(sys, "stdout", open(os.devnull, "w"))
         self.addCleanup(sys.stdout.close)
         service = tap.makeService(options)
@@ -190,22 +240,40 @@ class PluginTests(SynchronousTestCase):
         """C{twistd chatroom --help} documents every option."""
         result = subprocess.run(
             [*TWISTD, "chatroom", "--help"],
-            capture_output=True, text=True, cwd=REPO, timeout=120,
-            env=dict(os.environ, PYTHONPATH=REPO))
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            env=dict(os.environ, PYTHONPATH=REPO),
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
-        for option in ("--room", "--data-dir", "--port", "--interface", "--listen",
-                       "--history-keep", "--history-days", "--flood-rate",
-                       "--max-clients", "--no-discovery", "--max-handshakes",
-                       "--max-handshakes-per-address", "--tls-endpoint"):
+        for option in (
+            "--room",
+            "--data-dir",
+            "--port",
+            "--interface",
+            "--listen",
+            "--history-keep",
+            "--history-days",
+            "--flood-rate",
+            "--max-clients",
+            "--no-discovery",
+            "--max-handshakes",
+            "--max-handshakes-per-address",
+            "--tls-endpoint",
+        ):
             self.assertIn(option, result.stdout)
 
     def test_twistd_bad_option(self):
         """A bad option is one line on stderr and a non-zero exit."""
         result = subprocess.run(
-            [*TWISTD, "-n", "chatroom",
-             "--data-dir", self.mktemp(), "--port", "nope"],
-            capture_output=True, text=True, cwd=REPO, timeout=120,
-            env=dict(os.environ, PYTHONPATH=REPO))
+            [*TWISTD, "-n", "chatroom", "--data-dir", self.mktemp(), "--port", "nope"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            env=dict(os.environ, PYTHONPATH=REPO),
+        )
         self.assertNotEqual(result.returncode, 0)
         self.assertNotIn("Traceback", result.stdout + result.stderr)
         self.assertIn("--port must be a whole number", result.stdout + result.stderr)
@@ -216,29 +284,72 @@ class OpenRoomsOptionsTests(SynchronousTestCase):
 
     def test_open_rooms(self):
         options = tap.Options()
-        options.parseOptions(["--data-dir", self.mktemp(), "--open-rooms",
-                              "--max-rooms", "7", "--max-opened-per-hour", "2",
-                              "--max-room-name-length", "20", "--room-idle-days", "1.5"])
+        options.parseOptions(
+            [
+                "--data-dir",
+                self.mktemp(),
+                "--open-rooms",
+                "--max-rooms",
+                "7",
+                "--max-opened-per-hour",
+                "2",
+                "--max-room-name-length",
+                "20",
+                "--room-idle-days",
+                "1.5",
+            ]
+        )
         self.assertEqual(options["rooms"], [])
         limits = options.limits()
-        self.assertEqual((limits.open_rooms, limits.max_rooms, limits.opened_per_hour,
-                          limits.room_name_length, limits.room_idle_seconds),
-                         (True, 7, 2, 20, 1.5 * 86400))
+        self.assertEqual(
+            (
+                limits.open_rooms,
+                limits.max_rooms,
+                limits.opened_per_hour,
+                limits.room_name_length,
+                limits.room_idle_seconds,
+            ),
+            (True, 7, 2, 20, 1.5 * 86400),
+        )
 
     def test_room_name_checked_against_length(self):
-        self.assertRaises(usage.UsageError, tap.Options().parseOptions,
-                          ["--data-dir", self.mktemp(), "--max-room-name-length", "3",
-                           "--room", "lobby"])
+        self.assertRaises(
+            usage.UsageError,
+            tap.Options().parseOptions,
+            [
+                "--data-dir",
+                self.mktemp(),
+                "--max-room-name-length",
+                "3",
+                "--room",
+                "lobby",
+            ],
+        )
 
 
 def _twistd(test, *args, env=None):
     """Run C{twistd -n chatroom ARGS} to its end; the finished process."""
     return subprocess.run(
-        [*TWISTD, "-n", "--pidfile=", "chatroom",
-         "--data-dir", os.path.abspath(test.mktemp()),
-         "--port", "0", "--interface", "127.0.0.1", "--no-discovery", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-        env=dict(env or os.environ, PYTHONPATH=REPO))
+        [
+            *TWISTD,
+            "-n",
+            "--pidfile=",
+            "chatroom",
+            "--data-dir",
+            os.path.abspath(test.mktemp()),
+            "--port",
+            "0",
+            "--interface",
+            "127.0.0.1",
+            "--no-discovery",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env=dict(env or os.environ, PYTHONPATH=REPO),
+    )
 
 
 class StartupErrorTests(SynchronousTestCase):
@@ -258,19 +369,22 @@ class StartupErrorTests(SynchronousTestCase):
 
     def test_unusable_descriptions(self):
         for description, expected in [
-                ("bogus:1", "Unknown endpoint type"),
-                ("tcp:notaport", "not a usable listener description"),
-                ("tcp:1:colour=blue", "not a usable listener description"),
-                ("ssl:0:privateKey=/nonexistent/key.pem", "/nonexistent/key.pem"),
-                ("systemd:domain=INET:index=0", "LISTEN_FDS")]:
-            self.assertOneSentence(_twistd(self, "--listen", description),
-                                   description, expected)
+            ("bogus:1", "Unknown endpoint type"),
+            ("tcp:notaport", "not a usable listener description"),
+            ("tcp:1:colour=blue", "not a usable listener description"),
+            ("ssl:0:privateKey=/nonexistent/key.pem", "/nonexistent/key.pem"),
+            ("systemd:domain=INET:index=0", "LISTEN_FDS"),
+        ]:
+            self.assertOneSentence(
+                _twistd(self, "--listen", description), description, expected
+            )
 
     def test_tls_endpoint_unusable(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
-        self.assertOneSentence(_twistd(
-            self, "--tls-endpoint", "systemd:domain=INET:index=0", env=env),
-            "LISTEN_FDS")
+        self.assertOneSentence(
+            _twistd(self, "--tls-endpoint", "systemd:domain=INET:index=0", env=env),
+            "LISTEN_FDS",
+        )
 
     def test_port_in_use(self):
         """A port another socket holds is one sentence at start."""
@@ -281,7 +395,8 @@ class StartupErrorTests(SynchronousTestCase):
         port = holder.getsockname()[1]
         self.assertOneSentence(
             _twistd(self, "--listen", "tcp:%d:interface=127.0.0.1" % (port,)),
-            "cannot listen on 127.0.0.1 port %d" % (port,))
+            "cannot listen on 127.0.0.1 port %d" % (port,),
+        )
 
 
 class SSLListenerTests(SynchronousTestCase):
@@ -297,8 +412,11 @@ class SSLListenerTests(SynchronousTestCase):
         data_dir = os.path.abspath(self.mktemp())
         os.makedirs(data_dir)
         identity = load_or_create(data_paths(data_dir)[0])
-        host = HostProcess(data_dir, os.path.join(data_dir, "host.log"),
-                           args=["--listen", "ssl:0:interface=127.0.0.1"])
+        host = HostProcess(
+            data_dir,
+            os.path.join(data_dir, "host.log"),
+            args=["--listen", "ssl:0:interface=127.0.0.1"],
+        )
         self.addCleanup(host.stop)
         main_port, ssl_port = host.port(count=2)
         # The client checks that the certificate holds the host key Q.

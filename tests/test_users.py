@@ -27,21 +27,27 @@ class WhoisTests(SynchronousTestCase):
         self.host.clock.advance(42)
         self.alice.send("WHOIS bob")
         signon = str(1764000000)
-        self.assertEqual(lines(self.alice), [
-            ":test.host 311 alice bob ~bob 127.0.0.1 * Bob",
-            ":test.host 319 alice bob :#lobby #dev",
-            ":test.host 312 alice bob test.host :chatroom host",
-            ":test.host 317 alice bob 42 %s :seconds idle, signon time" % (signon,),
-            ":test.host 318 alice bob :End of /WHOIS list",
-        ])
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":test.host 311 alice bob ~bob 127.0.0.1 * Bob",
+                ":test.host 319 alice bob :#lobby #dev",
+                ":test.host 312 alice bob test.host :chatroom host",
+                ":test.host 317 alice bob 42 %s :seconds idle, signon time" % (signon,),
+                ":test.host 318 alice bob :End of /WHOIS list",
+            ],
+        )
 
     def test_whois_server_form_and_unknown(self):
         """WHOIS server nick; an unknown nick gets 401 then 318."""
         self.alice.send("WHOIS test.host nobody")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 401 alice nobody :No such nick/channel",
-            ":test.host 318 alice nobody :End of /WHOIS list",
-        ])
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":test.host 401 alice nobody :No such nick/channel",
+                ":test.host 318 alice nobody :End of /WHOIS list",
+            ],
+        )
         self.alice.send("WHOIS")
         self.assertEqual(self.alice.commands(), ["461"])
 
@@ -78,11 +84,14 @@ class WhowasTests(SynchronousTestCase):
         self.host.clock.advance(10)
         bob.disconnect()
         self.alice.send("WHOWAS bob")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 314 alice bob ~bob 127.0.0.1 * Bob",
-            ":test.host 312 alice bob test.host :Mon, 24 Nov 2025 16:00:10 UTC",
-            ":test.host 369 alice bob :End of WHOWAS",
-        ])
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":test.host 314 alice bob ~bob 127.0.0.1 * Bob",
+                ":test.host 312 alice bob test.host :Mon, 24 Nov 2025 16:00:10 UTC",
+                ":test.host 369 alice bob :End of WHOWAS",
+            ],
+        )
 
     def test_whowas_after_nick_change_and_unknown(self):
         bob = FakeClient(self.host).register("bob")
@@ -112,40 +121,52 @@ class LookupTests(SynchronousTestCase):
 
     def test_ison(self):
         self.alice.send("ISON bob nobody alice", "ISON :bob carol")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 303 alice :Bob alice",
-            ":test.host 303 alice Bob",
-        ])
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":test.host 303 alice :Bob alice",
+                ":test.host 303 alice Bob",
+            ],
+        )
 
     def test_userhost(self):
         self.bob.send("AWAY :gone")
         self.alice.send("USERHOST bob alice nobody")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 302 alice :Bob=-~Bob@127.0.0.1 alice=+~alice@127.0.0.1",
-        ])
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":test.host 302 alice :Bob=-~Bob@127.0.0.1 alice=+~alice@127.0.0.1",
+            ],
+        )
 
     def test_lusers(self):
         FakeClient(self.host)  # connected, not registered
         self.alice.send("LUSERS")
-        self.assertEqual(lines(self.alice), [
-            ":test.host 251 alice :There are 0 users and 2 invisible on 1 servers",
-            ":test.host 252 alice 0 :IRC Operators online",
-            ":test.host 253 alice 1 :unregistered connections",
-            ":test.host 254 alice 1 :channels formed",
-            ":test.host 255 alice :I have 2 clients and 0 servers",
-            ":test.host 265 alice 2 2 :Current local users 2, max 2",
-            ":test.host 266 alice 2 2 :Current global users 2, max 2",
-        ])
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":test.host 251 alice :There are 0 users and 2 invisible on 1 servers",
+                ":test.host 252 alice 0 :IRC Operators online",
+                ":test.host 253 alice 1 :unregistered connections",
+                ":test.host 254 alice 1 :channels formed",
+                ":test.host 255 alice :I have 2 clients and 0 servers",
+                ":test.host 265 alice 2 2 :Current local users 2, max 2",
+                ":test.host 266 alice 2 2 :Current global users 2, max 2",
+            ],
+        )
 
     def test_version_and_time(self):
         self.alice.send("VERSION", "TIME")
         got = lines(self.alice)
-        self.assertEqual(got[0], ":test.host 351 alice chatroom-%s test.host "
-                         ":chatroom rooms over IRC" % (__version__,))
-        self.assertEqual([line.split()[1] for line in got[1:]],
-                         ["005", "005", "391"])
-        self.assertEqual(got[-1], ":test.host 391 alice test.host "
-                         ":Mon, 24 Nov 2025 16:00:00 UTC")
+        self.assertEqual(
+            got[0],
+            ":test.host 351 alice chatroom-%s test.host "
+            ":chatroom rooms over IRC" % (__version__,),
+        )
+        self.assertEqual([line.split()[1] for line in got[1:]], ["005", "005", "391"])
+        self.assertEqual(
+            got[-1], ":test.host 391 alice test.host :Mon, 24 Nov 2025 16:00:00 UTC"
+        )
 
 
 class AwayTests(SynchronousTestCase):
@@ -162,14 +183,16 @@ class AwayTests(SynchronousTestCase):
     def test_away_numerics_and_notify(self):
         """306/305 to the sender; AWAY lines only to away-notify members."""
         self.bob.send("AWAY :out for lunch")
-        self.assertEqual(lines(self.bob), [
-            ":test.host 306 bob :You have been marked as being away"])
-        self.assertEqual(lines(self.alice), [
-            ":bob!~bob@127.0.0.1 AWAY :out for lunch"])
+        self.assertEqual(
+            lines(self.bob), [":test.host 306 bob :You have been marked as being away"]
+        )
+        self.assertEqual(lines(self.alice), [":bob!~bob@127.0.0.1 AWAY :out for lunch"])
         self.assertEqual(self.carol.raw(), b"")
         self.bob.send("AWAY")
-        self.assertEqual(lines(self.bob), [
-            ":test.host 305 bob :You are no longer marked as being away"])
+        self.assertEqual(
+            lines(self.bob),
+            [":test.host 305 bob :You are no longer marked as being away"],
+        )
         self.assertEqual(lines(self.alice), [":bob!~bob@127.0.0.1 AWAY"])
 
     def test_privmsg_to_away_user_gets_301(self):
@@ -211,8 +234,10 @@ class CapabilityTests(SynchronousTestCase):
             (nak,) = client.messages()
             self.assertEqual(nak.params[1:], ("NAK", request), request)
         self.assertEqual(client.protocol.caps, set())
-        client.send("CAP REQ :multi-prefix userhost-in-names cap-notify "
-                    "extended-join invite-notify setname away-notify")
+        client.send(
+            "CAP REQ :multi-prefix userhost-in-names cap-notify "
+            "extended-join invite-notify setname away-notify"
+        )
         (ack,) = client.messages()
         self.assertEqual(ack.params[1], "ACK")
         self.assertEqual(len(client.protocol.caps), 7)
@@ -222,15 +247,19 @@ class CapabilityTests(SynchronousTestCase):
         op.send("JOIN #r", "MODE #r +v op")
         op.raw()
         plain = FakeClient(self.host).register("plain").join("#r")
-        multi = FakeClient(self.host).register(
-            "multi", ("multi-prefix", "userhost-in-names")).join("#r")
+        multi = (
+            FakeClient(self.host)
+            .register("multi", ("multi-prefix", "userhost-in-names"))
+            .join("#r")
+        )
         plain.raw()
         plain.send("NAMES #r")
         multi.send("NAMES #r")
         self.assertEqual(plain.messages()[0].params[3], "@op plain multi")
-        self.assertEqual(multi.messages()[0].params[3],
-                         "@+op!~op@127.0.0.1 plain!~plain@127.0.0.1 "
-                         "multi!~multi@127.0.0.1")
+        self.assertEqual(
+            multi.messages()[0].params[3],
+            "@+op!~op@127.0.0.1 plain!~plain@127.0.0.1 multi!~multi@127.0.0.1",
+        )
         multi.send("WHO #r")
         self.assertEqual(multi.messages()[0].params[6], "H@+")
         plain.send("WHO #r")
@@ -276,13 +305,17 @@ class CapabilityTests(SynchronousTestCase):
         alice.raw()
         bob.raw()
         alice.send("SETNAME :Alice Liddell")
-        self.assertEqual(lines(alice), [":alice!~alice@127.0.0.1 SETNAME :Alice Liddell"])
+        self.assertEqual(
+            lines(alice), [":alice!~alice@127.0.0.1 SETNAME :Alice Liddell"]
+        )
         self.assertEqual(lines(bob), [":alice!~alice@127.0.0.1 SETNAME :Alice Liddell"])
         self.assertEqual(carol.raw(), b"")
         carol.send("WHOIS alice")
         self.assertEqual(carol.messages()[0].params[-1], "Alice Liddell")
         alice.send("SETNAME :" + "x" * 151)
-        self.assertEqual(alice.messages()[0].params[:2], ("SETNAME", "INVALID_REALNAME"))
+        self.assertEqual(
+            alice.messages()[0].params[:2], ("SETNAME", "INVALID_REALNAME")
+        )
 
     def test_away_notify_on_join(self):
         watcher = FakeClient(self.host).register("w", ("away-notify",)).join("#r")
@@ -290,8 +323,10 @@ class CapabilityTests(SynchronousTestCase):
         away.send("AWAY :zzz")
         watcher.raw()
         away.join("#r")
-        self.assertEqual(lines(watcher), [
-            ":away!~away@127.0.0.1 JOIN #r", ":away!~away@127.0.0.1 AWAY zzz"])
+        self.assertEqual(
+            lines(watcher),
+            [":away!~away@127.0.0.1 JOIN #r", ":away!~away@127.0.0.1 AWAY zzz"],
+        )
 
 
 class MonitorTests(SynchronousTestCase):
@@ -302,13 +337,17 @@ class MonitorTests(SynchronousTestCase):
     def test_add_status_and_notifications(self):
         FakeClient(self.host).register("bar")
         self.watcher.send("MONITOR + bar,baz")
-        self.assertEqual(lines(self.watcher), [
-            ":test.host 730 watcher bar!~bar@127.0.0.1",
-            ":test.host 731 watcher baz",
-        ])
+        self.assertEqual(
+            lines(self.watcher),
+            [
+                ":test.host 730 watcher bar!~bar@127.0.0.1",
+                ":test.host 731 watcher baz",
+            ],
+        )
         baz = FakeClient(self.host).register("baz")
-        self.assertEqual(lines(self.watcher), [
-            ":test.host 730 watcher baz!~baz@127.0.0.1"])
+        self.assertEqual(
+            lines(self.watcher), [":test.host 730 watcher baz!~baz@127.0.0.1"]
+        )
         baz.send("NICK BAZ")
         self.assertEqual(self.watcher.raw(), b"")
         baz.send("NICK other")
@@ -316,11 +355,14 @@ class MonitorTests(SynchronousTestCase):
         self.watcher.send("MONITOR - bar")
         FakeClient(self.host).register("bar2").disconnect()
         self.watcher.send("MONITOR L", "MONITOR S")
-        self.assertEqual(lines(self.watcher), [
-            ":test.host 732 watcher baz",
-            ":test.host 733 watcher :End of MONITOR list",
-            ":test.host 731 watcher baz",
-        ])
+        self.assertEqual(
+            lines(self.watcher),
+            [
+                ":test.host 732 watcher baz",
+                ":test.host 733 watcher :End of MONITOR list",
+                ":test.host 731 watcher baz",
+            ],
+        )
 
     def test_quit_and_clear(self):
         bar = FakeClient(self.host).register("bar")
@@ -361,16 +403,19 @@ class WhoxTests(SynchronousTestCase):
         other = FakeClient(host).register("other").join()
         cool.send("AWAY :x")
         other.send("WHO cool %rolnfdahsiuct,123", "WHO #lobby %tn,7", "WHO cool %r")
-        self.assertEqual(lines(other), [
-            ":test.host 354 other 123 * ~cool 127.0.0.1 127.0.0.1 test.host cool "
-            "G 0 0 0 n/a Cool",
-            ":test.host 315 other cool :End of /WHO list",
-            ":test.host 354 other 7 cool",
-            ":test.host 354 other 7 other",
-            ":test.host 315 other #lobby :End of /WHO list",
-            ":test.host 354 other Cool",
-            ":test.host 315 other cool :End of /WHO list",
-        ])
+        self.assertEqual(
+            lines(other),
+            [
+                ":test.host 354 other 123 * ~cool 127.0.0.1 127.0.0.1 test.host cool "
+                "G 0 0 0 n/a Cool",
+                ":test.host 315 other cool :End of /WHO list",
+                ":test.host 354 other 7 cool",
+                ":test.host 354 other 7 other",
+                ":test.host 315 other #lobby :End of /WHO list",
+                ":test.host 354 other Cool",
+                ":test.host 315 other cool :End of /WHO list",
+            ],
+        )
 
 
 class ReadMarkerTests(SynchronousTestCase):
@@ -379,22 +424,32 @@ class ReadMarkerTests(SynchronousTestCase):
         self.alice = FakeClient(self.host).register("alice", ("draft/read-marker",))
 
     def test_get_set_never_back(self):
-        self.alice.send("MARKREAD #lobby", "MARKREAD #lobby timestamp=2019-06-01T12:00:00.000Z",
-                        "MARKREAD #LOBBY timestamp=2019-01-01T00:00:00.000Z",
-                        "MARKREAD bob timestamp=2023-07-04T00:00:00.000Z")
-        self.assertEqual(lines(self.alice), [
-            ":test.host MARKREAD #lobby *",
-            ":test.host MARKREAD #lobby timestamp=2019-06-01T12:00:00.000Z",
-            ":test.host MARKREAD #LOBBY timestamp=2019-06-01T12:00:00.000Z",
-            ":test.host MARKREAD bob timestamp=2023-07-04T00:00:00.000Z",
-        ])
+        self.alice.send(
+            "MARKREAD #lobby",
+            "MARKREAD #lobby timestamp=2019-06-01T12:00:00.000Z",
+            "MARKREAD #LOBBY timestamp=2019-01-01T00:00:00.000Z",
+            "MARKREAD bob timestamp=2023-07-04T00:00:00.000Z",
+        )
+        self.assertEqual(
+            lines(self.alice),
+            [
+                ":test.host MARKREAD #lobby *",
+                ":test.host MARKREAD #lobby timestamp=2019-06-01T12:00:00.000Z",
+                ":test.host MARKREAD #LOBBY timestamp=2019-06-01T12:00:00.000Z",
+                ":test.host MARKREAD bob timestamp=2023-07-04T00:00:00.000Z",
+            ],
+        )
 
     def test_errors(self):
         self.alice.send("MARKREAD", "MARKREAD #lobby *", "MARKREAD #lobby timestamp=x")
-        self.assertEqual([m.params[:2] for m in self.alice.messages()],
-                         [("MARKREAD", "NEED_MORE_PARAMS"),
-                          ("MARKREAD", "INVALID_PARAMS"),
-                          ("MARKREAD", "INVALID_PARAMS")])
+        self.assertEqual(
+            [m.params[:2] for m in self.alice.messages()],
+            [
+                ("MARKREAD", "NEED_MORE_PARAMS"),
+                ("MARKREAD", "INVALID_PARAMS"),
+                ("MARKREAD", "INVALID_PARAMS"),
+            ],
+        )
 
     def test_sent_on_join_before_names_end(self):
         self.alice.send("MARKREAD #lobby timestamp=2019-06-01T12:00:00.000Z")
@@ -402,4 +457,6 @@ class ReadMarkerTests(SynchronousTestCase):
         self.alice.send("JOIN #lobby")
         got = self.alice.messages()
         self.assertEqual([m.command for m in got], ["JOIN", "MARKREAD", "353", "366"])
-        self.assertEqual(got[1].params, ("#lobby", "timestamp=2019-06-01T12:00:00.000Z"))
+        self.assertEqual(
+            got[1].params, ("#lobby", "timestamp=2019-06-01T12:00:00.000Z")
+        )

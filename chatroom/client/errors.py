@@ -21,7 +21,8 @@ class NoSuchRoom(ClientError):
     def __init__(self, spec: str) -> None:
         super().__init__(
             "No room %s answered on this network; check the name with"
-            " 'chatroom rooms', or check --discovery-interface." % (spec,))
+            " 'chatroom rooms', or check --discovery-interface." % (spec,)
+        )
         self.spec = spec
 
 
@@ -35,7 +36,8 @@ class AmbiguousRoom(ClientError):
         listed = ", ".join(choices)
         super().__init__(
             "%d hosts serve a room called %s: %s; run the command again with"
-            " one of them." % (len(choices), room, listed))
+            " one of them." % (len(choices), room, listed)
+        )
         self.room = room
         self.choices = tuple(choices)
 
@@ -47,7 +49,8 @@ class HostUnreachable(ClientError):
         super().__init__(
             "Could not reach the host of %s at %s (%s); it may have moved or"
             " stopped: try 'chatroom find %s' again in a moment."
-            % (room, ", ".join(addresses) or "no address", why, room.lstrip("#")))
+            % (room, ", ".join(addresses) or "no address", why, room.lstrip("#"))
+        )
         self.room = room
         self.addresses = tuple(addresses)
         self.why = why
@@ -62,13 +65,15 @@ class KeyMismatch(ClientError):
     No IRC byte was sent to it: the key is checked inside the TLS handshake.
     """
 
-    def __init__(self, room: str, address: str, expected: str,
-                 seen: str | None) -> None:
+    def __init__(
+        self, room: str, address: str, expected: str, seen: str | None
+    ) -> None:
         super().__init__(
             "The server at %s is not the host of %s: its key fingerprint is"
             " %s, the room's is %s; nothing was sent to it. Find the room"
             " again with 'chatroom find', or check the --key you gave."
-            % (address, room, seen or "(not an Ed25519 key)", expected))
+            % (address, room, seen or "(not an Ed25519 key)", expected)
+        )
         self.address = address
         self.expected = expected
         self.seen = seen
@@ -77,15 +82,15 @@ class KeyMismatch(ClientError):
 class KeyPinMismatch(KeyMismatch):
     """The server at C{--connect} does not have the key C{--key} names."""
 
-    def __init__(self, room: str, address: str, given: str,
-                 seen: str | None) -> None:
+    def __init__(self, room: str, address: str, given: str, seen: str | None) -> None:
         ClientError.__init__(
             self,
             "The server at %s is not the host --key %s names: its key"
             " fingerprint is %s; nothing was sent to it. Compare --key with"
             " what the host prints at start ('chatroom host key fingerprint"
             " ...') or 'chatroom find %s' prints."
-            % (address, given, seen or "(not an Ed25519 key)", room.lstrip("#")))
+            % (address, given, seen or "(not an Ed25519 key)", room.lstrip("#")),
+        )
         self.address = address
         self.expected = given
         self.seen = seen
@@ -99,7 +104,8 @@ class NickInUse(ClientError):
 
     def __init__(self, nick: str, suggestion: str) -> None:
         super().__init__(
-            "The nick %s is taken on this host; try --nick %s." % (nick, suggestion))
+            "The nick %s is taken on this host; try --nick %s." % (nick, suggestion)
+        )
         self.nick = nick
         self.suggestion = suggestion
 
@@ -127,7 +133,7 @@ def nick_alternatives(nick: str, nicklen: int = NICKLEN) -> list[str]:
     C{_}) and WeeChat (a list, then digits) do; LIMITS.md "Client".  Each is
     cut to C{nicklen} characters."""
     suffixes = ["_", "__"] + [str(n) for n in range(1, 10)]
-    return [nick[:nicklen - len(suffix)] + suffix for suffix in suffixes]
+    return [nick[: nicklen - len(suffix)] + suffix for suffix in suffixes]
 
 
 def alternative_nick(nick: str) -> str:

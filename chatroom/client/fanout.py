@@ -55,8 +55,12 @@ from chatroom.core.ircline import Message, format_line, parse_line
 from chatroom.core.names import casefold, parse_msgid
 
 __all__ = [
-    "CAPABILITY", "DEFAULT_INTERFACE", "REQUIRED_CAPS", "FanoutOptions",
-    "FanoutSocket", "MulticastDelivery",
+    "CAPABILITY",
+    "DEFAULT_INTERFACE",
+    "REQUIRED_CAPS",
+    "FanoutOptions",
+    "FanoutSocket",
+    "MulticastDelivery",
 ]
 
 DEFAULT_INTERFACE = "127.0.0.1"
@@ -124,8 +128,9 @@ class FanoutSocket(DatagramProtocol):
     @ivar received: datagrams received.
     """
 
-    def __init__(self, group: str, interface: str,
-                 on_datagram: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, group: str, interface: str, on_datagram: Callable[[bytes], None]
+    ) -> None:
         self.group = group
         self.interface = interface
         self.on_datagram = on_datagram
@@ -139,8 +144,7 @@ class FanoutSocket(DatagramProtocol):
         transport = self.transport
         assert transport is not None
         try:
-            transport.getHandle().setsockopt(socket.IPPROTO_IP,
-                                             IP_MULTICAST_ALL, 0)
+            transport.getHandle().setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         except OSError:
             pass  # not Linux: the option does not exist, nothing to turn off
         d = maybeDeferred(transport.setOutgoingInterface, self.interface)
@@ -150,9 +154,12 @@ class FanoutSocket(DatagramProtocol):
 
     def _join_failed(self, failure: Failure) -> bool:
         self.failure_reason = str(failure.value) or repr(failure.value)
-        _log.warn("Could not join fan-out group {group} on interface"
-                  " {interface}: {why}", group=self.group,
-                  interface=self.interface, why=self.failure_reason)
+        _log.warn(
+            "Could not join fan-out group {group} on interface {interface}: {why}",
+            group=self.group,
+            interface=self.interface,
+            why=self.failure_reason,
+        )
         return False
 
     def datagramReceived(self, datagram: bytes, address: Any) -> None:
@@ -185,11 +192,17 @@ class MulticastDelivery:
         receiver counts its own in C{receiver.drops}).
     """
 
-    def __init__(self, reactor: Any, clock: Any, q: bytes, room: str,
-                 options: FanoutOptions,
-                 deliver: Callable[[Message], object],
-                 report: Callable[[str], None],
-                 last_seq: Callable[[], int | None]) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        clock: Any,
+        q: bytes,
+        room: str,
+        options: FanoutOptions,
+        deliver: Callable[[Message], object],
+        report: Callable[[str], None],
+        last_seq: Callable[[], int | None],
+    ) -> None:
         self.reactor = reactor
         self.clock = clock
         self.identity = RoomIdentity(q, room)
@@ -218,8 +231,9 @@ class MulticastDelivery:
         with multicast, or a C{listen} given); when not, the session does
         not ask for the capability, so the host keeps it on TLS and never
         counts it as a key holder."""
-        return (self.options.listen is not None or
-                IReactorMulticast.providedBy(self.reactor))
+        return self.options.listen is not None or IReactorMulticast.providedBy(
+            self.reactor
+        )
 
     def wanted_caps(self, base: tuple[str, ...]) -> tuple[str, ...]:
         """The capabilities a connection asks for: C{base} and, when this
@@ -244,16 +258,19 @@ class MulticastDelivery:
             return True
         if message.command == "FAIL" and message.params[:1] == (COMMAND,):
             self.drops["fail"] += 1
-            _log.warn("The host refused a fan-out request: {line}",
-                      line=" ".join(message.params))
+            _log.warn(
+                "The host refused a fan-out request: {line}",
+                line=" ".join(message.params),
+            )
             return True
         if self.receiver is None:
             return False
         seq = self._seq_of(message)
         if seq is None:
             return False
-        self._perform(self.receiver.tls_event(seq, _line_of(message),
-                                              self.clock.seconds()))
+        self._perform(
+            self.receiver.tls_event(seq, _line_of(message), self.clock.seconds())
+        )
         return True
 
     def caught_up(self, proto: Any) -> None:
@@ -312,9 +329,11 @@ class MulticastDelivery:
         except ParseError as e:
             self.drops[e.reason] += 1
             if e.reason == "unsupported-algorithm" and self.receiver is None:
-                self.report("The host of %s offers multicast delivery with an"
-                            " algorithm this client does not know; receiving"
-                            " the room over TLS." % (self.channel,))
+                self.report(
+                    "The host of %s offers multicast delivery with an"
+                    " algorithm this client does not know; receiving"
+                    " the room over TLS." % (self.channel,)
+                )
             else:
                 _log.warn("Ignoring a malformed FANOUT line: {why}", why=e)
             return
@@ -355,8 +374,12 @@ class MulticastDelivery:
             return
         last = self.last_seq()
         self.receiver = FanoutReceiver(
-            self.identity, grant, 1 if last is None else last + 1,
-            self.clock.seconds(), self.options.random)
+            self.identity,
+            grant,
+            1 if last is None else last + 1,
+            self.clock.seconds(),
+            self.options.random,
+        )
         self._listen(grant.group, grant.port)
         self._rearm()
 
@@ -364,8 +387,7 @@ class MulticastDelivery:
         if self.receiver is None:
             self.drops["no-receiver"] += 1
             return
-        self._perform(self.receiver.datagram_received(data,
-                                                      self.clock.seconds()))
+        self._perform(self.receiver.datagram_received(data, self.clock.seconds()))
 
     def _tick(self) -> None:
         self._timer = None
@@ -376,8 +398,7 @@ class MulticastDelivery:
         for action in actions:
             if isinstance(action, Deliver):
                 try:
-                    message = parse_line(action.line, _MAX_IRC_BYTES,
-                                         _MAX_TAG_BYTES)
+                    message = parse_line(action.line, _MAX_IRC_BYTES, _MAX_TAG_BYTES)
                 except ParseError:
                     # Signed by the host, so a host bug; shown as missing.
                     self.drops["bad-event-line"] += 1
@@ -402,9 +423,12 @@ class MulticastDelivery:
         proto, receiver = self.protocol, self.receiver
         if proto is None or receiver is None:
             return
-        d = proto.history(self.channel, "AFTER",
-                          "msgid=%s:%d" % (self.room_key, action.after),
-                          limit=action.limit)
+        d = proto.history(
+            self.channel,
+            "AFTER",
+            "msgid=%s:%d" % (self.room_key, action.after),
+            limit=action.limit,
+        )
 
         def got(messages: list[Message]) -> None:
             if self.receiver is not receiver:
@@ -414,8 +438,11 @@ class MulticastDelivery:
                 seq = self._seq_of(message)
                 if seq is not None:
                     events.append((seq, _line_of(message)))
-            self._perform(receiver.history_batch(
-                action.after, events, action.limit, self.clock.seconds()))
+            self._perform(
+                receiver.history_batch(
+                    action.after, events, action.limit, self.clock.seconds()
+                )
+            )
 
         # A lost connection fails the request; the reconnect catches up.
         d.addCallbacks(got, lambda failure: None)
@@ -423,25 +450,29 @@ class MulticastDelivery:
     def _mode_report(self, action: ModeReport) -> None:
         if action.mode == "multicast":
             if self._shown_mode != "multicast":
-                group, port = self._where if self._where is not None \
-                    else ("?", 0)
-                self.report("Receiving %s by multicast (group %s port %d on"
-                            " %s)." % (self.channel, group, port,
-                                       self.options.interface))
+                group, port = self._where if self._where is not None else ("?", 0)
+                self.report(
+                    "Receiving %s by multicast (group %s port %d on"
+                    " %s)." % (self.channel, group, port, self.options.interface)
+                )
         elif self._shown_mode == "multicast" or self.mode == "stopping":
-            self.report("Multicast stopped for %s (no datagram for %d s);"
-                        " back to TLS delivery."
-                        % (self.channel, SILENCE))
+            self.report(
+                "Multicast stopped for %s (no datagram for %d s);"
+                " back to TLS delivery." % (self.channel, SILENCE)
+            )
         else:
             hint = ""
             if self.options.interface.startswith("127."):
-                hint = (" (only a host on this machine can be heard on %s;"
-                        " give --fanout-interface your network interface's"
-                        " address)" % (self.options.interface,))
-            self.report("No multicast datagram for %s arrived on %s within"
-                        " %d s%s; receiving the room over TLS."
-                        % (self.channel, self.options.interface, SILENCE,
-                           hint))
+                hint = (
+                    " (only a host on this machine can be heard on %s;"
+                    " give --fanout-interface your network interface's"
+                    " address)" % (self.options.interface,)
+                )
+            self.report(
+                "No multicast datagram for %s arrived on %s within"
+                " %d s%s; receiving the room over TLS."
+                % (self.channel, self.options.interface, SILENCE, hint)
+            )
         self._shown_mode = action.mode
 
     # Timer
@@ -453,7 +484,8 @@ class MulticastDelivery:
         wake = self.receiver.wake_at
         if wake is not None:
             self._timer = self.clock.callLater(
-                max(0.0, wake - self.clock.seconds()), self._tick)
+                max(0.0, wake - self.clock.seconds()), self._tick
+            )
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -472,25 +504,29 @@ class MulticastDelivery:
             self._port = listen(port, sock)
         except error.CannotListenError as e:
             self.drops["cannot-listen"] += 1
-            self.report("Cannot listen for multicast on UDP port %d (%s);"
-                        " receiving %s over TLS." % (
-                            port, e.socketError or e, self.channel))
+            self.report(
+                "Cannot listen for multicast on UDP port %d (%s);"
+                " receiving %s over TLS." % (port, e.socketError or e, self.channel)
+            )
             return
         self.socket = sock
         self._where = (group, port)
         sock.ready.addCallback(self._joined, sock)
 
     def _listen_multicast(self, port: int, sock: FanoutSocket) -> Any:
-        return self.reactor.listenMulticast(port, sock, interface="",
-                                            listenMultiple=True)
+        return self.reactor.listenMulticast(
+            port, sock, interface="", listenMultiple=True
+        )
 
     def _joined(self, ok: bool, sock: FanoutSocket) -> bool:
         if not ok and sock is self.socket:
             self.drops["cannot-join"] += 1
-            self.report("Cannot join multicast group %s on %s (%s); receiving"
-                        " %s over TLS.  Is --fanout-interface an address of"
-                        " this machine?" % (sock.group, sock.interface,
-                                           sock.failure_reason, self.channel))
+            self.report(
+                "Cannot join multicast group %s on %s (%s); receiving"
+                " %s over TLS.  Is --fanout-interface an address of"
+                " this machine?"
+                % (sock.group, sock.interface, sock.failure_reason, self.channel)
+            )
         return ok
 
     def _close_socket(self) -> None:
@@ -505,5 +541,6 @@ class MulticastDelivery:
 def _line_of(message: Message) -> bytes:
     """A parsed line back as bytes without CR LF, as the reorder buffer
     keeps events (the session parses it again when it is shown)."""
-    return format_line(message.command, *message.params, prefix=message.prefix,
-                       tags=message.tags).rstrip(b"\r\n")
+    return format_line(
+        message.command, *message.params, prefix=message.prefix, tags=message.tags
+    ).rstrip(b"\r\n")

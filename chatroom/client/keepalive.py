@@ -52,10 +52,14 @@ class Keepalive:
     @ivar probes: probes sent so far.
     """
 
-    def __init__(self, clock: Any, probe: Callable[[str], None],
-                 dead: Callable[[str], None],
-                 interval: float = PROBE_INTERVAL,
-                 timeout: float = PROBE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        probe: Callable[[str], None],
+        dead: Callable[[str], None],
+        interval: float = PROBE_INTERVAL,
+        timeout: float = PROBE_TIMEOUT,
+    ) -> None:
         if interval <= 0 or timeout <= 0:
             raise ValueError("keepalive interval and timeout must be positive")
         self.clock = clock
@@ -116,5 +120,7 @@ class Keepalive:
             self.probe("chatroom-%d" % (self.probes,))
         elif self.state is KeepaliveState.PROBING:
             self.state = KeepaliveState.DEAD
-            self.dead("no answer from the host for %.0f s, even to a PING"
-                      % (now - self._last_line,))
+            self.dead(
+                "no answer from the host for %.0f s, even to a PING"
+                % (now - self._last_line,)
+            )

@@ -42,7 +42,8 @@ def default_data_dir() -> str:
     """C{$XDG_DATA_HOME/chatroom}, or C{~/.local/share/chatroom}: the
     host's default too (C{twistd chatroom --data-dir})."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share")
+        os.path.expanduser("~"), ".local", "share"
+    )
     return os.path.join(base, "chatroom")
 
 
@@ -65,9 +66,10 @@ def load_client_identity(data_dir: str | None = None) -> ClientIdentity:
     except OSError as e:
         raise DataDirectoryError(
             "Cannot create the data directory %s for the client key: %s; give"
-            " another one with --data-dir." % (os.path.dirname(path),
-                                                e.strerror)) from None
+            " another one with --data-dir." % (os.path.dirname(path), e.strerror)
+        ) from None
     return load_or_create(path, ClientIdentity)
+
 
 _HEX = frozenset(string.hexdigits)
 
@@ -93,13 +95,17 @@ class KeyPin:
         @raise errors.BadRoomSpec: with a sentence saying what it takes.
         """
         cleaned = text.replace(":", "").replace(" ", "").lower()
-        if not cleaned or not set(cleaned) <= _HEX or \
-                len(cleaned) not in (64, SHORT_FINGERPRINT_HEX):
+        if (
+            not cleaned
+            or not set(cleaned) <= _HEX
+            or len(cleaned) not in (64, SHORT_FINGERPRINT_HEX)
+        ):
             raise errors.BadRoomSpec(
                 "--key takes the host's key fingerprint (64 hex digits, as the"
                 " host prints it at start, or the short form of 16), or its"
                 " public key (64 hex digits); 'chatroom find ROOM' prints"
-                " them; %r is none of these." % (text,))
+                " them; %r is none of these." % (text,)
+            )
         return cls(cleaned)
 
     @property
@@ -112,11 +118,11 @@ class KeyPin:
         """Whether C{public_key} (32 raw bytes) is the key named."""
         digest = fingerprint(public_key)
         if len(self.hex) == 64:
-            return hmac.compare_digest(public_key.hex(), self.hex) or \
-                hmac.compare_digest(digest, self.hex)
+            return hmac.compare_digest(
+                public_key.hex(), self.hex
+            ) or hmac.compare_digest(digest, self.hex)
         return hmac.compare_digest(digest[:SHORT_FINGERPRINT_HEX], self.hex)
 
     def describe(self) -> str:
         """The pin for an error message: the short form of what was typed."""
-        return self.hex[:SHORT_FINGERPRINT_HEX] + ("..." if len(self.hex) > 16
-                                                   else "")
+        return self.hex[:SHORT_FINGERPRINT_HEX] + ("..." if len(self.hex) > 16 else "")

@@ -57,94 +57,148 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("discovery")
     group.add_argument(
-        "--discovery-interface", default="127.0.0.1", metavar="ADDRESS",
+        "--discovery-interface",
+        default="127.0.0.1",
+        metavar="ADDRESS",
         help="address of the network interface to listen and ask on"
-             " (default 127.0.0.1, as for the host; give your network"
-             " interface's address to find rooms on the network)")
-    group.add_argument("--discovery-group", default=DEFAULT_GROUP, metavar="GROUP",
-                       help="multicast group (default %(default)s)")
-    group.add_argument("--discovery-port", type=int, default=DEFAULT_PORT,
-                       metavar="PORT", help="discovery UDP port (default %(default)s)")
+        " (default 127.0.0.1, as for the host; give your network"
+        " interface's address to find rooms on the network)",
+    )
+    group.add_argument(
+        "--discovery-group",
+        default=DEFAULT_GROUP,
+        metavar="GROUP",
+        help="multicast group (default %(default)s)",
+    )
+    group.add_argument(
+        "--discovery-port",
+        type=int,
+        default=DEFAULT_PORT,
+        metavar="PORT",
+        help="discovery UDP port (default %(default)s)",
+    )
     common.add_argument(
-        "--data-dir", metavar="DIR", default=None,
+        "--data-dir",
+        metavar="DIR",
+        default=None,
         help="where the client key is kept (default $XDG_DATA_HOME/chatroom"
-             " or ~/.local/share/chatroom)")
+        " or ~/.local/share/chatroom)",
+    )
     # fan-out (issue 10): multicast delivery, docs/client.rst.
     multicast = common.add_argument_group("multicast delivery")
     multicast.add_argument(
-        "--fanout-interface", default=None, metavar="ADDRESS",
+        "--fanout-interface",
+        default=None,
+        metavar="ADDRESS",
         help="address of the network interface to receive a room's multicast"
-             " delivery on (default: the --discovery-interface address)")
+        " delivery on (default: the --discovery-interface address)",
+    )
     multicast.add_argument(
-        "--no-multicast", action="store_true",
+        "--no-multicast",
+        action="store_true",
         help="receive every event over TLS even when the room offers"
-             " multicast delivery")
+        " multicast delivery",
+    )
     direct = common.add_argument_group("without discovery")
-    direct.add_argument("--connect", metavar="HOST:PORT",
-                        help="connect to this address instead of finding the room")
-    direct.add_argument("--key", metavar="HEX",
-                        help="with --connect: the host's key fingerprint as"
-                             " it prints it at start (64 hex digits, or the"
-                             " short 16), or its public key (64 hex digits);"
-                             " 'chatroom find' prints them")
+    direct.add_argument(
+        "--connect",
+        metavar="HOST:PORT",
+        help="connect to this address instead of finding the room",
+    )
+    direct.add_argument(
+        "--key",
+        metavar="HEX",
+        help="with --connect: the host's key fingerprint as"
+        " it prints it at start (64 hex digits, or the"
+        " short 16), or its public key (64 hex digits);"
+        " 'chatroom find' prints them",
+    )
 
     parser = argparse.ArgumentParser(
         prog="chatroom",
         description="Chat rooms with no central server: list the rooms on the"
-                    " network, find one, join it.")
+        " network, find one, join it.",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    rooms = commands.add_parser("rooms", parents=[common],
-                                help="list the rooms on the network")
+    rooms = commands.add_parser(
+        "rooms", parents=[common], help="list the rooms on the network"
+    )
     rooms.add_argument("--json", action="store_true", help="machine-readable output")
-    rooms.add_argument("--watch", action="store_true",
-                       help="keep listening and print every change (Ctrl-C stops)")
-    rooms.add_argument("--commands", action="store_true",
-                       help="print irssi and WeeChat commands with the pins")
-    rooms.add_argument("--listen-time", type=float, default=LISTEN_TIME,
-                       metavar="SECONDS", help="how long to listen (default %(default)s)")
+    rooms.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep listening and print every change (Ctrl-C stops)",
+    )
+    rooms.add_argument(
+        "--commands",
+        action="store_true",
+        help="print irssi and WeeChat commands with the pins",
+    )
+    rooms.add_argument(
+        "--listen-time",
+        type=float,
+        default=LISTEN_TIME,
+        metavar="SECONDS",
+        help="how long to listen (default %(default)s)",
+    )
 
-    find = commands.add_parser("find", parents=[common],
-                               help="find one room (expanding-ring search)")
+    find = commands.add_parser(
+        "find", parents=[common], help="find one room (expanding-ring search)"
+    )
     find.add_argument("room", metavar="ROOM|FINGERPRINT/ROOM")
     find.add_argument("--json", action="store_true", help="machine-readable output")
 
     pins = commands.add_parser(
-        "pins", parents=[common],
-        help="print a room's TLS pins and irssi/WeeChat commands")
+        "pins",
+        parents=[common],
+        help="print a room's TLS pins and irssi/WeeChat commands",
+    )
     pins.add_argument("room", metavar="ROOM|FINGERPRINT/ROOM")
 
     join = commands.add_parser("join", parents=[common], help="join a room and chat")
     join.add_argument("room", metavar="ROOM|FINGERPRINT/ROOM")
-    join.add_argument("--nick", default=None,
-                      help="your nickname (default: your user name)")
+    join.add_argument(
+        "--nick", default=None, help="your nickname (default: your user name)"
+    )
 
-    say = commands.add_parser("say", parents=[common],
-                              help="send one message (each line of TEXT) and leave")
+    say = commands.add_parser(
+        "say", parents=[common], help="send one message (each line of TEXT) and leave"
+    )
     say.add_argument("room", metavar="ROOM|FINGERPRINT/ROOM")
     say.add_argument("text")
-    say.add_argument("--nick", default=None,
-                     help="nickname (default: your user name)")
+    say.add_argument("--nick", default=None, help="nickname (default: your user name)")
 
-    tail = commands.add_parser("tail", parents=[common],
-                               help="print a room's recent messages")
+    tail = commands.add_parser(
+        "tail", parents=[common], help="print a room's recent messages"
+    )
     tail.add_argument("room", metavar="ROOM|FINGERPRINT/ROOM")
-    tail.add_argument("--follow", "-f", action="store_true",
-                      help="keep printing new messages (Ctrl-C stops)")
+    tail.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing new messages (Ctrl-C stops)",
+    )
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
-    tail.add_argument("--lines", "-n", type=int, default=20, help="how many (default 20)")
+    tail.add_argument(
+        "--lines", "-n", type=int, default=20, help="how many (default 20)"
+    )
     tail.add_argument("--nick", default=None, help="nickname (default: your user name)")
 
     for room_command in (join, say, tail):
         room_command.add_argument(
-            "--password", default=None,
+            "--password",
+            default=None,
             help="the room password of a private room (its host was started "
-                 "with --private --room-password)")
+            "with --private --room-password)",
+        )
 
     whoami = commands.add_parser(
-        "whoami", help="print this client's key fingerprint (made on first use)")
-    whoami.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="where the client key is kept")
+        "whoami", help="print this client's key fingerprint (made on first use)"
+    )
+    whoami.add_argument(
+        "--data-dir", metavar="DIR", default=None, help="where the client key is kept"
+    )
     return parser
 
 
@@ -161,14 +215,17 @@ def fanout_options(args: argparse.Namespace) -> FanoutOptions | None:
     """How sessions take multicast delivery (C{None}: TLS only)."""
     if args.no_multicast:
         return None
-    return FanoutOptions(interface=args.fanout_interface or
-                         args.discovery_interface)
+    return FanoutOptions(interface=args.fanout_interface or args.discovery_interface)
 
 
 def make_finder(reactor: Any, args: argparse.Namespace) -> RoomFinder:
     """The discovery listener the options describe."""
-    return RoomFinder(reactor, interface=args.discovery_interface,
-                      group=args.discovery_group, port=args.discovery_port)
+    return RoomFinder(
+        reactor,
+        interface=args.discovery_interface,
+        group=args.discovery_group,
+        port=args.discovery_port,
+    )
 
 
 # Pins
@@ -192,7 +249,8 @@ class _CertificateGrab(protocol.Protocol):
     def handshakeCompleted(self) -> None:
         certificate = self.transport.getPeerCertificate()
         self.der = certificate.to_cryptography().public_bytes(
-            serialization.Encoding.DER)
+            serialization.Encoding.DER
+        )
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -203,8 +261,9 @@ class _CertificateGrab(protocol.Protocol):
 
 
 @inlineCallbacks
-def fetch_certificate_pin(reactor: Any, target: RoomTarget,
-                          timeout: float = PIN_TIMEOUT):
+def fetch_certificate_pin(
+    reactor: Any, target: RoomTarget, timeout: float = PIN_TIMEOUT
+):
     """WeeChat's C{ssl_fingerprint}: SHA-256 of the host's certificate.
 
     The certificate is signed by the host's private key, so a client that
@@ -216,14 +275,19 @@ def fetch_certificate_pin(reactor: Any, target: RoomTarget,
         creator = PinnedClientCreator(target.q)
         endpoint = tls_endpoint(reactor, address, creator, timeout=timeout)
         try:
-            grab = yield endpoint.connect(protocol.Factory.forProtocol(_CertificateGrab))
+            grab = yield endpoint.connect(
+                protocol.Factory.forProtocol(_CertificateGrab)
+            )
             der = yield grab.done.addTimeout(timeout, reactor)
         except Exception as e:
             last = e
             if creator.seen_key is not None and creator.seen_key != target.q:
                 raise errors.KeyMismatch(
-                    "#" + target.room, address, short_fingerprint(target.q),
-                    short_fingerprint(creator.seen_key)) from None
+                    "#" + target.room,
+                    address,
+                    short_fingerprint(target.q),
+                    short_fingerprint(creator.seen_key),
+                ) from None
             continue
         return hashlib.sha256(der).hexdigest()
     raise errors.HostUnreachable("#" + target.room, target.addresses, str(last))
@@ -233,15 +297,21 @@ def connect_commands(target: RoomTarget, certificate_pin: str | None) -> list[st
     """Ready-to-paste irssi and WeeChat 3.8 commands for C{target}."""
     host, _, port = target.addresses[0].rpartition(":")
     host = host.strip("[]")
-    lines = ["irssi:   /connect -tls -tls_pinned_pubkey %s %s %s"
-             % (spki_pin(target.q), host, port)]
+    lines = [
+        "irssi:   /connect -tls -tls_pinned_pubkey %s %s %s"
+        % (spki_pin(target.q), host, port)
+    ]
     name = "%s-%s" % (target.room, short_fingerprint(target.q)[:6])
     if certificate_pin is not None:
-        lines.append("WeeChat: /server add %s %s/%s -ssl -ssl_fingerprint=%s"
-                     % (name, host, port, certificate_pin))
+        lines.append(
+            "WeeChat: /server add %s %s/%s -ssl -ssl_fingerprint=%s"
+            % (name, host, port, certificate_pin)
+        )
     else:
-        lines.append("WeeChat: run 'chatroom pins %s' for the certificate pin"
-                     % (room_spec(target.q, target.room),))
+        lines.append(
+            "WeeChat: run 'chatroom pins %s' for the certificate pin"
+            % (room_spec(target.q, target.room),)
+        )
     lines.append("then:    /join #%s" % (target.room,))
     return lines
 
@@ -291,12 +361,20 @@ def room_lines(entries: list[DirectoryEntry], now: float) -> list[str]:
     rows = [("ROOM", "FINGERPRINT", "ADDRESSES", "HEARD", "FLAGS")]
     for entry in entries:
         a = entry.announcement
-        rows.append((a.room, a.short_fingerprint,
-                     " ".join(str(x) for x in a.addresses),
-                     _ago(now - entry.last_heard), _flags(entry)))
+        rows.append(
+            (
+                a.room,
+                a.short_fingerprint,
+                " ".join(str(x) for x in a.addresses),
+                _ago(now - entry.last_heard),
+                _flags(entry),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths + [0]))
-            .rstrip() for row in rows]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths + [0])).rstrip()
+        for row in rows
+    ]
 
 
 # Commands
@@ -315,8 +393,14 @@ def command_rooms(reactor: Any, args: argparse.Namespace, out: TextIO):
         pins: dict[tuple[bytes, str], str | None] = {}
         if args.commands:
             results = yield defer.DeferredList(
-                [fetch_certificate_pin(reactor, RoomTarget.from_announcement(
-                    e.announcement)) for e in entries], consumeErrors=True)
+                [
+                    fetch_certificate_pin(
+                        reactor, RoomTarget.from_announcement(e.announcement)
+                    )
+                    for e in entries
+                ],
+                consumeErrors=True,
+            )
             for entry, (ok, value) in zip(entries, results):
                 pins[entry.key] = value if ok else None
         if args.json:
@@ -326,29 +410,36 @@ def command_rooms(reactor: Any, args: argparse.Namespace, out: TextIO):
                     item["weechat_pin"] = pins.get(entry.key)
                     item["commands"] = connect_commands(
                         RoomTarget.from_announcement(entry.announcement),
-                        pins.get(entry.key))
+                        pins.get(entry.key),
+                    )
             out.write(json.dumps(listed, indent=None if args.watch else 2) + "\n")
         elif not entries:
-            out.write("No rooms heard on %s (group %s port %d); is"
-                      " --discovery-interface the right network?\n" % (
-                          args.discovery_interface, args.discovery_group,
-                          args.discovery_port))
+            out.write(
+                "No rooms heard on %s (group %s port %d); is"
+                " --discovery-interface the right network?\n"
+                % (args.discovery_interface, args.discovery_group, args.discovery_port)
+            )
         else:
             for line in room_lines(entries, now):
                 out.write(line + "\n")
             if args.commands:
                 for entry in entries:
-                    out.write("\n%s\n" % (room_spec(entry.announcement.q,
-                                                    entry.announcement.room),))
+                    out.write(
+                        "\n%s\n"
+                        % (room_spec(entry.announcement.q, entry.announcement.room),)
+                    )
                     for line in connect_commands(
-                            RoomTarget.from_announcement(entry.announcement),
-                            pins.get(entry.key)):
+                        RoomTarget.from_announcement(entry.announcement),
+                        pins.get(entry.key),
+                    ):
                         out.write("  " + line + "\n")
         out.flush()
         if args.watch:
+
             def changed(change: DirectoryChange) -> None:
                 out.write(change_line(change, reactor.seconds(), args.json) + "\n")
                 out.flush()
+
             finder.watch(changed)
             yield args.stop_requested  # SIGTERM or Ctrl-C
     finally:
@@ -364,9 +455,13 @@ def change_line(change: DirectoryChange, now: float, as_json: bool) -> str:
         item["change"] = change.outcome.value
         return json.dumps(item)
     a = entry.announcement
-    return "%s %s  %s  %s  (%s)" % (mark, a.room, a.short_fingerprint,
-                                    " ".join(str(x) for x in a.addresses),
-                                    change.outcome.value)
+    return "%s %s  %s  %s  (%s)" % (
+        mark,
+        a.room,
+        a.short_fingerprint,
+        " ".join(str(x) for x in a.addresses),
+        change.outcome.value,
+    )
 
 
 @inlineCallbacks
@@ -377,7 +472,8 @@ def resolve(reactor: Any, args: argparse.Namespace, finder: RoomFinder | None):
             raise errors.BadRoomSpec(
                 "--connect needs --key with the host's key fingerprint (as"
                 " the host prints it at start) or public key; 'chatroom find"
-                " ROOM' prints both.")
+                " ROOM' prints both."
+            )
         room, _ = parse_room_spec(args.room)
         target = yield find_by_address(reactor, args.connect, args.key, room)
         return target
@@ -396,23 +492,33 @@ def command_find(reactor: Any, args: argparse.Namespace, out: TextIO):
         yield finder.stop()
     a = target.announcement
     if args.json:
-        out.write(json.dumps({
-            "room": target.room, "spec": room_spec(target.q, target.room),
-            "fingerprint": fingerprint(target.q),
-            "short_fingerprint": short_fingerprint(target.q),
-            "public_key": target.q.hex(),
-            "addresses": list(target.addresses), "counter": target.counter,
-            "private": bool(a and a.private),
-            "multicast_delivery": bool(a and a.multicast_delivery),
-            "irssi_pin": spki_pin(target.q)}, indent=2) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "room": target.room,
+                    "spec": room_spec(target.q, target.room),
+                    "fingerprint": fingerprint(target.q),
+                    "short_fingerprint": short_fingerprint(target.q),
+                    "public_key": target.q.hex(),
+                    "addresses": list(target.addresses),
+                    "counter": target.counter,
+                    "private": bool(a and a.private),
+                    "multicast_delivery": bool(a and a.multicast_delivery),
+                    "irssi_pin": spki_pin(target.q),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     else:
-        out.write("%s  at %s\n" % (room_spec(target.q, target.room),
-                                   " ".join(target.addresses)))
+        out.write(
+            "%s  at %s\n"
+            % (room_spec(target.q, target.room), " ".join(target.addresses))
+        )
         out.write("  key fingerprint %s\n" % (fingerprint(target.q),))
         out.write("  public key %s\n" % (target.q.hex(),))
         out.write("  irssi pin %s\n" % (spki_pin(target.q),))
-        out.write("  join: chatroom join %s\n"
-                  % (room_spec(target.q, target.room),))
+        out.write("  join: chatroom join %s\n" % (room_spec(target.q, target.room),))
     out.flush()
 
 
@@ -436,23 +542,34 @@ def command_pins(reactor: Any, args: argparse.Namespace, out: TextIO):
 
 
 @inlineCallbacks
-def _open_session(reactor: Any, args: argparse.Namespace, nick: str,
-                  recent: int, on_event: Callable[[RoomEvent], None],
-                  on_status: Callable[[str], None], keep_finder: bool,
-                  multicast: bool = False):
+def _open_session(
+    reactor: Any,
+    args: argparse.Namespace,
+    nick: str,
+    recent: int,
+    on_event: Callable[[RoomEvent], None],
+    on_status: Callable[[str], None],
+    keep_finder: bool,
+    multicast: bool = False,
+):
     finder = None if args.connect else make_finder(reactor, args)
     if finder is not None:
         yield finder.start()
     try:
         identity = load_client_identity(args.data_dir)
         target = yield resolve(reactor, args, finder)
-        session = RoomSession(reactor, target, nick,
-                              finder=finder if keep_finder else None,
-                              on_event=on_event, on_status=on_status,
-                              recent=recent, identity=identity,
-                              password=getattr(args, "password", None),
-                              fanout=fanout_options(args) if multicast
-                              else None)
+        session = RoomSession(
+            reactor,
+            target,
+            nick,
+            finder=finder if keep_finder else None,
+            on_event=on_event,
+            on_status=on_status,
+            recent=recent,
+            identity=identity,
+            password=getattr(args, "password", None),
+            fanout=fanout_options(args) if multicast else None,
+        )
         yield session.connect()
     except BaseException:
         if finder is not None:
@@ -467,8 +584,15 @@ def _open_session(reactor: Any, args: argparse.Namespace, nick: str,
 @inlineCallbacks
 def command_say(reactor: Any, args: argparse.Namespace, out: TextIO):
     """C{chatroom say ROOM TEXT}: join, send each line, leave."""
-    session, _ = yield _open_session(reactor, args, args.nick or default_nick(),
-                                     0, lambda e: None, lambda s: None, False)
+    session, _ = yield _open_session(
+        reactor,
+        args,
+        args.nick or default_nick(),
+        0,
+        lambda e: None,
+        lambda s: None,
+        False,
+    )
     try:
         for line in args.text.splitlines() or [""]:
             if line:
@@ -480,6 +604,7 @@ def command_say(reactor: Any, args: argparse.Namespace, out: TextIO):
 @inlineCallbacks
 def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
     """C{chatroom tail ROOM [--follow] [--json]}."""
+
     def show(event: RoomEvent) -> None:
         if args.json:
             out.write(json.dumps(event.to_json()) + "\n")
@@ -491,8 +616,15 @@ def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
         sys.stderr.write("chatroom: %s\n" % (text,))
 
     session, finder = yield _open_session(
-        reactor, args, args.nick or default_nick(), args.lines, show, status,
-        args.follow, multicast=args.follow)
+        reactor,
+        args,
+        args.nick or default_nick(),
+        args.lines,
+        show,
+        status,
+        args.follow,
+        multicast=args.follow,
+    )
     try:
         if args.follow:
             yield args.stop_requested  # SIGTERM or Ctrl-C
@@ -520,11 +652,13 @@ class _PlainLines(LineReceiver):
 
 
 @inlineCallbacks
-def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
-                 stdin_fd: int = 0):
+def command_join(
+    reactor: Any, args: argparse.Namespace, out: TextIO, stdin_fd: int = 0
+):
     """C{chatroom join ROOM [--nick NICK]}: the interactive chat."""
-    write: list[Callable[[str], None]] = [lambda text: (out.write(text + "\n"),
-                                                        out.flush())]
+    write: list[Callable[[str], None]] = [
+        lambda text: (out.write(text + "\n"), out.flush())
+    ]
     done: Deferred[None] = Deferred()
 
     def leave(reason: str = "Leaving") -> None:
@@ -536,13 +670,19 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
             return []
         return room_lines(finder.rooms(), reactor.seconds())[1:]
 
-    controller = ChatController(None, lambda text: write[0](text), leave,
-                                list_rooms)
+    controller = ChatController(None, lambda text: write[0](text), leave, list_rooms)
     args.stop_requested.addCallback(lambda _: leave())
     finder = None
     session, finder = yield _open_session(
-        reactor, args, args.nick or default_nick(), 20, controller.event_received,
-        controller.status, True, multicast=True)
+        reactor,
+        args,
+        args.nick or default_nick(),
+        20,
+        controller.event_received,
+        controller.status,
+        True,
+        multicast=True,
+    )
     controller.session = session
     if finder is None:
         controller.list_rooms = None
@@ -550,6 +690,7 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
     if os.isatty(stdin_fd):
         import termios
         import tty
+
         saved_tty = termios.tcgetattr(stdin_fd)
         tty.setraw(stdin_fd)
         terminal = ChatTerminal(on_quit=leave)
@@ -563,7 +704,9 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
     def restore() -> None:
         if saved_tty is not None:
             import termios
+
             termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved_tty)
+
     trigger = reactor.addSystemEventTrigger("after", "shutdown", restore)
     reason = "Leaving"
     try:
@@ -580,8 +723,9 @@ def command_join(reactor: Any, args: argparse.Namespace, out: TextIO,
         out.flush()
 
 
-def command_whoami(reactor: Any, args: argparse.Namespace,
-                   out: TextIO) -> Deferred[None]:
+def command_whoami(
+    reactor: Any, args: argparse.Namespace, out: TextIO
+) -> Deferred[None]:
     """C{chatroom whoami}: the client key's fingerprint (the key is made on
     first use); hosts name this client by it (ghost takeover, allow-lists)."""
     identity = load_client_identity(args.data_dir)
@@ -603,9 +747,13 @@ COMMANDS: dict[str, Callable[[Any, argparse.Namespace, TextIO], Deferred]] = {
 }
 
 
-def run(reactor: Any, argv: list[str], out: TextIO | None = None,
-        err: TextIO | None = None,
-        stop_requested: Deferred[int] | None = None) -> Deferred[None]:
+def run(
+    reactor: Any,
+    argv: list[str],
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    stop_requested: Deferred[int] | None = None,
+) -> Deferred[None]:
     """Run one command line; fails with C{SystemExit(1)} after printing a
     one-line error for every L{ChatroomError}.
 
@@ -616,8 +764,7 @@ def run(reactor: Any, argv: list[str], out: TextIO | None = None,
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     args = build_parser().parse_args(argv)
-    args.stop_requested = stop_requested if stop_requested is not None \
-        else Deferred()
+    args.stop_requested = stop_requested if stop_requested is not None else Deferred()
     d = defer.maybeDeferred(COMMANDS[args.command], reactor, args, out)
 
     def one_line(failure: Any) -> None:
@@ -625,6 +772,7 @@ def run(reactor: Any, argv: list[str], out: TextIO | None = None,
         err.write("chatroom: %s\n" % (failure.value,))
         err.flush()
         raise SystemExit(1)
+
     return d.addErrback(one_line)
 
 
@@ -638,6 +786,7 @@ def run_until_signal(reactor: Any, argv: list[str]) -> Deferred[None]:
     shells expect.  A second signal stops the reactor at once.
     """
     import signal
+
     stop_requested: Deferred[int] = Deferred()
     caught: list[int] = []
 
@@ -655,18 +804,21 @@ def run_until_signal(reactor: Any, argv: list[str]) -> Deferred[None]:
         # After the reactor's own handlers, which stop it at once.
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
+
     reactor.callWhenRunning(install)
 
     def exit_status(result: Any) -> Any:
         if caught:
             raise SystemExit(130 if caught[0] == signal.SIGINT else 0)
         return result
+
     return run(reactor, argv, stop_requested=stop_requested).addBoth(exit_status)
 
 
 def main(argv: list[str] | None = None) -> None:
     """The C{chatroom} console script."""
     from twisted.internet import task
+
     argv = list(sys.argv[1:] if argv is None else argv)
     build_parser().parse_args(argv)  # --help and usage errors before the reactor
     task.react(lambda reactor: run_until_signal(reactor, argv))

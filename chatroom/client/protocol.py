@@ -39,8 +39,15 @@ MAX_RELAYED_BYTES = 1024
 MAX_SERVER_TAG_BYTES = 8191
 
 #: Capabilities a chatroom client asks for (when the server offers them).
-CLIENT_CAPS = ("message-tags", "server-time", "echo-message", "batch",
-               "labeled-response", "draft/chathistory", "draft/event-playback")
+CLIENT_CAPS = (
+    "message-tags",
+    "server-time",
+    "echo-message",
+    "batch",
+    "labeled-response",
+    "draft/chathistory",
+    "draft/event-playback",
+)
 
 
 class IRoomClientListener(Interface):
@@ -94,12 +101,17 @@ class RoomClientProtocol(protocol.Protocol):
 
     log = Logger()
 
-    def __init__(self, nick: str, listener: Any = None,
-                 wanted_caps: tuple[str, ...] = CLIENT_CAPS,
-                 realname: str = "chatroom user",
-                 fallback_nicks: Sequence[str] = (),
-                 clock: Any = None, probe_interval: float = PROBE_INTERVAL,
-                 probe_timeout: float = PROBE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        nick: str,
+        listener: Any = None,
+        wanted_caps: tuple[str, ...] = CLIENT_CAPS,
+        realname: str = "chatroom user",
+        fallback_nicks: Sequence[str] = (),
+        clock: Any = None,
+        probe_interval: float = PROBE_INTERVAL,
+        probe_timeout: float = PROBE_TIMEOUT,
+    ) -> None:
         self.nick = nick
         self.wanted_nick = nick
         self._fallbacks = list(fallback_nicks)
@@ -117,8 +129,9 @@ class RoomClientProtocol(protocol.Protocol):
         self._dead: str | None = None
         self.keepalive: Keepalive | None = None
         if clock is not None:
-            self.keepalive = Keepalive(clock, self._probe, self._link_dead,
-                                       probe_interval, probe_timeout)
+            self.keepalive = Keepalive(
+                clock, self._probe, self._link_dead, probe_interval, probe_timeout
+            )
 
     # Connection
 
@@ -154,8 +167,9 @@ class RoomClientProtocol(protocol.Protocol):
 
     # Output
 
-    def send(self, command: str, *params: str,
-             tags: dict[str, str] | None = None) -> None:
+    def send(
+        self, command: str, *params: str, tags: dict[str, str] | None = None
+    ) -> None:
         """Send one IRC line."""
         self.transport.write(format_line(command, *params, tags=tags))
 
@@ -171,8 +185,7 @@ class RoomClientProtocol(protocol.Protocol):
             self.keepalive.line_received()
         for line in self._lines.feed(data):
             try:
-                message = parse_line(line, MAX_RELAYED_BYTES,
-                                     MAX_SERVER_TAG_BYTES)
+                message = parse_line(line, MAX_RELAYED_BYTES, MAX_SERVER_TAG_BYTES)
             except ParseError:
                 self.log.warn("Ignoring a malformed line from the server")
                 continue
@@ -190,8 +203,11 @@ class RoomClientProtocol(protocol.Protocol):
                 self.keepalive.start()
             if not self.registered.called:
                 self.registered.callback(message)
-        elif command == "JOIN" and message.prefix is not None and \
-                message.prefix.partition("!")[0] == self.nick:
+        elif (
+            command == "JOIN"
+            and message.prefix is not None
+            and message.prefix.partition("!")[0] == self.nick
+        ):
             # Our own source as the host relays it: what splitting counts.
             self.source = message.prefix
         elif command == "005":
@@ -245,25 +261,34 @@ class RoomClientProtocol(protocol.Protocol):
     def join(self, channel: str, key: str | None = None) -> defer.Deferred:
         """Join C{channel}, with the room password C{key} if given; fires
         with the end of NAMES (366) or the refusal numeric."""
-        done = self.wait_for(lambda m: m.command in ("366", "403", "405", "471",
-                                                     "473", "474", "475")
-                             and len(m.params) > 1 and m.params[1] == channel)
+        done = self.wait_for(
+            lambda m: (
+                m.command in ("366", "403", "405", "471", "473", "474", "475")
+                and len(m.params) > 1
+                and m.params[1] == channel
+            )
+        )
         if key:
             self.send("JOIN", channel, key)
         else:
             self.send("JOIN", channel)
         return done
 
-    def history(self, channel: str, subcommand: str, *refs: str,
-                limit: int = 100) -> defer.Deferred:
+    def history(
+        self, channel: str, subcommand: str, *refs: str, limit: int = 100
+    ) -> defer.Deferred:
         """Fetch history; fires with the list of messages in the batch."""
         collected: list[Message] = []
         state: dict[str, str] = {}
 
         def matches(message: Message) -> bool:
-            if message.command == "BATCH" and len(message.params) >= 2 and \
-                    message.params[1] == "chathistory" and \
-                    message.params[0].startswith("+") and "ref" not in state:
+            if (
+                message.command == "BATCH"
+                and len(message.params) >= 2
+                and message.params[1] == "chathistory"
+                and message.params[0].startswith("+")
+                and "ref" not in state
+            ):
                 state["ref"] = message.params[0][1:]
                 return False
             if message.command == "FAIL" and message.params[:1] == ("CHATHISTORY",):

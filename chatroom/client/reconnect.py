@@ -54,9 +54,13 @@ class RoomTarget:
     @classmethod
     def from_announcement(cls, announcement: Any) -> RoomTarget:
         """The target an announcement describes."""
-        return cls(announcement.q, announcement.room,
-                   tuple(str(a) for a in announcement.addresses),
-                   announcement.counter, announcement)
+        return cls(
+            announcement.q,
+            announcement.room,
+            tuple(str(a) for a in announcement.addresses),
+            announcement.counter,
+            announcement,
+        )
 
 
 class ReconnectActions(Protocol):
@@ -85,14 +89,16 @@ class DelayedCall(Protocol):
 class Clock(Protocol):
     def seconds(self) -> float: ...
 
-    def callLater(self, delay: float, f: Callable[..., Any],
-                  *args: Any) -> DelayedCall: ...
+    def callLater(
+        self, delay: float, f: Callable[..., Any], *args: Any
+    ) -> DelayedCall: ...
 
 
 def default_policy() -> Callable[[int], float]:
     """ClientService's own backoff: 1 s, x1.5 per failure, at most 60 s,
     plus up to 1 s of jitter."""
     from twisted.application.internet import backoffPolicy
+
     return backoffPolicy()
 
 
@@ -105,9 +111,13 @@ class ReconnectMachine:
     @ivar moved: True when the target changed since the last join.
     """
 
-    def __init__(self, clock: Clock, actions: ReconnectActions,
-                 target: RoomTarget,
-                 policy: Callable[[int], float] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        actions: ReconnectActions,
+        target: RoomTarget,
+        policy: Callable[[int], float] | None = None,
+    ) -> None:
         self.clock = clock
         self.actions = actions
         self.target = target
@@ -155,8 +165,9 @@ class ReconnectMachine:
         if self.state is not ReconnectState.JOINED:
             return
         self.disconnected_at = self.clock.seconds()
-        self.actions.report("Lost the connection to %s (%s); reconnecting."
-                            % (self.target.room, why))
+        self.actions.report(
+            "Lost the connection to %s (%s); reconnecting." % (self.target.room, why)
+        )
         self._wait(why)
 
     def announcement_seen(self, target: RoomTarget) -> None:

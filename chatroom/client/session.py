@@ -74,7 +74,11 @@ from chatroom.discovery import (
 from chatroom.tls import PinnedClientCreator
 
 __all__ = [
-    "RoomEvent", "RoomFinder", "RoomSession", "RoomTarget", "parse_room_spec",
+    "RoomEvent",
+    "RoomFinder",
+    "RoomSession",
+    "RoomTarget",
+    "parse_room_spec",
 ]
 
 #: Seconds to keep listening after the first answer to a search, so that the
@@ -121,7 +125,8 @@ def parse_room_spec(text: str) -> tuple[str, bytes]:
         # discovery wire format: a name no host can open is never searched.
         raise errors.BadRoomSpec(
             "%r is not a room: write ROOM or FINGERPRINT/ROOM, the room name"
-            " being letters, digits and '-_.' only." % (text,))
+            " being letters, digits and '-_.' only." % (text,)
+        )
     try:
         prefix = fingerprint_prefix_from_hex(fingerprint) if fingerprint else b""
     except (ParseError, ValueError) as e:
@@ -189,8 +194,9 @@ class _Outgoing:
         return len(self.text.encode("utf-8"))
 
 
-def event_from_message(message: Message, channel: str, room_key: str,
-                       own_nick: str) -> RoomEvent | None:
+def event_from_message(
+    message: Message, channel: str, room_key: str, own_nick: str
+) -> RoomEvent | None:
     """The L{RoomEvent} a server line means for room C{channel}, or C{None}
     if the line is not an event of that room."""
     command = message.command
@@ -201,11 +207,12 @@ def event_from_message(message: Message, channel: str, room_key: str,
     elif command not in ("QUIT", "NICK"):
         return None
     sender = (message.prefix or "").partition("!")[0]
-    text = params[-1] if len(params) > 1 or command in ("QUIT", "NICK") and params \
-        else ""
+    text = (
+        params[-1] if len(params) > 1 or command in ("QUIT", "NICK") and params else ""
+    )
     kind = command.lower()
     if command == "PRIVMSG" and text.startswith("\x01ACTION") and text.endswith("\x01"):
-        kind, text = "action", text[len("\x01ACTION"):-1].strip()
+        kind, text = "action", text[len("\x01ACTION") : -1].strip()
     elif command == "PRIVMSG":
         kind = "message"
     elif command == "KICK" and len(params) > 1:
@@ -222,10 +229,15 @@ def event_from_message(message: Message, channel: str, room_key: str,
             time_ms = parse_server_time(message.tags["time"])
         except ValueError:
             time_ms = None
-    return RoomEvent(kind=kind, sender=sender, text=text, seq=seq,
-                     time_ms=time_ms,
-                     own=casefold(sender) == casefold(own_nick),
-                     replayed="batch" in message.tags)
+    return RoomEvent(
+        kind=kind,
+        sender=sender,
+        text=text,
+        seq=seq,
+        time_ms=time_ms,
+        own=casefold(sender) == casefold(own_nick),
+        replayed="batch" in message.tags,
+    )
 
 
 class RoomFinder:
@@ -235,15 +247,21 @@ class RoomFinder:
         of rooms heard so far).
     """
 
-    def __init__(self, reactor: Any, interface: str = "127.0.0.1",
-                 group: str = DEFAULT_GROUP, port: int = DEFAULT_PORT,
-                 rings: Sequence[Ring] = DEFAULT_RINGS,
-                 collect_time: float = COLLECT_TIME) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        interface: str = "127.0.0.1",
+        group: str = DEFAULT_GROUP,
+        port: int = DEFAULT_PORT,
+        rings: Sequence[Ring] = DEFAULT_RINGS,
+        collect_time: float = COLLECT_TIME,
+    ) -> None:
         self.reactor = reactor
         self.rings = tuple(rings)
         self.collect_time = collect_time
-        self.listener = ListenerProtocol(reactor, group, port, interface,
-                                         on_change=self._changed)
+        self.listener = ListenerProtocol(
+            reactor, group, port, interface, on_change=self._changed
+        )
         self.service = DiscoveryService(reactor, self.listener)
         self._watchers: list[Callable[[DirectoryChange], None]] = []
 
@@ -262,15 +280,20 @@ class RoomFinder:
         """Call C{callback} with every change of the directory; returns a
         function that stops it."""
         self._watchers.append(callback)
-        return lambda: self._watchers.remove(callback) if callback in \
-            self._watchers else None
+        return lambda: (
+            self._watchers.remove(callback) if callback in self._watchers else None
+        )
 
     def _changed(self, change: DirectoryChange) -> None:
         for watcher in list(self._watchers):
             watcher(change)
 
-    def ask(self, room: str | None = None, fingerprint_prefix: bytes = b"",
-            ttl: int = DEFAULT_ANNOUNCE_TTL) -> None:
+    def ask(
+        self,
+        room: str | None = None,
+        fingerprint_prefix: bytes = b"",
+        ttl: int = DEFAULT_ANNOUNCE_TTL,
+    ) -> None:
         """Ask the network once (any room by default); answers fill the
         directory."""
         self.listener.ask(room, fingerprint_prefix, ttl)
@@ -297,8 +320,7 @@ class RoomFinder:
         matches = self.listener.directory.find(self.reactor.seconds(), room, prefix)
         keys = {entry.announcement.q for entry in matches}
         if len(keys) > 1:
-            raise errors.AmbiguousRoom(room, sorted(
-                room_spec(q, room) for q in keys))
+            raise errors.AmbiguousRoom(room, sorted(room_spec(q, room) for q in keys))
         if matches:
             return matches[0].announcement
         return result.announcement
@@ -315,7 +337,8 @@ def target_for_address(address: str, key: str, room: str) -> RoomTarget:
     if pin.exact_key is None:
         raise errors.BadRoomSpec(
             "This needs the host's public key (64 hex digits); use"
-            " find_by_address() with a fingerprint.")
+            " find_by_address() with a fingerprint."
+        )
     return RoomTarget(pin.exact_key, room, (address,), -1)
 
 
@@ -325,7 +348,8 @@ def _check_address(address: str) -> None:
     except ParseError:
         raise errors.BadRoomSpec(
             "--connect takes HOST:PORT, such as 192.0.2.7:6697; %r is not"
-            " one." % (address,)) from None
+            " one." % (address,)
+        ) from None
 
 
 @implementer(interfaces.IHandshakeListener)
@@ -348,10 +372,14 @@ class _KeyProbe(protocol.Protocol):
 
 
 @inlineCallbacks
-def find_by_address(reactor: Any, address: str, key: str, room: str,
-                    timeout: float = 10.0,
-                    endpoint_for: Callable[[str, PinnedClientCreator], Any]
-                    | None = None):
+def find_by_address(
+    reactor: Any,
+    address: str,
+    key: str,
+    room: str,
+    timeout: float = 10.0,
+    endpoint_for: Callable[[str, PinnedClientCreator], Any] | None = None,
+):
     """A target given by hand (C{--connect HOST:PORT --key KEY}).
 
     C{key} is what the host prints (its key fingerprint, 64 hex digits, or
@@ -367,34 +395,38 @@ def find_by_address(reactor: Any, address: str, key: str, room: str,
     pin = KeyPin.parse(key)
     _check_address(address)
     creator = PinnedClientCreator(None, accept=pin.matches)
-    endpoint = (endpoint_for or (lambda a, c: tls_endpoint(
-        reactor, a, c, timeout=timeout)))(address, creator)
+    endpoint = (
+        endpoint_for or (lambda a, c: tls_endpoint(reactor, a, c, timeout=timeout))
+    )(address, creator)
     try:
         probe = yield endpoint.connect(protocol.Factory.forProtocol(_KeyProbe))
         yield probe.done.addTimeout(timeout, reactor)
     except Exception as e:
         if creator.seen_key is not None and not pin.matches(creator.seen_key):
-            raise errors.KeyPinMismatch("#" + room, address, pin.describe(),
-                                        short_fingerprint(creator.seen_key)) \
-                from None
-        raise errors.HostUnreachable("#" + room, (address,),
-                                     _reason_text(e)) from None
+            raise errors.KeyPinMismatch(
+                "#" + room, address, pin.describe(), short_fingerprint(creator.seen_key)
+            ) from None
+        raise errors.HostUnreachable("#" + room, (address,), _reason_text(e)) from None
     if creator.seen_key is None or not pin.matches(creator.seen_key):
-        raise errors.HostUnreachable("#" + room, (address,),
-                                     "the TLS handshake showed no Ed25519 key")
+        raise errors.HostUnreachable(
+            "#" + room, (address,), "the TLS handshake showed no Ed25519 key"
+        )
     return RoomTarget(creator.seen_key, room, (address,), -1)
 
 
-def tls_endpoint(reactor: Any, address: str, creator: PinnedClientCreator,
-                 timeout: float = 10.0) -> Any:
+def tls_endpoint(
+    reactor: Any, address: str, creator: PinnedClientCreator, timeout: float = 10.0
+) -> Any:
     """A TLS client endpoint for C{host:port} pinned with C{creator}."""
     parsed = RoomAddress.parse(address)
     if ":" in parsed.host:
-        tcp = endpoints.TCP6ClientEndpoint(reactor, parsed.host, parsed.port,
-                                           timeout=timeout)
+        tcp = endpoints.TCP6ClientEndpoint(
+            reactor, parsed.host, parsed.port, timeout=timeout
+        )
     else:
-        tcp = endpoints.TCP4ClientEndpoint(reactor, parsed.host, parsed.port,
-                                           timeout=timeout)
+        tcp = endpoints.TCP4ClientEndpoint(
+            reactor, parsed.host, parsed.port, timeout=timeout
+        )
     return endpoints.wrapClientTLS(creator, tcp)
 
 
@@ -452,20 +484,27 @@ class RoomSession:
         L{change_nick}).
     """
 
-    def __init__(self, reactor: Any, target: RoomTarget | Announcement, nick: str,
-                 finder: RoomFinder | None = None,
-                 on_event: Callable[[RoomEvent], None] | None = None,
-                 on_status: Callable[[str], None] | None = None,
-                 recent: int = RECENT_HISTORY,
-                 policy: Callable[[int], float] | None = None,
-                 clock: Any = None, timeout: float = ATTEMPT_TIMEOUT,
-                 endpoint_for: Callable[[str, PinnedClientCreator], Any] | None = None,
-                 realname: str = "chatroom user",
-                 alternative_nicks: bool = True,
-                 probe_interval: float = PROBE_INTERVAL,
-                 probe_timeout: float = PROBE_TIMEOUT,
-                 identity: Any = None, password: str | None = None,
-                 fanout: FanoutOptions | None = FanoutOptions()) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        target: RoomTarget | Announcement,
+        nick: str,
+        finder: RoomFinder | None = None,
+        on_event: Callable[[RoomEvent], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
+        recent: int = RECENT_HISTORY,
+        policy: Callable[[int], float] | None = None,
+        clock: Any = None,
+        timeout: float = ATTEMPT_TIMEOUT,
+        endpoint_for: Callable[[str, PinnedClientCreator], Any] | None = None,
+        realname: str = "chatroom user",
+        alternative_nicks: bool = True,
+        probe_interval: float = PROBE_INTERVAL,
+        probe_timeout: float = PROBE_TIMEOUT,
+        identity: Any = None,
+        password: str | None = None,
+        fanout: FanoutOptions | None = FanoutOptions(),
+    ) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
         self.reactor = reactor
@@ -488,7 +527,8 @@ class RoomSession:
         self.recent = recent
         self.timeout = timeout
         self.endpoint_for = endpoint_for or (
-            lambda address, creator: tls_endpoint(reactor, address, creator))
+            lambda address, creator: tls_endpoint(reactor, address, creator)
+        )
         self.machine = ReconnectMachine(self.clock, self, target, policy)
         self.last_seq: int | None = None
         self.protocol: RoomClientProtocol | None = None
@@ -504,9 +544,20 @@ class RoomSession:
         self._outbox: list[_Outgoing] = []
         self._own_nicks = {casefold(nick)}
         # fan-out (issue 10): multicast delivery when the room offers it.
-        self.fanout = None if fanout is None else MulticastDelivery(
-            reactor, self.clock, target.q, target.room, fanout, self._deliver,
-            self.on_status, lambda: self.last_seq)
+        self.fanout = (
+            None
+            if fanout is None
+            else MulticastDelivery(
+                reactor,
+                self.clock,
+                target.q,
+                target.room,
+                fanout,
+                self._deliver,
+                self.on_status,
+                lambda: self.last_seq,
+            )
+        )
 
     # Public API
 
@@ -574,9 +625,15 @@ class RoomSession:
     def _change_nick(self, nick: str) -> Deferred[str]:
         proto = self._joined_protocol()
         old = proto.nick
-        done = proto.wait_for(lambda m: (
-            m.command == "NICK" and casefold((m.prefix or "").partition("!")[0])
-            == casefold(old)) or (m.command in ("431", "432", "433", "436")))
+        done = proto.wait_for(
+            lambda m: (
+                (
+                    m.command == "NICK"
+                    and casefold((m.prefix or "").partition("!")[0]) == casefold(old)
+                )
+                or (m.command in ("431", "432", "433", "436"))
+            )
+        )
 
         def check(message: Message) -> str:
             if message.command == "433":
@@ -584,9 +641,11 @@ class RoomSession:
             if message.command != "NICK":
                 raise errors.ClientError(
                     "The host refused the nick %s (%s); choose another."
-                    % (nick, message.params[-1]))
+                    % (nick, message.params[-1])
+                )
             self.wanted_nick = message.params[0]
             return message.params[0]
+
         proto.send("NICK", nick)
         return done.addCallback(check)
 
@@ -600,11 +659,18 @@ class RoomSession:
         collected: list[str] = []
 
         def matches(message: Message) -> bool:
-            if message.command == "353" and len(message.params) >= 4 and \
-                    casefold(message.params[2]) == casefold(self.channel):
+            if (
+                message.command == "353"
+                and len(message.params) >= 4
+                and casefold(message.params[2]) == casefold(self.channel)
+            ):
                 collected.extend(message.params[3].split())
-            return message.command == "366" and len(message.params) > 1 and \
-                casefold(message.params[1]) == casefold(self.channel)
+            return (
+                message.command == "366"
+                and len(message.params) > 1
+                and casefold(message.params[1]) == casefold(self.channel)
+            )
+
         done = proto.wait_for(matches)
         proto.send("NAMES", self.channel)
         return done.addCallback(lambda _: collected)
@@ -618,10 +684,16 @@ class RoomSession:
     def _topic(self, text: str | None) -> Deferred[str]:
         proto = self._joined_protocol()
         if text is not None:
-            done = proto.wait_for(lambda m: (
-                m.command == "TOPIC" and m.prefix is not None and
-                casefold(m.prefix.partition("!")[0]) == casefold(proto.nick))
-                or m.command in ("442", "482"))
+            done = proto.wait_for(
+                lambda m: (
+                    (
+                        m.command == "TOPIC"
+                        and m.prefix is not None
+                        and casefold(m.prefix.partition("!")[0]) == casefold(proto.nick)
+                    )
+                    or m.command in ("442", "482")
+                )
+            )
             proto.send("TOPIC", self.channel, text)
         else:
             done = proto.wait_for(lambda m: m.command in ("331", "332", "442"))
@@ -629,11 +701,13 @@ class RoomSession:
 
         def read(message: Message) -> str:
             if message.command in ("442", "482"):
-                raise errors.ClientError("The host refused: %s."
-                                         % (message.params[-1],))
+                raise errors.ClientError(
+                    "The host refused: %s." % (message.params[-1],)
+                )
             if message.command == "331":
                 return ""
             return message.params[-1]
+
         return done.addCallback(read)
 
     def close(self, reason: str = "Leaving") -> Deferred[None]:
@@ -650,8 +724,11 @@ class RoomSession:
         if self.protocol is None and not self._closed.called:
             self._closed.callback(None)
         if self._first is not None and not self._first.called:
-            self._first.errback(errors.NotConnected(
-                "The session was closed before it joined %s." % (self.channel,)))
+            self._first.errback(
+                errors.NotConnected(
+                    "The session was closed before it joined %s." % (self.channel,)
+                )
+            )
             self._first.addErrback(lambda f: None)
         if self.fanout is not None:  # fan-out (issue 10): and its socket
             return self.fanout.close_after(self._closed)
@@ -665,8 +742,10 @@ class RoomSession:
         d = self._attempt(attempt, target)
         self._attempt_d = d
         d.addTimeout(self.timeout, self.clock)
-        d.addCallbacks(lambda result: self._attempt_done(attempt, *result),
-                       lambda f: self._attempt_error(attempt, f))
+        d.addCallbacks(
+            lambda result: self._attempt_done(attempt, *result),
+            lambda f: self._attempt_error(attempt, f),
+        )
 
     def disconnect(self) -> None:
         """Abandon the current attempt or drop the current connection."""
@@ -698,14 +777,19 @@ class RoomSession:
         status = None
         if self.machine.ever_joined:
             lost_at = self.machine.disconnected_at
-            waited = self.clock.seconds() - (lost_at if lost_at is not None
-                                             else started)
-            where = ("the host moved to %s, " % (self.address,)
-                     if self.machine.moved else "at %s, " % (self.address,))
-            status = ("Reconnected to %s (%safter %.0f s): %d missed message%s"
-                      " fetched, nothing lost." % (
-                          self.channel, where, waited, missed,
-                          "" if missed == 1 else "s"))
+            waited = self.clock.seconds() - (
+                lost_at if lost_at is not None else started
+            )
+            where = (
+                "the host moved to %s, " % (self.address,)
+                if self.machine.moved
+                else "at %s, " % (self.address,)
+            )
+            status = (
+                "Reconnected to %s (%safter %.0f s): %d missed message%s"
+                " fetched, nothing lost."
+                % (self.channel, where, waited, missed, "" if missed == 1 else "s")
+            )
         self.machine.attempt_succeeded(attempt)
         if self.machine.state is not ReconnectState.JOINED:
             return
@@ -720,7 +804,8 @@ class RoomSession:
         if casefold(self.nick) != casefold(self.wanted_nick):
             self.on_status(
                 "The nick %s is taken on this host; you are %s until it is"
-                " free, then you get it back." % (self.wanted_nick, self.nick))
+                " free, then you get it back." % (self.wanted_nick, self.nick)
+            )
             self._schedule_regain()
         if self._first is not None and not self._first.called:
             self._first.callback(self)
@@ -731,15 +816,17 @@ class RoomSession:
         error = failure.value
         if failure.check(defer.TimeoutError):
             error = errors.HostUnreachable(
-                self.channel, self.machine.target.addresses,
-                "no answer within %g seconds" % (self.timeout,))
+                self.channel,
+                self.machine.target.addresses,
+                "no answer within %g seconds" % (self.timeout,),
+            )
         elif failure.check(CancelledError):
             return
         elif not isinstance(error, errors.ClientError):
             _log.failure("Unexpected error while connecting", failure)
-            error = errors.HostUnreachable(self.channel,
-                                           self.machine.target.addresses,
-                                           str(failure.value))
+            error = errors.HostUnreachable(
+                self.channel, self.machine.target.addresses, str(failure.value)
+            )
         was_first = not self.machine.ever_joined
         self.machine.attempt_failed(attempt, str(error))
         if was_first and self._first is not None and not self._first.called:
@@ -747,8 +834,10 @@ class RoomSession:
         elif not was_first:
             # The machine retries by itself: say so, not what to do.
             why = getattr(error, "why", None) or str(error)
-            self.on_status("Could not reconnect to %s yet (%s); still trying."
-                           % (self.channel, why))
+            self.on_status(
+                "Could not reconnect to %s yet (%s); still trying."
+                % (self.channel, why)
+            )
 
     @inlineCallbacks
     def _attempt(self, attempt: int, target: RoomTarget):
@@ -768,9 +857,10 @@ class RoomSession:
             if mismatches:
                 raise mismatches[0]
             raise errors.HostUnreachable(
-                self.channel, target.addresses,
-                "; ".join(str(getattr(e, "why", e)) for e in failures) or
-                "no address")
+                self.channel,
+                target.addresses,
+                "; ".join(str(getattr(e, "why", e)) for e in failures) or "no address",
+            )
         try:
             missed = yield self._join_and_catch_up(proto)
         except BaseException:
@@ -784,29 +874,33 @@ class RoomSession:
         creator = PinnedClientCreator(target.q, identity=self.identity)
         listener = _ConnectionListener(self)
 
-        fallbacks = (errors.nick_alternatives(self.wanted_nick)
-                     if self.alternative_nicks else [])
+        fallbacks = (
+            errors.nick_alternatives(self.wanted_nick) if self.alternative_nicks else []
+        )
 
         def build() -> RoomClientProtocol:
-            proto = RoomClientProtocol(self.wanted_nick, listener,
-                                       wanted_caps=self.fanout.wanted_caps(
-                                           CLIENT_CAPS) if self.fanout
-                                       else CLIENT_CAPS,  # fan-out (issue 10)
-                                       realname=self.realname,
-                                       fallback_nicks=fallbacks,
-                                       clock=self.clock,
-                                       probe_interval=self.probe_interval,
-                                       probe_timeout=self.probe_timeout)
+            proto = RoomClientProtocol(
+                self.wanted_nick,
+                listener,
+                wanted_caps=self.fanout.wanted_caps(CLIENT_CAPS)
+                if self.fanout
+                else CLIENT_CAPS,  # fan-out (issue 10)
+                realname=self.realname,
+                fallback_nicks=fallbacks,
+                clock=self.clock,
+                probe_interval=self.probe_interval,
+                probe_timeout=self.probe_timeout,
+            )
             listener.protocol = proto
             return proto
+
         try:
             endpoint = self.endpoint_for(address, creator)
             proto = yield endpoint.connect(protocol.Factory.forProtocol(build))
         except CancelledError:
             raise
         except Exception as e:
-            error = errors.HostUnreachable(self.channel, (address,),
-                                           _reason_text(e))
+            error = errors.HostUnreachable(self.channel, (address,), _reason_text(e))
             error.why = "%s: %s" % (address, _reason_text(e))
             raise error from None
         self.protocol = proto
@@ -816,8 +910,9 @@ class RoomSession:
             self.nick = proto.nick
             self._own_nicks.add(casefold(proto.nick))
         except ProtocolNickInUse:
-            raise errors.NickInUse(self.wanted_nick,
-                                   errors.alternative_nick(proto.nick)) from None
+            raise errors.NickInUse(
+                self.wanted_nick, errors.alternative_nick(proto.nick)
+            ) from None
         except CancelledError:
             if proto.transport is not None:
                 proto.transport.abortConnection()
@@ -827,10 +922,12 @@ class RoomSession:
                 proto.transport.abortConnection()
             if creator.seen_key is not None and creator.seen_key != target.q:
                 raise errors.KeyMismatch(
-                    self.channel, address, short_fingerprint(target.q),
-                    short_fingerprint(creator.seen_key)) from None
-            error = errors.HostUnreachable(self.channel, (address,),
-                                           _reason_text(e))
+                    self.channel,
+                    address,
+                    short_fingerprint(target.q),
+                    short_fingerprint(creator.seen_key),
+                ) from None
+            error = errors.HostUnreachable(self.channel, (address,), _reason_text(e))
             error.why = "%s: %s" % (address, _reason_text(e))
             raise error from None
         return proto
@@ -844,25 +941,30 @@ class RoomSession:
         try:
             reply = yield proto.join(self.channel, self.password)
             if reply.command != "366":
-                raise errors.RoomRefused(_refusal(self.channel, reply,
-                                                  self.password))
+                raise errors.RoomRefused(_refusal(self.channel, reply, self.password))
             missed = 0
             if self.last_seq is None:
-                batch = yield proto.history(self.channel, "LATEST", "*",
-                                            limit=self.recent)
+                batch = yield proto.history(
+                    self.channel, "LATEST", "*", limit=self.recent
+                )
                 for message in batch:
                     self._deliver(message)
             else:
                 while True:
                     before = self.last_seq
                     batch = yield proto.history(
-                        self.channel, "AFTER",
+                        self.channel,
+                        "AFTER",
                         "msgid=%s:%d" % (self.room_key, self.last_seq),
-                        limit=HISTORY_PAGE)
+                        limit=HISTORY_PAGE,
+                    )
                     for message in batch:
                         event = self._deliver(message)
-                        if event is not None and not event.own and \
-                                event.kind in ("message", "action", "notice"):
+                        if (
+                            event is not None
+                            and not event.own
+                            and event.kind in ("message", "action", "notice")
+                        ):
                             missed += 1
                     if not batch or self.last_seq == before:
                         break
@@ -892,15 +994,21 @@ class RoomSession:
             if casefold(event.text) == casefold(self.wanted_nick):
                 self._cancel_regain()
                 self.on_status("You are %s again." % (event.text,))
-        if event.kind in ("message", "action") and any(
-                item.in_doubt for item in self._outbox) and \
-                casefold(event.sender) in self._own_nicks:
+        if (
+            event.kind in ("message", "action")
+            and any(item.in_doubt for item in self._outbox)
+            and casefold(event.sender) in self._own_nicks
+        ):
             self._in_doubt_seen(event)
         self.on_event(event)
-        if event.kind in ("quit", "part", "kick", "nick") and \
-                casefold(self.nick) != casefold(self.wanted_nick) and \
-                casefold(event.sender if event.kind != "kick" else
-                         event.text.split(" ")[0]) == casefold(self.wanted_nick):
+        if (
+            event.kind in ("quit", "part", "kick", "nick")
+            and casefold(self.nick) != casefold(self.wanted_nick)
+            and casefold(
+                event.sender if event.kind != "kick" else event.text.split(" ")[0]
+            )
+            == casefold(self.wanted_nick)
+        ):
             self._regain()
         return event
 
@@ -909,14 +1017,16 @@ class RoomSession:
     def _regain(self) -> None:
         """Ask for the wanted nick; the host answers with our NICK event
         (handled in L{_deliver}) or 433, which is ignored."""
-        if self.joined and self.protocol is not None and \
-                casefold(self.nick) != casefold(self.wanted_nick):
+        if (
+            self.joined
+            and self.protocol is not None
+            and casefold(self.nick) != casefold(self.wanted_nick)
+        ):
             self.protocol.send("NICK", self.wanted_nick)
 
     def _schedule_regain(self) -> None:
         if self._regain_call is None or not self._regain_call.active():
-            self._regain_call = self.clock.callLater(REGAIN_INTERVAL,
-                                                     self._regain_tick)
+            self._regain_call = self.clock.callLater(REGAIN_INTERVAL, self._regain_tick)
 
     def _regain_tick(self) -> None:
         self._regain_call = None
@@ -930,12 +1040,16 @@ class RoomSession:
             self._regain_call.cancel()
         self._regain_call = None
 
-    def _message_received(self, proto: RoomClientProtocol | None,
-                          message: Message) -> None:
+    def _message_received(
+        self, proto: RoomClientProtocol | None, message: Message
+    ) -> None:
         if proto is not self.protocol:
             return
-        taken = (self.fanout is not None and "batch" not in message.tags
-                 and self.fanout.message_received(proto, message))  # fan-out
+        taken = (
+            self.fanout is not None
+            and "batch" not in message.tags
+            and self.fanout.message_received(proto, message)
+        )  # fan-out
         if not taken and "batch" not in message.tags:
             if self._syncing:
                 self._buffer.append(message)
@@ -946,8 +1060,9 @@ class RoomSession:
         if label is not None and proto is self.protocol:
             self._labeled(proto, label, message)
 
-    def _connection_lost(self, proto: RoomClientProtocol | None,
-                         reason: Failure) -> None:
+    def _connection_lost(
+        self, proto: RoomClientProtocol | None, reason: Failure
+    ) -> None:
         if proto is not self.protocol:
             return
         self.protocol = None
@@ -966,21 +1081,30 @@ class RoomSession:
     def _joined_protocol(self) -> RoomClientProtocol:
         if not self.joined or self.protocol is None:
             raise errors.NotConnected(
-                "Not in %s right now (%s); wait for the reconnection." % (
-                    self.channel, self.machine.state.value))
+                "Not in %s right now (%s); wait for the reconnection."
+                % (self.channel, self.machine.state.value)
+            )
         return self.protocol
 
     # The outbox: what the user typed, until the host confirms it
 
     def _post(self, kind: str, text: str) -> Deferred[RoomEvent | None]:
-        if self._closing or not self.machine.ever_joined or \
-                self.machine.state in (ReconnectState.CLOSED,
-                                       ReconnectState.FAILED):
-            return defer.fail(errors.NotConnected(
-                "Not in %s right now (%s)." % (self.channel,
-                                               self.machine.state.value)))
-        pieces = [piece for line in text.splitlines() or [""]
-                  for piece in split_text(line, self._text_budget(kind))]
+        if (
+            self._closing
+            or not self.machine.ever_joined
+            or self.machine.state in (ReconnectState.CLOSED, ReconnectState.FAILED)
+        ):
+            return defer.fail(
+                errors.NotConnected(
+                    "Not in %s right now (%s)."
+                    % (self.channel, self.machine.state.value)
+                )
+            )
+        pieces = [
+            piece
+            for line in text.splitlines() or [""]
+            for piece in split_text(line, self._text_budget(kind))
+        ]
         pieces = [piece for piece in pieces if piece] or [""]
         waiting = sum(1 for item in self._outbox if item.first)
         waiting_bytes = sum(item.size for item in self._outbox)
@@ -989,20 +1113,29 @@ class RoomSession:
             error = errors.NotSent(
                 "Not sent to %s: %d messages (%d bytes) are already waiting"
                 " for the connection (at most %d, %d bytes); send it again"
-                " once reconnected: %s" % (
-                    self.channel, waiting, waiting_bytes, MAX_PENDING,
-                    MAX_PENDING_BYTES, _quote(text)))
+                " once reconnected: %s"
+                % (
+                    self.channel,
+                    waiting,
+                    waiting_bytes,
+                    MAX_PENDING,
+                    MAX_PENDING_BYTES,
+                    _quote(text),
+                )
+            )
             self.on_status(str(error))
             return defer.fail(error)
-        items = [_Outgoing(kind, piece, Deferred(), first=n == 0)
-                 for n, piece in enumerate(pieces)]
+        items = [
+            _Outgoing(kind, piece, Deferred(), first=n == 0)
+            for n, piece in enumerate(pieces)
+        ]
         self._outbox.extend(items)
         if not self.joined:
-            self.on_status("Pending until %s is back: %s" % (self.channel,
-                                                             _quote(text)))
+            self.on_status(
+                "Pending until %s is back: %s" % (self.channel, _quote(text))
+            )
         self._flush_outbox()
-        done = defer.gatherResults([item.done for item in items],
-                                   consumeErrors=True)
+        done = defer.gatherResults([item.done for item in items], consumeErrors=True)
 
         def last(results: list[RoomEvent | None]) -> RoomEvent | None:
             return results[-1]
@@ -1010,6 +1143,7 @@ class RoomSession:
         def first_error(failure: Failure) -> Failure:
             failure.trap(defer.FirstError)
             return failure.value.subFailure  # type: ignore[union-attr, no-any-return]
+
         return done.addCallbacks(last, first_error)
 
     def _text_budget(self, kind: str) -> int:
@@ -1047,11 +1181,11 @@ class RoomSession:
                 continue
             item.label = proto.next_label()
             item.sent_on = proto
-            proto.send("PRIVMSG", self.channel, item.wire_text,
-                       tags={"label": item.label})
+            proto.send(
+                "PRIVMSG", self.channel, item.wire_text, tags={"label": item.label}
+            )
 
-    def _labeled(self, proto: RoomClientProtocol, label: str,
-                 message: Message) -> None:
+    def _labeled(self, proto: RoomClientProtocol, label: str, message: Message) -> None:
         """The host's answer to one of our labeled lines."""
         for item in self._outbox:
             if item.label == label and item.sent_on is proto:
@@ -1060,14 +1194,16 @@ class RoomSession:
             return
         self._outbox.remove(item)
         if message.command == "PRIVMSG":
-            item.done.callback(event_from_message(
-                message, self.channel, self.room_key, self.nick))
+            item.done.callback(
+                event_from_message(message, self.channel, self.room_key, self.nick)
+            )
         elif message.command in ("ACK", "BATCH"):
             item.done.callback(None)
         else:
-            error = errors.NotSent("The host did not take the message %r: %s."
-                                   % (item.text, message.params[-1]
-                                      if message.params else message.command))
+            error = errors.NotSent(
+                "The host did not take the message %r: %s."
+                % (item.text, message.params[-1] if message.params else message.command)
+            )
             self.on_status(str(error))
             item.done.errback(error)
 
@@ -1075,8 +1211,7 @@ class RoomSession:
         """A message of ours in the history fetched after a drop: it was
         sent before the drop, so it is not sent again."""
         for item in self._outbox:
-            if item.in_doubt and item.kind == event.kind and \
-                    item.text == event.text:
+            if item.in_doubt and item.kind == event.kind and item.text == event.text:
                 self._outbox.remove(item)
                 item.done.callback(event)
                 return
@@ -1084,8 +1219,9 @@ class RoomSession:
     def _fail_outbox(self, why: str) -> None:
         outbox, self._outbox = self._outbox, []
         for item in outbox:
-            error = errors.NotSent("Could not send to %s (%s): %s"
-                                   % (self.channel, why, _quote(item.text)))
+            error = errors.NotSent(
+                "Could not send to %s (%s): %s" % (self.channel, why, _quote(item.text))
+            )
             self.on_status(str(error))
             item.done.errback(error)
 
@@ -1096,8 +1232,10 @@ class RoomSession:
         if change.outcome in (Outcome.ADDED, Outcome.UPDATED):
             self.machine.announcement_seen(RoomTarget.from_announcement(announcement))
         elif change.outcome is Outcome.REMOVED:
-            self.on_status("The host of %s said goodbye; waiting for it to come"
-                           " back." % (self.channel,))
+            self.on_status(
+                "The host of %s said goodbye; waiting for it to come"
+                " back." % (self.channel,)
+            )
 
     def _hold(self) -> None:
         announcement = self.machine.target.announcement
@@ -1128,12 +1266,18 @@ def _refusal(channel: str, reply: Message, password: str | None) -> str:
     """The sentence for a host's refusal to let us into C{channel}."""
     said = reply.params[-1]
     if reply.command == "475" and password:
-        return ("%s is private and the host says the password is wrong (%s);"
-                " check --password." % (channel, said))
+        return (
+            "%s is private and the host says the password is wrong (%s);"
+            " check --password." % (channel, said)
+        )
     if reply.command in ("473", "475"):
         # A private room's refusal says what would let us in: the password,
         # or which key fingerprint to give the host's operator.
-        return ("The host refused to let you into %s: %s.  If the room has a"
-                " password, give it with --password." % (channel, said))
-    return ("The host refused to let you into %s (%s); check the room name"
-            " with 'chatroom rooms'." % (channel, said))
+        return (
+            "The host refused to let you into %s: %s.  If the room has a"
+            " password, give it with --password." % (channel, said)
+        )
+    return (
+        "The host refused to let you into %s (%s); check the room name"
+        " with 'chatroom rooms'." % (channel, said)
+    )

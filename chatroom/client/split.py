@@ -73,7 +73,7 @@ def split_text(text: str, budget: int) -> list[str]:
         space = data.rfind(b" ", 0, cut + 1)
         if space > 0:
             pieces.append(data[:space].decode("utf-8"))
-            data = data[space + 1:]
+            data = data[space + 1 :]
         else:
             pieces.append(data[:cut].decode("utf-8"))
             data = data[cut:]

@@ -40,8 +40,11 @@ Anything else is a message to the room; start it with // to send a line
 that begins with a slash."""
 
 
-def format_time(time_ms: int | None, tz: datetime.tzinfo | None = None,
-                now: Callable[[], float] | None = None) -> str:
+def format_time(
+    time_ms: int | None,
+    tz: datetime.tzinfo | None = None,
+    now: Callable[[], float] | None = None,
+) -> str:
     """C{HH:MM:SS} of an event in local time (or C{tz}); the current time
     when the host did not say."""
     if time_ms is None:
@@ -90,10 +93,14 @@ class ChatController:
     @param list_rooms: returns lines describing the rooms on the network.
     """
 
-    def __init__(self, session: Any, write: Callable[[str], None],
-                 quit: Callable[[str], None],
-                 list_rooms: Callable[[], list[str]] | None = None,
-                 tz: datetime.tzinfo | None = None) -> None:
+    def __init__(
+        self,
+        session: Any,
+        write: Callable[[str], None],
+        quit: Callable[[str], None],
+        list_rooms: Callable[[], list[str]] | None = None,
+        tz: datetime.tzinfo | None = None,
+    ) -> None:
         self.session = session
         self.write = write
         self.quit = quit
@@ -144,18 +151,31 @@ class ChatController:
     def command_names(self, rest: str) -> defer.Deferred | None:
         """/names"""
         d = self._guard(self.session.names())
-        d.addCallback(lambda names: names is not None and self.write(
-            "-!- In %s: %s" % (self.session.channel, " ".join(sorted(
-                names, key=str.lower)))))
+        d.addCallback(
+            lambda names: (
+                names is not None
+                and self.write(
+                    "-!- In %s: %s"
+                    % (self.session.channel, " ".join(sorted(names, key=str.lower)))
+                )
+            )
+        )
         return d
 
     def command_topic(self, text: str) -> defer.Deferred | None:
         """/topic [TEXT]"""
         d = self._guard(self.session.topic(text or None))
         if not text:
-            d.addCallback(lambda topic: topic is not None and self.write(
-                "-!- Topic of %s: %s" % (self.session.channel, topic)
-                if topic else "-!- %s has no topic." % (self.session.channel,)))
+            d.addCallback(
+                lambda topic: (
+                    topic is not None
+                    and self.write(
+                        "-!- Topic of %s: %s" % (self.session.channel, topic)
+                        if topic
+                        else "-!- %s has no topic." % (self.session.channel,)
+                    )
+                )
+            )
         return d
 
     def command_rooms(self, rest: str) -> None:
@@ -183,9 +203,11 @@ class ChatController:
 
     def _guard(self, d: defer.Deferred) -> defer.Deferred:
         """Show a refused command as one line instead of an error."""
+
         def show(failure: Failure) -> None:
             failure.trap(ClientError)
             self.write("-!- " + str(failure.value))
+
         return d.addErrback(show)
 
 
@@ -234,7 +256,7 @@ class ChatTerminal(HistoricRecvLine):
 
     def _redraw_after_erase(self) -> None:
         self.drawInputLine()
-        behind = _columns(self.lineBuffer[self.lineBufferIndex:])
+        behind = _columns(self.lineBuffer[self.lineBufferIndex :])
         if behind:
             self.terminal.cursorBackward(behind)
 
@@ -244,21 +266,21 @@ class ChatTerminal(HistoricRecvLine):
     def handle_LEFT(self) -> None:
         if self.lineBufferIndex > 0:
             self.lineBufferIndex -= 1
-            self._back(_columns(self.lineBuffer[self.lineBufferIndex:][:1]))
+            self._back(_columns(self.lineBuffer[self.lineBufferIndex :][:1]))
 
     def handle_RIGHT(self) -> None:
         if self.lineBufferIndex < len(self.lineBuffer):
-            width = _columns(self.lineBuffer[self.lineBufferIndex:][:1])
+            width = _columns(self.lineBuffer[self.lineBufferIndex :][:1])
             self.lineBufferIndex += 1
             if width:
                 self.terminal.cursorForward(width)
 
     def handle_HOME(self) -> None:
-        self._back(_columns(self.lineBuffer[:self.lineBufferIndex]))
+        self._back(_columns(self.lineBuffer[: self.lineBufferIndex]))
         self.lineBufferIndex = 0
 
     def handle_END(self) -> None:
-        width = _columns(self.lineBuffer[self.lineBufferIndex:])
+        width = _columns(self.lineBuffer[self.lineBufferIndex :])
         if width:
             self.terminal.cursorForward(width)
         self.lineBufferIndex = len(self.lineBuffer)
@@ -266,7 +288,7 @@ class ChatTerminal(HistoricRecvLine):
     def handle_BACKSPACE(self) -> None:
         if self.lineBufferIndex > 0:
             self.lineBufferIndex -= 1
-            width = _columns(self.lineBuffer[self.lineBufferIndex:][:1])
+            width = _columns(self.lineBuffer[self.lineBufferIndex :][:1])
             del self.lineBuffer[self.lineBufferIndex]
             self._back(width)
             if width:
@@ -274,7 +296,7 @@ class ChatTerminal(HistoricRecvLine):
 
     def handle_DELETE(self) -> None:
         if self.lineBufferIndex < len(self.lineBuffer):
-            width = _columns(self.lineBuffer[self.lineBufferIndex:][:1])
+            width = _columns(self.lineBuffer[self.lineBufferIndex :][:1])
             del self.lineBuffer[self.lineBufferIndex]
             if width:
                 self.terminal.deleteCharacter(width)

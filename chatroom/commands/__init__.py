@@ -54,11 +54,13 @@ class Command:
 COMMANDS: dict[str, Command] = {
     # Registration and connection upkeep (registration.py)
     "CAP": Command(registration.cap, 0, before_registration=True),
-    "PASS": Command(registration.pass_, 1, before_registration=True,
-                    after_registration=False),
+    "PASS": Command(
+        registration.pass_, 1, before_registration=True, after_registration=False
+    ),
     "NICK": Command(registration.nick, 0, before_registration=True),
-    "USER": Command(registration.user, 4, before_registration=True,
-                    after_registration=False),
+    "USER": Command(
+        registration.user, 4, before_registration=True, after_registration=False
+    ),
     "PING": Command(registration.ping, 0, before_registration=True),
     "PONG": Command(registration.pong, 0, before_registration=True),
     "QUIT": Command(registration.quit, 0, before_registration=True),
@@ -115,14 +117,19 @@ def run(host: Any, connection: Any, message: Message) -> None:
         # command is not run, so that its answer cannot go unlabelled.
         host.count("labels-too-long")
         refusal = Reply(connection, None)
-        refusal.send("FAIL", name, "INVALID_LABEL",
-                     "Labels are at most %d bytes" % (MAX_LABEL_BYTES,))
+        refusal.send(
+            "FAIL",
+            name,
+            "INVALID_LABEL",
+            "Labels are at most %d bytes" % (MAX_LABEL_BYTES,),
+        )
         refusal.close()
         return
     reply = Reply(connection, label)
     command = COMMANDS.get(name)
     if not connection.registered and (
-            command is None or not command.before_registration):
+        command is None or not command.before_registration
+    ):
         reply.numeric("451", "You have not registered")
     elif command is None:
         reply.numeric("421", name, "Unknown command")

@@ -23,12 +23,19 @@ def fanout(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         request = MemberRequest.from_params(message.params)
     except ParseError as error:
         host.count("fanout-bad-requests")
-        reply.send("FAIL", "FANOUT", "INVALID_PARAMS",
-                   *message.params[:1], str(error))
+        reply.send("FAIL", "FANOUT", "INVALID_PARAMS", *message.params[:1], str(error))
         return
     channel = "#" + request.room
     room = host.find_room(channel)
-    if room is None or connection not in room or not host.fanout.request(
-            connection, room, request):
-        reply.send("FAIL", "FANOUT", "NOT_AVAILABLE", channel,
-                   "This room offers you no multicast delivery")
+    if (
+        room is None
+        or connection not in room
+        or not host.fanout.request(connection, room, request)
+    ):
+        reply.send(
+            "FAIL",
+            "FANOUT",
+            "NOT_AVAILABLE",
+            channel,
+            "This room offers you no multicast delivery",
+        )

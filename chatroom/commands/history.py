@@ -21,22 +21,32 @@ def chathistory(host: Any, connection: Any, reply: Reply, message: Message) -> N
     try:
         request = parse_request(params, host.limits.history_limit)
         room = host.find_room(request.channel)
-        if room is None or (connection not in room and (
-                room.is_secret or "i" in room.modes or room.channel_key)):
+        if room is None or (
+            connection not in room
+            and (room.is_secret or "i" in room.modes or room.channel_key)
+        ):
             # A non-member gets nothing of a +i, +k, +s or private room: to
             # it the room does not exist (as Ergo answers).
-            raise HistoryRequestError("INVALID_TARGET", request.subcommand,
-                                      request.channel, "No such channel")
-        events = select_events(host.store, room, request,
-                               "draft/event-playback" not in connection.caps)
+            raise HistoryRequestError(
+                "INVALID_TARGET", request.subcommand, request.channel, "No such channel"
+            )
+        events = select_events(
+            host.store, room, request, "draft/event-playback" not in connection.caps
+        )
     except HistoryRequestError as e:
         reply.send("FAIL", "CHATHISTORY", e.code, *e.params)
         return
     send_batch(host, connection, reply, "chathistory", (room.channel,), events)
 
 
-def send_batch(host: Any, connection: Any, reply: Reply, kind: str,
-               params: tuple[str, ...], events: list[Event]) -> None:
+def send_batch(
+    host: Any,
+    connection: Any,
+    reply: Reply,
+    kind: str,
+    params: tuple[str, ...],
+    events: list[Event],
+) -> None:
     """Add history events to C{reply}, in a batch when the client takes
     batches."""
     variant = connection.variant
@@ -49,7 +59,13 @@ def send_batch(host: Any, connection: Any, reply: Reply, kind: str,
     for event in events:
         tags = event.tags_for(variant)
         tags["batch"] = ref
-        lines.append(format_line(event.command, *event.params_for(variant),
-                                 prefix=event.source, tags=tags))
+        lines.append(
+            format_line(
+                event.command,
+                *event.params_for(variant),
+                prefix=event.source,
+                tags=tags,
+            )
+        )
     lines.append(format_line("BATCH", "-" + ref, prefix=prefix))
     reply.extend(lines)

@@ -32,8 +32,9 @@ def tagmsg(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     _post(host, connection, reply, message, quiet="message-tags" not in connection.caps)
 
 
-def _post(host: Any, connection: Any, reply: Reply, message: Message,
-          quiet: bool = False) -> None:
+def _post(
+    host: Any, connection: Any, reply: Reply, message: Message, quiet: bool = False
+) -> None:
     command = message.command
     params = message.params
     if not params or not params[0]:
@@ -71,30 +72,43 @@ def _post(host: Any, connection: Any, reply: Reply, message: Message,
             # RFC 2812 407 ERR_TOOMANYTARGETS, once, for the first one
             # beyond the limit (as Ergo).
             if not quiet:
-                reply.numeric("407", target, "Too many targets; message not "
-                              "delivered to %s and later ones" % (target,))
+                reply.numeric(
+                    "407",
+                    target,
+                    "Too many targets; message not "
+                    "delivered to %s and later ones" % (target,),
+                )
             break
         if target[:1] in "@+" and target[1:2] == "#":
-            _post_to_status(host, connection, reply, command, target, text,
-                            client_tags, quiet)
+            _post_to_status(
+                host, connection, reply, command, target, text, client_tags, quiet
+            )
         elif target.startswith("#"):
-            _post_to_room(host, connection, reply, command, target, text,
-                          client_tags, quiet)
+            _post_to_room(
+                host, connection, reply, command, target, text, client_tags, quiet
+            )
         else:
-            _post_to_user(host, connection, reply, command, target, text,
-                          client_tags, quiet)
+            _post_to_user(
+                host, connection, reply, command, target, text, client_tags, quiet
+            )
 
 
-def _post_to_room(host: Any, connection: Any, reply: Reply, command: str,
-                  channel: str, text: str | None, client_tags: dict[str, str],
-                  quiet: bool) -> None:
+def _post_to_room(
+    host: Any,
+    connection: Any,
+    reply: Reply,
+    command: str,
+    channel: str,
+    text: str | None,
+    client_tags: dict[str, str],
+    quiet: bool,
+) -> None:
     room = host.find_room(channel)
     if room is None:
         if not quiet:
             reply.numeric("403", channel, "No such channel")
         return
-    if not room.may_post(connection) or (
-            text is not None and room.refuses_ctcp(text)):
+    if not room.may_post(connection) or (text is not None and room.refuses_ctcp(text)):
         if not quiet:
             reply.numeric("404", room.channel, "Cannot send to channel")
         return
@@ -102,19 +116,35 @@ def _post_to_room(host: Any, connection: Any, reply: Reply, command: str,
     if text is None:
         # TAGMSG: relayed, but neither numbered nor stored.
         delivery = Delivery(
-            Event(room=None, seq=None, time_ms=now, command=command,
-                  source=connection.source, params=(room.channel,),
-                  client_tags=client_tags, unsequenced_id=host.new_msgid(),
-                  bot=connection.bot),
-            room.audience, origin=connection)
+            Event(
+                room=None,
+                seq=None,
+                time_ms=now,
+                command=command,
+                source=connection.source,
+                params=(room.channel,),
+                client_tags=client_tags,
+                unsequenced_id=host.new_msgid(),
+                bot=connection.bot,
+            ),
+            room.audience,
+            origin=connection,
+        )
     else:
         delivery = room.post(connection, command, text, now, client_tags)
     host.submit(delivery, reply)
 
 
-def _post_to_status(host: Any, connection: Any, reply: Reply, command: str,
-                    target: str, text: str | None, client_tags: dict[str, str],
-                    quiet: bool) -> None:
+def _post_to_status(
+    host: Any,
+    connection: Any,
+    reply: Reply,
+    command: str,
+    target: str,
+    text: str | None,
+    client_tags: dict[str, str],
+    quiet: bool,
+) -> None:
     """C{PRIVMSG @#room} (operators) or C{+#room} (voiced and operators):
     relayed to those members only, not numbered, not stored
     (C{STATUSMSG=@+})."""
@@ -128,22 +158,45 @@ def _post_to_status(host: Any, connection: Any, reply: Reply, command: str,
             reply.numeric("404", room.channel, "Cannot send to channel")
         return
     audience = tuple(
-        member for member in room.members
-        if room.is_operator(member) or member is connection
-        or (target[0] == "+" and member in room.voiced))
+        member
+        for member in room.members
+        if room.is_operator(member)
+        or member is connection
+        or (target[0] == "+" and member in room.voiced)
+    )
     if connection not in audience:
         audience = (*audience, connection)
     params = (target[0] + room.channel,) + (() if text is None else (text,))
-    host.submit(Delivery(
-        Event(room=None, seq=None, time_ms=host.now_ms(), command=command,
-              source=connection.source, params=params, client_tags=client_tags,
-              unsequenced_id=host.new_msgid(), bot=connection.bot),
-        audience, origin=connection), reply)
+    host.submit(
+        Delivery(
+            Event(
+                room=None,
+                seq=None,
+                time_ms=host.now_ms(),
+                command=command,
+                source=connection.source,
+                params=params,
+                client_tags=client_tags,
+                unsequenced_id=host.new_msgid(),
+                bot=connection.bot,
+            ),
+            audience,
+            origin=connection,
+        ),
+        reply,
+    )
 
 
-def _post_to_user(host: Any, connection: Any, reply: Reply, command: str,
-                  nick: str, text: str | None, client_tags: dict[str, str],
-                  quiet: bool) -> None:
+def _post_to_user(
+    host: Any,
+    connection: Any,
+    reply: Reply,
+    command: str,
+    nick: str,
+    text: str | None,
+    client_tags: dict[str, str],
+    quiet: bool,
+) -> None:
     other = host.nick_owner(nick)
     if other is None or not other.registered:
         if not quiet:
@@ -152,10 +205,17 @@ def _post_to_user(host: Any, connection: Any, reply: Reply, command: str,
     params = (other.nick,) if text is None else (other.nick, text)
     # Private messages are relayed, not numbered and not stored; they
     # carry a msgid all the same (IRCv3 message-ids).
-    event = Event(room=None, seq=None, time_ms=host.now_ms(), command=command,
-                  source=connection.source, params=params,
-                  client_tags=client_tags, unsequenced_id=host.new_msgid(),
-                  bot=connection.bot)
+    event = Event(
+        room=None,
+        seq=None,
+        time_ms=host.now_ms(),
+        command=command,
+        source=connection.source,
+        params=params,
+        client_tags=client_tags,
+        unsequenced_id=host.new_msgid(),
+        bot=connection.bot,
+    )
     if other is connection:
         # A message to oneself is delivered, and echoed too with
         # echo-message (as Ergo).

@@ -37,14 +37,21 @@ def oper(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     # compare_digest on bytes of both, so timing does not tell how much
     # of the password was right.
     if expected is None or not hmac.compare_digest(
-            password.encode("utf-8"), expected.encode("utf-8")):
+        password.encode("utf-8"), expected.encode("utf-8")
+    ):
         host.count("oper-failures")
-        host.log.warn("Failed OPER as {name!r} from {address}", name=name,
-                      address=connection.address)
+        host.log.warn(
+            "Failed OPER as {name!r} from {address}",
+            name=name,
+            address=connection.address,
+        )
         reply.numeric("464", "Password incorrect")
         return
-    host.log.info("{source} is now a server operator ({name})",
-                  source=connection.source, name=name)
+    host.log.info(
+        "{source} is now a server operator ({name})",
+        source=connection.source,
+        name=name,
+    )
     if not connection.oper:
         connection.oper = True
         reply.send("MODE", connection.nick or "*", "+o", prefix=connection.source)
@@ -63,8 +70,12 @@ def kill(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         return
     reason = message.params[1] if len(message.params) > 1 else "no reason"
     host.count("kills")
-    host.log.info("{oper} killed {target}: {reason}", oper=connection.source,
-                  target=target.source, reason=reason)
+    host.log.info(
+        "{oper} killed {target}: {reason}",
+        oper=connection.source,
+        target=target.source,
+        reason=reason,
+    )
     target.close("Killed (%s (%s))" % (connection.nick, reason))
 
 
@@ -73,21 +84,33 @@ def wallops(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     user mode C{+w}, the sender included when it has it."""
     if _not_operator(connection, reply):
         return
-    audience = tuple(member for member in host.connections
-                     if member.registered and member.wallops)
+    audience = tuple(
+        member for member in host.connections if member.registered and member.wallops
+    )
     if audience:
-        host.submit(Delivery(
-            Event(room=None, seq=None, time_ms=host.now_ms(), command="WALLOPS",
-                  source=connection.source, params=(message.params[0],)),
-            audience), reply)
+        host.submit(
+            Delivery(
+                Event(
+                    room=None,
+                    seq=None,
+                    time_ms=host.now_ms(),
+                    command="WALLOPS",
+                    source=connection.source,
+                    params=(message.params[0],),
+                ),
+                audience,
+            ),
+            reply,
+        )
 
 
 def info(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     """C{INFO}: a few C{371} lines about this host, then C{374}."""
-    for line in ("chatroom %s: server-free chat rooms" % (__version__,),
-                 "rooms are announced on the local network and hosted here",
-                 "history is kept in SQLite; every event is stored before "
-                 "it is shown"):
+    for line in (
+        "chatroom %s: server-free chat rooms" % (__version__,),
+        "rooms are announced on the local network and hosted here",
+        "history is kept in SQLite; every event is stored before it is shown",
+    ):
         reply.numeric("371", line)
     reply.numeric("374", "End of /INFO list")
 
@@ -97,10 +120,13 @@ def help_(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     text is the first line of each command's documentation here.  An
     unknown subject gets C{524}."""
     from chatroom.commands import COMMANDS
+
     if not message.params:
         subject = "index"
-        text = ["Commands: " + " ".join(sorted(COMMANDS)[:40]),
-                " ".join(sorted(COMMANDS)[40:]) or "HELP <command> for one"]
+        text = [
+            "Commands: " + " ".join(sorted(COMMANDS)[:40]),
+            " ".join(sorted(COMMANDS)[40:]) or "HELP <command> for one",
+        ]
     else:
         subject = message.params[0]
         command = COMMANDS.get(subject.upper())

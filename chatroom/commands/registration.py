@@ -16,13 +16,24 @@ from chatroom.core.room import MAX_BANS, MAX_MODE_CHANGES
 from chatroom.reply import Reply
 
 #: The capabilities this host offers (IRCv3 names).
-CAPABILITIES = ("away-notify", "batch", "cap-notify", "draft/chathistory",
-                "draft/event-playback", "draft/read-marker", "echo-message",
-                "extended-join",
-                "extended-monitor",
-                "invite-notify", "labeled-response", "message-tags",
-                "multi-prefix", "server-time", "setname",
-                "userhost-in-names")
+CAPABILITIES = (
+    "away-notify",
+    "batch",
+    "cap-notify",
+    "draft/chathistory",
+    "draft/event-playback",
+    "draft/read-marker",
+    "echo-message",
+    "extended-join",
+    "extended-monitor",
+    "invite-notify",
+    "labeled-response",
+    "message-tags",
+    "multi-prefix",
+    "server-time",
+    "setname",
+    "userhost-in-names",
+)
 
 NICKLEN = 30
 TOPICLEN = 390
@@ -35,25 +46,38 @@ REALNAMELEN = 150
 
 # RFC 2812 2.3.1: nickname = ( letter / special ) *8( letter / digit /
 # special / "-" ); we allow NICKLEN characters.
-_NICK = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,%d}$"
-                   % (NICKLEN - 1,))
+_NICK = re.compile(
+    r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,%d}$" % (NICKLEN - 1,)
+)
 
 
 def isupport_tokens(limits: Any) -> list[str]:
     """The C{005 RPL_ISUPPORT} tokens, as the protocol document lists them."""
     return [
-        "CASEMAPPING=ascii", "CHANTYPES=#",
+        "CASEMAPPING=ascii",
+        "CHANTYPES=#",
         "CHANNELLEN=%d" % (limits.room_name_length + 1,),
-        "NICKLEN=%d" % (NICKLEN,), "TOPICLEN=%d" % (TOPICLEN,),
-        "PREFIX=(ov)@+", "CHANMODES=b,k,l,Cimnst", "NETWORK=chatroom",
-        "MODES=%d" % (MAX_MODE_CHANGES,), "MAXLIST=b:%d" % (MAX_BANS,),
-        "AWAYLEN=%d" % (AWAYLEN,), "KICKLEN=%d" % (TOPICLEN,),
-        "CHANLIMIT=#:%d" % (limits.max_rooms,), "ELIST=CMNTU", "BOT=B",
-        "STATUSMSG=@+", "MONITOR=%d" % (limits.monitor_entries,), "WHOX",
+        "NICKLEN=%d" % (NICKLEN,),
+        "TOPICLEN=%d" % (TOPICLEN,),
+        "PREFIX=(ov)@+",
+        "CHANMODES=b,k,l,Cimnst",
+        "NETWORK=chatroom",
+        "MODES=%d" % (MAX_MODE_CHANGES,),
+        "MAXLIST=b:%d" % (MAX_BANS,),
+        "AWAYLEN=%d" % (AWAYLEN,),
+        "KICKLEN=%d" % (TOPICLEN,),
+        "CHANLIMIT=#:%d" % (limits.max_rooms,),
+        "ELIST=CMNTU",
+        "BOT=B",
+        "STATUSMSG=@+",
+        "MONITOR=%d" % (limits.monitor_entries,),
+        "WHOX",
         "TARGMAX=PRIVMSG:%d,NOTICE:%d,TAGMSG:%d,JOIN:,PART:,KICK:%d,NAMES:,"
         "WHOIS:5,MONITOR:" % (TARGMAX, TARGMAX, TARGMAX, TARGMAX),
         "CHATHISTORY=%d" % (limits.history_limit,),
-        "MSGREFTYPES=msgid,timestamp", "UTF8ONLY", "LINELEN=%d" % (MAX_IRC_BYTES,),
+        "MSGREFTYPES=msgid,timestamp",
+        "UTF8ONLY",
+        "LINELEN=%d" % (MAX_IRC_BYTES,),
     ]
 
 
@@ -90,9 +114,11 @@ def cap(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         # One unknown or malformed name (C{--batch}, C{batch=1}) and the
         # whole request is refused (IRCv3 capability negotiation); so is
         # fan-out without the capabilities it needs.
-        if (wanted and all(_cap_name(c) in offered for c in wanted)
-                and (FANOUT_CAPABILITY not in caps
-                     or FANOUT_REQUIRES <= caps)):
+        if (
+            wanted
+            and all(_cap_name(c) in offered for c in wanted)
+            and (FANOUT_CAPABILITY not in caps or FANOUT_REQUIRES <= caps)
+        ):
             connection.set_caps(caps)
             reply.send("CAP", target, "ACK", params[1])
         else:
@@ -120,8 +146,11 @@ def nick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         reply.numeric("432", new, "Erroneous nickname")
         return
     owner = host.nick_owner(new)
-    if (owner is not None and owner is not connection
-            and not (is_ghost_of(owner, connection) and not connection.registered)):
+    if (
+        owner is not None
+        and owner is not connection
+        and not (is_ghost_of(owner, connection) and not connection.registered)
+    ):
         reply.numeric("433", new, "Nickname is already in use")
         return
     if connection.nick == new:
@@ -151,8 +180,11 @@ def user(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     (C{!}, C{@}) or that IRC cannot carry in a middle parameter are
     dropped, as Ergo does; the real name is cut at L{REALNAMELEN}.
     """
-    name = "".join(c for c in message.params[0]
-                   if c not in "!@*?,:" and c.isprintable() and not c.isspace())
+    name = "".join(
+        c
+        for c in message.params[0]
+        if c not in "!@*?,:" and c.isprintable() and not c.isspace()
+    )
     realname = message.params[3][:REALNAMELEN]
     if not message.params[0] or not realname:
         reply.numeric("461", "USER", "Not enough parameters")
@@ -165,8 +197,12 @@ def user(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 def try_register(host: Any, connection: Any, reply: Reply) -> None:
     """Register C{connection} once it has a nick and a user and CAP
     negotiation (if any) ended; welcome it."""
-    if (connection.registered or connection.cap_negotiating
-            or connection.nick is None or connection.user is None):
+    if (
+        connection.registered
+        or connection.cap_negotiating
+        or connection.nick is None
+        or connection.user is None
+    ):
         return
     owner = host.nick_owner(connection.nick)
     rooms = []
@@ -184,6 +220,7 @@ def try_register(host: Any, connection: Any, reply: Reply) -> None:
     if rooms:
         # Imported here: the room commands import this module's limits.
         from chatroom.commands.rooms import show_room
+
         for room in rooms:
             reply.send("JOIN", room.channel, prefix=connection.source)
             show_room(reply, connection, room)
@@ -206,12 +243,11 @@ def is_ghost_of(old: Any, new: Any) -> bool:
 def _welcome(host: Any, connection: Any, reply: Reply) -> None:
     name = host.server_name
     reply.numeric("001", "Welcome to chatroom, %s" % (connection.source,))
-    reply.numeric("002", "Your host is %s, running chatroom %s" % (
-        name, __version__))
-    reply.numeric("003", "This server was created %s" % (
-        server_time(host.created_ms),))
-    reply.numeric("004", name, "chatroom-" + __version__, "Biow", "Cbiklmnostv",
-                  "bklov")
+    reply.numeric("002", "Your host is %s, running chatroom %s" % (name, __version__))
+    reply.numeric("003", "This server was created %s" % (server_time(host.created_ms),))
+    reply.numeric(
+        "004", name, "chatroom-" + __version__, "Biow", "Cbiklmnostv", "bklov"
+    )
     send_isupport(host, reply)
     lusers(host, connection, reply, Message("LUSERS"))
     motd(host, connection, reply, Message("MOTD"))
@@ -221,8 +257,9 @@ def send_isupport(host: Any, reply: Reply) -> None:
     """The C{005} lines, up to 12 tokens each."""
     tokens = isupport_tokens(host.limits)
     for start in range(0, len(tokens), 12):
-        reply.numeric("005", *tokens[start:start + 12],
-                      "are supported by this server")
+        reply.numeric(
+            "005", *tokens[start : start + 12], "are supported by this server"
+        )
 
 
 def lusers(host: Any, connection: Any, reply: Reply, message: Message) -> None:
@@ -240,24 +277,26 @@ def lusers(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     reply.numeric("254", str(len(host.rooms)), "channels formed")
     reply.numeric("255", "I have %d clients and 0 servers" % (users,))
     most = str(host.most_users)
-    reply.numeric("265", str(users), most,
-                  "Current local users %d, max %s" % (users, most))
-    reply.numeric("266", str(users), most,
-                  "Current global users %d, max %s" % (users, most))
+    reply.numeric(
+        "265", str(users), most, "Current local users %d, max %s" % (users, most)
+    )
+    reply.numeric(
+        "266", str(users), most, "Current global users %d, max %s" % (users, most)
+    )
 
 
 def version(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     """C{351 version server :comments}, then the C{005} lines (as Ergo)."""
-    reply.numeric("351", "chatroom-" + __version__, host.server_name,
-                  "chatroom rooms over IRC")
+    reply.numeric(
+        "351", "chatroom-" + __version__, host.server_name, "chatroom rooms over IRC"
+    )
     send_isupport(host, reply)
 
 
 def time(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     """C{391 server :time}, the host's clock in RFC 1123 form and UTC."""
     stamp = datetime.datetime.fromtimestamp(host.now_ms() // 1000, datetime.UTC)
-    reply.numeric("391", host.server_name,
-                  stamp.strftime("%a, %d %b %Y %H:%M:%S UTC"))
+    reply.numeric("391", host.server_name, stamp.strftime("%a, %d %b %Y %H:%M:%S UTC"))
 
 
 def motd(host: Any, connection: Any, reply: Reply, message: Message) -> None:

@@ -66,25 +66,32 @@ def join(host: Any, connection: Any, reply: Reply, message: Message) -> None:
                 continue
         if connection in room:
             continue
-        refusal = room.join_refusal(connection,
-                                    keys[index] if index < len(keys) else None,
-                                    connection.client_key, connection.password)
+        refusal = room.join_refusal(
+            connection,
+            keys[index] if index < len(keys) else None,
+            connection.client_key,
+            connection.password,
+        )
         if refusal == "not-allowed":
             host.count("refused-private")
             if connection.client_key is None:
-                why = ("it is private: give its password (JOIN %s PASSWORD) "
-                       "or connect with a client key on its allow-list"
-                       % (room.channel,))
+                why = (
+                    "it is private: give its password (JOIN %s PASSWORD) "
+                    "or connect with a client key on its allow-list" % (room.channel,)
+                )
             else:
-                why = ("it is private and your client key %s is not on its "
-                       "allow-list: give that fingerprint to the host's "
-                       "operator" % (fingerprint(connection.client_key),))
+                why = (
+                    "it is private and your client key %s is not on its "
+                    "allow-list: give that fingerprint to the host's "
+                    "operator" % (fingerprint(connection.client_key),)
+                )
             reply.numeric("473", room.channel, "Cannot join channel: " + why)
             continue
         if refusal == "bad-password":
             host.count("refused-private")
-            reply.numeric("475", room.channel,
-                          "Cannot join channel (+k): wrong password")
+            reply.numeric(
+                "475", room.channel, "Cannot join channel (+k): wrong password"
+            )
             continue
         if refusal is not None:
             code, letter = _JOIN_REFUSALS[refusal]
@@ -94,28 +101,46 @@ def join(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         reply.after(delivery, _show_room(host, connection, reply, room))
         if connection.away is not None:
             # IRCv3 away-notify: members learn that the joiner is away.
-            audience = tuple(m for m in room.members if m is not connection
-                             and "away-notify" in m.caps)
+            audience = tuple(
+                m
+                for m in room.members
+                if m is not connection and "away-notify" in m.caps
+            )
             if audience:
-                host.submit(Delivery(
-                    Event(room=None, seq=None, time_ms=host.now_ms(),
-                          command="AWAY", source=connection.source,
-                          params=(connection.away,)),
-                    audience), reply)
+                host.submit(
+                    Delivery(
+                        Event(
+                            room=None,
+                            seq=None,
+                            time_ms=host.now_ms(),
+                            command="AWAY",
+                            source=connection.source,
+                            params=(connection.away,),
+                        ),
+                        audience,
+                    ),
+                    reply,
+                )
 
 
 #: The numeric and mode letter of each L{Room.join_refusal}.
-_JOIN_REFUSALS = {"full": ("471", "l"), "invite-only": ("473", "i"),
-                  "banned": ("474", "b"), "bad-key": ("475", "k")}
+_JOIN_REFUSALS = {
+    "full": ("471", "l"),
+    "invite-only": ("473", "i"),
+    "banned": ("474", "b"),
+    "bad-key": ("475", "k"),
+}
 
 
 def _show_room(host: Any, connection: Any, reply: Reply, room: Room):
     """The topic and names a joiner is sent after its C{JOIN}."""
+
     def show() -> None:
         if connection in room:
             show_room(reply, connection, room)
             if host.fanout is not None:
                 host.fanout.member_joined(connection, room, reply)
+
     return show
 
 
@@ -124,13 +149,11 @@ def show_room(reply: Reply, connection: Any, room: Room) -> None:
     marker (IRCv3 C{draft/read-marker}) and the names."""
     send_topic(reply, room, on_join=True)
     if "draft/read-marker" in connection.caps:
-        reply.send("MARKREAD", room.channel,
-                   read_marker(connection, room.channel))
+        reply.send("MARKREAD", room.channel, read_marker(connection, room.channel))
     send_names(reply, connection, room)
 
 
-def _open_room(host: Any, connection: Any, reply: Reply,
-               channel: str) -> Room | None:
+def _open_room(host: Any, connection: Any, reply: Reply, channel: str) -> Room | None:
     """Open room C{channel} for this user, or say why not."""
     limits = host.limits
     if not limits.open_rooms:
@@ -138,20 +161,24 @@ def _open_room(host: Any, connection: Any, reply: Reply,
         return None
     name = channel[1:] if channel.startswith("#") else ""
     if not valid_room_name(name, limits.room_name_length):
-        reply.numeric("479", channel, "Illegal channel name: use up to %d "
-                      "letters, digits and -_." % (limits.room_name_length,))
+        reply.numeric(
+            "479",
+            channel,
+            "Illegal channel name: use up to %d "
+            "letters, digits and -_." % (limits.room_name_length,),
+        )
         return None
     if not host.can_open_room():
         host.count("refused-max-rooms")
         reply.numeric("437", channel, "Cannot open more rooms on this host")
         return None
     if connection.opened_rooms is None:
-        connection.opened_rooms = TokenBucket(limits.opened_per_hour,
-                                              limits.opened_per_hour / 3600.0)
+        connection.opened_rooms = TokenBucket(
+            limits.opened_per_hour, limits.opened_per_hour / 3600.0
+        )
     if not connection.opened_rooms.take(host.clock.seconds()):
         host.count("refused-open-rate")
-        reply.numeric("437", channel,
-                      "You have opened too many rooms; try again later")
+        reply.numeric("437", channel, "You have opened too many rooms; try again later")
         return None
     return host.open_room(name)
 
@@ -197,8 +224,9 @@ def send_names(reply: Reply, connection: Any, room: Room, end: bool = True) -> N
     """
     multi = "multi-prefix" in connection.caps
     full = "userhost-in-names" in connection.caps
-    names = [room.prefix_of(m, multi) + (m.source if full else m.nick)
-             for m in room.members]
+    names = [
+        room.prefix_of(m, multi) + (m.source if full else m.nick) for m in room.members
+    ]
     kind = "@" if room.is_secret else "="
     # Keep each 353 line well inside 512 bytes.
     chunk: list[str] = []
@@ -223,8 +251,9 @@ def send_topic(reply: Reply, room: Room, on_join: bool = False) -> None:
             reply.numeric("331", room.channel, "No topic is set")
         return
     reply.numeric("332", room.channel, topic.text)
-    reply.numeric("333", room.channel, topic.setter.split("!")[0],
-                  str(topic.time_ms // 1000))
+    reply.numeric(
+        "333", room.channel, topic.setter.split("!")[0], str(topic.time_ms // 1000)
+    )
 
 
 def topic(host: Any, connection: Any, reply: Reply, message: Message) -> None:
@@ -268,8 +297,10 @@ def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
             members = ()
     elif "*" in mask or "?" in mask:
         members = tuple(
-            member for member in host.shared_audience(connection)
-            if mask_matches(mask, member.nick) or mask_matches(mask, member.source))
+            member
+            for member in host.shared_audience(connection)
+            if mask_matches(mask, member.nick) or mask_matches(mask, member.source)
+        )
     else:
         owner = host.nick_owner(mask)
         members = (owner,) if owner is not None and owner.registered else ()
@@ -278,32 +309,50 @@ def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     if len(message.params) > 1 and message.params[1].startswith("%"):
         whox = message.params[1][1:]
     for member in members:
-        flags = ("G" if member.away is not None else "H") + (
-            "*" if member.oper else "") + ("B" if member.bot else "")
+        flags = (
+            ("G" if member.away is not None else "H")
+            + ("*" if member.oper else "")
+            + ("B" if member.bot else "")
+        )
         if room is not None:
             flags += room.prefix_of(member, multi)
         channel = room.channel if room else "*"
         if whox is None:
-            reply.numeric("352", channel, member.user, member.address,
-                          host.server_name, member.nick, flags,
-                          "0 " + member.realname)
+            reply.numeric(
+                "352",
+                channel,
+                member.user,
+                member.address,
+                host.server_name,
+                member.nick,
+                flags,
+                "0 " + member.realname,
+            )
         else:
             reply.numeric("354", *_whox_fields(host, whox, member, channel, flags))
     reply.numeric("315", mask, "End of /WHO list")
 
 
-def _whox_fields(host: Any, spec: str, member: Any, channel: str,
-                 flags: str) -> list[str]:
+def _whox_fields(
+    host: Any, spec: str, member: Any, channel: str, flags: str
+) -> list[str]:
     """The C{354} fields IRCv3 WHOX asks for (C{%tcuihsnfdlaor[,token]}),
     always in that order; account C{0} (no accounts), op level C{n/a}."""
     letters, _, token = spec.partition(",")
     idle = max(0, host.now_ms() - member.last_active_ms) // 1000
     values = {
-        "t": token if token.isascii() and token.isdigit() and len(token) <= 3
-        else "0",
-        "c": channel, "u": member.user, "i": member.address,
-        "h": member.address, "s": host.server_name, "n": member.nick,
-        "f": flags, "d": "0", "l": str(idle), "a": "0", "o": "n/a",
+        "t": token if token.isascii() and token.isdigit() and len(token) <= 3 else "0",
+        "c": channel,
+        "u": member.user,
+        "i": member.address,
+        "h": member.address,
+        "s": host.server_name,
+        "n": member.nick,
+        "f": flags,
+        "d": "0",
+        "l": str(idle),
+        "a": "0",
+        "o": "n/a",
         "r": member.realname,
     }
     fields = [values[letter] for letter in "tcuihsnfdlaor" if letter in letters]
@@ -332,8 +381,13 @@ def mode(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 def user_modes(connection: Any) -> str:
     """The user's modes for C{221}: C{+i} always (nobody is listed to
     strangers), C{w} for C{WALLOPS}, C{o} for a server operator."""
-    return "+" + ("B" if connection.bot else "") + "i" + (
-        "o" if connection.oper else "") + ("w" if connection.wallops else "")
+    return (
+        "+"
+        + ("B" if connection.bot else "")
+        + "i"
+        + ("o" if connection.oper else "")
+        + ("w" if connection.wallops else "")
+    )
 
 
 def _user_mode(connection: Any, reply: Reply, changes: str) -> None:
@@ -364,20 +418,21 @@ def _user_mode(connection: Any, reply: Reply, changes: str) -> None:
     if unknown:
         reply.numeric("501", "Unknown MODE flag")
     if applied:
-        reply.send("MODE", connection.nick or "*", applied,
-                   prefix=connection.source)
+        reply.send("MODE", connection.nick or "*", applied, prefix=connection.source)
 
 
-def _room_mode(host: Any, connection: Any, reply: Reply, room: Room,
-               params: tuple[str, ...]) -> None:
+def _room_mode(
+    host: Any, connection: Any, reply: Reply, room: Room, params: tuple[str, ...]
+) -> None:
     if not params:
         reply.numeric("324", room.channel, *room.mode_string(connection in room))
         reply.numeric("329", room.channel, str(room.created_ms // 1000))
         return
     if params[0] in ("e", "+e", "I", "+I"):
         # List queries: this host keeps no such lists.
-        reply.numeric({"e": "349", "I": "347"}[params[0][-1]],
-                      room.channel, "End of list")
+        reply.numeric(
+            {"e": "349", "I": "347"}[params[0][-1]], room.channel, "End of list"
+        )
         return
     try:
         changes = parse_mode_changes(params[0], params[1:])
@@ -411,16 +466,16 @@ def _room_mode(host: Any, connection: Any, reply: Reply, room: Room,
         refuse(reply, room, error)
         return
     for change in refused:
-        reply.numeric("478", room.channel, change.param or "*",
-                      "Channel ban list is full")
+        reply.numeric(
+            "478", room.channel, change.param or "*", "Channel ban list is full"
+        )
     for change in valid:
         if change.mode in "ov" and room.member_named(change.param or "") is None:
             nick = change.param or "*"
             if host.nick_owner(nick) is None:
                 reply.numeric("401", nick, "No such nick/channel")
             else:
-                reply.numeric("441", nick, room.channel,
-                              "They aren't on that channel")
+                reply.numeric("441", nick, room.channel, "They aren't on that channel")
     if delivery is not None:
         host.save_modes(room)
         host.submit(delivery, reply)
@@ -443,7 +498,7 @@ def _invalid_parameter(change: ModeChange) -> str | None:
             return "Invalid key: 1 to %d characters, no space or comma" % (KEYLEN,)
     elif change.mode == "l":
         value = change.param
-        if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 2 ** 31:
+        if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 2**31:
             return "Invalid limit: a positive whole number"
     elif change.mode == "b":
         if " " in change.param or not change.param or len(change.param) > 200:
@@ -454,8 +509,9 @@ def _invalid_parameter(change: ModeChange) -> str | None:
 def send_bans(reply: Reply, room: Room) -> None:
     """C{367} per ban (mask, setter, set time in seconds), then C{368}."""
     for ban in room.bans:
-        reply.numeric("367", room.channel, ban.mask, ban.setter,
-                      str(ban.time_ms // 1000))
+        reply.numeric(
+            "367", room.channel, ban.mask, ban.setter, str(ban.time_ms // 1000)
+        )
     reply.numeric("368", room.channel, "End of channel ban list")
 
 
@@ -472,8 +528,9 @@ def kick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     else:
         reply.numeric("461", "KICK", "Not enough parameters")
         return
-    reason = (message.params[2] if len(message.params) > 2
-              else connection.nick or "")[:TOPICLEN]
+    reason = (message.params[2] if len(message.params) > 2 else connection.nick or "")[
+        :TOPICLEN
+    ]
     for channel, nick in pairs:
         room = room_or_403(host, reply, channel)
         if room is None:
@@ -524,14 +581,27 @@ def invite(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     # IRCv3 invite-notify: members who may see invitations (everyone, or
     # only operators in a +i room, as Ergo) are told too.
     audience = tuple(
-        member for member in room.members
-        if member is not connection and "invite-notify" in member.caps
-        and ("i" not in room.modes or room.is_operator(member)))
+        member
+        for member in room.members
+        if member is not connection
+        and "invite-notify" in member.caps
+        and ("i" not in room.modes or room.is_operator(member))
+    )
     if audience:
-        host.submit(Delivery(
-            Event(room=None, seq=None, time_ms=host.now_ms(), command="INVITE",
-                  source=connection.source, params=(other.nick, room.channel)),
-            audience), reply)
+        host.submit(
+            Delivery(
+                Event(
+                    room=None,
+                    seq=None,
+                    time_ms=host.now_ms(),
+                    command="INVITE",
+                    source=connection.source,
+                    params=(other.nick, room.channel),
+                ),
+                audience,
+            ),
+            reply,
+        )
 
 
 def list_rooms(host: Any, connection: Any, reply: Reply, message: Message) -> None:
@@ -547,8 +617,11 @@ def list_rooms(host: Any, connection: Any, reply: Reply, message: Message) -> No
     rooms = sorted(host.rooms.values(), key=lambda room: room.key)
     now = host.now_ms()
     terms = message.params[0].split(",") if message.params else []
-    named = {casefold(t) for t in terms
-             if t.startswith("#") and "*" not in t and "?" not in t}
+    named = {
+        casefold(t)
+        for t in terms
+        if t.startswith("#") and "*" not in t and "?" not in t
+    }
     if named:
         rooms = [room for room in rooms if casefold(room.channel) in named]
     for term in terms:
@@ -564,6 +637,7 @@ def list_rooms(host: Any, connection: Any, reply: Reply, message: Message) -> No
 
 def _list_term(term: str, room: Room, now_ms: int) -> bool:
     """Whether C{room} passes one C{LIST} term (an unknown term passes)."""
+
     def number(text: str) -> int | None:
         return int(text) if text.isascii() and text.isdigit() else None
 

@@ -47,8 +47,7 @@ def whois(host: Any, connection: Any, reply: Reply, message: Message) -> None:
             reply.numeric("318", nick, "End of /WHOIS list")
             continue
         name = other.nick
-        reply.numeric("311", name, other.user, other.address, "*",
-                      other.realname)
+        reply.numeric("311", name, other.user, other.address, "*", other.realname)
         rooms = _visible_rooms(host, connection, other)
         # Keep each 319 line well within 512 bytes.
         while rooms:
@@ -66,9 +65,13 @@ def whois(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         if other.tls:
             reply.numeric("671", name, "is using a secure connection")
         now = host.now_ms()
-        reply.numeric("317", name, str(max(0, now - other.last_active_ms) // 1000),
-                      str(other.signon_ms // 1000),
-                      "seconds idle, signon time")
+        reply.numeric(
+            "317",
+            name,
+            str(max(0, now - other.last_active_ms) // 1000),
+            str(other.signon_ms // 1000),
+            "seconds idle, signon time",
+        )
         reply.numeric("318", name, "End of /WHOIS list")
 
 
@@ -90,10 +93,12 @@ def whowas(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         if not gone:
             reply.numeric("406", nick, "There was no such nickname")
         for entry in gone:
-            reply.numeric("314", entry.nick, entry.user, entry.address, "*",
-                          entry.realname)
-            reply.numeric("312", entry.nick, host.server_name,
-                          _time_text(entry.time_ms))
+            reply.numeric(
+                "314", entry.nick, entry.user, entry.address, "*", entry.realname
+            )
+            reply.numeric(
+                "312", entry.nick, host.server_name, _time_text(entry.time_ms)
+            )
         reply.numeric("369", nick, "End of WHOWAS")
 
 
@@ -121,9 +126,16 @@ def userhost(host: Any, connection: Any, reply: Reply, message: Message) -> None
         other = host.nick_owner(nick)
         if other is None or not other.registered:
             continue
-        found.append("%s%s=%s%s@%s" % (other.nick, "*" if other.oper else "",
-                                       "-" if other.away else "+",
-                                       other.user, other.address))
+        found.append(
+            "%s%s=%s%s@%s"
+            % (
+                other.nick,
+                "*" if other.oper else "",
+                "-" if other.away else "+",
+                other.user,
+                other.address,
+            )
+        )
     reply.numeric("302", " ".join(found))
 
 
@@ -151,8 +163,12 @@ def setname(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     client and to everyone sharing a room who negotiated C{setname}."""
     text = message.params[0]
     if not text or len(text) > REALNAMELEN:
-        reply.send("FAIL", "SETNAME", "INVALID_REALNAME",
-                   "Real name must be 1 to %d characters" % (REALNAMELEN,))
+        reply.send(
+            "FAIL",
+            "SETNAME",
+            "INVALID_REALNAME",
+            "Real name must be 1 to %d characters" % (REALNAMELEN,),
+        )
         return
     connection.realname = text
     if "setname" in connection.caps:
@@ -170,14 +186,20 @@ def monitor(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     online (no stalking by host mask).
     """
     sub = message.params[0].upper() if message.params else ""
-    targets = [t for t in (message.params[1].split(",")
-                           if len(message.params) > 1 else []) if t]
+    targets = [
+        t
+        for t in (message.params[1].split(",") if len(message.params) > 1 else [])
+        if t
+    ]
     if sub == "+":
         for position, nick in enumerate(targets):
             if not host.watch(connection, nick):
-                reply.numeric("734", str(host.limits.monitor_entries),
-                              ",".join(targets[position:]),
-                              "Monitor list is full")
+                reply.numeric(
+                    "734",
+                    str(host.limits.monitor_entries),
+                    ",".join(targets[position:]),
+                    "Monitor list is full",
+                )
                 break
             _status(host, reply, nick)
     elif sub == "-":
@@ -238,8 +260,13 @@ def markread(host: Any, connection: Any, reply: Reply, message: Message) -> None
                 raise ParseError(params[1])
             time_ms = parse_server_time(value)
         except ParseError:
-            reply.send("FAIL", "MARKREAD", "INVALID_PARAMS", target,
-                       "Use timestamp=YYYY-MM-DDThh:mm:ss.sssZ")
+            reply.send(
+                "FAIL",
+                "MARKREAD",
+                "INVALID_PARAMS",
+                target,
+                "Use timestamp=YYYY-MM-DDThh:mm:ss.sssZ",
+            )
             return
         markers = connection.read_markers
         folded = casefold(target)

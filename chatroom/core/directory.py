@@ -189,7 +189,9 @@ class RoomDirectory:
             self._drop(Outcome.OLDER_COUNTER)
             return changes
         if announcement.counter == held.announcement.counter:
-            if announcement != held.announcement:  # canonical: equal fields, equal bytes
+            if (
+                announcement != held.announcement
+            ):  # canonical: equal fields, equal bytes
                 self._drop(Outcome.CONFLICTING_CONTENT)
                 return changes
             entry = attrs.evolve(

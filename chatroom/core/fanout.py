@@ -189,8 +189,9 @@ class Datagram:
 
     def header(self) -> bytes:
         """The first 34 bytes: magic, version, kind, room, epoch, counter, seq."""
-        return _HEADER.pack(MAGIC, VERSION, self.kind, self.room_id,
-                            self.epoch, self.counter, self.seq)
+        return _HEADER.pack(
+            MAGIC, VERSION, self.kind, self.room_id, self.epoch, self.counter, self.seq
+        )
 
     def signed_bytes(self) -> bytes:
         """Every byte the signature covers."""
@@ -209,31 +210,38 @@ class Datagram:
             C{unsupported-version}, C{unknown-kind}, C{malformed}.
         """
         if len(data) > MAX_DATAGRAM_SIZE:
-            raise ParseError("A fan-out datagram is less than 1200 bytes.",
-                             "oversized")
+            raise ParseError("A fan-out datagram is less than 1200 bytes.", "oversized")
         if len(data) < OVERHEAD:
             raise ParseError("The fan-out datagram is cut short.", "truncated")
-        magic, version, kind, room_id, epoch, counter, seq = _HEADER.unpack_from(
-            data)
+        magic, version, kind, room_id, epoch, counter, seq = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise ParseError("This is not a fan-out datagram.", "bad-magic")
         if version != VERSION:
-            raise ParseError(f"Fan-out version {version} is not supported.",
-                             "unsupported-version")
+            raise ParseError(
+                f"Fan-out version {version} is not supported.", "unsupported-version"
+            )
         if kind not in (KIND_DATA, KIND_HEARTBEAT):
-            raise ParseError(f"Fan-out datagram kind {kind} is unknown.",
-                             "unknown-kind")
+            raise ParseError(
+                f"Fan-out datagram kind {kind} is unknown.", "unknown-kind"
+            )
         if epoch == 0 or seq > MAX_SEQ:
-            raise ParseError("The epoch or sequence number is out of range.",
-                             "malformed")
+            raise ParseError(
+                "The epoch or sequence number is out of range.", "malformed"
+            )
         sealed = data[HEADER_SIZE:-SIGNATURE_SIZE]
         if kind == KIND_HEARTBEAT and len(sealed) != TAG_SIZE:
             raise ParseError("A heartbeat carries no events.", "malformed")
         if kind == KIND_DATA and len(sealed) < TAG_SIZE + _ENTRY_HEAD.size:
-            raise ParseError("A data datagram carries at least one event.",
-                             "truncated")
-        return cls(kind=kind, room_id=room_id, epoch=epoch, counter=counter,
-                   seq=seq, sealed=sealed, signature=data[-SIGNATURE_SIZE:])
+            raise ParseError("A data datagram carries at least one event.", "truncated")
+        return cls(
+            kind=kind,
+            room_id=room_id,
+            epoch=epoch,
+            counter=counter,
+            seq=seq,
+            sealed=sealed,
+            signature=data[-SIGNATURE_SIZE:],
+        )
 
     def open(self, identity: RoomIdentity, key: EpochKey) -> bytes:
         """Decrypt and authenticate the payload with the epoch key.
@@ -244,11 +252,14 @@ class Datagram:
         """
         try:
             return key.aead.decrypt(
-                nonce(self.epoch, self.counter), self.sealed,
-                self.header() + identity.aad_suffix)
+                nonce(self.epoch, self.counter),
+                self.sealed,
+                self.header() + identity.aad_suffix,
+            )
         except InvalidTag:
-            raise ParseError("The datagram does not decrypt under the room key.",
-                             "bad-ciphertext") from None
+            raise ParseError(
+                "The datagram does not decrypt under the room key.", "bad-ciphertext"
+            ) from None
 
     def verify(self, q: bytes) -> None:
         """Check the host's signature.
@@ -257,10 +268,12 @@ class Datagram:
         """
         try:
             Ed25519PublicKey.from_public_bytes(q).verify(
-                self.signature, self.signed_bytes())
+                self.signature, self.signed_bytes()
+            )
         except (InvalidSignature, ValueError):
-            raise ParseError("The datagram is not signed by the room's host.",
-                             "bad-signature") from None
+            raise ParseError(
+                "The datagram is not signed by the room's host.", "bad-signature"
+            ) from None
 
 
 def encode_events(lines: Sequence[bytes | None]) -> bytes:
@@ -291,7 +304,7 @@ def decode_events(plaintext: bytes) -> tuple[bytes | None, ...]:
         offset += _ENTRY_HEAD.size
         if offset + length > len(plaintext):
             raise ParseError("An event runs past the datagram.", "malformed")
-        line = plaintext[offset:offset + length]
+        line = plaintext[offset : offset + length]
         offset += length
         if length == 0:
             lines.append(None)
@@ -299,8 +312,7 @@ def decode_events(plaintext: bytes) -> tuple[bytes | None, ...]:
         check_event_line(line)
         lines.append(line)
     if not lines:
-        raise ParseError("A data datagram carries at least one event.",
-                         "malformed")
+        raise ParseError("A data datagram carries at least one event.", "malformed")
     return tuple(lines)
 
 
@@ -308,13 +320,21 @@ def check_event_line(line: bytes) -> bytes:
     """Return C{line} if it can travel in a datagram: non-empty, no CR, LF
     or NUL; else raise L{ParseError} (C{malformed})."""
     if not line or b"\r" in line or b"\n" in line or b"\0" in line:
-        raise ParseError("An event is one non-empty line without CR, LF or NUL.",
-                         "malformed")
+        raise ParseError(
+            "An event is one non-empty line without CR, LF or NUL.", "malformed"
+        )
     return line
 
 
-def seal(private_key: Ed25519PrivateKey, identity: RoomIdentity, key: EpochKey,
-         kind: int, counter: int, seq: int, plaintext: bytes) -> bytes:
+def seal(
+    private_key: Ed25519PrivateKey,
+    identity: RoomIdentity,
+    key: EpochKey,
+    kind: int,
+    counter: int,
+    seq: int,
+    plaintext: bytes,
+) -> bytes:
     """Encrypt C{plaintext} under C{key} with nonce C{(epoch, counter)} and
     sign the result with the host key.  Returns the datagram bytes.
 
@@ -325,10 +345,12 @@ def seal(private_key: Ed25519PrivateKey, identity: RoomIdentity, key: EpochKey,
         raise ParseError("The events do not fit in one datagram.", "oversized")
     if not 0 <= counter <= MAX_COUNTER or not 0 <= seq <= MAX_SEQ:
         raise ParseError("Counter or sequence number out of range.", "malformed")
-    header = _HEADER.pack(MAGIC, VERSION, kind, identity.room_id, key.epoch,
-                          counter, seq)
+    header = _HEADER.pack(
+        MAGIC, VERSION, kind, identity.room_id, key.epoch, counter, seq
+    )
     sealed = key.aead.encrypt(
-        nonce(key.epoch, counter), plaintext, header + identity.aad_suffix)
+        nonce(key.epoch, counter), plaintext, header + identity.aad_suffix
+    )
     signed = header + sealed
     return signed + private_key.sign(signed)
 
@@ -356,8 +378,7 @@ class Opened:
         return self.seq + len(self.lines) - 1
 
 
-def open_datagram(datagram: Datagram, identity: RoomIdentity,
-                  key: EpochKey) -> Opened:
+def open_datagram(datagram: Datagram, identity: RoomIdentity, key: EpochKey) -> Opened:
     """Decrypt, verify (in that order: the AEAD check is far cheaper and
     stops non-members), and decode a datagram.
 
@@ -377,10 +398,14 @@ def decode_payload(datagram: Datagram, plaintext: bytes) -> Opened:
     if datagram.kind == KIND_DATA:
         lines = decode_events(plaintext)
         if datagram.seq + len(lines) - 1 > MAX_SEQ or datagram.seq == 0:
-            raise ParseError("The sequence numbers are out of range.",
-                             "malformed")
-    return Opened(kind=datagram.kind, epoch=datagram.epoch,
-                  counter=datagram.counter, seq=datagram.seq, lines=lines)
+            raise ParseError("The sequence numbers are out of range.", "malformed")
+    return Opened(
+        kind=datagram.kind,
+        epoch=datagram.epoch,
+        counter=datagram.counter,
+        seq=datagram.seq,
+        lines=lines,
+    )
 
 
 # -- the FANOUT IRC lines ----------------------------------------------------
@@ -426,9 +451,16 @@ class KeyGrant:
 
     def to_params(self) -> tuple[str, ...]:
         """The IRC parameters after the command."""
-        return (_channel(self.room), "KEY", str(self.epoch_key.epoch),
-                self.algorithm, self.epoch_key.key.hex(), self.group,
-                str(self.port), str(self.next_counter))
+        return (
+            _channel(self.room),
+            "KEY",
+            str(self.epoch_key.epoch),
+            self.algorithm,
+            self.epoch_key.key.hex(),
+            self.group,
+            str(self.port),
+            str(self.next_counter),
+        )
 
     @classmethod
     def from_params(cls, params: Sequence[str]) -> KeyGrant:
@@ -438,29 +470,34 @@ class KeyGrant:
             algorithm is not L{ALGORITHM} (the member then stays on TLS).
         """
         if len(params) != 8 or params[1] != "KEY":
-            raise ParseError("A KEY line has seven parameters after the room.",
-                             "bad-params")
+            raise ParseError(
+                "A KEY line has seven parameters after the room.", "bad-params"
+            )
         room = _room_from_channel(params[0])
         epoch = _parse_int(params[2], 1, MAX_EPOCH, "epoch")
         if params[3] != ALGORITHM:
-            raise ParseError(f"Algorithm {params[3]!r} is not supported.",
-                             "unsupported-algorithm")
+            raise ParseError(
+                f"Algorithm {params[3]!r} is not supported.", "unsupported-algorithm"
+            )
         if not re.fullmatch(r"[0-9a-f]{64}", params[4]):
-            raise ParseError("The key is not 64 lowercase hex digits.",
-                             "bad-params")
+            raise ParseError("The key is not 64 lowercase hex digits.", "bad-params")
         try:
             group = ipaddress.IPv4Address(params[5])
         except ValueError:
-            raise ParseError("The group is not an IPv4 address.",
-                             "bad-params") from None
+            raise ParseError(
+                "The group is not an IPv4 address.", "bad-params"
+            ) from None
         if not group.is_multicast:
-            raise ParseError("The group is not a multicast address.",
-                             "bad-params")
+            raise ParseError("The group is not a multicast address.", "bad-params")
         port = _parse_int(params[6], 1, 65535, "port")
         counter = _parse_int(params[7], 0, MAX_COUNTER, "counter")
-        return cls(room=room,
-                   epoch_key=EpochKey(epoch, bytes.fromhex(params[4])),
-                   group=str(group), port=port, next_counter=counter)
+        return cls(
+            room=room,
+            epoch_key=EpochKey(epoch, bytes.fromhex(params[4])),
+            group=str(group),
+            port=port,
+            next_counter=counter,
+        )
 
 
 @attrs.frozen
@@ -477,18 +514,27 @@ class ModeChange:
 
     def to_params(self) -> tuple[str, ...]:
         """The IRC parameters after the command."""
-        return (_channel(self.room), "MODE",
-                "MULTICAST" if self.multicast else "TLS", str(self.seq))
+        return (
+            _channel(self.room),
+            "MODE",
+            "MULTICAST" if self.multicast else "TLS",
+            str(self.seq),
+        )
 
     @classmethod
     def from_params(cls, params: Sequence[str]) -> ModeChange:
         """Parse a MODE line; L{ParseError} (C{bad-params})."""
-        if len(params) != 4 or params[1] != "MODE" or params[2] not in (
-                "MULTICAST", "TLS"):
-            raise ParseError("A MODE line is MODE MULTICAST|TLS seq.",
-                             "bad-params")
-        return cls(_room_from_channel(params[0]), params[2] == "MULTICAST",
-                   _parse_int(params[3], 0, MAX_SEQ, "sequence number"))
+        if (
+            len(params) != 4
+            or params[1] != "MODE"
+            or params[2] not in ("MULTICAST", "TLS")
+        ):
+            raise ParseError("A MODE line is MODE MULTICAST|TLS seq.", "bad-params")
+        return cls(
+            _room_from_channel(params[0]),
+            params[2] == "MULTICAST",
+            _parse_int(params[3], 0, MAX_SEQ, "sequence number"),
+        )
 
 
 Ranges = tuple[tuple[int, int], ...]
@@ -517,8 +563,7 @@ def parse_ranges(text: str, limit: int = MAX_REPAIR_EVENTS) -> Ranges:
     for part in text.split(","):
         first_text, dash, last_text = part.partition("-")
         first = _parse_int(first_text, 1, MAX_SEQ, "sequence number")
-        last = _parse_int(last_text, 1, MAX_SEQ, "sequence number") if dash \
-            else first
+        last = _parse_int(last_text, 1, MAX_SEQ, "sequence number") if dash else first
         if last < first or (ranges and first <= ranges[-1][1]):
             raise ParseError("Ranges go up and do not overlap.", "bad-params")
         total += last - first + 1
@@ -584,13 +629,11 @@ class MemberRequest:
         room = _room_from_channel(params[0])
         verb = params[1].upper()
         if verb == "START" and len(params) == 3:
-            return cls(room, verb, epoch=_parse_int(params[2], 1, MAX_EPOCH,
-                                                    "epoch"))
+            return cls(room, verb, epoch=_parse_int(params[2], 1, MAX_EPOCH, "epoch"))
         if verb in ("STOP", "SYNC") and len(params) == 2:
             return cls(room, verb)
         if verb == "REPAIR" and len(params) == 3:
             return cls(room, verb, ranges=parse_ranges(params[2]))
         if verb in ("START", "STOP", "SYNC", "REPAIR"):
-            raise ParseError(f"FANOUT {verb} has the wrong parameters.",
-                             "bad-params")
+            raise ParseError(f"FANOUT {verb} has the wrong parameters.", "bad-params")
         raise ParseError(f"FANOUT {verb} is not a request.", "unknown-verb")

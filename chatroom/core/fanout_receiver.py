@@ -118,6 +118,7 @@ SYNC_INTERVAL = 5.0
 
 # -- actions -------------------------------------------------------------------
 
+
 @attrs.frozen
 class Deliver:
     """Show event C{seq}: C{line} is its IRC line without CR LF, as a TLS
@@ -157,6 +158,7 @@ Action = Union[Deliver, SendRequest, RequestHistory, ModeReport]
 
 # -- replay window -----------------------------------------------------------
 
+
 class ReplayWindow:
     """Anti-replay over one epoch's datagram counters (RFC 4303 3.4.3).
 
@@ -166,8 +168,12 @@ class ReplayWindow:
     after every other check has passed) moves the window.
     """
 
-    def __init__(self, next_counter: int = 0, size: int = REPLAY_WINDOW,
-                 max_jump: int = MAX_FORWARD_JUMP) -> None:
+    def __init__(
+        self,
+        next_counter: int = 0,
+        size: int = REPLAY_WINDOW,
+        max_jump: int = MAX_FORWARD_JUMP,
+    ) -> None:
         self.top = next_counter - 1
         self.size = size
         self.max_jump = max_jump
@@ -195,8 +201,11 @@ class ReplayWindow:
         """Mark C{counter} as seen, sliding the window if it is newer."""
         if counter > self.top:
             shift = counter - self.top
-            self._mask = ((self._mask << shift) | 1) & ((1 << self.size) - 1) \
-                if shift < self.size else 1
+            self._mask = (
+                ((self._mask << shift) | 1) & ((1 << self.size) - 1)
+                if shift < self.size
+                else 1
+            )
             self.top = counter
         else:
             self._mask |= 1 << (self.top - counter)
@@ -210,6 +219,7 @@ class ReplayWindow:
 
 
 # -- reorder buffer ------------------------------------------------------------
+
 
 class ReorderBuffer:
     """Merge datagrams, TLS events, repairs and CHATHISTORY catch-up into one
@@ -227,11 +237,15 @@ class ReorderBuffer:
     repair.
     """
 
-    def __init__(self, next_seq: int, random: Callable[[], float],
-                 tls_from: int | None = None,
-                 repair_wait: tuple[float, float] = REPAIR_WAIT,
-                 max_repair: int = MAX_REPAIR_EVENTS,
-                 max_ahead: int = MAX_AHEAD) -> None:
+    def __init__(
+        self,
+        next_seq: int,
+        random: Callable[[], float],
+        tls_from: int | None = None,
+        repair_wait: tuple[float, float] = REPAIR_WAIT,
+        max_repair: int = MAX_REPAIR_EVENTS,
+        max_ahead: int = MAX_AHEAD,
+    ) -> None:
         self.next_seq = next_seq
         self.latest = next_seq - 1
         self.tls_from = tls_from
@@ -252,14 +266,14 @@ class ReorderBuffer:
 
     # -- offering events
 
-    def offer(self, seq: int, line: bytes, now: float,
-              tls: bool = False) -> list[Deliver]:
+    def offer(
+        self, seq: int, line: bytes, now: float, tls: bool = False
+    ) -> list[Deliver]:
         """Offer event C{seq} from any source (C{tls}: it came over the
         member's TLS connection); return what can now be delivered, in
         order."""
         live = tls and self.tls_from is not None and seq >= self.tls_from
-        if seq < self.next_seq or (seq in self._held and
-                                   self._held[seq] is not None):
+        if seq < self.next_seq or (seq in self._held and self._held[seq] is not None):
             self.counts["duplicate"] += 1
             return []
         if seq >= self.next_seq + self._max_ahead and not live:
@@ -291,8 +305,7 @@ class ReorderBuffer:
         """Events up to C{latest} exist (a heartbeat, a MODE line)."""
         self._known(latest, now)
 
-    def complete(self, ranges: Iterable[tuple[int, int]],
-                 now: float) -> list[Deliver]:
+    def complete(self, ranges: Iterable[tuple[int, int]], now: float) -> list[Deliver]:
         """Everything in C{ranges} that exists has been offered: mark the
         rest as never existing and deliver what that unblocks."""
         out: list[Deliver] = []
@@ -312,8 +325,7 @@ class ReorderBuffer:
                 self.next_seq = last + 1
                 out += self._drain()
                 continue
-            for seq in range(first,
-                             min(last + 1, self.next_seq + self._max_ahead)):
+            for seq in range(first, min(last + 1, self.next_seq + self._max_ahead)):
                 if seq not in self._held:
                     self._held[seq] = None
                     self.counts["skipped"] += 1
@@ -322,8 +334,9 @@ class ReorderBuffer:
         self._scan(now)
         return out
 
-    def history_batch(self, after: int, events: Sequence[tuple[int, bytes]],
-                      limit: int, now: float) -> list[Deliver]:
+    def history_batch(
+        self, after: int, events: Sequence[tuple[int, bytes]], limit: int, now: float
+    ) -> list[Deliver]:
         """A C{CHATHISTORY AFTER msgid=after limit} batch ended with
         C{events} (oldest first).  A full batch covers C{after} to its
         last event; a short one everything the host had committed, which
@@ -374,13 +387,14 @@ class ReorderBuffer:
             self._history_pending = now + HISTORY_RETRY
             self._history_latest = self.latest
             return [RequestHistory(self.next_seq - 1, HISTORY_LIMIT)]
-        ready = sorted(seq for seq, deadline in self._due.items()
-                       if deadline <= now)[:self._max_repair]
+        ready = sorted(seq for seq, deadline in self._due.items() if deadline <= now)[
+            : self._max_repair
+        ]
         ranges = _to_ranges(ready)
         # The host takes at most 450 characters of ranges (one IRC line);
         # what does not fit stays due and goes in the next request.
         while len(format_ranges(ranges)) > MAX_RANGES_TEXT:
-            ranges = ranges[:len(ranges) * 3 // 4]
+            ranges = ranges[: len(ranges) * 3 // 4]
         if not ranges:
             return []
         for first, last in ranges:
@@ -411,8 +425,11 @@ class ReorderBuffer:
         # lost burst is asked for in one request, not one per event.
         deadline: float | None = None
         for seq in range(start, stop + 1):
-            if (seq not in self._held and seq not in self._over_tls and
-                    seq not in self._due):
+            if (
+                seq not in self._held
+                and seq not in self._over_tls
+                and seq not in self._due
+            ):
                 if deadline is None:
                     low, high = self._repair_wait
                     deadline = now + low + (high - low) * self._random()
@@ -451,6 +468,7 @@ def _to_ranges(seqs: Sequence[int]) -> Ranges:
 
 # -- the receiver --------------------------------------------------------------
 
+
 @attrs.define
 class _Epoch:
     key: EpochKey
@@ -470,8 +488,14 @@ class FanoutReceiver:
     @ivar mode: C{"tls"}, C{"starting"}, C{"multicast"} or C{"stopping"}.
     """
 
-    def __init__(self, identity: RoomIdentity, grant: KeyGrant, next_seq: int,
-                 now: float, random: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        identity: RoomIdentity,
+        grant: KeyGrant,
+        next_seq: int,
+        now: float,
+        random: Callable[[], float],
+    ) -> None:
         self.identity = identity
         self.room = grant.room
         self.group = grant.group
@@ -538,8 +562,7 @@ class FanoutReceiver:
             self.mode = "multicast"
             self._multicast_since = now
             self._last_valid = now
-            actions.append(ModeReport("multicast",
-                                      "Receiving the room by multicast."))
+            actions.append(ModeReport("multicast", "Receiving the room by multicast."))
         else:
             self.buffer.tls_from = change.seq + 1
             self.buffer.known(change.seq, now)
@@ -557,8 +580,9 @@ class FanoutReceiver:
         """The host's C{REPAIRED} line: the ranges are complete."""
         return list(self.buffer.complete(ranges, now))
 
-    def history_batch(self, after: int, events: Sequence[tuple[int, bytes]],
-                      limit: int, now: float) -> list[Action]:
+    def history_batch(
+        self, after: int, events: Sequence[tuple[int, bytes]], limit: int, now: float
+    ) -> list[Action]:
         """A CHATHISTORY batch asked by L{RequestHistory} ended."""
         return list(self.buffer.history_batch(after, events, limit, now))
 
@@ -571,25 +595,37 @@ class FanoutReceiver:
         kept = [(t, d) for t, d in self._held if t + HOLD_TIME > now]
         self.drops["key-late"] += len(self._held) - len(kept)
         self._held = kept
-        if (self.mode == "multicast" and self._last_valid is not None and
-                now - self._last_valid >= SILENCE):
-            actions += self._fall_back(now, "No datagram for %d seconds;"
-                                       " receiving the room over TLS." % SILENCE)
+        if (
+            self.mode == "multicast"
+            and self._last_valid is not None
+            and now - self._last_valid >= SILENCE
+        ):
+            actions += self._fall_back(
+                now,
+                "No datagram for %d seconds; receiving the room over TLS." % SILENCE,
+            )
         if self._probe_deadline is not None and now >= self._probe_deadline:
             self._probe_deadline = None
             if self.mode == "tls":
-                actions.append(ModeReport(
-                    "tls", "No multicast datagram arrived; receiving the room"
-                    " over TLS."))
-        if self.mode == "multicast" and self._multicast_since is not None \
-                and now - self._multicast_since >= RETRY_BACKOFF[1]:
+                actions.append(
+                    ModeReport(
+                        "tls",
+                        "No multicast datagram arrived; receiving the room over TLS.",
+                    )
+                )
+        if (
+            self.mode == "multicast"
+            and self._multicast_since is not None
+            and now - self._multicast_since >= RETRY_BACKOFF[1]
+        ):
             self._backoff = RETRY_BACKOFF[0]
         for item in self.buffer.due(now):
             if isinstance(item, RequestHistory):
                 actions.append(item)
             else:
-                actions.append(SendRequest(MemberRequest(
-                    self.room, "REPAIR", ranges=item)))
+                actions.append(
+                    SendRequest(MemberRequest(self.room, "REPAIR", ranges=item))
+                )
         return actions
 
     @property
@@ -603,8 +639,7 @@ class FanoutReceiver:
             times.append(self._last_valid + SILENCE)
         if self._probe_deadline is not None:
             times.append(self._probe_deadline)
-        times += [s.expires for s in self._keys.values()
-                  if s.expires is not None]
+        times += [s.expires for s in self._keys.values() if s.expires is not None]
         times += [t + HOLD_TIME for t, _ in self._held]
         return min(times) if times else None
 
@@ -635,8 +670,7 @@ class FanoutReceiver:
         for state in self._keys.values():
             if state.expires is None:
                 state.expires = now + KEY_GRACE
-        self._keys[epoch] = _Epoch(grant.epoch_key,
-                                   ReplayWindow(grant.next_counter))
+        self._keys[epoch] = _Epoch(grant.epoch_key, ReplayWindow(grant.next_counter))
         self._current = epoch
         while len(self._keys) > MAX_KEYS:
             del self._keys[min(self._keys)]
@@ -646,16 +680,16 @@ class FanoutReceiver:
         """L{datagram_received} after the header checks and the room
         id (used by L{FanoutListener})."""
         state = self._keys.get(datagram.epoch)
-        if state is None or (state.expires is not None and
-                             state.expires <= now):
+        if state is None or (state.expires is not None and state.expires <= now):
             if self._current < datagram.epoch <= self._current + HOLD_EPOCHS:
                 if len(self._held) < HOLD_DATAGRAMS:
                     self._held.append((now, datagram))
                 else:
                     self.drops["hold-full"] += 1
                 return []
-            self.drops["old-epoch" if datagram.epoch <= self._current
-                       else "unknown-epoch"] += 1
+            self.drops[
+                "old-epoch" if datagram.epoch <= self._current else "unknown-epoch"
+            ] += 1
             return []
         reason = state.window.check(datagram.counter)
         if reason is not None:
@@ -696,8 +730,9 @@ class FanoutReceiver:
                     actions += self.buffer.offer(seq, line, now)
         if self.mode == "tls" and now >= self._retry_at:
             self.mode = "starting"
-            actions.append(SendRequest(MemberRequest(
-                self.room, "START", epoch=self._current)))
+            actions.append(
+                SendRequest(MemberRequest(self.room, "START", epoch=self._current))
+            )
         return actions
 
     def _fall_back(self, now: float, reason: str) -> list[Action]:
@@ -705,8 +740,10 @@ class FanoutReceiver:
         self._multicast_since = None
         self._retry_at = now + self._backoff
         self._backoff = min(self._backoff * 2, RETRY_BACKOFF[1])
-        return [SendRequest(MemberRequest(self.room, "STOP")),
-                ModeReport("tls", reason)]
+        return [
+            SendRequest(MemberRequest(self.room, "STOP")),
+            ModeReport("tls", reason),
+        ]
 
     def _sync(self, now: float) -> list[Action]:
         if self._last_sync is not None and now - self._last_sync < SYNC_INTERVAL:
@@ -731,8 +768,9 @@ class FanoutListener:
         """Stop dispatching to C{receiver} (the member left the room)."""
         self.rooms.pop(receiver.identity.room_id, None)
 
-    def datagram_received(self, data: bytes,
-                          now: float) -> tuple[str | None, list[Action]]:
+    def datagram_received(
+        self, data: bytes, now: float
+    ) -> tuple[str | None, list[Action]]:
         """Return the room the datagram went to (C{None}: dropped) and the
         actions of its receiver."""
         try:

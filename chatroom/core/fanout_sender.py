@@ -90,6 +90,7 @@ after its 2 s retry."""
 
 # -- actions -------------------------------------------------------------------
 
+
 @attrs.frozen
 class SendKey:
     """Write C{FANOUT} + C{grant.to_params()} to C{member} over TLS."""
@@ -140,6 +141,7 @@ SenderAction = Union[SendKey, SendMode, SendDatagram, SendEvents, SendRepair]
 
 # -- epoch keys ----------------------------------------------------------------
 
+
 @attrs.define
 class SenderEpoch:
     """One epoch on the host: its key, the first sequence number it seals,
@@ -169,11 +171,13 @@ class EpochKeys:
     C{random_bytes(n)} must be a cryptographic source (C{os.urandom}).
     """
 
-    def __init__(self, random_bytes: Callable[[int], bytes],
-                 start_seq: int = 1) -> None:
+    def __init__(
+        self, random_bytes: Callable[[int], bytes], start_seq: int = 1
+    ) -> None:
         self._random_bytes = random_bytes
         self.epochs: list[SenderEpoch] = [
-            SenderEpoch(EpochKey(1, self._new_key()), start_seq)]
+            SenderEpoch(EpochKey(1, self._new_key()), start_seq)
+        ]
         self.rotations = 0
 
     def _new_key(self) -> bytes:
@@ -197,8 +201,11 @@ class EpochKeys:
         if epoch > MAX_EPOCH:
             raise ValueError("epoch numbers are exhausted")
         from_seq = max(from_seq, self.current.start_seq)
-        if self.current.start_seq == from_seq and self.current.counter == 0 \
-                and len(self.epochs) > 1:
+        if (
+            self.current.start_seq == from_seq
+            and self.current.counter == 0
+            and len(self.epochs) > 1
+        ):
             # Nothing was ever sealed under the current epoch: replace it.
             self.epochs.pop()
         new = SenderEpoch(EpochKey(epoch, self._new_key()), from_seq)
@@ -221,6 +228,7 @@ class EpochKeys:
 
 # -- repair aggregation --------------------------------------------------------
 
+
 class RepairPolicy:
     """Decide, per lost event, between answering each member over TLS and
     sending the event once more to the group (NORM NACK aggregation,
@@ -233,9 +241,12 @@ class RepairPolicy:
     less than C{holdoff} seconds ago are ignored.
     """
 
-    def __init__(self, window: float = REPAIR_WINDOW,
-                 threshold: int = REPAIR_THRESHOLD,
-                 holdoff: float = REPAIR_HOLDOFF) -> None:
+    def __init__(
+        self,
+        window: float = REPAIR_WINDOW,
+        threshold: int = REPAIR_THRESHOLD,
+        holdoff: float = REPAIR_HOLDOFF,
+    ) -> None:
         self.window = window
         self.threshold = threshold
         self.holdoff = holdoff
@@ -262,8 +273,7 @@ class RepairPolicy:
             if not members:
                 del self._asked[seq]
 
-    def due(self, now: float
-            ) -> tuple[dict[int, set[Member]], dict[Member, list[int]]]:
+    def due(self, now: float) -> tuple[dict[int, set[Member]], dict[Member, list[int]]]:
         """Events whose window has ended: those to re-multicast (with who
         asked), and those to send each member over TLS (sorted)."""
         again: dict[int, set[Member]] = {}
@@ -295,6 +305,7 @@ class RepairPolicy:
 
 # -- the sender ----------------------------------------------------------------
 
+
 class FanoutSender:
     """Fan-out for one room on the host.
 
@@ -307,12 +318,19 @@ class FanoutSender:
         TLS because they were too big, by name.
     """
 
-    def __init__(self, private_key: Ed25519PrivateKey, identity: RoomIdentity,
-                 group: str, port: int, random_bytes: Callable[[int], bytes],
-                 last_seq: int = 0, rate: float = SEND_RATE,
-                 burst: float = SEND_BURST,
-                 policy: RepairPolicy | None = None,
-                 cache_events: int = CACHE_EVENTS) -> None:
+    def __init__(
+        self,
+        private_key: Ed25519PrivateKey,
+        identity: RoomIdentity,
+        group: str,
+        port: int,
+        random_bytes: Callable[[int], bytes],
+        last_seq: int = 0,
+        rate: float = SEND_RATE,
+        burst: float = SEND_BURST,
+        policy: RepairPolicy | None = None,
+        cache_events: int = CACHE_EVENTS,
+    ) -> None:
         self._key = private_key
         self.identity = identity
         self.group = group
@@ -324,8 +342,7 @@ class FanoutSender:
         self._departures: list[int] = []
         self._pending: collections.deque[tuple[int, bytes]] = collections.deque()
         self._again: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._cache: collections.OrderedDict[int, bytes] = \
-            collections.OrderedDict()
+        self._cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._cache_events = cache_events
         self._bucket = TokenBucket(burst, rate)
         self._heartbeat_at: float | None = None
@@ -373,8 +390,9 @@ class FanoutSender:
         self._departures.append(self.last_seq + 1)
         return []
 
-    def request(self, member: Member, request: MemberRequest,
-                now: float) -> list[SenderAction]:
+    def request(
+        self, member: Member, request: MemberRequest, now: float
+    ) -> list[SenderAction]:
         """A parsed C{FANOUT} line from C{member} (see
         L{MemberRequest.from_params}).  Requests from members that hold
         no key are ignored (the edge answers them with C{FAIL})."""
@@ -383,20 +401,23 @@ class FanoutSender:
             return []
         if request.verb == "START":
             self._members[member] = True
-            return [SendMode(member, ModeChange(self.identity.room, True,
-                                                self.last_seq))]
+            return [
+                SendMode(member, ModeChange(self.identity.room, True, self.last_seq))
+            ]
         if request.verb == "STOP":
             self._members[member] = False
-            return [SendMode(member, ModeChange(self.identity.room, False,
-                                                self.last_seq))]
+            return [
+                SendMode(member, ModeChange(self.identity.room, False, self.last_seq))
+            ]
         if request.verb == "SYNC":
             return [SendKey(member, self._grant())]
         return self._repair(member, request.ranges, now)
 
     # -- sending
 
-    def flush(self, now: float,
-              events: Sequence[tuple[int, bytes]] = ()) -> list[SenderAction]:
+    def flush(
+        self, now: float, events: Sequence[tuple[int, bytes]] = ()
+    ) -> list[SenderAction]:
         """End of a turn (or the timer): take the turn's committed events
         (C{(seq, line)}, oldest first, lines as a TLS member with
         message-tags and server-time gets them, CR LF optional), rotate the
@@ -426,11 +447,13 @@ class FanoutSender:
                 actions.append(SendEvents(multicast, tuple(oversized)))
         actions += self._repairs_due(now)
         actions += self._send(now)
-        if (self._heartbeat_at is not None and now >= self._heartbeat_at
-                and self._members):
+        if (
+            self._heartbeat_at is not None
+            and now >= self._heartbeat_at
+            and self._members
+        ):
             actions.append(SendDatagram(self._heartbeat()))
-            self._heartbeat_step = min(self._heartbeat_step + 1,
-                                       len(HEARTBEATS) - 1)
+            self._heartbeat_step = min(self._heartbeat_step + 1, len(HEARTBEATS) - 1)
             self._heartbeat_at = now + HEARTBEATS[self._heartbeat_step]
         if not self._members:
             self._heartbeat_at = None
@@ -453,9 +476,13 @@ class FanoutSender:
 
     def _grant(self) -> KeyGrant:
         current = self.keys.current
-        return KeyGrant(room=self.identity.room, epoch_key=current.key,
-                        group=self.group, port=self.port,
-                        next_counter=current.counter)
+        return KeyGrant(
+            room=self.identity.room,
+            epoch_key=current.key,
+            group=self.group,
+            port=self.port,
+            next_counter=current.counter,
+        )
 
     def _rotate(self, from_seq: int) -> list[SenderAction]:
         first = self._first_unsealed()
@@ -473,16 +500,15 @@ class FanoutSender:
             return self._pending[0][0]
         return self.last_seq + 1
 
-    def _repair(self, member: Member, ranges: Ranges,
-                now: float) -> list[SenderAction]:
-        clipped = tuple((a, min(b, self.last_seq)) for a, b in ranges
-                        if a <= self.last_seq)
+    def _repair(self, member: Member, ranges: Ranges, now: float) -> list[SenderAction]:
+        clipped = tuple(
+            (a, min(b, self.last_seq)) for a, b in ranges if a <= self.last_seq
+        )
         if not clipped:
             self.counts["repair-of-future"] += 1
             return []
         oldest = next(iter(self._cache), self.last_seq + 1)
-        uncached = tuple((a, min(b, oldest - 1)) for a, b in clipped
-                         if a < oldest)
+        uncached = tuple((a, min(b, oldest - 1)) for a, b in clipped if a < oldest)
         cached = [seq for a, b in clipped for seq in range(max(a, oldest), b + 1)]
         actions: list[SenderAction] = []
         if uncached:
@@ -493,8 +519,9 @@ class FanoutSender:
         self.policy.request(member, cached, now)
         return actions
 
-    def _answer_over_tls(self, member: Member,
-                         seqs: Sequence[int]) -> list[SenderAction]:
+    def _answer_over_tls(
+        self, member: Member, seqs: Sequence[int]
+    ) -> list[SenderAction]:
         if not seqs:
             return []
         events = tuple((s, self._cache[s]) for s in seqs if s in self._cache)
@@ -502,8 +529,7 @@ class FanoutSender:
         # from the history store, never reported as skipped.
         oldest = next(iter(self._cache), self.last_seq + 1)
         evicted = [s for s in seqs if s < oldest and s not in self._cache]
-        return [SendRepair(member, _to_ranges(seqs), events,
-                           _to_ranges(evicted))]
+        return [SendRepair(member, _to_ranges(seqs), events, _to_ranges(evicted))]
 
     def _repairs_due(self, now: float) -> list[SenderAction]:
         again, each = self.policy.due(now)
@@ -545,22 +571,27 @@ class FanoutSender:
             self._restart_heartbeats(now)
         return actions
 
-    def _pack(self, queue: collections.deque[tuple[int, bytes]],
-              epoch: SenderEpoch, kind: int) -> bytes:
+    def _pack(
+        self, queue: collections.deque[tuple[int, bytes]], epoch: SenderEpoch, kind: int
+    ) -> bytes:
         """Take consecutive events of one epoch off C{queue} while they fit
         and seal them into one datagram."""
         first = queue[0][0]
         lines: list[bytes | None] = []
         size = 0
-        next_epoch_start = min((e.start_seq for e in self.keys.epochs
-                                if e.start_seq > epoch.start_seq),
-                               default=None)
+        next_epoch_start = min(
+            (e.start_seq for e in self.keys.epochs if e.start_seq > epoch.start_seq),
+            default=None,
+        )
         while queue:
             seq, line = queue[0]
             if seq != first + len(lines):
                 break
-            if (queue is self._pending and next_epoch_start is not None
-                    and seq >= next_epoch_start):
+            if (
+                queue is self._pending
+                and next_epoch_start is not None
+                and seq >= next_epoch_start
+            ):
                 break
             entry: bytes | None = line if len(line) <= MAX_LINE_BYTES else None
             cost = 2 + (len(entry) if entry is not None else 0)
@@ -570,16 +601,30 @@ class FanoutSender:
             size += cost
             queue.popleft()
         self.counts["events"] += len(lines)
-        return seal(self._key, self.identity, epoch.key, kind,
-                    epoch.take_counter(), first, encode_events(lines))
+        return seal(
+            self._key,
+            self.identity,
+            epoch.key,
+            kind,
+            epoch.take_counter(),
+            first,
+            encode_events(lines),
+        )
 
     def _heartbeat(self) -> bytes:
         epoch = self.keys.current
         self.counts["heartbeats"] += 1
         # The newest event already multicast: events still waiting for a
         # pacing token must not look lost.
-        return seal(self._key, self.identity, epoch.key, KIND_HEARTBEAT,
-                    epoch.take_counter(), self._first_unsealed() - 1, b"")
+        return seal(
+            self._key,
+            self.identity,
+            epoch.key,
+            KIND_HEARTBEAT,
+            epoch.take_counter(),
+            self._first_unsealed() - 1,
+            b"",
+        )
 
     def _restart_heartbeats(self, now: float) -> None:
         self._heartbeat_step = 0

@@ -90,8 +90,9 @@ class LineBuffer:
         *lines, rest = data.split(b"\n")
         if len(rest) > self._max_unterminated:
             self._buffer = b""
-            raise RecvQExceeded("more than %d bytes without a line end" % (
-                self._max_unterminated,))
+            raise RecvQExceeded(
+                "more than %d bytes without a line end" % (self._max_unterminated,)
+            )
         self._buffer = rest
         return [line for line in lines if line]
 
@@ -122,8 +123,9 @@ def unescape_tag_value(value: str) -> str:
 
 
 _UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
-_ESCAPES = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\",
-                          "\r": "\\r", "\n": "\\n"})
+_ESCAPES = str.maketrans(
+    {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"}
+)
 
 
 def escape_tag_value(value: str) -> str:
@@ -150,11 +152,15 @@ def format_tags(tags: dict[str, str]) -> str:
         return ""
     return "@" + ";".join(
         key + "=" + escape_tag_value(value) if value else key
-        for key, value in tags.items())
+        for key, value in tags.items()
+    )
 
 
-def parse_line(line: bytes, max_irc_bytes: int = MAX_IRC_BYTES,
-               max_tag_bytes: int = MAX_CLIENT_TAG_BYTES) -> Message:
+def parse_line(
+    line: bytes,
+    max_irc_bytes: int = MAX_IRC_BYTES,
+    max_tag_bytes: int = MAX_CLIENT_TAG_BYTES,
+) -> Message:
     """Parse one line (without its terminator) into a L{Message}.
 
     @param max_irc_bytes: the longest IRC part allowed, counted with its
@@ -204,23 +210,31 @@ def parse_line(line: bytes, max_irc_bytes: int = MAX_IRC_BYTES,
         # " @x" (tags cannot follow spaces) would format back as tags.
         raise ParseError("the command starts with '@'")
     command = params.pop(0)
-    return Message(command=command.upper(), params=tuple(params), tags=tags,
-                   prefix=prefix)
+    return Message(
+        command=command.upper(), params=tuple(params), tags=tags, prefix=prefix
+    )
 
 
-def format_line(command: str, *params: str, prefix: str | None = None,
-                tags: dict[str, str] | None = None) -> bytes:
+def format_line(
+    command: str,
+    *params: str,
+    prefix: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> bytes:
     """Format an IRC line, CR LF included.
 
     The last parameter is sent as a trailing parameter (with a colon) when
     it must be: empty, containing a space, or starting with a colon.
     """
-    return format_text(command, *params, prefix=prefix,
-                       tags=tags).encode("utf-8")
+    return format_text(command, *params, prefix=prefix, tags=tags).encode("utf-8")
 
 
-def format_text(command: str, *params: str, prefix: str | None = None,
-                tags: dict[str, str] | None = None) -> str:
+def format_text(
+    command: str,
+    *params: str,
+    prefix: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
     """Like L{format_line}, returning text rather than bytes.
 
     The IRC part (tags left out) never exceeds L{MAX_IRC_BYTES} with its

@@ -94,8 +94,7 @@ class Lifecycle:
 
     def handshake_done(self, now: float) -> bool:
         """The TLS handshake finished; C{True} if that changed the phase."""
-        return self.phase == Phase.HANDSHAKING and self._enter(
-            Phase.REGISTERING, now)
+        return self.phase == Phase.HANDSHAKING and self._enter(Phase.REGISTERING, now)
 
     def register(self, now: float) -> bool:
         """The client registered; C{True} if that changed the phase."""

@@ -16,7 +16,8 @@ SHORT_FINGERPRINT_HEX = 16
 #: Characters a room name may use: a conservative subset of the channel
 #: names RFC 2812 allows, safe in every client, file name and log line.
 ROOM_NAME_CHARACTERS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+)
 
 
 def casefold(name: str) -> str:

@@ -314,7 +314,9 @@ class ListenerNode:
             self.responder.query_received(query, size, source, now)
         return NOTHING
 
-    def _answer(self, answer: Answer, size: int, source: Address, now: float) -> Reaction:
+    def _answer(
+        self, answer: Answer, size: int, source: Address, now: float
+    ) -> Reaction:
         changes = self._apply(self.directory.offer_answer(answer, now))
         self.responder.answer_seen(answer)
         return Reaction(changes=changes, answers=(answer,))

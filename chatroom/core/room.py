@@ -69,7 +69,8 @@ class Event:
     # The formatted line per variant, filled on first use: a cache, not
     # state, so the event stays what it was when it happened.
     _lines: list[bytes | None] = attrs.field(
-        init=False, factory=lambda: [None] * VARIANTS, repr=False)
+        init=False, factory=lambda: [None] * VARIANTS, repr=False
+    )
 
     @property
     def msgid(self) -> str | None:
@@ -95,8 +96,11 @@ class Event:
     def params_for(self, variant: int) -> tuple[str, ...]:
         """The parameters a member of C{variant} is shown: a C{JOIN} gains
         account (C{*}) and real name with C{extended-join}, when known."""
-        if (self.command == "JOIN" and variant & EXTENDED_JOIN
-                and self.realname is not None):
+        if (
+            self.command == "JOIN"
+            and variant & EXTENDED_JOIN
+            and self.realname is not None
+        ):
             return (*self.params, "*", self.realname)
         return self.params
 
@@ -109,9 +113,12 @@ class Event:
                 # message-tags are not sent it at all.
                 cached = b""
             else:
-                cached = format_line(self.command, *self.params_for(variant),
-                                     prefix=self.source,
-                                     tags=self.tags_for(variant))
+                cached = format_line(
+                    self.command,
+                    *self.params_for(variant),
+                    prefix=self.source,
+                    tags=self.tags_for(variant),
+                )
             self._lines[variant] = cached
         return cached
 
@@ -304,11 +311,18 @@ class Room:
     @ivar next_seq: the sequence number the next event gets.
     """
 
-    def __init__(self, name: str, next_seq: int = 1,
-                 topic: Topic | None = None, opened: bool = False,
-                 modes: str = "n", channel_key: str = "",
-                 created_ms: int = 0, limit: int = 0,
-                 bans: Iterable[Ban] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        next_seq: int = 1,
+        topic: Topic | None = None,
+        opened: bool = False,
+        modes: str = "n",
+        channel_key: str = "",
+        created_ms: int = 0,
+        limit: int = 0,
+        bans: Iterable[Ban] = (),
+    ) -> None:
         self.key = casefold(name)
         self.channel = "#" + name
         self.next_seq = next_seq
@@ -341,7 +355,10 @@ class Room:
 
     def __repr__(self) -> str:
         return "<Room %s next_seq=%d members=%d>" % (
-            self.channel, self.next_seq, len(self._members))
+            self.channel,
+            self.next_seq,
+            len(self._members),
+        )
 
     def __contains__(self, member: Any) -> bool:
         return member in self._members
@@ -357,8 +374,11 @@ class Room:
     def _changed(self) -> None:
         self._member_tuple = tuple(self._members)
         multicast = self._multicast
-        self.audience = (tuple(m for m in self._members if m not in multicast)
-                         if multicast else self._member_tuple)
+        self.audience = (
+            tuple(m for m in self._members if m not in multicast)
+            if multicast
+            else self._member_tuple
+        )
 
     def set_multicast(self, member: Any, multicast: bool) -> None:
         """Deliver the room's events to C{member} by multicast (C{True}) or
@@ -378,17 +398,33 @@ class Room:
         """Whether C{member} takes the room's events by multicast."""
         return member in self._multicast
 
-    def _event(self, command: str, member: Any, params: tuple[str, ...],
-               now_ms: int, client_tags: dict[str, str] | None = None,
-               audience: tuple[Any, ...] | None = None,
-               realname: str | None = None, bot: bool = False) -> Delivery:
+    def _event(
+        self,
+        command: str,
+        member: Any,
+        params: tuple[str, ...],
+        now_ms: int,
+        client_tags: dict[str, str] | None = None,
+        audience: tuple[Any, ...] | None = None,
+        realname: str | None = None,
+        bot: bool = False,
+    ) -> Delivery:
         seq = self.next_seq
         self.next_seq = seq + 1
-        event = Event(room=self.key, seq=seq, time_ms=now_ms, command=command,
-                      source=member.source, params=params,
-                      client_tags=client_tags or {}, realname=realname, bot=bot)
-        return Delivery(event, self.audience if audience is None else audience,
-                        origin=member)
+        event = Event(
+            room=self.key,
+            seq=seq,
+            time_ms=now_ms,
+            command=command,
+            source=member.source,
+            params=params,
+            client_tags=client_tags or {},
+            realname=realname,
+            bot=bot,
+        )
+        return Delivery(
+            event, self.audience if audience is None else audience, origin=member
+        )
 
     @property
     def private(self) -> bool:
@@ -408,9 +444,13 @@ class Room:
             return False  # the common case, on every message
         return any(mask_matches(ban.mask, member.source) for ban in self.bans)
 
-    def join_refusal(self, member: Any, key: str | None,
-                     client_key: bytes | None = None,
-                     password: str | None = None) -> str | None:
+    def join_refusal(
+        self,
+        member: Any,
+        key: str | None,
+        client_key: bytes | None = None,
+        password: str | None = None,
+    ) -> str | None:
         """Why C{member} may not join, or C{None}.
 
         A private room first: C{"not-allowed"} (no key on its list and no
@@ -441,16 +481,22 @@ class Room:
 
     def refuses_ctcp(self, text: str) -> bool:
         """Whether C{+C} refuses C{text}: a CTCP other than C{ACTION}."""
-        return ("C" in self.modes and text.startswith("\x01")
-                and not text.startswith("\x01ACTION"))
+        return (
+            "C" in self.modes
+            and text.startswith("\x01")
+            and not text.startswith("\x01ACTION")
+        )
 
     def may_post(self, member: Any) -> bool:
         """Whether C{member} may post: a member (or anyone when the room is
         C{-n}), and when the room is moderated (C{+m}) or it is banned,
         voiced or an operator."""
         if member not in self._members:
-            return "n" not in self.modes and "m" not in self.modes \
+            return (
+                "n" not in self.modes
+                and "m" not in self.modes
                 and not self.is_banned(member)
+            )
         if member in self.operators or member in self.voiced:
             return True
         return "m" not in self.modes and not self.is_banned(member)
@@ -459,7 +505,8 @@ class Room:
         """C{@}, C{+}, C{@+} or nothing before a member's nick; all its
         prefixes with IRCv3 C{multi-prefix}, else the highest."""
         prefix = ("@" if member in self.operators else "") + (
-            "+" if member in self.voiced else "")
+            "+" if member in self.voiced else ""
+        )
         return prefix if multi else prefix[:1]
 
     def join(self, member: Any, now_ms: int) -> Delivery:
@@ -473,8 +520,13 @@ class Room:
         self.invited.discard(member)
         self._members[member] = None
         self._changed()
-        return self._event("JOIN", member, (self.channel,), now_ms,
-                           realname=getattr(member, "realname", ""))
+        return self._event(
+            "JOIN",
+            member,
+            (self.channel,),
+            now_ms,
+            realname=getattr(member, "realname", ""),
+        )
 
     def replace(self, old: Any, new: Any) -> None:
         """C{new} takes C{old}'s place (and operator status) in the room,
@@ -513,8 +565,9 @@ class Room:
         self._changed()
         return audience
 
-    def leave(self, member: Any, command: str, reason: str | None,
-              now_ms: int) -> Delivery:
+    def leave(
+        self, member: Any, command: str, reason: str | None, now_ms: int
+    ) -> Delivery:
         """Remove C{member} (C{command} is C{PART}, C{QUIT} or C{KICK}).
 
         The event goes to everyone who was in the room, the leaver too.
@@ -530,8 +583,14 @@ class Room:
             params = (self.channel,)
         return self._event(command, member, params, now_ms, audience=audience)
 
-    def post(self, member: Any, command: str, text: str, now_ms: int,
-             client_tags: dict[str, str] | None = None) -> Delivery:
+    def post(
+        self,
+        member: Any,
+        command: str,
+        text: str,
+        now_ms: int,
+        client_tags: dict[str, str] | None = None,
+    ) -> Delivery:
         """A message or notice from C{member} to the room; from outside
         only when the room is C{-n} (the sender then is sent it too, for
         its echo).
@@ -543,9 +602,15 @@ class Room:
             if "n" in self.modes:
                 raise NotAMember(member)
             audience = (*self.audience, member)
-        return self._event(command, member, (self.channel, text), now_ms,
-                           client_tags=client_tags, audience=audience,
-                           bot=getattr(member, "bot", False))
+        return self._event(
+            command,
+            member,
+            (self.channel, text),
+            now_ms,
+            client_tags=client_tags,
+            audience=audience,
+            bot=getattr(member, "bot", False),
+        )
 
     def set_topic(self, member: Any, text: str, now_ms: int) -> Delivery:
         """Change the topic.
@@ -579,8 +644,7 @@ class Room:
         if member not in self.operators:
             raise NotOperator(member)
 
-    def kick(self, member: Any, target: Any, reason: str,
-             now_ms: int) -> Delivery:
+    def kick(self, member: Any, target: Any, reason: str, now_ms: int) -> Delivery:
         """Operator C{member} removes C{target} from the room.
 
         @raise NotOperator: if C{member} is not an operator.
@@ -588,8 +652,13 @@ class Room:
         """
         self._require_operator(member)
         audience = self._remove(target)
-        return self._event("KICK", member, (self.channel, target.nick, reason),
-                           now_ms, audience=audience)
+        return self._event(
+            "KICK",
+            member,
+            (self.channel, target.nick, reason),
+            now_ms,
+            audience=audience,
+        )
 
     def invite(self, member: Any, other: Any) -> None:
         """C{member} invites C{other}; in a C{+i} room only operators may.
@@ -603,9 +672,13 @@ class Room:
             raise NotOperator(member)
         self.invited.add(other)
 
-    def change_modes(self, member: Any, changes: list[ModeChange],
-                     now_ms: int,
-                     refused: list[ModeChange] | None = None) -> Delivery | None:
+    def change_modes(
+        self,
+        member: Any,
+        changes: list[ModeChange],
+        now_ms: int,
+        refused: list[ModeChange] | None = None,
+    ) -> Delivery | None:
         """Operator C{member} applies C{changes}; the event shows what changed.
 
         Changes that change nothing (C{+i} on a C{+i} room, C{+o} of someone
@@ -643,8 +716,9 @@ class Room:
                     self.limit = 0
             elif mode == "b":
                 mask = normalise_mask(change.param or "")
-                known = [ban for ban in self.bans
-                         if casefold(ban.mask) == casefold(mask)]
+                known = [
+                    ban for ban in self.bans if casefold(ban.mask) == casefold(mask)
+                ]
                 if adding:
                     if known:
                         continue

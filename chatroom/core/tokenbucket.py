@@ -24,8 +24,9 @@ class TokenBucket:
 
     def _refill(self, now: float) -> None:
         if self._updated is not None and now > self._updated:
-            self._tokens = min(self.capacity,
-                               self._tokens + (now - self._updated) * self.rate)
+            self._tokens = min(
+                self.capacity, self._tokens + (now - self._updated) * self.rate
+            )
         if self._updated is None or now > self._updated:
             self._updated = now
 

@@ -19,8 +19,7 @@ from irctest.runner import NotImplementedByController
 
 #: The twistd of the virtualenv that has chatroom's dependencies, and the
 #: checkout to run.
-TWISTD = os.environ.get("CHATROOM_TWISTD",
-                        str(Path(sys.executable).parent / "twistd"))
+TWISTD = os.environ.get("CHATROOM_TWISTD", str(Path(sys.executable).parent / "twistd"))
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 #: Every host this controller started.  irctest does not tear a test down
@@ -81,18 +80,37 @@ class ChatroomController(BaseServerController, DirectoryBasedController):
         env = dict(os.environ, PYTHONPATH=str(CHECKOUT))
         self.proc = self.execute(
             [
-                TWISTD, "--nodaemon",
-                "--pidfile", "", "--logfile", str(self.directory / "twistd.log"),
-                "chatroom", "--data-dir", str(data_dir),
-                "--port", "0", "--interface", "127.0.0.1",
+                TWISTD,
+                "--nodaemon",
+                "--pidfile",
+                "",
+                "--logfile",
+                str(self.directory / "twistd.log"),
+                "chatroom",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                "0",
+                "--interface",
+                "127.0.0.1",
                 # Loopback only, whatever address irctest picked.
-                "--listen", "tcp:%d:interface=127.0.0.1" % (port,),
-                "--server-name", "My.Little.Server",
-                "--no-discovery", "--open-rooms",
-                "--flood-rate", "0", "--max-opened-per-hour", "100000",
-                "--max-rooms", "100000", "--oper-file", str(oper_file),
+                "--listen",
+                "tcp:%d:interface=127.0.0.1" % (port,),
+                "--server-name",
+                "My.Little.Server",
+                "--no-discovery",
+                "--open-rooms",
+                "--flood-rate",
+                "0",
+                "--max-opened-per-hour",
+                "100000",
+                "--max-rooms",
+                "100000",
+                "--oper-file",
+                str(oper_file),
             ],
-            cwd=str(self.directory), env=env,
+            cwd=str(self.directory),
+            env=env,
         )
         _STARTED.append(self.proc)
         self.wait_for_port()
