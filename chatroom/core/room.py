@@ -66,10 +66,12 @@ class Event:
     unsequenced_id: str | None = None
     realname: str | None = None
     bot: bool = False
-    # The formatted line per variant, filled on first use: a cache, not
-    # state, so the event stays what it was when it happened.
-    _lines: list[bytes | None] = attrs.field(
-        init=False, factory=lambda: [None] * VARIANTS, repr=False
+    # The formatted line per variant, made on first use: a cache, not
+    # state, so the event stays what it was when it happened.  Made lazily
+    # (not by a factory) because an event is created per message and
+    # events read from history are often never formatted.
+    _lines: list[bytes | None] | None = attrs.field(
+        init=False, default=None, repr=False
     )
 
     @property
@@ -106,7 +108,11 @@ class Event:
 
     def line(self, variant: int) -> bytes:
         """The event as a line for members of C{variant}, formatted once."""
-        cached = self._lines[variant]
+        lines = self._lines
+        if lines is None:
+            lines = [None] * VARIANTS
+            object.__setattr__(self, "_lines", lines)
+        cached = lines[variant]
         if cached is None:
             if self.command == "TAGMSG" and not variant & MESSAGE_TAGS:
                 # A TAGMSG is nothing but tags: members without
@@ -119,7 +125,7 @@ class Event:
                     prefix=self.source,
                     tags=self.tags_for(variant),
                 )
-            self._lines[variant] = cached
+            lines[variant] = cached
         return cached
 
 
