@@ -348,9 +348,11 @@ class LossTests(SynchronousTestCase):
     """Every event reaches every multicast member once, in order, despite
     loss, repaired over TLS or by re-multicast."""
 
-    def room_of(self, n: int, seed: int, loss: float = 0.0) -> SimRoom:
+    def room_of(
+        self, n: int, seed: int, loss: float = 0.0, **sender_args: Any
+    ) -> SimRoom:
         """A room with ``n`` members, all switched to multicast."""
-        room = SimRoom(seed, loss)
+        room = SimRoom(seed, loss, sender_args)
         for i in range(n):
             room.join("m%d" % i)
         room.flush()
@@ -503,7 +505,7 @@ class LossTests(SynchronousTestCase):
     def test_pacing(self) -> None:
         """A flood of events is paced to the burst and then 200 datagrams a
         second per room, and still arrives complete."""
-        room = self.room_of(2, seed=8)
+        room = self.room_of(2, seed=8, max_backlog=5000)
         for i in range(3000):
             room.say("m0", "z" * 400)
         room.flush()
@@ -519,6 +521,22 @@ class LossTests(SynchronousTestCase):
         for member in room.members.values():
             self.assertEqual(member.shown, room.expected(member))
             self.assertEqual(member.receiver.drops["rate-limited"], 0)  # type: ignore[union-attr]
+
+    def test_backlog_bound(self) -> None:
+        """Past the backlog bound the oldest waiting events are left out of
+        multicast; members fetch them over TLS and still show everything
+        once, in order, and the host never multicasts them again, even
+        when every member asks."""
+        room = self.room_of(4, seed=9, max_backlog=100)
+        for i in range(400):
+            room.say("m0", "w" * 400)
+        room.flush()
+        # 400 new events, 100 kept waiting: the oldest 300 are left out.
+        self.assertEqual(room.sender.counts["backlog-skipped"], 300)
+        room.settle()
+        for member in room.members.values():
+            self.assertEqual(member.shown, room.expected(member))
+        self.assertEqual(room.sender.counts["remulticast-datagrams"], 0)
 
 
 class SecrecyTests(SynchronousTestCase):

@@ -67,6 +67,14 @@ HEARTBEATS = (0.25, 0.5, 1.0, 2.0)
 """Seconds from the last datagram to each heartbeat; the last interval
 repeats (PGM heartbeat SPMs, RFC 3208 section 6.1.1)."""
 
+MAX_BACKLOG = 1000
+"""Events waiting for a pacing token, at most.  Beyond it the oldest are
+not multicast at all: members find the gap and fetch those events over
+TLS (a repair, or CHATHISTORY past 1000), so a room busier than its
+multicast budget (200 datagrams a second) degrades to TLS instead of
+queueing without bound.  1000 is the members' reorder buffer (LIMITS.md,
+"forward jump")."""
+
 CACHE_EVENTS = 2000
 """Recent events kept in memory for repairs (twice the 1000-event repair
 limit); older ones are read from the history store by the edge."""
@@ -330,6 +338,7 @@ class FanoutSender:
         burst: float = SEND_BURST,
         policy: RepairPolicy | None = None,
         cache_events: int = CACHE_EVENTS,
+        max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self._key = private_key
         self.identity = identity
@@ -344,6 +353,10 @@ class FanoutSender:
         self._again: collections.deque[tuple[int, bytes]] = collections.deque()
         self._cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._cache_events = cache_events
+        self._max_backlog = max_backlog
+        #: The newest event left out of multicast for the backlog bound:
+        #: repairs of it and older ones always go over TLS.
+        self._skipped_upto = 0
         self._bucket = TokenBucket(burst, rate)
         self._heartbeat_at: float | None = None
         self._heartbeat_step = 0
@@ -439,6 +452,11 @@ class FanoutSender:
             self._pending.append((seq, line))
         while len(self._cache) > self._cache_events:
             self._cache.popitem(last=False)
+        excess = len(self._pending) - self._max_backlog
+        if excess > 0:
+            for _ in range(excess):
+                self._skipped_upto = self._pending.popleft()[0]
+            self.counts["backlog-skipped"] += excess
         if oversized:
             # Per-member work only for the rare event too big to multicast.
             multicast = tuple(m for m, on in self._members.items() if on)
@@ -540,8 +558,10 @@ class FanoutSender:
             line = self._cache.get(seq)
             if line is None:
                 continue
-            if len(line) > MAX_LINE_BYTES:
-                # Never in a datagram: answer each asker over TLS.
+            if len(line) > MAX_LINE_BYTES or seq <= self._skipped_upto:
+                # Never in a datagram (too big, or left out when the room
+                # was over its multicast budget: sending it again would
+                # only refill the backlog): answer each asker over TLS.
                 for member in members:
                     actions += self._answer_over_tls(member, [seq])
             else:
