@@ -456,6 +456,46 @@ class RoomHost:
             if not rooms:
                 del self._rooms_of[member]
 
+    def relay(
+        self,
+        member: Any,
+        command: str,
+        params: tuple[str, ...],
+        audience: tuple[Any, ...],
+        reply: Any = None,
+        origin: Any = None,
+        client_tags: dict[str, str] | None = None,
+        message: bool = False,
+    ) -> Delivery | None:
+        """Send C{member}'s line to C{audience} without a sequence number:
+        relayed at the end of the turn, in order with the room events, but
+        neither numbered nor stored (C{NICK}, C{AWAY}, C{INVITE} notices,
+        C{WALLOPS}, C{TAGMSG}...).
+
+        @param message: a message (private, to a status prefix, C{TAGMSG}):
+            it carries its own C{msgid} (IRCv3 message-ids) and the bot flag.
+        @return: the delivery, or C{None} when the audience is empty.
+        """
+        if not audience:
+            return None
+        delivery = Delivery(
+            Event(
+                room=None,
+                seq=None,
+                time_ms=self.now_ms(),
+                command=command,
+                source=member.source,
+                params=params,
+                client_tags=client_tags or {},
+                unsequenced_id=self.new_msgid() if message else None,
+                bot=member.bot if message else False,
+            ),
+            audience,
+            origin=origin,
+        )
+        self.submit(delivery, reply)
+        return delivery
+
     def change_nick(self, member: Any, new: str, reply: Any = None) -> Delivery:
         """C{member} is now called C{new}: everyone who shares a room with
         it (and itself) sees the C{NICK} line.  The caller has set the
@@ -547,22 +587,7 @@ class RoomHost:
                 and cap in other.caps
                 and "extended-monitor" in other.caps
             )
-        if audience:
-            self.submit(
-                Delivery(
-                    Event(
-                        room=None,
-                        seq=None,
-                        time_ms=self.now_ms(),
-                        command=command,
-                        source=member.source,
-                        params=params,
-                    ),
-                    audience,
-                    origin=member,
-                ),
-                reply,
-            )
+        self.relay(member, command, params, audience, reply, origin=member)
 
     def shared_audience(self, member: Any) -> tuple[Any, ...]:
         """Everyone who shares a room with C{member}, and C{member}."""

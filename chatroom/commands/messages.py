@@ -112,27 +112,22 @@ def _post_to_room(
         if not quiet:
             reply.numeric("404", room.channel, "Cannot send to channel")
         return
-    now = host.now_ms()
     if text is None:
         # TAGMSG: relayed, but neither numbered nor stored.
-        delivery = Delivery(
-            Event(
-                room=None,
-                seq=None,
-                time_ms=now,
-                command=command,
-                source=connection.source,
-                params=(room.channel,),
-                client_tags=client_tags,
-                unsequenced_id=host.new_msgid(),
-                bot=connection.bot,
-            ),
+        host.relay(
+            connection,
+            command,
+            (room.channel,),
             room.audience,
+            reply,
             origin=connection,
+            client_tags=client_tags,
+            message=True,
         )
     else:
-        delivery = room.post(connection, command, text, now, client_tags)
-    host.submit(delivery, reply)
+        host.submit(
+            room.post(connection, command, text, host.now_ms(), client_tags), reply
+        )
 
 
 def _post_to_status(
@@ -167,23 +162,15 @@ def _post_to_status(
     if connection not in audience:
         audience = (*audience, connection)
     params = (target[0] + room.channel,) + (() if text is None else (text,))
-    host.submit(
-        Delivery(
-            Event(
-                room=None,
-                seq=None,
-                time_ms=host.now_ms(),
-                command=command,
-                source=connection.source,
-                params=params,
-                client_tags=client_tags,
-                unsequenced_id=host.new_msgid(),
-                bot=connection.bot,
-            ),
-            audience,
-            origin=connection,
-        ),
+    host.relay(
+        connection,
+        command,
+        params,
+        audience,
         reply,
+        origin=connection,
+        client_tags=client_tags,
+        message=True,
     )
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from chatroom import __version__
 from chatroom.core.ircline import Message
-from chatroom.core.room import Delivery, Event
 from chatroom.reply import Reply
 
 
@@ -87,21 +86,7 @@ def wallops(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     audience = tuple(
         member for member in host.connections if member.registered and member.wallops
     )
-    if audience:
-        host.submit(
-            Delivery(
-                Event(
-                    room=None,
-                    seq=None,
-                    time_ms=host.now_ms(),
-                    command="WALLOPS",
-                    source=connection.source,
-                    params=(message.params[0],),
-                ),
-                audience,
-            ),
-            reply,
-        )
+    host.relay(connection, "WALLOPS", (message.params[0],), audience, reply)
 
 
 def info(host: Any, connection: Any, reply: Reply, message: Message) -> None:

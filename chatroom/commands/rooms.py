@@ -17,8 +17,6 @@ from chatroom.commands.users import read_marker
 from chatroom.core.ircline import Message
 from chatroom.core.names import casefold, fingerprint, valid_room_name
 from chatroom.core.room import (
-    Delivery,
-    Event,
     MissingModeParameter,
     ModeChange,
     NotAMember,
@@ -106,21 +104,7 @@ def join(host: Any, connection: Any, reply: Reply, message: Message) -> None:
                 for m in room.members
                 if m is not connection and "away-notify" in m.caps
             )
-            if audience:
-                host.submit(
-                    Delivery(
-                        Event(
-                            room=None,
-                            seq=None,
-                            time_ms=host.now_ms(),
-                            command="AWAY",
-                            source=connection.source,
-                            params=(connection.away,),
-                        ),
-                        audience,
-                    ),
-                    reply,
-                )
+            host.relay(connection, "AWAY", (connection.away,), audience, reply)
 
 
 #: The numeric and mode letter of each L{Room.join_refusal}.
@@ -587,21 +571,7 @@ def invite(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         and "invite-notify" in member.caps
         and ("i" not in room.modes or room.is_operator(member))
     )
-    if audience:
-        host.submit(
-            Delivery(
-                Event(
-                    room=None,
-                    seq=None,
-                    time_ms=host.now_ms(),
-                    command="INVITE",
-                    source=connection.source,
-                    params=(other.nick, room.channel),
-                ),
-                audience,
-            ),
-            reply,
-        )
+    host.relay(connection, "INVITE", (other.nick, room.channel), audience, reply)
 
 
 def list_rooms(host: Any, connection: Any, reply: Reply, message: Message) -> None:
