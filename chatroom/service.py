@@ -302,7 +302,6 @@ class HostService(service.MultiService):
         operators: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
-        self.tls_interface = tls_interface
         self.discovery = discovery
         self.announcer: HostProtocol | None = None
         self.reactor = reactor

@@ -146,3 +146,17 @@ class RoomTests(SynchronousTestCase):
         self.room.set_multicast(self.bob, True)
         self.room.set_multicast(self.bob, False)
         self.assertEqual(self.room.audience, (self.alice, self.bob))
+
+    def test_visible_to(self):
+        """A public room is visible to all; a secret or private one only
+        to its members."""
+        from chatroom.core.room import RoomAccess
+
+        self.room.join(self.alice, 1)
+        self.assertTrue(self.room.visible_to(self.bob))
+        self.room.modes.add("s")
+        self.assertFalse(self.room.visible_to(self.bob))
+        self.assertTrue(self.room.visible_to(self.alice))
+        self.room.modes.discard("s")
+        self.room.access = RoomAccess("pw")
+        self.assertFalse(self.room.visible_to(self.bob))

@@ -189,15 +189,9 @@ def names(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     # asked (Modern IRC; what irctest and Ergo do).
     for channel in message.params[0].split(","):
         room = host.find_room(channel)
-        if room is not None and not (room.is_secret and connection not in room):
+        if room is not None and room.visible_to(connection):
             send_names(reply, connection, room, end=False)
     reply.numeric("366", message.params[0], "End of /NAMES list")
-
-
-def visible(room: Room, connection: Any) -> bool:
-    """Whether C{connection} may see who is in C{room}: everyone for a
-    public room, only members for a secret (C{+s}) or private one."""
-    return not room.is_secret or connection in room
 
 
 def send_names(reply: Reply, connection: Any, room: Room, end: bool = True) -> None:
@@ -246,7 +240,7 @@ def topic(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     if room is None:
         return
     if len(message.params) == 1:
-        if visible(room, connection):
+        if room.visible_to(connection):
             send_topic(reply, room)
         else:
             reply.numeric("442", room.channel, "You're not on that channel")
@@ -276,9 +270,7 @@ def who(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     mask = message.params[0] if message.params else "*"
     room = host.find_room(mask)
     if room is not None:
-        members: tuple[Any, ...] = room.members
-        if room.is_secret and connection not in room:
-            members = ()
+        members: tuple[Any, ...] = room.members if room.visible_to(connection) else ()
     elif "*" in mask or "?" in mask:
         members = tuple(
             member
@@ -599,7 +591,7 @@ def list_rooms(host: Any, connection: Any, reply: Reply, message: Message) -> No
             rooms = [room for room in rooms if _list_term(term, room, now)]
     reply.numeric("321", "Channel", "Users  Name")
     for room in rooms:
-        if room.is_secret and connection not in room:
+        if not room.visible_to(connection):
             continue
         reply.numeric("322", room.channel, str(len(room)), room.topic.text)
     reply.numeric("323", "End of /LIST")

@@ -25,7 +25,7 @@ def _visible_rooms(host: Any, asker: Any, member: Any) -> list[str]:
     """The rooms of C{member} that C{asker} may see, with prefixes."""
     shown = []
     for room in host.rooms_of(member):
-        if room.is_secret and asker not in room:
+        if not room.visible_to(asker):
             continue
         shown.append(room.prefix_of(member, True) + room.channel)
     return shown

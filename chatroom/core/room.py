@@ -444,6 +444,12 @@ class Room:
         C{NAMES} and C{WHOIS} for non-members."""
         return "s" in self.modes or self.access is not None
 
+    def visible_to(self, member: Any) -> bool:
+        """Whether C{member} may see who is in the room, its topic and that
+        it exists at all: everyone for a public room, only members for a
+        secret (C{+s}) or private one."""
+        return member in self._members or not self.is_secret
+
     def is_banned(self, member: Any) -> bool:
         """Whether C{member}'s C{nick!user@host} matches a ban mask."""
         if not self.bans:
