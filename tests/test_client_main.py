@@ -73,6 +73,20 @@ class ConsoleTests(TestCase):
             code = e.code
         return code, out.getvalue(), err.getvalue()
 
+    def say_with_key(self, port, key, text="hi", *extra):
+        """C{chatroom say lobby TEXT --connect 127.0.0.1:PORT --key KEY}."""
+        return self.chatroom(
+            "say",
+            "--connect",
+            "127.0.0.1:%d" % (port,),
+            "--key",
+            key,
+            "lobby",
+            text,
+            *extra,
+            *self.common,
+        )
+
     @defer.inlineCallbacks
     def test_rooms_json(self):
         identity, port = yield self.start_host(["lobby", "dev"])
@@ -270,17 +284,8 @@ class ConsoleTests(TestCase):
                 identity.fingerprint.upper(),
             )
         ):
-            code, out, err = yield self.chatroom(
-                "say",
-                "--connect",
-                "127.0.0.1:%d" % (port,),
-                "--key",
-                key,
-                "lobby",
-                "form %d" % (n,),
-                "--nick",
-                "x%d" % (n,),
-                *self.common,
+            code, out, err = yield self.say_with_key(
+                port, key, "form %d" % (n,), "--nick", "x%d" % (n,)
             )
             self.assertEqual((code, err), (0, ""), key)
         code, out, err = yield self.chatroom(
@@ -306,16 +311,7 @@ class ConsoleTests(TestCase):
     def test_bad_key_forms(self):
         identity, port = yield self.start_host()
         for key in ("abc", identity.fingerprint[:20], "zz" * 32):
-            code, out, err = yield self.chatroom(
-                "say",
-                "--connect",
-                "127.0.0.1:%d" % (port,),
-                "--key",
-                key,
-                "lobby",
-                "hi",
-                *self.common,
-            )
+            code, out, err = yield self.say_with_key(port, key, "hi")
             self.assertEqual(code, 1)
             self.assertIn("--key takes", err)
 
@@ -324,16 +320,7 @@ class ConsoleTests(TestCase):
         identity, port = yield self.start_host()
         other = HostIdentity.generate()
         for key in (other.fingerprint, other.short_fingerprint):
-            code, out, err = yield self.chatroom(
-                "say",
-                "--connect",
-                "127.0.0.1:%d" % (port,),
-                "--key",
-                key,
-                "lobby",
-                "hi",
-                *self.common,
-            )
+            code, out, err = yield self.say_with_key(port, key, "hi")
             self.assertEqual(code, 1)
             self.assertIn("is not the host --key %s" % (key[:16],), err)
             self.assertIn(
@@ -344,17 +331,8 @@ class ConsoleTests(TestCase):
     def test_wrong_key_with_connect(self):
         identity, port = yield self.start_host()
         other = HostIdentity.generate()
-        code, out, err = yield self.chatroom(
-            "say",
-            "--connect",
-            "127.0.0.1:%d" % (port,),
-            "--key",
-            other.public_key.hex(),
-            "lobby",
-            "hi",
-            "--nick",
-            "x",
-            *self.common,
+        code, out, err = yield self.say_with_key(
+            port, other.public_key.hex(), "hi", "--nick", "x"
         )
         self.assertEqual(code, 1)
         self.assertIn("is not the host --key %s" % (other.public_key.hex()[:16],), err)

@@ -1,4 +1,5 @@
-"""The code passes ruff, and the pure core passes mypy --strict."""
+"""The code passes ruff (checks and format), and the pure core passes
+mypy --strict."""
 
 import os
 import subprocess
@@ -8,33 +9,33 @@ from twisted.trial.unittest import SynchronousTestCase
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: Every tree of Python the project keeps.
+TREES = ("chatroom", "tests", "twisted", "bench", "scripts", "contrib")
+
+
+def run_tool(case, module, *args, fix=""):
+    """Run C{python -m module args} from the repository root; fail C{case}
+    with its output (and C{fix}, what to run) when it finds something, skip
+    when the tool is not installed."""
+    try:
+        __import__(module)
+    except ImportError:
+        raise case.skipTest("%s is not installed: pip install '.[test]'" % (module,))
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    case.assertEqual(result.returncode, 0, fix + result.stdout + result.stderr)
+
 
 class LintTests(SynchronousTestCase):
     """Unused imports, undefined names, mutable defaults, loop closures."""
 
     def test_ruff(self):
-        try:
-            import ruff  # noqa: F401
-        except ImportError:
-            raise self.skipTest("ruff is not installed: pip install '.[test]'")
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ruff",
-                "check",
-                "--no-cache",
-                "chatroom",
-                "tests",
-                "twisted",
-                "bench",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=300,
-        )
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        run_tool(self, "ruff", "check", "--no-cache", *TREES)
 
 
 class FormatTests(SynchronousTestCase):
@@ -43,36 +44,14 @@ class FormatTests(SynchronousTestCase):
     pyproject.toml."""
 
     def test_ruff_format(self):
-        try:
-            import ruff  # noqa: F401
-        except ImportError:
-            raise self.skipTest("ruff is not installed: pip install '.[test]'")
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ruff",
-                "format",
-                "--check",
-                "--no-cache",
-                "chatroom",
-                "tests",
-                "twisted",
-                "bench",
-                "scripts",
-                "contrib",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=300,
-        )
-        self.assertEqual(
-            result.returncode,
-            0,
-            "Run: ruff format chatroom tests twisted bench scripts contrib\n"
-            + result.stdout
-            + result.stderr,
+        run_tool(
+            self,
+            "ruff",
+            "format",
+            "--check",
+            "--no-cache",
+            *TREES,
+            fix="Run: ruff format %s\n" % (" ".join(TREES),),
         )
 
 
@@ -80,22 +59,4 @@ class TypingTests(SynchronousTestCase):
     """The pure core is fully typed; the edge is not (yet)."""
 
     def test_core_strict(self):
-        try:
-            import mypy  # noqa: F401
-        except ImportError:
-            raise self.skipTest("mypy is not installed: pip install '.[test]'")
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mypy",
-                "--strict",
-                "--no-incremental",
-                "chatroom/core",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=600,
-        )
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        run_tool(self, "mypy", "--strict", "--no-incremental", "chatroom/core")
