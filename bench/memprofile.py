@@ -26,7 +26,6 @@ the benchmark's figure (``bench/run.py``), measured without tracemalloc.
 """
 
 import argparse
-import ctypes
 import gc
 import linecache
 import os
@@ -38,35 +37,11 @@ import tempfile
 import time
 import tracemalloc
 
+from glibc_heap import c_heap
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 LOADGEN = os.path.join(BENCH, "build", "loadgen")
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-def c_heap():
-    """Bytes glibc malloc has handed out and not taken back (in use + mmap)."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    info = libc.mallinfo2()
-    return info.uordblks + info.hblkhd
 
 
 def rss_kib():
@@ -81,7 +56,7 @@ def reading():
     gc.collect()
     return {
         "rss_kib": rss_kib(),
-        "c_heap": c_heap(),
+        "c_heap": c_heap(collect=False),
         "traced": tracemalloc.get_traced_memory()[0],
         "snapshot": tracemalloc.take_snapshot().filter_traces(
             [

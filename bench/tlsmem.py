@@ -20,42 +20,15 @@ network.
 
 import argparse
 import ctypes
-import gc
 import os
 import subprocess
 import sys
 import tempfile
 
+from glibc_heap import c_heap
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-_libc = ctypes.CDLL("libc.so.6")
-_libc.mallinfo2.restype = _MallInfo2
-
-
-def c_heap():
-    gc.collect()
-    info = _libc.mallinfo2()
-    return info.uordblks + info.hblkhd
 
 
 def wheel(n, release=True, tls12=False):
