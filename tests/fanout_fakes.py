@@ -24,7 +24,6 @@ from typing import Any, Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twisted.internet import defer, protocol
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
@@ -46,6 +45,7 @@ from chatroom.core.ircline import (
 from chatroom.core.names import casefold, parse_msgid
 
 from .discovery_fakes import FakeMulticastTransport
+from .memory_network import pump_between
 
 HOST_KEY = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
 """The host key of the test vectors in protocol-fanout.rst."""
@@ -396,22 +396,7 @@ class _Endpoint:
         network = self.network
         client = factory.buildProtocol(None)
         server = HostConnection(network.host)
-        port = 40000 + len(network.pumps)
-        client_io = iosim.FakeTransport(
-            client,
-            False,
-            IPv4Address("TCP", "127.0.0.1", port),
-            IPv4Address("TCP", "127.0.0.1", 6697),
-        )
-        server_io = iosim.FakeTransport(
-            server,
-            True,
-            IPv4Address("TCP", "127.0.0.1", 6697),
-            IPv4Address("TCP", "127.0.0.1", port),
-        )
-        pump = iosim.connect(
-            server, server_io, client, client_io, greet=False, clock=network.clock
-        )
+        pump = pump_between(client, server, 40000 + len(network.pumps), network.clock)
         network.pumps.append(pump)
         return defer.succeed(client)
 

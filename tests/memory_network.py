@@ -67,6 +67,24 @@ class Link:
         return self.pump.pump(advanceClock=False)
 
 
+def pump_between(client, server, port, clock):
+    """Connect C{client} (at 127.0.0.1:C{port}) to C{server} (at
+    127.0.0.1:6697) with an C{iosim} pump on C{clock}."""
+    client_io = iosim.FakeTransport(
+        client,
+        False,
+        IPv4Address("TCP", "127.0.0.1", port),
+        IPv4Address("TCP", "127.0.0.1", 6697),
+    )
+    server_io = iosim.FakeTransport(
+        server,
+        True,
+        IPv4Address("TCP", "127.0.0.1", 6697),
+        IPv4Address("TCP", "127.0.0.1", port),
+    )
+    return iosim.connect(server, server_io, client, client_io, greet=False, clock=clock)
+
+
 class _Endpoint:
     def __init__(self, network, address):
         self.network = network
@@ -77,21 +95,8 @@ class _Endpoint:
             return defer.fail(ConnectionRefusedError())
         client = factory.buildProtocol(None)
         server = self.network.factory.buildProtocol(None)
-        port = self.network.next_port()
-        client_io = iosim.FakeTransport(
-            client,
-            False,
-            IPv4Address("TCP", "127.0.0.1", port),
-            IPv4Address("TCP", "127.0.0.1", 6697),
-        )
-        server_io = iosim.FakeTransport(
-            server,
-            True,
-            IPv4Address("TCP", "127.0.0.1", 6697),
-            IPv4Address("TCP", "127.0.0.1", port),
-        )
-        pump = iosim.connect(
-            server, server_io, client, client_io, greet=False, clock=self.network.clock
+        pump = pump_between(
+            client, server, self.network.next_port(), self.network.clock
         )
         self.network.links.append(Link(pump))
         return defer.succeed(client)
