@@ -156,3 +156,42 @@ class MemoryNetwork:
 
     def live_links(self):
         return [link for link in self.links if not link.closed]
+
+
+class Seen:
+    """What one session showed its user."""
+
+    def __init__(self):
+        self.events = []
+        self.status = []
+
+    def on_event(self, event):
+        self.events.append(event)
+
+    def on_status(self, text):
+        self.status.append(text)
+
+    def messages(self):
+        return [
+            (e.sender, e.text) for e in self.events if e.kind in ("message", "action")
+        ]
+
+
+def new_session(network, target, nick, **kwargs):
+    """A L{RoomSession} on C{network} (any object with C{clock} and
+    C{endpoint_for}) that retries every second, with a L{Seen} of what it
+    shows; not connected yet.  Returns C{(session, seen)}."""
+    from chatroom.client.session import RoomSession
+
+    seen = Seen()
+    kwargs.setdefault("policy", lambda attempt: 1.0)
+    session = RoomSession(
+        network.clock,
+        target,
+        nick,
+        on_event=seen.on_event,
+        on_status=seen.on_status,
+        endpoint_for=network.endpoint_for,
+        **kwargs,
+    )
+    return session, seen

@@ -34,7 +34,7 @@ from chatroom.core.errors import ParseError
 from chatroom.core.fanout import Datagram, EpochKey, RoomIdentity, open_datagram
 
 from .fanout_fakes import EPOCH_1_KEY, GROUP, PORT, Q, FanoutNetwork
-from .test_client_session import Seen
+from .memory_network import Seen, new_session
 
 TARGET = RoomTarget(Q, "lobby", ("127.0.0.1:6697",), 1)
 
@@ -151,19 +151,11 @@ class FanoutSessionMixin:
         self.addCleanup(self.host.stop)
 
     def session(self, nick="alice", fanout=True, seed=1):
-        seen = Seen()
         options = FanoutOptions(
             listen=self.air.listen, random=random.Random(seed).random
         )
-        session = RoomSession(
-            self.net.clock,
-            TARGET,
-            nick,
-            on_event=seen.on_event,
-            on_status=seen.on_status,
-            policy=lambda attempt: 1.0,
-            endpoint_for=self.net.endpoint_for,
-            fanout=options if fanout else None,
+        session, seen = new_session(
+            self.net, TARGET, nick, fanout=options if fanout else None
         )
         d = session.connect()
         self.net.settle()

@@ -11,13 +11,12 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatroom.client.fanout import FanoutOptions
-from chatroom.client.session import RoomSession
 from chatroom.host import Limits
 
 from .fanout_fakes import GROUP, HOST_KEY, PORT, Q, Air
 from .memory_network import MemoryNetwork
 from .test_client_fanout import TARGET
-from .test_client_session import Seen
+from .memory_network import new_session
 
 from chatroom.fanout import HostFanout
 
@@ -58,17 +57,9 @@ class RealHostTests(SynchronousTestCase):
             self.settle()
 
     def session(self, nick, fanout=True):
-        seen = Seen()
         options = FanoutOptions(listen=self.air.listen, random=random.Random(1).random)
-        session = RoomSession(
-            self.net.clock,
-            TARGET,
-            nick,
-            on_event=seen.on_event,
-            on_status=seen.on_status,
-            policy=lambda attempt: 1.0,
-            endpoint_for=self.net.endpoint_for,
-            fanout=options if fanout else None,
+        session, seen = new_session(
+            self.net, TARGET, nick, fanout=options if fanout else None
         )
         d = session.connect()
         self.settle()

@@ -10,33 +10,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatroom.client import errors
 from chatroom.client.reconnect import ReconnectState, RoomTarget
-from chatroom.client.session import RoomSession
 from chatroom.client.ui import ChatController
 from chatroom.host import Limits
 
-from .memory_network import MemoryNetwork
+from .memory_network import MemoryNetwork, new_session
 
 Q = b"\x07" * 32
 TARGET = RoomTarget(Q, "lobby", ("127.0.0.1:6697",), 1)
-
-
-class Seen:
-    """What one session showed its user."""
-
-    def __init__(self):
-        self.events = []
-        self.status = []
-
-    def on_event(self, event):
-        self.events.append(event)
-
-    def on_status(self, text):
-        self.status.append(text)
-
-    def messages(self):
-        return [
-            (e.sender, e.text) for e in self.events if e.kind in ("message", "action")
-        ]
 
 
 class SessionTestsMixin:
@@ -44,17 +24,7 @@ class SessionTestsMixin:
         self.net = MemoryNetwork(limits=Limits(flood_rate=0))
 
     def session(self, nick="alice", connect=True, **kwargs):
-        seen = Seen()
-        session = RoomSession(
-            self.net.clock,
-            TARGET,
-            nick,
-            on_event=seen.on_event,
-            on_status=seen.on_status,
-            policy=lambda attempt: 1.0,
-            endpoint_for=self.net.endpoint_for,
-            **kwargs,
-        )
+        session, seen = new_session(self.net, TARGET, nick, **kwargs)
         if connect:
             d = session.connect()
             self.net.settle()
