@@ -33,6 +33,12 @@ Experiments:
     and write).  The host already writes once per member per turn, so that
     second aggregation only adds a turn of delay and a timer per member.
 
+``eager-send=1``
+    A TCP write whose connection has nothing queued goes to the socket at
+    once (one C{send}) instead of being queued for the reactor's next turn
+    (C{epoll_ctl} to watch for writability, C{send}, C{epoll_ctl} to stop).
+    Only what the socket does not take is queued the usual way.
+
 ``malloc-trim=SECONDS``
     Every SECONDS, ask glibc to return free heap memory to the system
     (``malloc_trim(0)``), so that a burst's freed buffers stop counting in
@@ -140,6 +146,36 @@ def tls_unbuffered(value):
         tls.TLSMemoryBIOFactory.protocol = tls.TLSMemoryBIOProtocol
 
 
+def eager_send(value):
+    from twisted.internet import tcp
+
+    if value in ("", "0"):
+        return
+    original = tcp.Connection.write
+
+    def write(self, data):
+        if (
+            data
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnected
+            and not self._tempDataBuffer
+            and self.offset == len(self.dataBuffer)
+        ):
+            try:
+                sent = self.socket.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        original(self, data)
+
+    tcp.Connection.write = write
+
+
 def malloc_trim(seconds):
     import ctypes
 
@@ -155,6 +191,7 @@ EXPERIMENTS = {
     "turn-events": turn_events,
     "tls-unbuffered": tls_unbuffered,
     "malloc-trim": malloc_trim,
+    "eager-send": eager_send,
 }
 
 
