@@ -654,7 +654,7 @@ class RoomHost:
                         # A member on multicast delivery still gets the
                         # labelled answer to its own command over its
                         # connection, echo included (protocol-fanout.rst).
-                        reply.echo(delivery.event.line(origin.variant))
+                        reply.echo(delivery.event.line(origin.variant), delivery)
                     reply.committed(delivery)
             start = end
         if self.fanout is not None:
@@ -689,41 +689,65 @@ class RoomHost:
 
 
 def _deliver_run(run: list[Delivery], audience: tuple[Any, ...]) -> None:
-    """Deliver events that share one audience: one write per member."""
-    origins = {delivery.origin for delivery in run if delivery.origin is not None}
+    """Deliver events that share one audience: one write per member.
+
+    Each variant's lines are formatted once for the whole run; members who
+    caused none of its events get the same joined bytes, and each member
+    who caused some gets the run minus, or with the reply's place for, its
+    own events (L{_deliver_to_origin}).
+    """
+    own: dict[Any, list[int]] = {}
+    for index, delivery in enumerate(run):
+        if delivery.origin is not None:
+            own.setdefault(delivery.origin, []).append(index)
+    lines_of: dict[int, list[bytes]] = {}
     shared: dict[int, bytes] = {}
     for member in audience:
-        if member in origins:
-            _deliver_to_origin(run, member)
-            continue
         variant = member.variant
+        positions = own.get(member)
+        if positions is not None:
+            lines = lines_of.get(variant)
+            if lines is None:
+                lines = lines_of[variant] = [d.event.line(variant) for d in run]
+            _deliver_to_origin(run, lines, positions, member)
+            continue
         data = shared.get(variant)
         if data is None:
-            data = shared[variant] = b"".join([d.event.line(variant) for d in run])
+            lines = lines_of.get(variant)
+            if lines is None:
+                lines = lines_of[variant] = [d.event.line(variant) for d in run]
+            data = shared[variant] = b"".join(lines)
         if data:
             member.deliver(data)
 
 
-def _deliver_to_origin(run: list[Delivery], member: Any) -> None:
+def _deliver_to_origin(
+    run: list[Delivery], lines: list[bytes], positions: list[int], member: Any
+) -> None:
     """Deliver a run to a member who caused some of its events.
 
-    Its own messages come back only with C{echo-message}; its own events
-    caused by a labelled command go to that command's reply, which owns the
-    label, and every other line keeps its place in the order.
+    C{lines} are the run's lines for the member's variant, and C{positions}
+    the indexes of the events it caused.  Its own messages come back only
+    with C{echo-message}; its own events caused by a labelled command go to
+    that command's reply, which owns the label, and every other line keeps
+    its place in the order.
     """
-    variant = member.variant
-    lines: list[bytes] = []
-    for delivery in run:
-        line = delivery.event.line(variant)
-        if delivery.origin is member:
-            if delivery.event.command in POST_COMMANDS and not member.echo:
-                continue
-            if delivery.reply is not None and delivery.reply.holds_echo:
-                if lines:
-                    member.deliver(b"".join(lines))
-                    lines = []
-                delivery.reply.echo(line, delivery)
-                continue
-        lines.append(line)
-    if lines:
-        member.deliver(b"".join(lines))
+    pieces: list[bytes] = []
+    start = 0
+    for index in positions:
+        delivery = run[index]
+        if delivery.event.command in POST_COMMANDS and not member.echo:
+            pieces.append(b"".join(lines[start:index]))
+            start = index + 1
+        elif delivery.reply is not None and delivery.reply.holds_echo:
+            pieces.append(b"".join(lines[start:index]))
+            start = index + 1
+            data = b"".join(pieces)
+            pieces = []
+            if data:
+                member.deliver(data)
+            delivery.reply.echo(lines[index], delivery)
+    pieces.append(b"".join(lines[start:]))
+    data = b"".join(pieces)
+    if data:
+        member.deliver(data)

@@ -26,23 +26,37 @@ MAX_LABEL_BYTES = 64
 class Reply:
     """The lines answering one command, written once the command is done.
 
+    One is made per command, so it is kept small: what most commands need
+    (no label, one event, nothing to say) costs a counter and a queue entry.
+
     @param connection: the L{chatroom.ircserver.IRCConnection} that sent the
         command; the reply is written to it.
     @param label: the command's C{label} tag, when the client negotiated
         C{labeled-response}; C{None} otherwise.
     """
 
+    __slots__ = (
+        "connection",
+        "label",
+        "_lines",
+        "_target",
+        "_waiting",
+        "_after",
+        "_open",
+        "_queue",
+    )
+
     def __init__(self, connection: Any, label: str | None) -> None:
         self.connection = connection
         self.label = label
-        # Lines, and for each event the command caused a slot (a list)
-        # that receives its echo and follow-ups, so that the reply keeps
-        # the order in which the command did things.
-        self._lines: list[bytes | list[bytes]] = []
+        # Lines, and in its place each event the command caused (its
+        # L{Delivery}, whose C{lines} receive its echo and follow-ups), so
+        # that the reply keeps the order in which the command did things.
+        self._lines: list[Any] = []
         self._target = self._lines
-        self._slots: dict[Any, list[bytes]] = {}
-        self._waiting: list[Any] = []
-        self._after: list[tuple[Any, Callable[[], None]]] = []
+        #: Events caused and not yet stored.
+        self._waiting = 0
+        self._after: list[tuple[Any, Callable[[], None]]] | None = None
         self._open = True
         # Replies go out in the order of the commands: one that is done
         # waits for the replies before it (a PONG must not overtake the
@@ -80,14 +94,14 @@ class Reply:
     def expect(self, delivery: Any) -> None:
         """C{delivery} was caused by this command: wait until it is stored."""
         delivery.reply = self
-        self._waiting.append(delivery)
-        slot: list[bytes] = []
-        self._slots[delivery] = slot
-        self._lines.append(slot)
+        self._waiting += 1
+        self._lines.append(delivery)
 
     def after(self, delivery: Any, follow_up: Callable[[], None]) -> None:
         """Run C{follow_up} once C{delivery} is stored and echoed (the topic
         and names after a C{JOIN})."""
+        if self._after is None:
+            self._after = []
         self._after.append((delivery, follow_up))
 
     @property
@@ -97,31 +111,40 @@ class Reply:
         go out at their place in the room's order."""
         return self.label is not None
 
-    def echo(self, line: bytes, delivery: Any = None) -> None:
+    def echo(self, line: bytes, delivery: Any) -> None:
         """The client's own copy of C{delivery}, an event this labelled
         command caused; it takes the event's place in the reply."""
-        self._slots.get(delivery, self._target).append(line)
+        _lines_of(delivery).append(line)
 
     def committed(self, delivery: Any, stored: bool = True) -> None:
         """The host stored (or, with C{stored=False}, could not store)
         C{delivery}; run its follow-ups and write the reply if it is done."""
-        self._waiting.remove(delivery)
-        self._target = self._slots.pop(delivery, self._lines)
-        try:
-            if not stored:
-                self.send(
-                    "FAIL",
-                    delivery.event.command,
-                    "INTERNAL_ERROR",
-                    "Could not store the event; it was not delivered",
-                )
-            for item in [item for item in self._after if item[0] is delivery]:
-                self._after.remove(item)
-                if stored:
-                    item[1]()
-        finally:
-            self._target = self._lines
-        self._write_if_done()
+        self._waiting -= 1
+        if not stored or self._after is not None:
+            self._target = _lines_of(delivery)
+            try:
+                if not stored:
+                    self.send(
+                        "FAIL",
+                        delivery.event.command,
+                        "INTERNAL_ERROR",
+                        "Could not store the event; it was not delivered",
+                    )
+                self._run_follow_ups(delivery, stored)
+            finally:
+                self._target = self._lines
+        if not self._open and not self._waiting:
+            self._write_if_done()
+
+    def _run_follow_ups(self, delivery: Any, stored: bool) -> None:
+        after = self._after
+        if after is None:
+            return
+        mine = [item for item in after if item[0] is delivery]
+        for item in mine:
+            after.remove(item)
+            if stored:
+                item[1]()
 
     def close(self) -> None:
         """The handler returned: write the reply now, or once every event
@@ -140,10 +163,10 @@ class Reply:
     def _write(self) -> None:
         lines: list[bytes] = []
         for item in self._lines:
-            if isinstance(item, list):
-                lines.extend(item)
-            else:
+            if type(item) is bytes:
                 lines.append(item)
+            elif item.lines:
+                lines.extend(item.lines)
         self._lines = []
         self._target = self._lines
         connection = self.connection
@@ -172,6 +195,14 @@ class Reply:
                 )
                 + format_line("BATCH", "-" + ref, prefix=server)
             )
+
+
+def _lines_of(delivery: Any) -> list[bytes]:
+    """The lines a reply holds in C{delivery}'s place, made on first use."""
+    lines: list[bytes] | None = delivery.lines
+    if lines is None:
+        lines = delivery.lines = []
+    return lines
 
 
 def _in_batch(line: bytes) -> bool:

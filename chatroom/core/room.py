@@ -129,9 +129,10 @@ class Event:
         return cached
 
 
-@attrs.define(eq=False)
 class Delivery:
     """An event on its way: who receives it and who caused it (not stored).
+
+    A plain slotted class, not attrs: one is made per message.
 
     @ivar event: the event.
     @ivar audience: the members to deliver it to, in order.  Deliveries made
@@ -141,12 +142,32 @@ class Delivery:
         gets its own copy only with C{echo-message} for messages.
     @ivar reply: the reply object of the command that caused it, which
         owns the label and the echo; C{None} for events nobody asked for.
+    @ivar lines: what that reply says in this event's place (its echo, and
+        follow-ups such as the names after a C{JOIN}); C{None} until the
+        reply has something to put there.
     """
 
-    event: Event
-    audience: tuple[Any, ...]
-    origin: Any = None
-    reply: Any = None
+    __slots__ = ("event", "audience", "origin", "reply", "lines")
+
+    def __init__(
+        self,
+        event: Event,
+        audience: tuple[Any, ...],
+        origin: Any = None,
+        reply: Any = None,
+    ) -> None:
+        self.event = event
+        self.audience = audience
+        self.origin = origin
+        self.reply = reply
+        self.lines: list[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return "<Delivery %s seq=%r to %d>" % (
+            self.event.command,
+            self.event.seq,
+            len(self.audience),
+        )
 
 
 @attrs.define
