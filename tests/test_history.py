@@ -1,13 +1,16 @@
 """Tests for chatroom.history: the SQLite store."""
 
+import json
 import os
 import sqlite3
+
+from hypothesis import given, strategies as st
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatroom.core.room import Event, Topic
 from chatroom.errors import HistoryStoreError
-from chatroom.history import SCHEMA_VERSION, HistoryStore
+from chatroom.history import SCHEMA_VERSION, HistoryStore, json_strings
 
 
 def message(seq, time_ms=None, room="lobby", command="PRIVMSG", text=None):
@@ -114,6 +117,35 @@ class HistoryStoreTests(SynchronousTestCase):
     def test_counter(self):
         self.assertEqual(self.store.reserve_counter("T", 10), 1)
         self.assertEqual(self.store.reserve_counter("T", 10), 11)
+
+
+class JSONStringsTests(SynchronousTestCase):
+    """The fast encoder of stored parameters writes what json.dumps does."""
+
+    @given(st.lists(st.text()).map(tuple))
+    def test_same_as_json_dumps(self, strings):
+        encoded = json_strings(strings)
+        self.assertEqual(encoded, json.dumps(strings))
+        self.assertEqual(tuple(json.loads(encoded)), strings)
+
+    def test_round_trip_through_the_store(self):
+        """Unicode, quotes and control characters come back as they went."""
+        store = HistoryStore(":memory:")
+        self.addCleanup(store.close)
+        text = 'caf\u00e9 "quoted" \\ \t \U0001f600'
+        event = Event(
+            room="lobby",
+            seq=1,
+            time_ms=1000,
+            command="PRIVMSG",
+            source="a!u@h",
+            params=("#lobby", text),
+        )
+        store.add_room("lobby", "Lobby")
+        store.append([event])
+        (stored,) = store.between("lobby", 0, 10, 10, False, True)
+        self.assertEqual(stored.params, ("#lobby", text))
+        self.assertEqual(stored.client_tags, {})
 
 
 class FileTests(SynchronousTestCase):
