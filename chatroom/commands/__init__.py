@@ -127,13 +127,12 @@ def run(host: Any, connection: Any, message: Message) -> None:
         return
     reply = Reply(connection, label)
     command = COMMANDS.get(name)
-    if not connection.registered and (
-        command is None or not command.before_registration
-    ):
+    registered = connection.registered
+    if not registered and (command is None or not command.before_registration):
         reply.numeric("451", "You have not registered")
     elif command is None:
         reply.numeric("421", name, "Unknown command")
-    elif connection.registered and not command.after_registration:
+    elif registered and not command.after_registration:
         reply.numeric("462", "You may not reregister")
     elif len(message.params) < command.min_params:
         reply.numeric("461", name, "Not enough parameters")

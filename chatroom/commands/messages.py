@@ -53,10 +53,11 @@ def _post(
     # message-tags (IRCv3 message-tags).
     client_tags = {}
     if "message-tags" in connection.caps:
-        client_tags = {k: v for k, v in message.tags.items() if k.startswith("+")}
-    if command == "TAGMSG" and "message-tags" not in connection.caps:
+        if message.tags:
+            client_tags = {k: v for k, v in message.tags.items() if k[:1] == "+"}
+    elif command == "TAGMSG":
         return
-    connection.last_active_ms = host.now_ms()
+    now_ms = connection.last_active_ms = host.now_ms()
     targets: list[str] = []
     if "," not in params[0]:
         targets.append(params[0])  # one target: the common case
@@ -85,7 +86,15 @@ def _post(
             )
         elif target.startswith("#"):
             _post_to_room(
-                host, connection, reply, command, target, text, client_tags, quiet
+                host,
+                connection,
+                reply,
+                command,
+                target,
+                text,
+                client_tags,
+                quiet,
+                now_ms,
             )
         else:
             _post_to_user(
@@ -102,6 +111,7 @@ def _post_to_room(
     text: str | None,
     client_tags: dict[str, str],
     quiet: bool,
+    now_ms: int,
 ) -> None:
     room = host.find_room(channel)
     if room is None:
@@ -125,9 +135,7 @@ def _post_to_room(
             message=True,
         )
     else:
-        host.submit(
-            room.post(connection, command, text, host.now_ms(), client_tags), reply
-        )
+        host.submit(room.post(connection, command, text, now_ms, client_tags), reply)
 
 
 def _post_to_status(
