@@ -633,6 +633,10 @@ class RoomHost:
         self._deliver(deliveries)
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
+        # A member whose own event went into a labelled reply is sent what
+        # follows it only after that reply (Reply.write_after), so that it
+        # sees the room's order: member -> the reply holding its last echo.
+        held: dict[Any, Any] = {}
         start = 0
         while start < len(deliveries):
             audience = deliveries[start].audience
@@ -640,7 +644,7 @@ class RoomHost:
             while end < len(deliveries) and deliveries[end].audience is audience:
                 end += 1
             run = deliveries[start:end]
-            _deliver_run(run, audience)
+            _deliver_run(run, audience, held)
             for delivery in run:
                 reply = delivery.reply
                 if reply is not None:
@@ -688,13 +692,16 @@ class RoomHost:
         self.flush()
 
 
-def _deliver_run(run: list[Delivery], audience: tuple[Any, ...]) -> None:
+def _deliver_run(
+    run: list[Delivery], audience: tuple[Any, ...], held: dict[Any, Any]
+) -> None:
     """Deliver events that share one audience: one write per member.
 
     Each variant's lines are formatted once for the whole run; members who
     caused none of its events get the same joined bytes, and each member
     who caused some gets the run minus, or with the reply's place for, its
-    own events (L{_deliver_to_origin}).
+    own events (L{_deliver_to_origin}).  C{held} maps a member to the
+    labelled reply its output of this turn waits behind.
     """
     own: dict[Any, list[int]] = {}
     for index, delivery in enumerate(run):
@@ -709,7 +716,7 @@ def _deliver_run(run: list[Delivery], audience: tuple[Any, ...]) -> None:
             lines = lines_of.get(variant)
             if lines is None:
                 lines = lines_of[variant] = [d.event.line(variant) for d in run]
-            _deliver_to_origin(run, lines, positions, member)
+            _deliver_to_origin(run, lines, positions, member, held)
             continue
         data = shared.get(variant)
         if data is None:
@@ -718,19 +725,27 @@ def _deliver_run(run: list[Delivery], audience: tuple[Any, ...]) -> None:
                 lines = lines_of[variant] = [d.event.line(variant) for d in run]
             data = shared[variant] = b"".join(lines)
         if data:
-            member.deliver(data)
+            if held and member in held:
+                held[member].write_after(data)
+            else:
+                member.deliver(data)
 
 
 def _deliver_to_origin(
-    run: list[Delivery], lines: list[bytes], positions: list[int], member: Any
+    run: list[Delivery],
+    lines: list[bytes],
+    positions: list[int],
+    member: Any,
+    held: dict[Any, Any],
 ) -> None:
     """Deliver a run to a member who caused some of its events.
 
     C{lines} are the run's lines for the member's variant, and C{positions}
     the indexes of the events it caused.  Its own messages come back only
-    with C{echo-message}; its own events caused by a labelled command go to
-    that command's reply, which owns the label, and every other line keeps
-    its place in the order.
+    with C{echo-message}.  Its own events caused by a labelled command go
+    to that command's reply, which owns the label and is written once the
+    command's events are stored; what follows such an event waits behind
+    the reply (C{held}), so every line keeps its place in the room's order.
     """
     pieces: list[bytes] = []
     start = 0
@@ -742,12 +757,20 @@ def _deliver_to_origin(
         elif delivery.reply is not None and delivery.reply.holds_echo:
             pieces.append(b"".join(lines[start:index]))
             start = index + 1
-            data = b"".join(pieces)
+            _send(member, b"".join(pieces), held)
             pieces = []
-            if data:
-                member.deliver(data)
             delivery.reply.echo(lines[index], delivery)
+            held[member] = delivery.reply
     pieces.append(b"".join(lines[start:]))
-    data = b"".join(pieces)
-    if data:
+    _send(member, b"".join(pieces), held)
+
+
+def _send(member: Any, data: bytes, held: dict[Any, Any]) -> None:
+    """Deliver C{data} to C{member} now, or after the reply it waits behind."""
+    if not data:
+        return
+    reply = held.get(member)
+    if reply is None:
         member.deliver(data)
+    else:
+        reply.write_after(data)

@@ -44,6 +44,8 @@ class Reply:
         "_after",
         "_open",
         "_queue",
+        "_then",
+        "_written",
     )
 
     def __init__(self, connection: Any, label: str | None) -> None:
@@ -58,6 +60,9 @@ class Reply:
         self._waiting = 0
         self._after: list[tuple[Any, Callable[[], None]]] | None = None
         self._open = True
+        #: Output that must follow this reply (L{write_after}).
+        self._then: list[bytes] | None = None
+        self._written = False
         # Replies go out in the order of the commands: one that is done
         # waits for the replies before it (a PONG must not overtake the
         # names of a JOIN sent just before the PING).
@@ -116,6 +121,18 @@ class Reply:
         command caused; it takes the event's place in the reply."""
         _lines_of(delivery).append(line)
 
+    def write_after(self, data: bytes) -> None:
+        """Write C{data} (room events for this client) right after this
+        reply: at once if it is written, otherwise as soon as it is.  The
+        host sends here what follows an event whose echo this reply holds,
+        so that the client sees the room's order."""
+        if self._written:
+            self.connection.write(data)
+        elif self._then is None:
+            self._then = [data]
+        else:
+            self._then.append(data)
+
     def committed(self, delivery: Any, stored: bool = True) -> None:
         """The host stored (or, with C{stored=False}, could not store)
         C{delivery}; run its follow-ups and write the reply if it is done."""
@@ -156,7 +173,11 @@ class Reply:
         if self._open or self._waiting or self._queue[0] is not self:
             return
         self._queue.popleft()
+        self._written = True
         self._write()
+        if self._then is not None:
+            then, self._then = self._then, None
+            self.connection.write(b"".join(then))
         if self._queue:
             self._queue[0]._write_if_done()
 

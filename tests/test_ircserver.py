@@ -672,6 +672,49 @@ class LabeledResponseTests(SynchronousTestCase):
         (ack,) = self.alice.messages()
         self.assertEqual((ack.command, ack.tags), ("ACK", {"label": "m2"}))
 
+    def test_echo_keeps_the_room_order(self):
+        """A labelled echo is written in its place in the room's order: a
+        later message of someone else, stored in the same turn, comes after
+        it (a client that drops events it has seen the number of would
+        otherwise lose its own message)."""
+        bob = FakeClient(self.host).register("bob").join()
+        self.alice.join()
+        self.alice.raw()
+        for client, line in [
+            (self.alice, "@label=a1 PRIVMSG #lobby :one"),
+            (bob, "PRIVMSG #lobby :two"),
+            (self.alice, "@label=a2 PRIVMSG #lobby :three"),
+            (bob, "PRIVMSG #lobby :four"),
+        ]:
+            client.protocol.dataReceived(line.encode() + b"\r\n")
+        self.host.clock.advance(0)
+        messages = self.alice.messages()
+        self.assertEqual(
+            [(m.params[1], m.tags.get("label")) for m in messages],
+            [("one", "a1"), ("two", None), ("three", "a2"), ("four", None)],
+        )
+        seqs = [int(m.tags["msgid"].rsplit(":", 1)[1]) for m in messages]
+        self.assertEqual(seqs, sorted(seqs))
+
+    def test_echoes_to_two_rooms_keep_the_order(self):
+        """A labelled message to two rooms is one batch; a message stored
+        after it in the same turn follows the batch."""
+        host = make_host(rooms=("lobby", "other"), limits=NO_FLOOD)
+        alice = FakeClient(host).register("alice", ALL_CAPS).join()
+        alice.join("#other")
+        bob = FakeClient(host).register("bob").join()
+        alice.raw()
+        alice.protocol.dataReceived(b"@label=b1 PRIVMSG #lobby,#other :both\r\n")
+        bob.protocol.dataReceived(b"PRIVMSG #lobby :after\r\n")
+        host.clock.advance(0)
+        messages = alice.messages()
+        self.assertEqual(
+            [m.command for m in messages],
+            ["BATCH", "PRIVMSG", "PRIVMSG", "BATCH", "PRIVMSG"],
+        )
+        self.assertEqual(messages[0].tags, {"label": "b1"})
+        self.assertEqual(messages[-1].params, ("#lobby", "after"))
+
 
 class ChatHistoryTests(SynchronousTestCase):
     """IRCv3 draft/chathistory over the stored events."""
