@@ -25,6 +25,8 @@ the default route.  See C{docs/protocol-discovery.rst}.
 
 from __future__ import annotations
 
+import ipaddress
+
 import random as random_module
 import socket
 from collections import Counter
@@ -149,6 +151,7 @@ class _MulticastSocket(DatagramProtocol):
         self.group = group
         self.port = port
         self.interface = interface
+        self._loopback_only = _is_loopback(interface)
         self.ttl = ttl
         self.random = random if random is not None else random_module.SystemRandom()
         self.ready: Deferred[None] = Deferred()
@@ -202,7 +205,16 @@ class _MulticastSocket(DatagramProtocol):
         self._cancel_timer()
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Hand one datagram to the node; send what it returns."""
+        """Hand one datagram to the node; send what it returns.
+
+        The socket is bound to all addresses (it must be, to receive the
+        group), so on a loopback-only node a neighbour could still send it
+        a unicast query and be answered; datagrams from outside this
+        machine are dropped there (counter C{not-from-loopback}).
+        """
+        if self._loopback_only and not _is_loopback(addr[0]):
+            self.drops["not-from-loopback"] += 1
+            return
         self.react(self.node.datagram_received(data, addr, self.clock.seconds()))
 
     # -- what the node returns ----------------------------------------------------
@@ -517,3 +529,11 @@ class DiscoveryService(Service):
         d = gatherResults([maybeDeferred(port.stopListening) for port in ports])
         d.addCallback(lambda _: None)
         return d
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether C{address} is a loopback address (C{127.0.0.0/8}, C{::1})."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

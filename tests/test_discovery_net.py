@@ -43,14 +43,20 @@ from chatroom.discovery import (
     ListenerProtocol,
 )
 from tests.discovery_fakes import FakeMulticastTransport, FakeNetwork
-from tests.test_discovery_node import forged, spoofed_source
+from tests.test_discovery_node import forged
 
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
 OTHER_KEY = Ed25519PrivateKey.from_private_bytes(b"\x02" * 32)
 GROUP = "239.255.67.82"
 PORT = 47667
-HOST_ADDRESS = ("10.0.0.1", PORT)
-QUERIER = ("10.0.0.9", 50000)
+HOST_ADDRESS = ("127.0.0.1", PORT)
+QUERIER = ("127.0.0.9", 50000)
+
+
+def loopback_source(i: int) -> tuple[str, int]:
+    """The C{i}th of many sources on this machine (127.0.0.0/8): the
+    protocols under test listen on loopback and drop other sources."""
+    return (f"127.{(i >> 16) % 256}.{(i >> 8) % 256}.{i % 256}", 40000)
 
 
 class FixedRandom(random.Random):
@@ -118,7 +124,7 @@ def make_listener(
     clock: Clock,
     network: FakeNetwork | None = None,
     segment: int = 0,
-    address: str = "10.0.0.2",
+    address: str = "127.0.0.2",
     changes: list | None = None,
 ) -> tuple[ListenerProtocol, FakeMulticastTransport, FakeMulticastTransport]:
     """A started listener (and its query socket) on fake transports."""
@@ -295,12 +301,21 @@ class HostAnswerTests(SynchronousTestCase):
         )
         self.assertLessEqual(len(self.transport.written[0][0]), 3 * len(data))
 
+    def test_loopback_host_ignores_other_machines(self) -> None:
+        """A host announcing on loopback answers nobody outside this
+        machine, even by unicast to its port: the query is dropped and
+        counted, and nothing is sent."""
+        self.host.datagramReceived(query_bytes(), ("192.0.2.9", 50000))
+        self.clock.advance(1)
+        self.assertEqual(self.answers(), [])
+        self.assertEqual(self.host.drops["not-from-loopback"], 1)
+
     def test_suppressed_by_other_answer(self) -> None:
         """Someone else's answer to the same query with the same or a newer
         T, seen during the delay, suppresses ours."""
         self.host.datagramReceived(query_bytes(), QUERIER)
         same = Answer(b"q" * 8, 100, self.host.announcements[0])
-        self.host.datagramReceived(same.to_bytes(), ("10.0.0.7", PORT))
+        self.host.datagramReceived(same.to_bytes(), ("127.0.0.7", PORT))
         self.clock.advance(1)
         self.assertEqual(self.answers(), [])
         self.assertEqual(self.host.stats["answers-suppressed"], 1)
@@ -309,7 +324,7 @@ class HostAnswerTests(SynchronousTestCase):
         """A flood from many sources costs at most 100 answers a second and
         leaves the host announcing on time."""
         for i in range(5000):
-            source = (f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}", 1)
+            source = (f"127.{i // 65536}.{(i // 256) % 256}.{i % 256}", 1)
             self.host.datagramReceived(
                 query_bytes(query_id=i.to_bytes(8, "big")), source
             )
@@ -342,7 +357,7 @@ class HostAnswerTests(SynchronousTestCase):
         for the earliest thing due."""
         for i in range(20):
             self.host.datagramReceived(
-                query_bytes(query_id=i.to_bytes(8, "big")), (f"10.0.1.{i}", 1)
+                query_bytes(query_id=i.to_bytes(8, "big")), (f"127.0.1.{i}", 1)
             )
         [call] = self.clock.getDelayedCalls()
         self.assertAlmostEqual(call.getTime(), 0.27)
@@ -460,7 +475,7 @@ class ListenerTests(SynchronousTestCase):
             KEY, "lobby", ["192.0.2.20:7000"], counter=6, lifetime=30
         )
         for i in range(3000):
-            self.listener.datagramReceived(forged(i), spoofed_source(i))
+            self.listener.datagramReceived(forged(i), loopback_source(i))
             if i == 1500:
                 self.feed(renewal.to_bytes())
         self.assertEqual(
@@ -626,15 +641,17 @@ class SearchOverFakeNetworkTests(SynchronousTestCase):
         host, host_t = make_host(clock, network, segment=5)
         original = host.announcements[0]
         host_t.stopListening()  # the host is out of reach (no goodbye)
-        participant, _, _ = make_listener(clock, network, segment=1, address="10.0.0.3")
+        participant, _, _ = make_listener(
+            clock, network, segment=1, address="127.0.0.3"
+        )
         participant.hold(original)
-        searcher, _, _ = make_listener(clock, network, segment=0, address="10.0.0.4")
+        searcher, _, _ = make_listener(clock, network, segment=0, address="127.0.0.4")
         result = self.run_until(
             clock, network, searcher.search(room="lobby", rings=self.RINGS)
         )
         self.assertEqual((result.state, result.ttl), (SearchState.FOUND, 2))
         self.assertEqual(result.announcement.to_bytes(), original.to_bytes())
-        relayed = [d for d, src, dst in network.delivered if src == ("10.0.0.3", PORT)]
+        relayed = [d for d, src, dst in network.delivered if src == ("127.0.0.3", PORT)]
         self.assertEqual(len(relayed), 1)
         self.assertIn(original.to_bytes(), relayed[0])
 
@@ -687,7 +704,7 @@ class SearchOverFakeNetworkTests(SynchronousTestCase):
         d = listener.search(room="lobby")
         query_id = parse_datagram(query_t.written[0][0]).query_id
         listener.query_protocol.datagramReceived(
-            Answer(query_id, 60, old).to_bytes(), ("10.0.0.5", PORT)
+            Answer(query_id, 60, old).to_bytes(), ("127.0.0.5", PORT)
         )
         self.assertEqual(self.successResultOf(d).announcement, new)
         clock.advance(10)
