@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 
 import chatroom
 from chatroom.client import errors
-from chatroom.client.main import run, spki_pin
+from chatroom.client.main import default_nick, run, spki_pin
 from chatroom.client.session import RoomFinder
 from chatroom.core.search import Ring
 from chatroom.history import HistoryStore
@@ -358,3 +358,27 @@ class EntryPointTests(TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         for command in ("rooms", "find", "join", "say", "tail", "pins"):
             self.assertIn(command, result.stdout)
+
+
+class DefaultNickTests(TestCase):
+    """The nick used when none is given."""
+
+    def test_without_user_in_the_environment(self):
+        """Without C{USER} or C{LOGNAME} (cron, some containers), the nick
+        is still the user's name, from the password database."""
+        import pwd
+
+        environ = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("USER", "LOGNAME", "LNAME", "USERNAME")
+        }
+        self.patch(os, "environ", environ)
+        name = pwd.getpwuid(os.getuid()).pw_name
+        expected = "".join(c for c in name if c.isalnum() or c in "-_")
+        self.assertEqual(default_nick(), expected[:30])
+
+    def test_made_a_valid_nick(self):
+        """A user name that does not start with a letter gets a C{u}."""
+        self.patch(os, "environ", {**os.environ, "LOGNAME": "1st.admin"})
+        self.assertEqual(default_nick(), "u1stadmin")

@@ -9,6 +9,7 @@ in-process with a fake C{out}.  See C{docs/client.rst}.
 from __future__ import annotations
 
 import argparse
+import getpass
 import hashlib
 import json
 import os
@@ -204,7 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_nick() -> str:
     """A nick for scripts: the user name, made a valid IRC nick."""
-    name = os.environ.get("USER") or os.environ.get("LOGNAME") or "user"
+    try:
+        # LOGNAME, USER, then the password database (as getpass does), so
+        # a shell without USER set (cron, some containers) still has one.
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "user"
     cleaned = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "-_"))
     if not cleaned or not cleaned[0].isalpha():
         cleaned = "u" + cleaned
