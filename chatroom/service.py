@@ -31,6 +31,7 @@ from chatroom.discovery import (
     HostProtocol,
 )
 from chatroom.access import AccessFileError, PrivateRooms
+from chatroom.eagertcp import EagerTCP4ServerEndpoint
 from chatroom.errors import EndpointError
 from chatroom.fanout import DEFAULT_GROUP as FANOUT_GROUP
 from chatroom.fanout import DEFAULT_PORT as FANOUT_PORT
@@ -356,9 +357,8 @@ class HostService(service.MultiService):
         elif tls_port is not None:
             self._listen(
                 HostTLSServerEndpoint(
-                    endpoints.TCP4ServerEndpoint(
-                        reactor, tls_port, interface=tls_interface
-                    ),
+                    # Sends at once when nothing is queued (docs/decisions.rst).
+                    EagerTCP4ServerEndpoint(reactor, tls_port, interface=tls_interface),
                     tls,
                 ),
                 "TLS port %d" % (tls_port,),
