@@ -76,9 +76,13 @@ class HostTLSProtocol(TLSMemoryBIOProtocol):
     _until_closed: _ProducerUntilClosed | None = None
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
-        if streaming:
-            producer = self._until_closed = _ProducerUntilClosed(self, producer)
-        super().registerProducer(producer, streaming)
+        if not streaming:
+            super().registerProducer(producer, streaming)
+            return
+        until_closed = _ProducerUntilClosed(self, producer)
+        # Raises if a producer is registered already: keep the old one then.
+        super().registerProducer(until_closed, True)
+        self._until_closed = until_closed
 
     def unregisterProducer(self) -> None:
         self._until_closed = None

@@ -97,7 +97,7 @@ class CloseTests(SynchronousTestCase):
     """L{HostTLSProtocol.loseConnection} shuts TLS down although a producer
     is registered, after writing what the producer held."""
 
-    def connect(self):
+    def connect(self, greet=True):
         identity = HostIdentity.generate()
         clock = Clock()
         server_factory = HostTLSFactory(
@@ -116,6 +116,7 @@ class CloseTests(SynchronousTestCase):
             lambda: server_factory.buildProtocol(None),
             lambda: client_factory.buildProtocol(None),
             clock=clock,
+            greet=greet,
         )
         # The wrappers forget their protocols when the connection is lost.
         return client.wrappedProtocol, server, server.wrappedProtocol, pump
@@ -148,6 +149,17 @@ class CloseTests(SynchronousTestCase):
         self.assertEqual(client.received, b"held line\r\n")
         self.assertEqual(len(client.lost), 1)
         self.assertEqual(len(producer.lost), 1)
+
+    def test_close_during_handshake(self):
+        """A close before the handshake finished (the host stopping while
+        a client is still handshaking) drops the connection at once, as
+        Twisted does, with no error."""
+        client, server, producer, pump = self.connect(greet=False)
+        server.loseConnection()
+        pump.flush()
+        self.assertEqual(len(producer.lost), 1)
+        self.assertEqual(len(client.lost), 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_plain_twisted_waits(self):
         """What this module works around, checked so that a change in
