@@ -39,10 +39,21 @@ Experiments:
     (C{epoll_ctl} to watch for writability, C{send}, C{epoll_ctl} to stop).
     Only what the socket does not take is queued the usual way.
 
+``read-size=BYTES``
+    Each TCP connection reads at most BYTES per reactor turn (Twisted's
+    ``bufferSize``, 64 KiB, which also sets when a streaming producer is
+    paused), so one turn parses fewer lines from a fast sender.
+
 ``malloc-trim=SECONDS``
     Every SECONDS, ask glibc to return free heap memory to the system
     (``malloc_trim(0)``), so that a burst's freed buffers stop counting in
     the resident memory.
+
+``memlog=PATH``
+    Every 0.2 s, append to PATH the resident memory (``VmRSS``, ``VmHWM``),
+    glibc's heap (``mallinfo2``: arena, in use, mmapped), Python's allocated
+    blocks, and the most events one flush handled since the last line: a
+    probe for what grows, changing nothing.
 
 Usage: ``experiment_host.py NAME=VALUE [...] -- TWISTD_ARGS...``.
 """
@@ -60,6 +71,19 @@ def _queued(connection):
         return 0
 
 
+def _closing(connection):
+    """Whether C{connection} is closing or closed (or never opened)."""
+    lifecycle = connection.lifecycle
+    return lifecycle is None or not lifecycle.open
+
+
+def _holding(connection):
+    """Whether C{connection}'s own limits hold it paused: output held for a
+    full socket, or lines delayed by flood control."""
+    guard = connection._guard
+    return guard is not None and (guard._held is not None or bool(guard._delayed))
+
+
 def output_budget(kib):
     from chatroom.host import RoomHost
 
@@ -74,13 +98,13 @@ def output_budget(kib):
         host._budget_call = None
         host.count("output-budget-resumed")
         for c in list(host.connections):
-            if not c._closed and c._held is None and not c._delayed:
+            if not _closing(c) and not _holding(c):
                 c.transport.resumeProducing()
 
     def pause(host):
         host.count("output-budget-paused")
         for c in list(host.connections):
-            if not c._closed:
+            if not _closing(c):
                 c.transport.pauseProducing()
         host._budget_call = host.clock.callLater(0.001, resume_when_drained, host)
 
@@ -113,15 +137,11 @@ def turn_events(count):
             return
         host._turn_paused = not on
         for c in list(host.connections):
-            if c._closed:
+            if _closing(c):
                 continue
             if not on:
                 c.transport.pauseProducing()
-            elif (
-                c._held is None
-                and not c._delayed
-                and not getattr(host, "_budget_call", None)
-            ):
+            elif not _holding(c) and not getattr(host, "_budget_call", None):
                 c.transport.resumeProducing()
 
     def flush(self):
@@ -176,6 +196,12 @@ def eager_send(value):
     tcp.Connection.write = write
 
 
+def read_size(value):
+    from twisted.internet import tcp
+
+    tcp.Server.bufferSize = int(value)
+
+
 def malloc_trim(seconds):
     import ctypes
 
@@ -186,12 +212,61 @@ def malloc_trim(seconds):
     reactor.callWhenRunning(loop.start, float(seconds), now=False)
 
 
+def memlog(path):
+    import sys as _sys
+
+    from twisted.internet import reactor, task
+
+    sys.path.insert(0, __import__("os").path.dirname(__file__))
+    from glibc_heap import _libc
+
+    from chatroom.host import RoomHost
+
+    most = [0]
+    original = RoomHost.flush
+
+    def flush(self):
+        most[0] = max(most[0], len(self._pending))
+        original(self)
+
+    RoomHost.flush = flush
+    out = open(path, "a")
+
+    def line():
+        status = {}
+        with open("/proc/self/status") as f:
+            for row in f:
+                key, _, value = row.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    status[key] = int(value.split()[0])
+        info = _libc.mallinfo2()
+        out.write(
+            "rss %d hwm %d arena %d inuse %d mmap %d pyblocks %d turn %d\n"
+            % (
+                status["VmRSS"],
+                status["VmHWM"],
+                info.arena // 1024,
+                info.uordblks // 1024,
+                info.hblkhd // 1024,
+                _sys.getallocatedblocks(),
+                most[0],
+            )
+        )
+        out.flush()
+        most[0] = 0
+
+    loop = task.LoopingCall(line)
+    reactor.callWhenRunning(loop.start, 0.2)
+
+
 EXPERIMENTS = {
     "output-budget": output_budget,
     "turn-events": turn_events,
     "tls-unbuffered": tls_unbuffered,
     "malloc-trim": malloc_trim,
     "eager-send": eager_send,
+    "read-size": read_size,
+    "memlog": memlog,
 }
 
 

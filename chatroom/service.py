@@ -18,7 +18,6 @@ from twisted.internet import defer, endpoints
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -32,6 +31,7 @@ from chatroom.discovery import (
     HostProtocol,
 )
 from chatroom.access import AccessFileError, PrivateRooms
+from chatroom.eagertcp import EagerTCP4ServerEndpoint
 from chatroom.errors import EndpointError
 from chatroom.fanout import DEFAULT_GROUP as FANOUT_GROUP
 from chatroom.fanout import DEFAULT_PORT as FANOUT_PORT
@@ -40,6 +40,7 @@ from chatroom.fanout import FanoutSocket, HostFanout
 from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits
 from chatroom.history import HistoryStore, ReservedCounter
 from chatroom.host import Limits, RoomHost
+from chatroom.hosttls import HostTLSFactory
 from chatroom.identity import HostIdentity
 from chatroom.ircserver import IRCFactory
 from chatroom.tls import server_options
@@ -96,7 +97,9 @@ class HostTLSServerEndpoint:
 
     This is what C{reactor.listenSSL} does over TCP (a
     L{TLSMemoryBIOFactory} around the factory), for any endpoint: TCP, or
-    a socket inherited from systemd.
+    a socket inherited from systemd; the TLS layer is the host's own
+    (L{chatroom.hosttls.HostTLSFactory}: it writes at once, and closes
+    while a producer is registered).
 
     @param endpoint: the stream server endpoint to listen on.
     @param options: the TLS server options (L{chatroom.tls.server_options}).
@@ -108,7 +111,7 @@ class HostTLSServerEndpoint:
 
     def listen(self, factory: Any) -> defer.Deferred:
         """Listen on the wrapped endpoint with C{factory} inside TLS."""
-        return self.endpoint.listen(TLSMemoryBIOFactory(self.options, False, factory))
+        return self.endpoint.listen(HostTLSFactory(self.options, False, factory))
 
 
 def _arguments(description: str) -> list[str]:
@@ -354,9 +357,8 @@ class HostService(service.MultiService):
         elif tls_port is not None:
             self._listen(
                 HostTLSServerEndpoint(
-                    endpoints.TCP4ServerEndpoint(
-                        reactor, tls_port, interface=tls_interface
-                    ),
+                    # Sends at once when nothing is queued (docs/decisions.rst).
+                    EagerTCP4ServerEndpoint(reactor, tls_port, interface=tls_interface),
                     tls,
                 ),
                 "TLS port %d" % (tls_port,),

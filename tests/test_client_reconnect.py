@@ -92,6 +92,15 @@ class ReconnectMachineTests(SynchronousTestCase):
         self.clock.advance(1.0)
         self.assertEqual(self.session.calls[-1][:2], ("connect", 5))
 
+    def test_lost_reported_once_not_joined(self):
+        """The "Lost" report reaches a listener that already sees the
+        machine waiting, not joined."""
+        self.joined()
+        states = []
+        self.session.report = lambda text: states.append(self.machine.state)
+        self.machine.connection_lost("reset by peer")
+        self.assertEqual(states, [ReconnectState.WAITING])
+
     def test_newer_announcement_ends_the_wait(self):
         self.joined()
         self.machine.connection_lost("gone")

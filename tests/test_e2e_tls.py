@@ -32,8 +32,14 @@ class TLSRoomTests(RunningHostMixin, TestCase):
         for n in range(20):
             alice.send("PRIVMSG", "#lobby", "a%d" % (n,))
             bob.send("PRIVMSG", "#lobby", "b%d" % (n,))
-        yield alice.wait_for(lambda m: len(alice_saw.messages) == 40)
-        yield bob.wait_for(lambda m: len(bob_saw.messages) == 40)
+        # Both waits start before either is awaited: bob may have everything
+        # before alice does.
+        yield defer.gatherResults(
+            [
+                alice.wait_for(lambda m: len(alice_saw.messages) == 40),
+                bob.wait_for(lambda m: len(bob_saw.messages) == 40),
+            ]
+        )
         alice_order = [(sequence_of(m), m.params[1]) for m in alice_saw.messages]
         bob_order = [(sequence_of(m), m.params[1]) for m in bob_saw.messages]
         self.assertEqual(alice_order, bob_order)

@@ -165,6 +165,8 @@ class ReconnectMachine:
         if self.state is not ReconnectState.JOINED:
             return
         self.disconnected_at = self.clock.seconds()
+        # Whoever the report reaches already sees the session as not joined.
+        self.state = ReconnectState.WAITING
         self.actions.report(
             "Lost the connection to %s (%s); reconnecting." % (self.target.room, why)
         )
