@@ -9,7 +9,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatroom.history import PAGE_CACHE_KIB, HistoryStore
 from chatroom.identity import HostIdentity
+from chatroom.ircserver import ReplyQueue
 from chatroom.tls import server_options
+
+from .fakes import FakeClient, make_host
 
 
 class ReleaseBuffersTests(SynchronousTestCase):
@@ -36,3 +39,50 @@ class PageCacheTests(SynchronousTestCase):
         ((cache_size,),) = store._db.execute("PRAGMA cache_size")
         self.assertEqual(cache_size, -PAGE_CACHE_KIB)
         self.assertLess(PAGE_CACHE_KIB, 2000)
+
+
+class IdleMemberTests(SynchronousTestCase):
+    """What the host keeps per member lives in slots, and what most members
+    never use is made on first use."""
+
+    def test_registered_connection_has_no_instance_dict(self):
+        """A client that registered and joined a room has every attribute
+        in a slot: reading C{__dict__} finds it empty (it was never
+        materialised by an attribute outside the slots)."""
+        host = make_host()
+        client = FakeClient(host).register("alice").join()
+        connection = client.protocol
+        self.assertEqual(connection.__dict__, {})
+        for part in (
+            connection.lifecycle,
+            connection._guard,
+            connection._guard._bucket,
+        ):
+            self.assertFalse(hasattr(part, "__dict__"), part)
+
+    def test_made_on_first_use(self):
+        """MONITOR and MARKREAD state, flood-delayed lines and connection-lost
+        waiters do not exist for a member that never needed them, and
+        appear when used."""
+        host = make_host()
+        connection = FakeClient(host).register("alice").join().protocol
+        self.assertIsNone(connection._monitoring)
+        self.assertIsNone(connection._read_markers)
+        self.assertIsNone(connection._lost_waiters)
+        self.assertIsNone(connection._guard._delayed)
+        self.assertIs(connection.caps, FakeClient(host).protocol.caps)
+        connection.monitoring["bob"] = "Bob"
+        self.assertEqual(connection._monitoring, {"bob": "Bob"})
+        connection.read_markers["#lobby"] = 1
+        self.assertEqual(connection._read_markers, {"#lobby": 1})
+
+    def test_reply_queue(self):
+        """The reply queue is a list with the deque operations the replies
+        use."""
+        queue = ReplyQueue()
+        queue.append("a")
+        queue.append("b")
+        self.assertEqual(queue[0], "a")
+        self.assertEqual(queue.popleft(), "a")
+        self.assertEqual(list(queue), ["b"])
+        self.assertFalse(hasattr(queue, "__dict__"))
