@@ -34,6 +34,7 @@ from chatroom.core.fanout_sender import (
     SendRepair,
 )
 from chatroom.core.ircline import format_line
+from chatroom.defaults import FANOUT_GROUP, FANOUT_PORT, FANOUT_TTL
 from chatroom.core.room import MESSAGE_TAGS, SERVER_TIME, Delivery, Room
 
 #: The vendor capability a member requests to be offered multicast delivery
@@ -45,9 +46,9 @@ REQUIRED_CAPABILITIES = frozenset({"message-tags", "server-time", "echo-message"
 #: The variant of the lines datagrams carry (message-tags and server-time).
 DATAGRAM_VARIANT = MESSAGE_TAGS | SERVER_TIME
 
-DEFAULT_GROUP = "239.255.67.70"
-DEFAULT_PORT = 47668
-DEFAULT_TTL = 8
+DEFAULT_GROUP = FANOUT_GROUP
+DEFAULT_PORT = FANOUT_PORT
+DEFAULT_TTL = FANOUT_TTL
 
 # Linux: do not deliver datagrams of groups this socket did not join.
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import attrs
 from twisted.application import internet, service
@@ -22,16 +22,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatroom.core.discovery import RoomAddress
-from chatroom.discovery import (
-    DEFAULT_ANNOUNCE_TTL,
-    DEFAULT_GROUP,
-    DEFAULT_PORT,
-    DiscoveryService,
-    HostedRoom,
-    HostProtocol,
-)
 from chatroom.access import AccessFileError, PrivateRooms
+from chatroom.defaults import DISCOVERY_GROUP as DEFAULT_GROUP
+from chatroom.defaults import DISCOVERY_PORT as DEFAULT_PORT
+from chatroom.defaults import DISCOVERY_TTL as DEFAULT_ANNOUNCE_TTL
 from chatroom.errors import EndpointError
 from chatroom.fanout import DEFAULT_GROUP as FANOUT_GROUP
 from chatroom.fanout import DEFAULT_PORT as FANOUT_PORT
@@ -43,6 +37,9 @@ from chatroom.host import Limits, RoomHost
 from chatroom.identity import HostIdentity
 from chatroom.ircserver import IRCFactory
 from chatroom.tls import server_options
+
+if TYPE_CHECKING:
+    from chatroom.discovery import HostedRoom, HostProtocol
 
 #: How often old history is pruned and idle opened rooms removed, in seconds.
 MAINTENANCE_INTERVAL = 3600.0
@@ -436,6 +433,9 @@ class HostService(service.MultiService):
     def announced_as(self, room) -> HostedRoom:
         """How C{room} is announced: its name, and whether it offers
         multicast delivery."""
+        # Imported here: a host without discovery never loads it.
+        from chatroom.discovery import HostedRoom
+
         return HostedRoom(
             room.channel[1:],
             private=room.private,
@@ -545,6 +545,10 @@ class HostService(service.MultiService):
 
     def _start_discovery(self, ports) -> None:
         """Announce the rooms, now that the TLS port is known."""
+        # Imported here: a host without discovery never loads it.
+        from chatroom.core.discovery import RoomAddress
+        from chatroom.discovery import DiscoveryService, HostProtocol
+
         settings = self.discovery
         addresses = list(settings.addresses)
         if not addresses and self.has_tls_listener:

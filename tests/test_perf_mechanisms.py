@@ -4,6 +4,10 @@ Memory and speed are measured by the benchmark (C{bench/}), never here; these
 tests check that each mechanism is in place.
 """
 
+import os
+import subprocess
+import sys
+
 from OpenSSL import SSL
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -13,6 +17,8 @@ from chatroom.ircserver import ReplyQueue
 from chatroom.tls import server_options
 
 from .fakes import FakeClient, make_host
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class ReleaseBuffersTests(SynchronousTestCase):
@@ -86,3 +92,30 @@ class IdleMemberTests(SynchronousTestCase):
         self.assertEqual(queue.popleft(), "a")
         self.assertEqual(list(queue), ["b"])
         self.assertFalse(hasattr(queue, "__dict__"))
+
+
+class LazyImportTests(SynchronousTestCase):
+    """What only some configurations use is imported only by them."""
+
+    def test_no_discovery(self):
+        """A host built with C{--no-discovery} never imports the discovery
+        protocol (checked in a fresh interpreter)."""
+        data = self.mktemp()
+        code = (
+            "import sys\n"
+            "from twisted.internet import reactor\n"
+            "from chatroom.tap import Options, build_service\n"
+            "options = Options()\n"
+            "options.parseOptions(['--data-dir', sys.argv[1], '--no-discovery'])\n"
+            "build_service(reactor, options).store.close()\n"
+            "print(sorted(m for m in sys.modules if 'discovery' in m))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, data],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.strip(), "[]")
