@@ -70,6 +70,13 @@ def server_options(identity: HostIdentity) -> ssl.CertificateOptions:
     # CertificateOptions sets this today; set here explicitly so the memory
     # per idle member does not depend on a library default.
     context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    # No session resumption: keep no session cache (it would hold about
+    # 1 KiB per member, bench/tlsmem.py) and issue no TLS 1.2 tickets.
+    # Twisted's defaults today; set here so they stay.  TLS 1.3 clients
+    # still receive OpenSSL's two tickets (pyOpenSSL cannot turn them off),
+    # but the host stores no session, so they never resume.
+    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    context.set_options(SSL.OP_NO_TICKET)
     return options
 
 

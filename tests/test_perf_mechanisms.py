@@ -33,6 +33,13 @@ class ReleaseBuffersTests(SynchronousTestCase):
         mode = context.clear_mode(0)
         self.assertEqual(mode & SSL.MODE_RELEASE_BUFFERS, SSL.MODE_RELEASE_BUFFERS)
 
+    def test_no_session_cache(self):
+        """The host's context keeps no session cache and issues no session
+        tickets: nothing per member outlives its connection."""
+        context = server_options(HostIdentity.generate()).getContext()
+        self.assertEqual(context.get_session_cache_mode(), SSL.SESS_CACHE_OFF)
+        self.assertEqual(context.set_options(0) & SSL.OP_NO_TICKET, SSL.OP_NO_TICKET)
+
 
 class PageCacheTests(SynchronousTestCase):
     """The history database's SQLite page cache is bounded."""
