@@ -43,7 +43,7 @@ from chatroom.core.announcer import DEFAULT_LIFETIME, Announcer, HostedRoom
 from chatroom.core.directory import DirectoryChange, RoomDirectory
 from chatroom.core.discovery import Announcement, Query, RoomAddress
 from chatroom.core.node import HostNode, ListenerNode, Reaction
-from chatroom.defaults import DISCOVERY_GROUP, DISCOVERY_PORT, DISCOVERY_TTL
+from chatroom.wellknown import DISCOVERY_GROUP, DISCOVERY_PORT, DISCOVERY_TTL
 from chatroom.core.responder import Responder
 from chatroom.core.schedule import AnnounceSchedule
 from chatroom.core.search import (

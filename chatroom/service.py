@@ -23,14 +23,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatroom.access import AccessFileError, PrivateRooms
-from chatroom.defaults import DISCOVERY_GROUP as DEFAULT_GROUP
-from chatroom.defaults import DISCOVERY_PORT as DEFAULT_PORT
-from chatroom.defaults import DISCOVERY_TTL as DEFAULT_ANNOUNCE_TTL
+from chatroom.wellknown import DISCOVERY_GROUP as DEFAULT_GROUP
+from chatroom.wellknown import DISCOVERY_PORT as DEFAULT_PORT
+from chatroom.wellknown import DISCOVERY_TTL as DEFAULT_ANNOUNCE_TTL
+from chatroom.wellknown import FANOUT_GROUP, FANOUT_PORT, FANOUT_TTL
 from chatroom.errors import EndpointError
-from chatroom.fanout import DEFAULT_GROUP as FANOUT_GROUP
-from chatroom.fanout import DEFAULT_PORT as FANOUT_PORT
-from chatroom.fanout import DEFAULT_TTL as FANOUT_TTL
-from chatroom.fanout import FanoutSocket, HostFanout
 from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits
 from chatroom.history import HistoryStore, ReservedCounter
 from chatroom.host import Limits, RoomHost
@@ -40,6 +37,7 @@ from chatroom.tls import server_options
 
 if TYPE_CHECKING:
     from chatroom.discovery import HostedRoom, HostProtocol
+    from chatroom.fanout import FanoutSocket
 
 #: How often old history is pruned and idle opened rooms removed, in seconds.
 MAINTENANCE_INTERVAL = 3600.0
@@ -320,6 +318,9 @@ class HostService(service.MultiService):
         self.fanout = fanout
         self.fanout_socket: FanoutSocket | None = None
         if fanout is not None:
+            # Imported here: a host without --fanout never loads fan-out.
+            from chatroom.fanout import FanoutSocket, HostFanout
+
             self.fanout_socket = FanoutSocket(
                 fanout.interface, fanout.group, fanout.port, fanout.ttl
             )

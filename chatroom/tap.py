@@ -11,10 +11,10 @@ from typing import Any
 
 from twisted.python import usage
 
-from chatroom.defaults import DISCOVERY_GROUP as DEFAULT_GROUP
-from chatroom.defaults import DISCOVERY_PORT as DEFAULT_PORT
-from chatroom.defaults import DISCOVERY_TTL as DEFAULT_ANNOUNCE_TTL
-from chatroom.defaults import FANOUT_GROUP, FANOUT_PORT, FANOUT_TTL
+from chatroom.wellknown import DISCOVERY_GROUP as DEFAULT_GROUP
+from chatroom.wellknown import DISCOVERY_PORT as DEFAULT_PORT
+from chatroom.wellknown import DISCOVERY_TTL as DEFAULT_ANNOUNCE_TTL
+from chatroom.wellknown import FANOUT_GROUP, FANOUT_PORT, FANOUT_TTL
 from chatroom.errors import ChatroomError, DataDirectoryError
 from chatroom.host import Limits
 

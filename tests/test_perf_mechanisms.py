@@ -104,25 +104,38 @@ class IdleMemberTests(SynchronousTestCase):
 class LazyImportTests(SynchronousTestCase):
     """What only some configurations use is imported only by them."""
 
-    def test_no_discovery(self):
-        """A host built with C{--no-discovery} never imports the discovery
-        protocol (checked in a fresh interpreter)."""
-        data = self.mktemp()
+    def imported(self, *arguments):
+        """The discovery and fan-out modules imported by building a host
+        with C{arguments}, in a fresh interpreter."""
         code = (
             "import sys\n"
             "from twisted.internet import reactor\n"
             "from chatroom.tap import Options, build_service\n"
             "options = Options()\n"
-            "options.parseOptions(['--data-dir', sys.argv[1], '--no-discovery'])\n"
+            "options.parseOptions(sys.argv[1:])\n"
             "build_service(reactor, options).store.close()\n"
-            "print(sorted(m for m in sys.modules if 'discovery' in m))\n"
+            "print(' '.join(sorted(m for m in sys.modules\n"
+            "    if m.startswith(('chatroom.discovery', 'chatroom.core.discovery',\n"
+            "                     'chatroom.fanout', 'chatroom.core.fanout')))))\n"
         )
         result = subprocess.run(
-            [sys.executable, "-c", code, data],
+            [sys.executable, "-c", code, "--data-dir", self.mktemp(), *arguments],
             cwd=REPO,
             capture_output=True,
             text=True,
             timeout=60,
         )
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout.strip(), "[]")
+        return result.stdout.split()
+
+    def test_no_discovery_no_fanout(self):
+        """A host built with C{--no-discovery} and without C{--fanout}
+        imports neither protocol."""
+        self.assertEqual(self.imported("--no-discovery"), [])
+
+    def test_fanout(self):
+        """With C{--fanout} the fan-out protocol is imported."""
+        self.assertIn(
+            "chatroom.fanout",
+            self.imported("--no-discovery", "--fanout"),
+        )
