@@ -203,7 +203,14 @@ class LazyImportTests(SynchronousTestCase):
             "                     'chatroom.fanout', 'chatroom.core.fanout')))))\n"
         )
         result = subprocess.run(
-            [sys.executable, "-c", code, "--data-dir", self.mktemp(), *arguments],
+            [
+                sys.executable,
+                "-c",
+                code,
+                "--data-dir",
+                os.path.abspath(self.mktemp()),
+                *arguments,
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,
