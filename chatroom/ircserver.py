@@ -25,6 +25,7 @@ here.  The wire format is documented in C{docs/protocol-room.rst}.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from twisted.internet import defer, interfaces, protocol
@@ -211,12 +212,11 @@ class IRCConnection(protocol.Protocol):
         tls = self.tls = interfaces.ISSLTransport.providedBy(self.transport)
         self.signon_ms = self.last_active_ms = self.host.now_ms()
         self.lifecycle = Lifecycle(
-            Deadlines(
+            _deadlines(
                 limits.handshake_timeout,
                 limits.registration_timeout,
                 limits.ping_after,
                 limits.close_after,
-                CLOSE_GRACE,
             ),
             self.clock.seconds(),
             tls,
@@ -430,6 +430,16 @@ class IRCConnection(protocol.Protocol):
             self.host.count("malformed-lines")
             return
         commands.run(self.host, self, message)
+
+
+@functools.lru_cache(maxsize=4)
+def _deadlines(
+    handshake: float, registration: float, ping_after: float, close_after: float
+) -> Deadlines:
+    """The phase deadlines of a host's connections (seconds, from its
+    L{chatroom.host.Limits}): one shared frozen object, not one per
+    connection."""
+    return Deadlines(handshake, registration, ping_after, close_after, CLOSE_GRACE)
 
 
 def _set_no_delay(transport: Any) -> None:

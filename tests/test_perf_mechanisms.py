@@ -157,6 +157,13 @@ class IdleMemberTests(SynchronousTestCase):
         ):
             self.assertFalse(hasattr(part, "__dict__"), part)
 
+    def test_shared_deadlines(self):
+        """Connections of one host share one L{Deadlines} object."""
+        host = make_host()
+        first, second = FakeClient(host).protocol, FakeClient(host).protocol
+        self.assertIs(first.lifecycle.deadlines, second.lifecycle.deadlines)
+        self.assertEqual(first.lifecycle.deadlines.ping_after, host.limits.ping_after)
+
     def test_made_on_first_use(self):
         """MONITOR and MARKREAD state, flood-delayed lines and connection-lost
         waiters do not exist for a member that never needed them, and
