@@ -8,8 +8,13 @@ clients, and reads the C heap (glibc ``mallinfo2()``) before and after: what
 is left is the server side of N idle members.  It does that
 
 * with the OpenSSL that pyOpenSSL uses (the one bundled in the
-  ``cryptography`` wheel), with and without ``SSL_MODE_RELEASE_BUFFERS``, and
-  with TLS 1.3 and TLS 1.2 clients;
+  ``cryptography`` wheel), with and without ``SSL_MODE_RELEASE_BUFFERS``,
+  with a server-side session cache, with clients offering only X25519 or
+  P-256 instead of the default hybrid X25519MLKEM768 (OpenSSL 3.0 clients,
+  the benchmark's generator among them, get X25519), with a client
+  certificate (as chatroom clients send), with a TLS 1.2 client, and after
+  one larger write (the memory BIO keeps the capacity its largest write
+  needed);
 * with the system's ``libssl.so.3`` through ``ctypes`` (Debian 12: OpenSSL
   3.0), with the same kind of certificate (Ed25519), the same options (no
   tickets, session cache off) and the same modes, for comparison.
@@ -31,20 +36,48 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 
 
-def wheel(n, release=True, tls12=False):
-    """(KiB per SSL_new, KiB per idle server connection) with pyOpenSSL."""
-    from OpenSSL import SSL
+def wheel(
+    n,
+    release=True,
+    tls12=False,
+    groups=None,
+    client_cert=False,
+    cache=False,
+    burst=0,
+):
+    """(KiB per SSL_new, KiB per idle server connection) with pyOpenSSL.
 
-    from chatroom.identity import HostIdentity
+    @param groups: the key exchange groups the client offers (OpenSSL's
+        list syntax), C{None}: the wheel's default (X25519MLKEM768 first).
+    @param client_cert: the client presents an Ed25519 certificate, as a
+        chatroom client does.
+    @param cache: turn the server-side session cache on.
+    @param burst: bytes the server sends in one write after the first line
+        (as a welcome or a NAMES reply), then one more line, each read out of
+        its memory BIO the way Twisted does, 32 KiB at a time.
+    """
+    from OpenSSL import SSL
+    from OpenSSL._util import lib
+
+    from chatroom.identity import ClientIdentity, HostIdentity
     from chatroom.tls import server_options
 
-    server_ctx = server_options(HostIdentity.generate()).getContext()
+    options = server_options(HostIdentity.generate())
+    server_ctx = options.getContext()
     if not release:
         server_ctx.clear_mode(SSL.MODE_RELEASE_BUFFERS)
+    if cache:
+        server_ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
     client_ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     client_ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     if tls12:
         client_ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    if groups is not None:
+        lib.SSL_CTX_set1_curves_list(client_ctx._context, groups.encode())
+    if client_cert:
+        identity = ClientIdentity.generate()
+        client_ctx.use_certificate(identity.certificate)
+        client_ctx.use_privatekey(identity.private_key)
 
     def pump(src, dst):
         while True:
@@ -65,7 +98,11 @@ def wheel(n, release=True, tls12=False):
     start = c_heap()
     clients = [SSL.Connection(client_ctx, None) for _ in range(n)]
     before = c_heap()
-    servers = [SSL.Connection(server_ctx, None) for _ in range(n)]
+    # As the host makes them (chatroom.tls.ServerConnection when it has one).
+    make = getattr(options, "serverConnectionForTLS", None)
+    servers = [
+        make(None) if make else SSL.Connection(server_ctx, None) for _ in range(n)
+    ]
     created = c_heap()
     for s, c in zip(servers, clients):
         s.set_accept_state()
@@ -82,10 +119,21 @@ def wheel(n, release=True, tls12=False):
         pump(s, c)
         step(c, c.recv, 65536)
         step(s, s.recv, 65536)
+        if burst:
+            # One large write, then one line, each read out as Twisted does.
+            for data in (b"x" * burst, b":h PING :h\r\n"):
+                s.send(data)
+                while step(s, s.bio_read, 2**15):
+                    pass
     version = servers[0].get_protocol_version_name()
+    group = servers[0].get_group_name() or "-"
     del clients[:]
     idle = c_heap()  # the clients are freed: what is left is the servers'
-    return version, (created - before) / n / 1024, (idle - start) / n / 1024
+    return (
+        f"{version} {group}",
+        (created - before) / n / 1024,
+        (idle - start) / n / 1024,
+    )
 
 
 def system(n, certdir):
@@ -213,15 +261,21 @@ def main(argv=None):
     wheel_version = ffi.string(lib.OpenSSL_version(0)).decode()
     n = opts.connections
     print(f"per idle server connection, C heap, {n} connections")
-    print(f"{'OpenSSL':40} {'case':34} {'SSL_new KiB':>12} {'idle KiB':>9}")
+    print(f"{'OpenSSL':40} {'case':52} {'SSL_new KiB':>12} {'idle KiB':>9}")
     for label, kwargs in (
-        ("RELEASE_BUFFERS (host)", {}),
+        ("host", {}),
         ("without RELEASE_BUFFERS", {"release": False}),
-        ("RELEASE_BUFFERS, TLS 1.2", {"tls12": True}),
+        ("session cache on", {"cache": True}),
+        ("client offers X25519 only", {"groups": "X25519"}),
+        ("client offers P-256 only", {"groups": "P-256"}),
+        ("client certificate", {"client_cert": True}),
+        ("TLS 1.2 client", {"tls12": True}),
+        ("X25519, one 4 KiB write, a line", {"groups": "X25519", "burst": 4096}),
+        ("X25519, one 16 KiB write, a line", {"groups": "X25519", "burst": 16384}),
     ):
         version, new, idle = wheel(n, **kwargs)
         print(
-            f"{wheel_version + ' (pyOpenSSL)':40} {label + ', ' + version:34} "
+            f"{wheel_version + ' (pyOpenSSL)':40} {label + ', ' + version:52} "
             f"{new:12.2f} {idle:9.2f}"
         )
     del SSL
@@ -232,7 +286,7 @@ def main(argv=None):
             print(f"system OpenSSL not measured: {e}")
         else:
             print(
-                f"{name + ' (system)':40} {'RELEASE_BUFFERS, ' + version:34} "
+                f"{name + ' (system)':40} {'RELEASE_BUFFERS, ' + version:52} "
                 f"{new:12.2f} {idle:9.2f}"
             )
     return 0

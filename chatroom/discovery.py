@@ -45,6 +45,7 @@ from chatroom.core.announcer import DEFAULT_LIFETIME, Announcer, HostedRoom
 from chatroom.core.directory import DirectoryChange, RoomDirectory
 from chatroom.core.discovery import Announcement, Query, RoomAddress
 from chatroom.core.node import HostNode, ListenerNode, Reaction
+from chatroom.wellknown import DISCOVERY_GROUP, DISCOVERY_PORT, DISCOVERY_TTL
 from chatroom.core.responder import Responder
 from chatroom.core.schedule import AnnounceSchedule
 from chatroom.core.search import (
@@ -67,15 +68,9 @@ __all__ = [
     "QuerySocketProtocol",
 ]
 
-DEFAULT_GROUP = "239.255.67.82"
-"""Default discovery group: IPv4 organization-local scope (RFC 2365);
-67.82 is ASCII "CR"."""
-
-DEFAULT_PORT = 47667
-"""Default discovery UDP port."""
-
-DEFAULT_ANNOUNCE_TTL = 8
-"""Default multicast TTL (router hops) for announcements and goodbyes."""
+DEFAULT_GROUP = DISCOVERY_GROUP
+DEFAULT_PORT = DISCOVERY_PORT
+DEFAULT_ANNOUNCE_TTL = DISCOVERY_TTL
 
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 """Linux socket option: when on (the default) a socket bound to the wildcard

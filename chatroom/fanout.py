@@ -34,20 +34,23 @@ from chatroom.core.fanout_sender import (
     SendRepair,
 )
 from chatroom.core.ircline import format_line
+from chatroom.wellknown import (
+    FANOUT_CAPABILITY,
+    FANOUT_GROUP,
+    FANOUT_PORT,
+    FANOUT_REQUIRED_CAPABILITIES,
+    FANOUT_TTL,
+)
 from chatroom.core.room import MESSAGE_TAGS, SERVER_TIME, Delivery, Room
 
-#: The vendor capability a member requests to be offered multicast delivery
-#: (docs/protocol-fanout.rst, "Capability").
-CAPABILITY = "chatroom.invalid/fanout"
-#: Capabilities a member must have (or request with it) to take fan-out:
-#: a datagram carries each event as such a member gets it over TLS.
-REQUIRED_CAPABILITIES = frozenset({"message-tags", "server-time", "echo-message"})
+CAPABILITY = FANOUT_CAPABILITY
+REQUIRED_CAPABILITIES = FANOUT_REQUIRED_CAPABILITIES
 #: The variant of the lines datagrams carry (message-tags and server-time).
 DATAGRAM_VARIANT = MESSAGE_TAGS | SERVER_TIME
 
-DEFAULT_GROUP = "239.255.67.70"
-DEFAULT_PORT = 47668
-DEFAULT_TTL = 8
+DEFAULT_GROUP = FANOUT_GROUP
+DEFAULT_PORT = FANOUT_PORT
+DEFAULT_TTL = FANOUT_TTL
 
 # Linux: do not deliver datagrams of groups this socket did not join.
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)

@@ -25,7 +25,7 @@ here.  The wire format is documented in C{docs/protocol-room.rst}.
 
 from __future__ import annotations
 
-import collections
+import functools
 from typing import Any
 
 from twisted.internet import defer, interfaces, protocol
@@ -55,6 +55,24 @@ __all__ = ["CAPABILITIES", "IRCConnection", "IRCFactory", "isupport_tokens"]
 #: Seconds a closed connection may take to go away before it is aborted.
 CLOSE_GRACE = 10.0
 
+#: The capabilities of a client that negotiated none, shared by all.
+_NO_CAPS: frozenset[str] = frozenset()
+
+
+class ReplyQueue(list):  # type: ignore[type-arg]
+    """A connection's replies not yet written, oldest first.
+
+    A list with C{popleft}, not a C{collections.deque}: it rarely holds
+    more than a reply or two, and an empty deque keeps a 64-slot block
+    (760 bytes) for every idle member.
+    """
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        """Remove and return the oldest reply."""
+        return self.pop(0)
+
 
 @implementer(IRoomMember, interfaces.IHandshakeListener, interfaces.IPushProducer)
 class IRCConnection(protocol.Protocol):
@@ -70,7 +88,50 @@ class IRCConnection(protocol.Protocol):
 
     log = Logger()
 
+    # A host keeps one per member, most of them idle: slots instead of a
+    # per-instance dict.  C{transport}, C{connected} and C{factory} are set
+    # by Twisted; they are listed because Protocol itself has no slots.
+    __slots__ = (
+        "transport",
+        "connected",
+        "factory",
+        "host",
+        "clock",
+        "nick",
+        "user",
+        "realname",
+        "away",
+        "oper",
+        "wallops",
+        "bot",
+        "_monitoring",
+        "_read_markers",
+        "tls",
+        "signon_ms",
+        "last_active_ms",
+        "address",
+        "source",
+        "caps",
+        "variant",
+        "echo",
+        "cap_negotiating",
+        "client_key",
+        "password",
+        "opened_rooms",
+        "lifecycle",
+        "_guard",
+        "_timer",
+        "_batch_ids",
+        "replies",
+        "_quit_reason",
+        "_lost_waiters",
+    )
+
     def __init__(self, host: RoomHost) -> None:
+        # Protocol's class defaults, which the slots above hide.
+        self.transport: Any = None
+        self.connected = 0
+        self.factory: Any = None
         self.host = host
         self.clock = host.clock
         self.nick: str | None = None
@@ -84,10 +145,10 @@ class IRCConnection(protocol.Protocol):
         self.wallops = False
         #: User mode C{+B}: a bot (IRCv3 bot-mode).
         self.bot = False
-        #: The nicks it monitors (C{MONITOR}), folded to as given.
-        self.monitoring: dict[str, str] = {}
-        #: Last-read times (C{MARKREAD}), folded target to milliseconds.
-        self.read_markers: dict[str, int] = {}
+        # Made on first use (L{monitoring}, L{read_markers}): most members
+        # never send MONITOR or MARKREAD.
+        self._monitoring: dict[str, str] | None = None
+        self._read_markers: dict[str, int] | None = None
         #: Whether the connection runs over TLS (C{671} in C{WHOIS}).
         self.tls = False
         #: When it connected and when it last sent a message, in
@@ -96,7 +157,7 @@ class IRCConnection(protocol.Protocol):
         self.last_active_ms = 0
         self.address = "unknown"
         self.source = "*"
-        self.caps: frozenset[str] = frozenset()
+        self.caps: frozenset[str] = _NO_CAPS
         self.variant = 0
         self.echo = False
         #: Between C{CAP LS}/C{REQ} and C{CAP END} registration waits.
@@ -114,9 +175,23 @@ class IRCConnection(protocol.Protocol):
         self._batch_ids = 0
         #: Replies not yet written, in the order of their commands
         #: (L{chatroom.reply.Reply}).
-        self.replies: collections.deque[Any] = collections.deque()
+        self.replies = ReplyQueue()
         self._quit_reason = "Connection closed"
-        self._lost_waiters: list[defer.Deferred[None]] = []
+        self._lost_waiters: list[defer.Deferred[None]] | None = None
+
+    @property
+    def monitoring(self) -> dict[str, str]:
+        """The nicks it monitors (C{MONITOR}), folded to as given."""
+        if self._monitoring is None:
+            self._monitoring = {}
+        return self._monitoring
+
+    @property
+    def read_markers(self) -> dict[str, int]:
+        """Last-read times (C{MARKREAD}), folded target to milliseconds."""
+        if self._read_markers is None:
+            self._read_markers = {}
+        return self._read_markers
 
     @property
     def registered(self) -> bool:
@@ -137,12 +212,11 @@ class IRCConnection(protocol.Protocol):
         tls = self.tls = interfaces.ISSLTransport.providedBy(self.transport)
         self.signon_ms = self.last_active_ms = self.host.now_ms()
         self.lifecycle = Lifecycle(
-            Deadlines(
+            _deadlines(
                 limits.handshake_timeout,
                 limits.registration_timeout,
                 limits.ping_after,
                 limits.close_after,
-                CLOSE_GRACE,
             ),
             self.clock.seconds(),
             tls,
@@ -202,7 +276,7 @@ class IRCConnection(protocol.Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        waiters, self._lost_waiters = self._lost_waiters, []
+        waiters, self._lost_waiters = self._lost_waiters or [], None
         if self.lifecycle is not None and self.lifecycle.lost(self.clock.seconds()):
             assert self._guard is not None
             self._guard.stop()
@@ -215,6 +289,8 @@ class IRCConnection(protocol.Protocol):
     def when_lost(self) -> defer.Deferred[None]:
         """A Deferred that fires once the connection is closed."""
         waiter: defer.Deferred[None] = defer.Deferred()
+        if self._lost_waiters is None:
+            self._lost_waiters = []
         self._lost_waiters.append(waiter)
         return waiter
 
@@ -354,6 +430,16 @@ class IRCConnection(protocol.Protocol):
             self.host.count("malformed-lines")
             return
         commands.run(self.host, self, message)
+
+
+@functools.lru_cache(maxsize=4)
+def _deadlines(
+    handshake: float, registration: float, ping_after: float, close_after: float
+) -> Deadlines:
+    """The phase deadlines of a host's connections (seconds, from its
+    L{chatroom.host.Limits}): one shared frozen object, not one per
+    connection."""
+    return Deadlines(handshake, registration, ping_after, close_after, CLOSE_GRACE)
 
 
 def _set_no_delay(transport: Any) -> None:

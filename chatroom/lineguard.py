@@ -36,6 +36,25 @@ class LineGuard:
         that are not violations (C{flood-delayed}).
     """
 
+    # One per connection: slots keep an idle member small.
+    __slots__ = (
+        "transport",
+        "clock",
+        "limits",
+        "_on_line",
+        "_on_violation",
+        "_count",
+        "_lines",
+        "_bucket",
+        "_delayed",
+        "_delayed_bytes",
+        "_drain_call",
+        "_before_registration",
+        "_held",
+        "_held_bytes",
+        "_stopped",
+    )
+
     def __init__(
         self,
         transport: Any,
@@ -53,7 +72,9 @@ class LineGuard:
         self._count = count
         self._lines = LineBuffer()
         self._bucket = TokenBucket(limits.flood_burst, limits.flood_rate)
-        self._delayed: list[bytes] = []
+        #: Lines flood control holds back; made on the first one (most
+        #: peers never send faster than the flood rate).
+        self._delayed: list[bytes] | None = None
         self._delayed_bytes = 0
         self._drain_call: Any = None
         #: Bytes and lines received before registration; C{None} after.
@@ -107,6 +128,8 @@ class LineGuard:
 
     def _delay(self, line: bytes) -> None:
         """Flood control: keep the line for later, stop reading meanwhile."""
+        if self._delayed is None:
+            self._delayed = []
         self._delayed.append(line)
         self._delayed_bytes += len(line)
         if self._delayed_bytes > self.limits.flood_max_delayed:

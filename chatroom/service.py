@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import attrs
 from twisted.application import internet, service
@@ -21,22 +21,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatroom.core.discovery import RoomAddress
-from chatroom.discovery import (
-    DEFAULT_ANNOUNCE_TTL,
-    DEFAULT_GROUP,
-    DEFAULT_PORT,
-    DiscoveryService,
-    HostedRoom,
-    HostProtocol,
-)
 from chatroom.access import AccessFileError, PrivateRooms
 from chatroom.eagertcp import EagerTCP4ServerEndpoint
 from chatroom.errors import EndpointError
-from chatroom.fanout import DEFAULT_GROUP as FANOUT_GROUP
-from chatroom.fanout import DEFAULT_PORT as FANOUT_PORT
-from chatroom.fanout import DEFAULT_TTL as FANOUT_TTL
-from chatroom.fanout import FanoutSocket, HostFanout
 from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits
 from chatroom.history import HistoryStore, ReservedCounter
 from chatroom.host import Limits, RoomHost
@@ -44,6 +31,14 @@ from chatroom.hosttls import HostTLSFactory
 from chatroom.identity import HostIdentity
 from chatroom.ircserver import IRCFactory
 from chatroom.tls import server_options
+from chatroom.wellknown import DISCOVERY_GROUP as DEFAULT_GROUP
+from chatroom.wellknown import DISCOVERY_PORT as DEFAULT_PORT
+from chatroom.wellknown import DISCOVERY_TTL as DEFAULT_ANNOUNCE_TTL
+from chatroom.wellknown import FANOUT_GROUP, FANOUT_PORT, FANOUT_TTL
+
+if TYPE_CHECKING:
+    from chatroom.discovery import HostedRoom, HostProtocol
+    from chatroom.fanout import FanoutSocket
 
 #: How often old history is pruned and idle opened rooms removed, in seconds.
 MAINTENANCE_INTERVAL = 3600.0
@@ -326,6 +321,9 @@ class HostService(service.MultiService):
         self.fanout = fanout
         self.fanout_socket: FanoutSocket | None = None
         if fanout is not None:
+            # Imported here: a host without --fanout never loads fan-out.
+            from chatroom.fanout import FanoutSocket, HostFanout
+
             self.fanout_socket = FanoutSocket(
                 fanout.interface, fanout.group, fanout.port, fanout.ttl
             )
@@ -438,6 +436,9 @@ class HostService(service.MultiService):
     def announced_as(self, room) -> HostedRoom:
         """How C{room} is announced: its name, and whether it offers
         multicast delivery."""
+        # Imported here: a host without discovery never loads it.
+        from chatroom.discovery import HostedRoom
+
         return HostedRoom(
             room.channel[1:],
             private=room.private,
@@ -547,6 +548,10 @@ class HostService(service.MultiService):
 
     def _start_discovery(self, ports) -> None:
         """Announce the rooms, now that the TLS port is known."""
+        # Imported here: a host without discovery never loads it.
+        from chatroom.core.discovery import RoomAddress
+        from chatroom.discovery import DiscoveryService, HostProtocol
+
         settings = self.discovery
         addresses = list(settings.addresses)
         if not addresses and self.has_tls_listener:

@@ -11,11 +11,11 @@ from typing import Any
 
 from twisted.python import usage
 
-from chatroom.discovery import DEFAULT_ANNOUNCE_TTL, DEFAULT_GROUP, DEFAULT_PORT
+from chatroom.wellknown import DISCOVERY_GROUP as DEFAULT_GROUP
+from chatroom.wellknown import DISCOVERY_PORT as DEFAULT_PORT
+from chatroom.wellknown import DISCOVERY_TTL as DEFAULT_ANNOUNCE_TTL
+from chatroom.wellknown import FANOUT_GROUP, FANOUT_PORT, FANOUT_TTL
 from chatroom.errors import ChatroomError, DataDirectoryError
-from chatroom.fanout import DEFAULT_GROUP as FANOUT_GROUP
-from chatroom.fanout import DEFAULT_PORT as FANOUT_PORT
-from chatroom.fanout import DEFAULT_TTL as FANOUT_TTL
 from chatroom.host import Limits
 
 

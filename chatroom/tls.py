@@ -18,6 +18,7 @@ from typing import Callable
 
 from cryptography import x509
 from OpenSSL import SSL
+from OpenSSL._util import lib as _lib
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
@@ -47,13 +48,94 @@ def _harden(context: SSL.Context) -> None:
     context.set_tls13_ciphersuites(TLS13_CIPHERS.encode("ascii"))
 
 
+#: A write of at most this many TLS bytes is small: the memory it leaves in a
+#: connection's outgoing memory BIO is not worth giving back.  About one
+#: relayed IRC line (512 bytes, some tags, 22 bytes of TLS framing): a
+#: member's welcome or NAMES reply is more, the lines of a chat are not.
+SMALL_WRITE = 1024
+
+#: Twisted hands OpenSSL at most this many bytes at a time (the largest TLS
+#: record's plaintext, RFC 8446 section 5.1), reading the BIO out after each.
+RECORD = 2**14
+
+
+class ServerConnection(SSL.Connection):
+    """A host's OpenSSL connection, with memory BIOs (as Twisted uses it),
+    that gives back what its outgoing BIO grew to for a large write.
+
+    OpenSSL's memory BIO keeps the capacity of the most it ever held: one
+    16 KiB write (a history batch, a long NAMES, a busy turn) leaves about
+    22 KiB with the connection for as long as it lives (C{bench/tlsmem.py}).
+    Twisted passes a write to OpenSSL in pieces of at most L{RECORD} bytes
+    and reads the BIO out, in one read, after each piece.  When a read-out
+    is larger than L{SMALL_WRITE} but shorter than a whole record, a write
+    just ended: the emptied BIO is replaced by a new one.  A read-out of a
+    whole record means the write goes on, so the BIO is kept (a long write
+    is not made to regrow it per record) until the next shorter read-out.
+    """
+
+    def __init__(self, context: SSL.Context) -> None:
+        super().__init__(context, None)
+        # The BIOs are pyOpenSSL's own attributes; a pyOpenSSL that keeps
+        # them elsewhere gets connections that simply keep their BIO.
+        self._replaceable = all(
+            hasattr(self, name) for name in ("_ssl", "_into_ssl", "_from_ssl")
+        )
+        #: Bytes read out of the outgoing BIO since it was last empty.
+        self._drained = 0
+        #: Whether it was last emptied after a whole record.
+        self._grown = False
+
+    def bio_read(self, bufsiz: int) -> bytes:
+        """Read TLS data to send; see L{SSL.Connection.bio_read}."""
+        try:
+            data = super().bio_read(bufsiz)
+        except SSL.WantReadError:
+            if self._drained:  # the last read took exactly bufsiz
+                self._emptied()
+            raise
+        self._drained += len(data)
+        if len(data) < bufsiz:
+            # A memory BIO hands out all it has, up to bufsiz: it is empty.
+            self._emptied()
+        return data
+
+    def _emptied(self) -> None:
+        drained, self._drained = self._drained, 0
+        if drained >= RECORD:
+            self._grown = True
+        elif (drained > SMALL_WRITE or self._grown) and self._replaceable:
+            self._grown = False
+            self._new_send_bio()
+
+    def _new_send_bio(self) -> None:
+        # pyOpenSSL has no call for this: it owns the BIOs it made in
+        # Connection(context, None).  SSL_set_bio with the same read BIO
+        # and a new write BIO frees the old write BIO (SSL_set_bio(3)).
+        bio = _lib.BIO_new(_lib.BIO_s_mem())
+        if bio:
+            _lib.SSL_set_bio(self._ssl, self._into_ssl, bio)
+            self._from_ssl = bio
+
+
+class HostTLSOptions(ssl.CertificateOptions):
+    """Twisted's certificate options, making L{ServerConnection}s."""
+
+    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
+        """A new server connection with the host's context.
+
+        (Twisted's own would set ALPN protocols; the host offers none.)
+        """
+        return ServerConnection(self.getContext())
+
+
 def server_options(identity: HostIdentity) -> ssl.CertificateOptions:
     """The TLS server options for a host: its certificate, hardened.
 
     The key and certificate are passed as C{cryptography} objects, which
     avoids pyOpenSSL's deprecation of its own X509/PKey types.
     """
-    options = ssl.CertificateOptions(
+    options = HostTLSOptions(
         privateKey=identity.private_key,  # type: ignore[arg-type]
         certificate=identity.certificate,  # type: ignore[arg-type]
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
@@ -70,6 +152,13 @@ def server_options(identity: HostIdentity) -> ssl.CertificateOptions:
     # CertificateOptions sets this today; set here explicitly so the memory
     # per idle member does not depend on a library default.
     context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    # No session resumption: keep no session cache (it would hold about
+    # 1 KiB per member, bench/tlsmem.py) and issue no TLS 1.2 tickets.
+    # Twisted's defaults today; set here so they stay.  TLS 1.3 clients
+    # still receive OpenSSL's two tickets (pyOpenSSL cannot turn them off),
+    # but the host stores no session, so they never resume.
+    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    context.set_options(SSL.OP_NO_TICKET)
     return options
 
 

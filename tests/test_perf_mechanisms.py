@@ -4,12 +4,21 @@ Memory and speed are measured by the benchmark (C{bench/}), never here; these
 tests check that each mechanism is in place.
 """
 
+import os
+import subprocess
+import sys
+
 from OpenSSL import SSL
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatroom.history import PAGE_CACHE_KIB, HistoryStore
 from chatroom.identity import HostIdentity
-from chatroom.tls import server_options
+from chatroom.ircserver import ReplyQueue
+from chatroom.tls import RECORD, SMALL_WRITE, ServerConnection, server_options
+
+from .fakes import FakeClient, make_host
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class ReleaseBuffersTests(SynchronousTestCase):
@@ -24,6 +33,97 @@ class ReleaseBuffersTests(SynchronousTestCase):
         mode = context.clear_mode(0)
         self.assertEqual(mode & SSL.MODE_RELEASE_BUFFERS, SSL.MODE_RELEASE_BUFFERS)
 
+    def test_no_session_cache(self):
+        """The host's context keeps no session cache and issues no session
+        tickets: nothing per member outlives its connection."""
+        context = server_options(HostIdentity.generate()).getContext()
+        self.assertEqual(context.get_session_cache_mode(), SSL.SESS_CACHE_OFF)
+        self.assertEqual(context.set_options(0) & SSL.OP_NO_TICKET, SSL.OP_NO_TICKET)
+
+
+def _pump(source, sink):
+    """Move every TLS byte C{source} has to send into C{sink}."""
+    while True:
+        try:
+            data = source.bio_read(2**15)
+        except SSL.WantReadError:
+            return
+        sink.bio_write(data)
+
+
+def _step(call, *arguments):
+    try:
+        return call(*arguments)
+    except SSL.WantReadError:
+        return None
+
+
+class SendBufferTests(SynchronousTestCase):
+    """A host's TLS connection gives back what its outgoing memory BIO grew
+    to for a large write, once writes are small again."""
+
+    def setUp(self):
+        self.server = server_options(HostIdentity.generate()).serverConnectionForTLS(
+            None
+        )
+        self.client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+        self.server.set_accept_state()
+        self.client.set_connect_state()
+        for _ in range(4):
+            _step(self.client.do_handshake)
+            _pump(self.client, self.server)
+            _step(self.server.do_handshake)
+            _pump(self.server, self.client)
+        self.assertIsInstance(self.server, ServerConnection)
+        self.assertTrue(self.server._replaceable)
+        self.bio = self.server._from_ssl
+
+    def send(self, data):
+        """The server sends C{data}; return what the client reads."""
+        self.server.send(data)
+        _pump(self.server, self.client)
+        received = b""
+        while len(received) < len(data):
+            received += self.client.recv(2**16)
+        return received
+
+    def test_replaced_after_a_large_write(self):
+        """A write larger than a line but shorter than a record: the
+        outgoing BIO is a new one afterwards, and the writes arrive whole
+        and in order."""
+        large = bytes(range(256)) * 32
+        self.assertEqual(self.send(large), large)
+        self.assertNotEqual(self.server._from_ssl, self.bio)
+        bio = self.server._from_ssl
+        self.assertEqual(self.send(b"PING :h\r\n"), b"PING :h\r\n")
+        self.assertEqual(self.server._from_ssl, bio)
+
+    def test_kept_during_a_long_write(self):
+        """Whole records keep the BIO: a long write does not regrow it per
+        record; the next shorter write replaces it."""
+        record = b"x" * RECORD
+        for _ in range(3):
+            self.assertEqual(self.send(record), record)
+            self.assertEqual(self.server._from_ssl, self.bio)
+        self.assertEqual(self.send(b"PING :h\r\n"), b"PING :h\r\n")
+        self.assertNotEqual(self.server._from_ssl, self.bio)
+
+    def test_replaced_when_read_as_twisted_does(self):
+        """Twisted reads the BIO once after each piece it hands OpenSSL
+        (C{TLSMemoryBIOProtocol._flushSendBIO}), never until it is empty:
+        that read-out counts too."""
+        large = b"y" * 8192
+        self.server.send(large)
+        self.client.bio_write(self.server.bio_read(2**15))
+        self.assertNotEqual(self.server._from_ssl, self.bio)
+        self.assertEqual(self.client.recv(2**16), large)
+
+    def test_kept_while_writes_are_small(self):
+        """Small writes keep the same BIO."""
+        for _ in range(3):
+            self.send(b"b" * (SMALL_WRITE // 2))
+        self.assertEqual(self.server._from_ssl, self.bio)
+
 
 class PageCacheTests(SynchronousTestCase):
     """The history database's SQLite page cache is bounded."""
@@ -36,3 +136,104 @@ class PageCacheTests(SynchronousTestCase):
         ((cache_size,),) = store._db.execute("PRAGMA cache_size")
         self.assertEqual(cache_size, -PAGE_CACHE_KIB)
         self.assertLess(PAGE_CACHE_KIB, 2000)
+
+
+class IdleMemberTests(SynchronousTestCase):
+    """What the host keeps per member lives in slots, and what most members
+    never use is made on first use."""
+
+    def test_registered_connection_has_no_instance_dict(self):
+        """A client that registered and joined a room has every attribute
+        in a slot: reading C{__dict__} finds it empty (it was never
+        materialised by an attribute outside the slots)."""
+        host = make_host()
+        client = FakeClient(host).register("alice").join()
+        connection = client.protocol
+        self.assertEqual(connection.__dict__, {})
+        for part in (
+            connection.lifecycle,
+            connection._guard,
+            connection._guard._bucket,
+        ):
+            self.assertFalse(hasattr(part, "__dict__"), part)
+
+    def test_shared_deadlines(self):
+        """Connections of one host share one L{Deadlines} object."""
+        host = make_host()
+        first, second = FakeClient(host).protocol, FakeClient(host).protocol
+        self.assertIs(first.lifecycle.deadlines, second.lifecycle.deadlines)
+        self.assertEqual(first.lifecycle.deadlines.ping_after, host.limits.ping_after)
+
+    def test_made_on_first_use(self):
+        """MONITOR and MARKREAD state, flood-delayed lines and connection-lost
+        waiters do not exist for a member that never needed them, and
+        appear when used."""
+        host = make_host()
+        connection = FakeClient(host).register("alice").join().protocol
+        self.assertIsNone(connection._monitoring)
+        self.assertIsNone(connection._read_markers)
+        self.assertIsNone(connection._lost_waiters)
+        self.assertIsNone(connection._guard._delayed)
+        self.assertIs(connection.caps, FakeClient(host).protocol.caps)
+        connection.monitoring["bob"] = "Bob"
+        self.assertEqual(connection._monitoring, {"bob": "Bob"})
+        connection.read_markers["#lobby"] = 1
+        self.assertEqual(connection._read_markers, {"#lobby": 1})
+
+    def test_reply_queue(self):
+        """The reply queue is a list with the deque operations the replies
+        use."""
+        queue = ReplyQueue()
+        queue.append("a")
+        queue.append("b")
+        self.assertEqual(queue[0], "a")
+        self.assertEqual(queue.popleft(), "a")
+        self.assertEqual(list(queue), ["b"])
+        self.assertFalse(hasattr(queue, "__dict__"))
+
+
+class LazyImportTests(SynchronousTestCase):
+    """What only some configurations use is imported only by them."""
+
+    def imported(self, *arguments):
+        """The discovery and fan-out modules imported by building a host
+        with C{arguments}, in a fresh interpreter."""
+        code = (
+            "import sys\n"
+            "from twisted.internet import reactor\n"
+            "from chatroom.tap import Options, build_service\n"
+            "options = Options()\n"
+            "options.parseOptions(sys.argv[1:])\n"
+            "build_service(reactor, options).store.close()\n"
+            "print(' '.join(sorted(m for m in sys.modules\n"
+            "    if m.startswith(('chatroom.discovery', 'chatroom.core.discovery',\n"
+            "                     'chatroom.fanout', 'chatroom.core.fanout')))))\n"
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "--data-dir",
+                os.path.abspath(self.mktemp()),
+                *arguments,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout.split()
+
+    def test_no_discovery_no_fanout(self):
+        """A host built with C{--no-discovery} and without C{--fanout}
+        imports neither protocol."""
+        self.assertEqual(self.imported("--no-discovery"), [])
+
+    def test_fanout(self):
+        """With C{--fanout} the fan-out protocol is imported."""
+        self.assertIn(
+            "chatroom.fanout",
+            self.imported("--no-discovery", "--fanout"),
+        )

@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from chatroom.core.errors import ParseError
-from chatroom.core.fanout import MemberRequest
 from chatroom.core.ircline import Message
-from chatroom.fanout import CAPABILITY
 from chatroom.reply import Reply
+from chatroom.wellknown import FANOUT_CAPABILITY as CAPABILITY
 
 
 def fanout(host: Any, connection: Any, reply: Reply, message: Message) -> None:
@@ -19,6 +18,9 @@ def fanout(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     if host.fanout is None or CAPABILITY not in connection.caps:
         reply.numeric("421", "FANOUT", "Unknown command")
         return
+    # Imported here: a host without --fanout never loads fan-out.
+    from chatroom.core.fanout import MemberRequest
+
     try:
         request = MemberRequest.from_params(message.params)
     except ParseError as error:

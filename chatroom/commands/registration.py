@@ -9,8 +9,8 @@ from typing import Any
 
 from chatroom import __version__
 from chatroom.core.ircline import MAX_IRC_BYTES, Message, server_time
-from chatroom.fanout import CAPABILITY as FANOUT_CAPABILITY
-from chatroom.fanout import REQUIRED_CAPABILITIES as FANOUT_REQUIRES
+from chatroom.wellknown import FANOUT_CAPABILITY
+from chatroom.wellknown import FANOUT_REQUIRED_CAPABILITIES as FANOUT_REQUIRES
 from chatroom.core.names import casefold
 from chatroom.core.room import MAX_BANS, MAX_MODE_CHANGES
 from chatroom.reply import Reply

@@ -67,6 +67,17 @@ class Lifecycle:
         connection starts in L{Phase.REGISTERING}.
     """
 
+    # One per connection: slots keep an idle member small.
+    __slots__ = (
+        "deadlines",
+        "phase",
+        "registered",
+        "open",
+        "_since",
+        "_last_input",
+        "_pinged",
+    )
+
     def __init__(self, deadlines: Deadlines, now: float, tls: bool) -> None:
         self.deadlines = deadlines
         self.phase = Phase.HANDSHAKING if tls else Phase.REGISTERING

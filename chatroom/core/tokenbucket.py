@@ -16,6 +16,9 @@ class TokenBucket:
     seconds; the bucket never reads a clock itself.
     """
 
+    # One per connection (flood control): slots keep it small.
+    __slots__ = ("capacity", "rate", "_tokens", "_updated")
+
     def __init__(self, capacity: float, rate: float) -> None:
         self.capacity = capacity
         self.rate = rate
