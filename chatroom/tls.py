@@ -49,14 +49,8 @@ def _harden(context: SSL.Context) -> None:
 
 
 #: A write of at most this many TLS bytes is small: the memory it leaves in a
-#: connection's outgoing memory BIO is not worth giving back.  About one
-#: relayed IRC line (512 bytes, some tags, 22 bytes of TLS framing): a
-#: member's welcome or NAMES reply is more, the lines of a chat are not.
-SMALL_WRITE = 1024
-
-#: Twisted hands OpenSSL at most this many bytes at a time (the largest TLS
-#: record's plaintext, RFC 8446 section 5.1), reading the BIO out after each.
-RECORD = 2**14
+#: connection's outgoing memory BIO is not worth giving back.
+SMALL_WRITE = 2048
 
 
 class ServerConnection(SSL.Connection):
@@ -66,12 +60,11 @@ class ServerConnection(SSL.Connection):
     OpenSSL's memory BIO keeps the capacity of the most it ever held: one
     16 KiB write (a history batch, a long NAMES, a busy turn) leaves about
     22 KiB with the connection for as long as it lives (C{bench/tlsmem.py}).
-    Twisted passes a write to OpenSSL in pieces of at most L{RECORD} bytes
-    and reads the BIO out, in one read, after each piece.  When a read-out
-    is larger than L{SMALL_WRITE} but shorter than a whole record, a write
-    just ended: the emptied BIO is replaced by a new one.  A read-out of a
-    whole record means the write goes on, so the BIO is kept (a long write
-    is not made to regrow it per record) until the next shorter read-out.
+    Twisted reads the BIO until it is empty after every write; a large
+    write followed by a small one means the large one is over, so the BIO
+    is then replaced by a new, empty one.  A connection that keeps writing
+    large amounts keeps its BIO (replacing it each time would cost a
+    regrowth per write).
     """
 
     def __init__(self, context: SSL.Context) -> None:
@@ -83,7 +76,7 @@ class ServerConnection(SSL.Connection):
         )
         #: Bytes read out of the outgoing BIO since it was last empty.
         self._drained = 0
-        #: Whether it was last emptied after a whole record.
+        #: Whether the last write that emptied it was large.
         self._grown = False
 
     def bio_read(self, bufsiz: int) -> bytes:
@@ -91,20 +84,16 @@ class ServerConnection(SSL.Connection):
         try:
             data = super().bio_read(bufsiz)
         except SSL.WantReadError:
-            if self._drained:  # the last read took exactly bufsiz
-                self._emptied()
+            self._emptied()
             raise
         self._drained += len(data)
-        if len(data) < bufsiz:
-            # A memory BIO hands out all it has, up to bufsiz: it is empty.
-            self._emptied()
         return data
 
     def _emptied(self) -> None:
-        drained, self._drained = self._drained, 0
-        if drained >= RECORD:
+        large, self._drained = self._drained > SMALL_WRITE, 0
+        if large:
             self._grown = True
-        elif (drained > SMALL_WRITE or self._grown) and self._replaceable:
+        elif self._grown and self._replaceable:
             self._grown = False
             self._new_send_bio()
 

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatroom.history import PAGE_CACHE_KIB, HistoryStore
 from chatroom.identity import HostIdentity
 from chatroom.ircserver import ReplyQueue
-from chatroom.tls import RECORD, SMALL_WRITE, ServerConnection, server_options
+from chatroom.tls import SMALL_WRITE, ServerConnection, server_options
 
 from .fakes import FakeClient, make_host
 
@@ -76,7 +76,6 @@ class SendBufferTests(SynchronousTestCase):
             _pump(self.server, self.client)
         self.assertIsInstance(self.server, ServerConnection)
         self.assertTrue(self.server._replaceable)
-        self.bio = self.server._from_ssl
 
     def send(self, data):
         """The server sends C{data}; return what the client reads."""
@@ -88,41 +87,31 @@ class SendBufferTests(SynchronousTestCase):
         return received
 
     def test_replaced_after_a_large_write(self):
-        """A write larger than a line but shorter than a record: the
-        outgoing BIO is a new one afterwards, and the writes arrive whole
-        and in order."""
-        large = bytes(range(256)) * 32
+        """A large write, then a small one: the outgoing BIO is a new one
+        afterwards, and both writes arrive whole and in order."""
+        large = bytes(range(256)) * 64
         self.assertEqual(self.send(large), large)
-        self.assertNotEqual(self.server._from_ssl, self.bio)
+        grown = self.server._from_ssl
+        self.assertEqual(self.send(b"PING :h\r\n"), b"PING :h\r\n")
+        self.assertNotEqual(self.server._from_ssl, grown)
+        self.assertEqual(self.send(large), large)
+
+    def test_kept_while_writes_are_large(self):
+        """Large writes one after another keep the same BIO."""
+        large = b"x" * 16384
+        self.send(large)
         bio = self.server._from_ssl
-        self.assertEqual(self.send(b"PING :h\r\n"), b"PING :h\r\n")
-        self.assertEqual(self.server._from_ssl, bio)
-
-    def test_kept_during_a_long_write(self):
-        """Whole records keep the BIO: a long write does not regrow it per
-        record; the next shorter write replaces it."""
-        record = b"x" * RECORD
         for _ in range(3):
-            self.assertEqual(self.send(record), record)
-            self.assertEqual(self.server._from_ssl, self.bio)
-        self.assertEqual(self.send(b"PING :h\r\n"), b"PING :h\r\n")
-        self.assertNotEqual(self.server._from_ssl, self.bio)
-
-    def test_replaced_when_read_as_twisted_does(self):
-        """Twisted reads the BIO once after each piece it hands OpenSSL
-        (C{TLSMemoryBIOProtocol._flushSendBIO}), never until it is empty:
-        that read-out counts too."""
-        large = b"y" * 8192
-        self.server.send(large)
-        self.client.bio_write(self.server.bio_read(2**15))
-        self.assertNotEqual(self.server._from_ssl, self.bio)
-        self.assertEqual(self.client.recv(2**16), large)
+            self.assertEqual(self.send(large), large)
+        self.assertEqual(self.server._from_ssl, bio)
 
     def test_kept_while_writes_are_small(self):
         """Small writes keep the same BIO."""
+        self.send(b"a\r\n")
+        bio = self.server._from_ssl
         for _ in range(3):
             self.send(b"b" * (SMALL_WRITE // 2))
-        self.assertEqual(self.server._from_ssl, self.bio)
+        self.assertEqual(self.server._from_ssl, bio)
 
 
 class PageCacheTests(SynchronousTestCase):
