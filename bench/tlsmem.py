@@ -12,9 +12,7 @@ is left is the server side of N idle members.  It does that
   with a server-side session cache, with clients offering only X25519 or
   P-256 instead of the default hybrid X25519MLKEM768 (OpenSSL 3.0 clients,
   the benchmark's generator among them, get X25519), with a client
-  certificate (as chatroom clients send), with a TLS 1.2 client, and after
-  one larger write (the memory BIO keeps the capacity its largest write
-  needed);
+  certificate (as chatroom clients send), and with a TLS 1.2 client;
 * with the system's ``libssl.so.3`` through ``ctypes`` (Debian 12: OpenSSL
   3.0), with the same kind of certificate (Ed25519), the same options (no
   tickets, session cache off) and the same modes, for comparison.
@@ -36,15 +34,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 
 
-def wheel(
-    n,
-    release=True,
-    tls12=False,
-    groups=None,
-    client_cert=False,
-    cache=False,
-    burst=0,
-):
+def wheel(n, release=True, tls12=False, groups=None, client_cert=False, cache=False):
     """(KiB per SSL_new, KiB per idle server connection) with pyOpenSSL.
 
     @param groups: the key exchange groups the client offers (OpenSSL's
@@ -52,9 +42,6 @@ def wheel(
     @param client_cert: the client presents an Ed25519 certificate, as a
         chatroom client does.
     @param cache: turn the server-side session cache on.
-    @param burst: bytes the server sends in one write after the first line
-        (as a welcome or a NAMES reply), then one more line, each read out of
-        its memory BIO the way Twisted does, 32 KiB at a time.
     """
     from OpenSSL import SSL
     from OpenSSL._util import lib
@@ -62,8 +49,7 @@ def wheel(
     from chatroom.identity import ClientIdentity, HostIdentity
     from chatroom.tls import server_options
 
-    options = server_options(HostIdentity.generate())
-    server_ctx = options.getContext()
+    server_ctx = server_options(HostIdentity.generate()).getContext()
     if not release:
         server_ctx.clear_mode(SSL.MODE_RELEASE_BUFFERS)
     if cache:
@@ -98,11 +84,7 @@ def wheel(
     start = c_heap()
     clients = [SSL.Connection(client_ctx, None) for _ in range(n)]
     before = c_heap()
-    # As the host makes them (chatroom.tls.ServerConnection when it has one).
-    make = getattr(options, "serverConnectionForTLS", None)
-    servers = [
-        make(None) if make else SSL.Connection(server_ctx, None) for _ in range(n)
-    ]
+    servers = [SSL.Connection(server_ctx, None) for _ in range(n)]
     created = c_heap()
     for s, c in zip(servers, clients):
         s.set_accept_state()
@@ -119,12 +101,6 @@ def wheel(
         pump(s, c)
         step(c, c.recv, 65536)
         step(s, s.recv, 65536)
-        if burst:
-            # One large write, then one line, each read out as Twisted does.
-            for data in (b"x" * burst, b":h PING :h\r\n"):
-                s.send(data)
-                while step(s, s.bio_read, 2**15):
-                    pass
     version = servers[0].get_protocol_version_name()
     group = servers[0].get_group_name() or "-"
     del clients[:]
@@ -270,8 +246,6 @@ def main(argv=None):
         ("client offers P-256 only", {"groups": "P-256"}),
         ("client certificate", {"client_cert": True}),
         ("TLS 1.2 client", {"tls12": True}),
-        ("X25519, one 4 KiB write, a line", {"groups": "X25519", "burst": 4096}),
-        ("X25519, one 16 KiB write, a line", {"groups": "X25519", "burst": 16384}),
     ):
         version, new, idle = wheel(n, **kwargs)
         print(

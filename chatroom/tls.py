@@ -18,7 +18,6 @@ from typing import Callable
 
 from cryptography import x509
 from OpenSSL import SSL
-from OpenSSL._util import lib as _lib
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
@@ -48,83 +47,13 @@ def _harden(context: SSL.Context) -> None:
     context.set_tls13_ciphersuites(TLS13_CIPHERS.encode("ascii"))
 
 
-#: A write of at most this many TLS bytes is small: the memory it leaves in a
-#: connection's outgoing memory BIO is not worth giving back.
-SMALL_WRITE = 2048
-
-
-class ServerConnection(SSL.Connection):
-    """A host's OpenSSL connection, with memory BIOs (as Twisted uses it),
-    that gives back what its outgoing BIO grew to for a large write.
-
-    OpenSSL's memory BIO keeps the capacity of the most it ever held: one
-    16 KiB write (a history batch, a long NAMES, a busy turn) leaves about
-    22 KiB with the connection for as long as it lives (C{bench/tlsmem.py}).
-    Twisted reads the BIO until it is empty after every write; a large
-    write followed by a small one means the large one is over, so the BIO
-    is then replaced by a new, empty one.  A connection that keeps writing
-    large amounts keeps its BIO (replacing it each time would cost a
-    regrowth per write).
-    """
-
-    def __init__(self, context: SSL.Context) -> None:
-        super().__init__(context, None)
-        # The BIOs are pyOpenSSL's own attributes; a pyOpenSSL that keeps
-        # them elsewhere gets connections that simply keep their BIO.
-        self._replaceable = all(
-            hasattr(self, name) for name in ("_ssl", "_into_ssl", "_from_ssl")
-        )
-        #: Bytes read out of the outgoing BIO since it was last empty.
-        self._drained = 0
-        #: Whether the last write that emptied it was large.
-        self._grown = False
-
-    def bio_read(self, bufsiz: int) -> bytes:
-        """Read TLS data to send; see L{SSL.Connection.bio_read}."""
-        try:
-            data = super().bio_read(bufsiz)
-        except SSL.WantReadError:
-            self._emptied()
-            raise
-        self._drained += len(data)
-        return data
-
-    def _emptied(self) -> None:
-        large, self._drained = self._drained > SMALL_WRITE, 0
-        if large:
-            self._grown = True
-        elif self._grown and self._replaceable:
-            self._grown = False
-            self._new_send_bio()
-
-    def _new_send_bio(self) -> None:
-        # pyOpenSSL has no call for this: it owns the BIOs it made in
-        # Connection(context, None).  SSL_set_bio with the same read BIO
-        # and a new write BIO frees the old write BIO (SSL_set_bio(3)).
-        bio = _lib.BIO_new(_lib.BIO_s_mem())
-        if bio:
-            _lib.SSL_set_bio(self._ssl, self._into_ssl, bio)
-            self._from_ssl = bio
-
-
-class HostTLSOptions(ssl.CertificateOptions):
-    """Twisted's certificate options, making L{ServerConnection}s."""
-
-    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
-        """A new server connection with the host's context.
-
-        (Twisted's own would set ALPN protocols; the host offers none.)
-        """
-        return ServerConnection(self.getContext())
-
-
 def server_options(identity: HostIdentity) -> ssl.CertificateOptions:
     """The TLS server options for a host: its certificate, hardened.
 
     The key and certificate are passed as C{cryptography} objects, which
     avoids pyOpenSSL's deprecation of its own X509/PKey types.
     """
-    options = HostTLSOptions(
+    options = ssl.CertificateOptions(
         privateKey=identity.private_key,  # type: ignore[arg-type]
         certificate=identity.certificate,  # type: ignore[arg-type]
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,

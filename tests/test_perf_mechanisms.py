@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatroom.history import PAGE_CACHE_KIB, HistoryStore
 from chatroom.identity import HostIdentity
 from chatroom.ircserver import ReplyQueue
-from chatroom.tls import SMALL_WRITE, ServerConnection, server_options
+from chatroom.tls import server_options
 
 from .fakes import FakeClient, make_host
 
@@ -39,79 +39,6 @@ class ReleaseBuffersTests(SynchronousTestCase):
         context = server_options(HostIdentity.generate()).getContext()
         self.assertEqual(context.get_session_cache_mode(), SSL.SESS_CACHE_OFF)
         self.assertEqual(context.set_options(0) & SSL.OP_NO_TICKET, SSL.OP_NO_TICKET)
-
-
-def _pump(source, sink):
-    """Move every TLS byte C{source} has to send into C{sink}."""
-    while True:
-        try:
-            data = source.bio_read(2**15)
-        except SSL.WantReadError:
-            return
-        sink.bio_write(data)
-
-
-def _step(call, *arguments):
-    try:
-        return call(*arguments)
-    except SSL.WantReadError:
-        return None
-
-
-class SendBufferTests(SynchronousTestCase):
-    """A host's TLS connection gives back what its outgoing memory BIO grew
-    to for a large write, once writes are small again."""
-
-    def setUp(self):
-        self.server = server_options(HostIdentity.generate()).serverConnectionForTLS(
-            None
-        )
-        self.client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
-        self.server.set_accept_state()
-        self.client.set_connect_state()
-        for _ in range(4):
-            _step(self.client.do_handshake)
-            _pump(self.client, self.server)
-            _step(self.server.do_handshake)
-            _pump(self.server, self.client)
-        self.assertIsInstance(self.server, ServerConnection)
-        self.assertTrue(self.server._replaceable)
-
-    def send(self, data):
-        """The server sends C{data}; return what the client reads."""
-        self.server.send(data)
-        _pump(self.server, self.client)
-        received = b""
-        while len(received) < len(data):
-            received += self.client.recv(2**16)
-        return received
-
-    def test_replaced_after_a_large_write(self):
-        """A large write, then a small one: the outgoing BIO is a new one
-        afterwards, and both writes arrive whole and in order."""
-        large = bytes(range(256)) * 64
-        self.assertEqual(self.send(large), large)
-        grown = self.server._from_ssl
-        self.assertEqual(self.send(b"PING :h\r\n"), b"PING :h\r\n")
-        self.assertNotEqual(self.server._from_ssl, grown)
-        self.assertEqual(self.send(large), large)
-
-    def test_kept_while_writes_are_large(self):
-        """Large writes one after another keep the same BIO."""
-        large = b"x" * 16384
-        self.send(large)
-        bio = self.server._from_ssl
-        for _ in range(3):
-            self.assertEqual(self.send(large), large)
-        self.assertEqual(self.server._from_ssl, bio)
-
-    def test_kept_while_writes_are_small(self):
-        """Small writes keep the same BIO."""
-        self.send(b"a\r\n")
-        bio = self.server._from_ssl
-        for _ in range(3):
-            self.send(b"b" * (SMALL_WRITE // 2))
-        self.assertEqual(self.server._from_ssl, bio)
 
 
 class PageCacheTests(SynchronousTestCase):
