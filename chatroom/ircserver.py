@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatroom import commands
-from chatroom.commands.registration import CAPABILITIES, isupport_tokens
+from chatroom.commands.registration import CAPABILITIES, isupport_tokens, quit_reason
 from chatroom.core.ircline import (
     InvalidUTF8,
     LineTooLong,
@@ -51,6 +51,9 @@ from chatroom.lineguard import LineGuard
 from chatroom.tls import client_key
 
 __all__ = ["CAPABILITIES", "IRCConnection", "IRCFactory", "isupport_tokens"]
+
+#: What the rooms are told when a client goes without a reason.
+CONNECTION_CLOSED = "Connection closed"
 
 #: Seconds a closed connection may take to go away before it is aborted.
 CLOSE_GRACE = 10.0
@@ -176,7 +179,7 @@ class IRCConnection(protocol.Protocol):
         #: Replies not yet written, in the order of their commands
         #: (L{chatroom.reply.Reply}).
         self.replies = ReplyQueue()
-        self._quit_reason = "Connection closed"
+        self._quit_reason = CONNECTION_CLOSED
         self._lost_waiters: list[defer.Deferred[None]] | None = None
 
     @property
@@ -282,9 +285,25 @@ class IRCConnection(protocol.Protocol):
             self._guard.stop()
             self.host.connections.discard(self)
             self.host.release(self.address)
-            self.host.quit(self, self._quit_reason)
+            self.host.quit(self, self._delayed_quit_reason() or self._quit_reason)
         for waiter in waiters:
             waiter.callback(None)
+
+    def _delayed_quit_reason(self) -> str | None:
+        """The reason of a C{QUIT} the client sent that flood control still
+        held when the connection went (a client that quits and hangs up at
+        once, such as C{chatroom say}): its rooms are told that reason
+        rather than that the connection closed."""
+        if self._quit_reason != CONNECTION_CLOSED or self._guard is None:
+            return None
+        for line in self._guard.delayed():
+            try:
+                message = parse_line(line)
+            except ParseError:
+                continue
+            if message.command == "QUIT":
+                return quit_reason(message)
+        return None
 
     def when_lost(self) -> defer.Deferred[None]:
         """A Deferred that fires once the connection is closed."""

@@ -121,6 +121,10 @@ class LineGuard:
     def _may_run(self, line: bytes) -> bool:
         if self.limits.flood_rate <= 0:
             return True
+        if self._before_registration is not None:
+            # Registration has its own budget (pre_registration_lines and
+            # _bytes); the burst is kept for what the client does once in.
+            return True
         if line[:4].upper() == b"PONG":
             # Answering our PING must never be delayed into a ping timeout.
             return True
@@ -188,6 +192,10 @@ class LineGuard:
             self.transport.write(b"".join(held))
         if not self._delayed:
             self.transport.resumeProducing()
+
+    def delayed(self) -> tuple[bytes, ...]:
+        """The lines flood control holds back, oldest first."""
+        return tuple(self._delayed or ())
 
     def stop(self) -> None:
         """Run nothing more and cancel the drain timer (the peer is going)."""

@@ -1,6 +1,8 @@
 """Tests for chatroom.ircserver and chatroom.host: raw IRC lines in and out."""
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 
@@ -474,6 +476,42 @@ class FloodTests(SynchronousTestCase):
         self.bob.protocol.dataReceived(line * 30)
         self.assertEqual(self.bob.messages()[-1].params, ("Excess Flood",))
         self.assertTrue(self.bob.transport.disconnecting)
+
+    def test_burst_starts_at_registration(self):
+        """Registering does not spend the burst (it has its own budget): a
+        client that registers and sends five commands at once, as
+        C{chatroom say} does, has none of them delayed."""
+        carol = FakeClient(self.host)
+        carol.protocol.dataReceived(
+            b"CAP LS 302\r\nCAP REQ :echo-message\r\nNICK carol\r\n"
+            b"USER carol 0 * :Carol\r\nCAP END\r\nJOIN #lobby\r\n"
+            + b"".join(b"PRIVMSG #lobby :c%d\r\n" % (n,) for n in range(4))
+        )
+        self.host.clock.advance(0)
+        self.assertEqual(
+            [m.params[1] for m in self.alice.messages() if m.command == "PRIVMSG"],
+            ["c0", "c1", "c2", "c3"],
+        )
+        self.assertNotIn("flood-delayed", self.host.counters)
+
+    def test_delayed_quit_keeps_its_reason(self):
+        """A client that sends QUIT and hangs up at once, while flood
+        control still holds the QUIT, leaves with its own reason."""
+        lines = b"".join(b"PRIVMSG #lobby :m%d\r\n" % (n,) for n in range(5))
+        self.bob.protocol.dataReceived(lines + b"QUIT :gone fishing\r\n")
+        self.host.clock.advance(0)
+        self.alice.raw()
+        self.bob.protocol.connectionLost(Failure(ConnectionDone()))
+        self.host.clock.advance(0)
+        (quit,) = self.alice.messages()
+        self.assertEqual((quit.command, quit.params), ("QUIT", ("Quit: gone fishing",)))
+
+    def test_hang_up_without_quit(self):
+        """Without a QUIT, the rooms are told the connection closed."""
+        self.bob.protocol.connectionLost(Failure(ConnectionDone()))
+        self.host.clock.advance(0)
+        (quit,) = self.alice.messages()
+        self.assertEqual(quit.params, ("Connection closed",))
 
 
 class TimeoutTests(SynchronousTestCase):

@@ -330,5 +330,11 @@ def pong(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 def quit(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     """Leave: every room sees the QUIT with the client's reason."""
+    connection.close(quit_reason(message))
+
+
+def quit_reason(message: Message) -> str:
+    """What the rooms are told when a client leaves with C{message}, a
+    C{QUIT}: C{Quit: reason}, or C{Quit}."""
     reason = message.params[0] if message.params else ""
-    connection.close("Quit: " + reason if reason else "Quit")
+    return "Quit: " + reason if reason else "Quit"
