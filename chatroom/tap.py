@@ -80,7 +80,7 @@ class Options(usage.Options):
         [
             "interface",
             "i",
-            "",
+            None,
             "Address the TLS listener binds to [default: all IPv4 addresses; "
             "'::' for IPv6].",
         ],
@@ -553,7 +553,7 @@ def build_service(reactor: Any, options: Options):
             store,
             options["rooms"],
             tls_port=options["port"],
-            tls_interface=options["interface"],
+            tls_interface=options["interface"] or "",
             tls_endpoint=options["tls-endpoint"],
             listen=options["listen"],
             limits=options.limits(),
