@@ -58,6 +58,31 @@ class SessionTests(SessionTestsMixin, SynchronousTestCase):
         self.assertEqual(bob_seen.messages(), [("alice", "hello")])
         self.assertEqual(alice_seen.messages(), [("alice", "hello")])
 
+    def test_read_only_reads_without_joining(self):
+        """C{chatroom tail}: a public room's history is read without a
+        JOIN, so its members see nobody come and go."""
+        alice, alice_seen = self.session("alice")
+        self.successResultOf(self.say(alice, "hello"))
+        reader, reader_seen = self.session("reader", read_only=True)
+        self.assertEqual(reader_seen.messages(), [("alice", "hello")])
+        room = self.net.host.find_room("#lobby")
+        self.assertEqual(sorted(m.nick for m in room.members), ["alice"])
+        self.close(reader)
+        kinds = [event.kind for event in alice_seen.events]
+        self.assertNotIn("join", kinds[1:])
+        self.assertNotIn("quit", kinds)
+
+    def test_read_only_joins_a_closed_room(self):
+        """A secret room (+s) tells non-members nothing: the reader joins
+        to read it."""
+        alice, _ = self.session("alice")
+        self.successResultOf(self.say(alice, "hello"))
+        self.net.host.find_room("#lobby").modes.add("s")
+        reader, reader_seen = self.session("reader", read_only=True)
+        self.assertEqual(reader_seen.messages(), [("alice", "hello")])
+        room = self.net.host.find_room("#lobby")
+        self.assertIn("reader", [m.nick for m in room.members])
+
     def test_names_and_topic(self):
         alice, _ = self.session("alice")
         self.session("bob")

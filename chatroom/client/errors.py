@@ -114,6 +114,11 @@ class RoomRefused(ClientError):
     """The host refused to let us join (unknown room, banned, password)."""
 
 
+class HistoryRefused(ClientError):
+    """The host refused a C{CHATHISTORY} request (C{FAIL CHATHISTORY ...}),
+    for example to a non-member of a closed room."""
+
+
 class NotConnected(ClientError):
     """The client is not in the room right now (reconnecting or closed)."""
 

@@ -557,6 +557,7 @@ def _open_session(
     on_status: Callable[[str], None],
     keep_finder: bool,
     multicast: bool = False,
+    read_only: bool = False,
 ):
     finder = None if args.connect else make_finder(reactor, args)
     if finder is not None:
@@ -575,6 +576,7 @@ def _open_session(
             identity=identity,
             password=getattr(args, "password", None),
             fanout=fanout_options(args) if multicast else None,
+            read_only=read_only,
         )
         yield session.connect()
     except BaseException:
@@ -630,6 +632,9 @@ def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
         status,
         args.follow,
         multicast=args.follow,
+        # Reading without following need not join: the room is not shown
+        # a JOIN and a QUIT each time someone looks at it.
+        read_only=not args.follow,
     )
     try:
         if args.follow:

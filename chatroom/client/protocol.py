@@ -24,6 +24,7 @@ from chatroom.core.ircline import (
     format_line,
     parse_line,
 )
+from chatroom.client import errors
 from chatroom.client.keepalive import PROBE_INTERVAL, PROBE_TIMEOUT, Keepalive
 from chatroom.core.names import parse_msgid
 from chatroom.client.fanout import wanted_caps as fanout_wanted_caps
@@ -275,9 +276,18 @@ class RoomClientProtocol(protocol.Protocol):
         return done
 
     def history(
-        self, channel: str, subcommand: str, *refs: str, limit: int = 100
+        self,
+        channel: str,
+        subcommand: str,
+        *refs: str,
+        limit: int = 100,
+        strict: bool = False,
     ) -> defer.Deferred:
-        """Fetch history; fires with the list of messages in the batch."""
+        """Fetch history; fires with the list of messages in the batch.
+
+        A refusal (C{FAIL CHATHISTORY}) gives an empty list, or with
+        C{strict} fails with L{errors.HistoryRefused}.
+        """
         collected: list[Message] = []
         state: dict[str, str] = {}
 
@@ -302,9 +312,14 @@ class RoomClientProtocol(protocol.Protocol):
                 collected.append(message)
             return False
 
+        def finished(last: Message) -> list[Message]:
+            if strict and last.command == "FAIL":
+                raise errors.HistoryRefused(" ".join(last.params[1:]))
+            return collected
+
         done = self.wait_for(matches)
         self.send("CHATHISTORY", subcommand, channel, *refs, str(limit))
-        return done.addCallback(lambda _: collected)
+        return done.addCallback(finished)
 
 
 def sequence_of(message: Message) -> int | None:

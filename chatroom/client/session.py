@@ -504,6 +504,7 @@ class RoomSession:
         identity: Any = None,
         password: str | None = None,
         fanout: FanoutOptions | None = FanoutOptions(),
+        read_only: bool = False,
     ) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
@@ -515,6 +516,10 @@ class RoomSession:
         self.probe_interval = probe_interval
         self.identity = identity
         self.password = password
+        #: Read the recent history without joining where the host allows
+        #: it (a public room), so that the room sees no JOIN and QUIT; a
+        #: closed room is joined to be read (C{chatroom tail}).
+        self.read_only = read_only
         self.probe_timeout = probe_timeout
         self._regain_call: Any = None
         self.realname = realname
@@ -939,6 +944,17 @@ class RoomSession:
         self._syncing = True
         self._buffer = []
         try:
+            if self.read_only and self.last_seq is None:
+                try:
+                    batch = yield proto.history(
+                        self.channel, "LATEST", "*", limit=self.recent, strict=True
+                    )
+                except errors.HistoryRefused:
+                    pass  # a closed room: members only, so join to read it
+                else:
+                    for message in batch:
+                        self._deliver(message)
+                    return 0
             reply = yield proto.join(self.channel, self.password)
             if reply.command != "366":
                 raise errors.RoomRefused(_refusal(self.channel, reply, self.password))
