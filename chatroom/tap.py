@@ -278,7 +278,7 @@ class Options(usage.Options):
         [
             "room-password",
             None,
-            "",
+            None,
             "Password of the private rooms (the channel key of JOIN, or PASS).",
         ],
         [
@@ -436,7 +436,9 @@ class Options(usage.Options):
         if not self["private"]:
             return None
         return PrivateRooms(
-            self["room-password"], frozenset(self["allow-keys"]), self["allow-file"]
+            self["room-password"] or "",
+            frozenset(self["allow-keys"]),
+            self["allow-file"],
         )
 
     def limits(self) -> Limits:

@@ -25,6 +25,11 @@ class OptionsTests(SynchronousTestCase):
     def setUp(self):
         self.data_dir = self.mktemp()
 
+    def test_help_has_no_empty_defaults(self):
+        """Every default shown by --help says something: an option whose
+        default is the empty string would read "[default: ]"."""
+        self.assertNotIn("[default: ]", str(tap.Options()))
+
     def parse(self, *args):
         options = tap.Options()
         options.parseOptions(["--data-dir", self.data_dir, *args])
