@@ -52,6 +52,22 @@ class OperatorTests(SynchronousTestCase):
         )
         self.assertIn(":test.host 252 bob 1 :IRC Operators online", got)
 
+    def test_server_operator_may_set_room_modes(self):
+        """The host's own rooms (--room) have no operators; a server
+        operator may change their modes, and so give room operators."""
+        self.alice.send("MODE #lobby +o alice")
+        self.assertEqual(self.alice.commands(), ["482"])
+        self.alice.send("OPER root s3cret")
+        self.alice.raw()
+        self.alice.send("MODE #lobby +o alice")
+        self.assertEqual(
+            lines(self.bob)[-1], ":alice!~alice@127.0.0.1 MODE #lobby +o alice"
+        )
+        self.bob.send("MODE #lobby +o bob")
+        self.assertEqual(self.bob.commands(), ["482"])
+        self.alice.send("KICK #lobby bob :moderated")
+        self.assertEqual(self.bob.messages()[-1].command, "KICK")
+
     def test_status_belongs_to_the_connection(self):
         self.alice.send("OPER root s3cret")
         self.alice.disconnect()

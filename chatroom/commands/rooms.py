@@ -437,7 +437,9 @@ def _room_mode(
             reply.numeric("696", room.channel, change.mode, shown, problem)
     refused: list[ModeChange] = []
     try:
-        delivery = room.change_modes(connection, valid, host.now_ms(), refused)
+        delivery = room.change_modes(
+            connection, valid, host.now_ms(), refused, override=connection.oper
+        )
     except (NotAMember, NotOperator) as error:
         refuse(reply, room, error)
         return

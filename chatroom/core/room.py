@@ -750,6 +750,7 @@ class Room:
         changes: list[ModeChange],
         now_ms: int,
         refused: list[ModeChange] | None = None,
+        override: bool = False,
     ) -> Delivery | None:
         """Operator C{member} applies C{changes}; the event shows what changed.
 
@@ -758,10 +759,17 @@ class Room:
         nothing is left.  A C{+b} beyond L{MAX_BANS} is added to C{refused}.
         Ban list queries (C{b} without a mask) are the caller's.
 
+        @param override: C{member} may change modes without being one of
+            the room's operators (a server operator: the host's own rooms
+            have no operators otherwise).
         @raise NotOperator: if C{member} is not an operator.
         @raise NotAMember: if C{member} is not in the room.
         """
-        self._require_operator(member)
+        if override:
+            if member not in self._members:
+                raise NotAMember(member)
+        else:
+            self._require_operator(member)
         applied: list[ModeChange] = []
         for change in changes:
             mode, adding = change.mode, change.adding
