@@ -25,7 +25,6 @@ the default route.  See C{docs/protocol-discovery.rst}.
 
 from __future__ import annotations
 
-import ipaddress
 
 import random as random_module
 import socket
@@ -43,6 +42,7 @@ from twisted.python.failure import Failure
 
 from chatroom.core.announcer import DEFAULT_LIFETIME, Announcer, HostedRoom
 from chatroom.core.directory import DirectoryChange, RoomDirectory
+from chatroom.core.addresses import is_loopback
 from chatroom.core.discovery import Announcement, Query, RoomAddress
 from chatroom.core.node import HostNode, ListenerNode, Reaction
 from chatroom.wellknown import DISCOVERY_GROUP, DISCOVERY_PORT, DISCOVERY_TTL
@@ -146,7 +146,7 @@ class _MulticastSocket(DatagramProtocol):
         self.group = group
         self.port = port
         self.interface = interface
-        self._loopback_only = _is_loopback(interface)
+        self._loopback_only = is_loopback(interface)
         self.ttl = ttl
         self.random = random if random is not None else random_module.SystemRandom()
         self.ready: Deferred[None] = Deferred()
@@ -207,7 +207,7 @@ class _MulticastSocket(DatagramProtocol):
         a unicast query and be answered; datagrams from outside this
         machine are dropped there (counter C{not-from-loopback}).
         """
-        if self._loopback_only and not _is_loopback(addr[0]):
+        if self._loopback_only and not is_loopback(addr[0]):
             self.drops["not-from-loopback"] += 1
             return
         self.react(self.node.datagram_received(data, addr, self.clock.seconds()))
@@ -524,11 +524,3 @@ class DiscoveryService(Service):
         d = gatherResults([maybeDeferred(port.stopListening) for port in ports])
         d.addCallback(lambda _: None)
         return d
-
-
-def _is_loopback(address: str) -> bool:
-    """Whether C{address} is a loopback address (C{127.0.0.0/8}, C{::1})."""
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False

@@ -28,7 +28,6 @@ tripping); every refusal and pause is counted for the operator.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Callable
 
 import attrs
@@ -38,6 +37,8 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols import policies
 from zope.interface import directlyProvides, implementer, providedBy
+
+from chatroom.core.addresses import address_key, unmapped
 
 #: A cap that tripped is logged again only after this many seconds without
 #: tripping, so a sustained attack gives one log line, not one per attempt.
@@ -56,35 +57,6 @@ class HandshakeLimits:
 
     in_progress: int = 64
     per_address: int = 3
-
-
-def unmapped(address: str) -> str:
-    """C{address}, or the IPv4 address it maps (C{::ffff:a.b.c.d})."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return address
-
-
-def address_key(address: str) -> str | None:
-    """The per-address counting key of C{address}; C{None} when exempt.
-
-    Loopback and non-IP peers (UNIX sockets, test transports) are exempt;
-    IPv4-mapped IPv6 addresses count as their IPv4 address; other IPv6
-    addresses count per /64, since one host usually holds a whole /64.
-    """
-    try:
-        ip = ipaddress.ip_address(unmapped(address))
-    except ValueError:
-        return None
-    if ip.is_loopback:
-        return None
-    if ip.version == 6:
-        return str(ipaddress.ip_network((ip, 64), strict=False))
-    return str(ip)
 
 
 @implementer(IHandshakeListener)

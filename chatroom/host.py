@@ -15,7 +15,6 @@ turn whatever the number of events.
 from __future__ import annotations
 
 import collections
-import ipaddress
 import secrets
 from typing import Any, Iterable
 
@@ -23,6 +22,7 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from chatroom.core.addresses import address_key
 from chatroom.core.ircline import format_line
 from chatroom.core.names import casefold
 from chatroom.core.room import POST_COMMANDS, Ban, Delivery, Event, Room
@@ -85,28 +85,6 @@ class GoneUser:
     address: str
     realname: str
     time_ms: int
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return True  # UNIX sockets and test transports are local.
-
-
-def address_group(address: str) -> str:
-    """The key under which connections from C{address} are counted.
-
-    IPv6 addresses are grouped per /64, since one host usually holds a whole
-    /64 and could otherwise use a fresh address per connection.
-    """
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if ip.version == 6:
-        return str(ipaddress.ip_network((ip, 64), strict=False))
-    return str(ip)
 
 
 class RoomHost:
@@ -274,8 +252,8 @@ class RoomHost:
         if self.clients >= self.limits.max_clients:
             self.count("refused-max-clients")
             return "Too many clients on this host, try again later"
-        group = address_group(address)
-        if not _is_loopback(address):
+        group = address_key(address)
+        if group is not None:  # loopback and local sockets are exempt
             until = self._throttled.get(group)
             if until is not None:
                 if self.clock.seconds() < until:
@@ -295,8 +273,8 @@ class RoomHost:
                 return "Too many new connections from your address"
             if len(self._new_connections) > 4096:
                 self._forget_full_buckets()
+            self._per_address[group] = self._per_address.get(group, 0) + 1
         self.clients += 1
-        self._per_address[group] = self._per_address.get(group, 0) + 1
         return None
 
     def throttle(self, address: str) -> None:
@@ -304,14 +282,13 @@ class RoomHost:
 
         Loopback is never throttled, like every per-address limit.
         """
-        if _is_loopback(address):
+        group = address_key(address)
+        if group is None:
             return
         if len(self._throttled) > 4096:
             now = self.clock.seconds()
             self._throttled = {g: t for g, t in self._throttled.items() if t > now}
-        self._throttled[address_group(address)] = (
-            self.clock.seconds() + self.limits.throttle_seconds
-        )
+        self._throttled[group] = self.clock.seconds() + self.limits.throttle_seconds
 
     def _forget_full_buckets(self) -> None:
         now = self.clock.seconds()
@@ -321,8 +298,10 @@ class RoomHost:
 
     def release(self, address: str) -> None:
         """Forget a connection counted by L{admit}."""
-        group = address_group(address)
         self.clients -= 1
+        group = address_key(address)
+        if group is None:
+            return
         left = self._per_address[group] - 1
         if left:
             self._per_address[group] = left

@@ -7,7 +7,6 @@ else; every part receives the reactor it should use.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from typing import TYPE_CHECKING, Any, Sequence
@@ -22,6 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatroom.access import AccessFileError, PrivateRooms
+from chatroom.core.addresses import is_loopback
 from chatroom.eagertcp import EagerTCP4ServerEndpoint
 from chatroom.errors import EndpointError
 from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits
@@ -525,7 +525,7 @@ class HostService(service.MultiService):
             port=settings.port,
             interface=settings.interface,
         )
-        if ipaddress.ip_address(settings.interface).is_loopback:
+        if is_loopback(settings.interface):
             self.log.info(
                 "Fan-out is on loopback: only members on this "
                 "machine can take multicast delivery. Give "
@@ -579,7 +579,7 @@ class HostService(service.MultiService):
             group=settings.group,
             port=settings.port,
         )
-        if ipaddress.ip_address(settings.interface).is_loopback:
+        if is_loopback(settings.interface):
             self.log.info(
                 "Discovery is on loopback: only this machine hears the "
                 "announcements. Give --discovery-interface the address "

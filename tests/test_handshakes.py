@@ -9,7 +9,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import directlyProvides, implementer
 
-from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits, address_key
+from chatroom.core.addresses import address_key, is_loopback
+from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits
 from chatroom.history import HistoryStore
 from chatroom.identity import HostIdentity
 from chatroom.service import HostService
@@ -125,6 +126,13 @@ class HandshakeLimitTests(SynchronousTestCase):
         _, transport = self.connect("2001:db8::ffff")
         self.assertTrue(transport.disconnecting)
         self.assertEqual(address_key("2001:db8::1"), "2001:db8::/64")
+
+    def test_is_loopback(self):
+        """This machine's addresses, in every spelling; nothing else."""
+        for address in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
+            self.assertTrue(is_loopback(address), address)
+        for address in ("192.0.2.1", "::ffff:192.0.2.1", "2001:db8::1", "local"):
+            self.assertFalse(is_loopback(address), address)
 
     def test_ipv4_mapped(self):
         """On a dual-stack socket an IPv4 client counts as its IPv4 address

@@ -636,11 +636,20 @@ class AdmissionTests(SynchronousTestCase):
 
     def test_ipv6_grouped_per_64(self):
         host = make_host(limits=Limits(max_per_address=1))
-        from chatroom.host import address_group
+        from chatroom.core.addresses import address_key
 
-        self.assertEqual(address_group("2001:db8::1"), address_group("2001:db8::ffff"))
+        self.assertEqual(address_key("2001:db8::1"), address_key("2001:db8::ffff"))
         self.assertIsNone(host.admit("2001:db8::1"))
         self.assertIsNotNone(host.admit("2001:db8::2"))
+
+    def test_ipv4_mapped_counts_as_ipv4(self):
+        """An IPv4 client seen on a dual-stack socket (C{::ffff:a.b.c.d})
+        shares its address's limit, as in the handshake limits."""
+        host = make_host(limits=Limits(max_per_address=1))
+        self.assertIsNone(host.admit("192.0.2.7"))
+        self.assertIsNotNone(host.admit("::ffff:192.0.2.7"))
+        host.release("192.0.2.7")
+        self.assertIsNone(host.admit("::ffff:192.0.2.7"))
 
     def test_pre_registration_flood_throttles_address(self):
         """An address that floods before registering is refused for a while."""
