@@ -45,7 +45,7 @@ from chatroom.core.directory import DirectoryChange, RoomDirectory
 from chatroom.core.addresses import is_loopback
 from chatroom.core.discovery import Announcement, Query, RoomAddress
 from chatroom.core.node import HostNode, ListenerNode, Reaction
-from chatroom.wellknown import DISCOVERY_GROUP, DISCOVERY_PORT, DISCOVERY_TTL
+from chatroom.wellknown import DISCOVERY_TTL
 from chatroom.core.responder import Responder
 from chatroom.core.schedule import AnnounceSchedule
 from chatroom.core.search import (
@@ -57,10 +57,7 @@ from chatroom.core.search import (
 )
 
 __all__ = [
-    "DEFAULT_ANNOUNCE_TTL",
-    "DEFAULT_GROUP",
     "DEFAULT_LIFETIME",
-    "DEFAULT_PORT",
     "DiscoveryService",
     "HostProtocol",
     "HostedRoom",
@@ -68,9 +65,6 @@ __all__ = [
     "QuerySocketProtocol",
 ]
 
-DEFAULT_GROUP = DISCOVERY_GROUP
-DEFAULT_PORT = DISCOVERY_PORT
-DEFAULT_ANNOUNCE_TTL = DISCOVERY_TTL
 
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 """Linux socket option: when on (the default) a socket bound to the wildcard
@@ -278,7 +272,7 @@ class HostProtocol(_MulticastSocket):
         rooms: Iterable[HostedRoom | str],
         addresses: Sequence[RoomAddress | str],
         lifetime: int = DEFAULT_LIFETIME,
-        ttl: int = DEFAULT_ANNOUNCE_TTL,
+        ttl: int = DISCOVERY_TTL,
         schedule: AnnounceSchedule | None = None,
         random: random_module.Random | None = None,
     ) -> None:

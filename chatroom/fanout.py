@@ -36,21 +36,12 @@ from chatroom.core.fanout_sender import (
 from chatroom.core.ircline import format_line
 from chatroom.wellknown import (
     FANOUT_CAPABILITY,
-    FANOUT_GROUP,
-    FANOUT_PORT,
-    FANOUT_REQUIRED_CAPABILITIES,
-    FANOUT_TTL,
 )
 from chatroom.core.room import MESSAGE_TAGS, SERVER_TIME, Delivery, Room
 
-CAPABILITY = FANOUT_CAPABILITY
-REQUIRED_CAPABILITIES = FANOUT_REQUIRED_CAPABILITIES
 #: The variant of the lines datagrams carry (message-tags and server-time).
 DATAGRAM_VARIANT = MESSAGE_TAGS | SERVER_TIME
 
-DEFAULT_GROUP = FANOUT_GROUP
-DEFAULT_PORT = FANOUT_PORT
-DEFAULT_TTL = FANOUT_TTL
 
 # Linux: do not deliver datagrams of groups this socket did not join.
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
@@ -161,7 +152,7 @@ class HostFanout:
     def member_joined(self, member: Any, room: Room, reply: Any = None) -> None:
         """C{member} (with the capability) is in C{room}: send it the key,
         as part of C{reply} (after the C{JOIN} and names) when given."""
-        if CAPABILITY not in member.caps:
+        if FANOUT_CAPABILITY not in member.caps:
             return
         for action in self.sender_for(room).member_joined(member, self.clock.seconds()):
             if reply is not None and isinstance(action, SendKey):

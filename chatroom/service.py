@@ -31,10 +31,14 @@ from chatroom.hosttls import HostTLSFactory
 from chatroom.identity import HostIdentity
 from chatroom.ircserver import IRCFactory
 from chatroom.tls import server_options
-from chatroom.wellknown import DISCOVERY_GROUP as DEFAULT_GROUP
-from chatroom.wellknown import DISCOVERY_PORT as DEFAULT_PORT
-from chatroom.wellknown import DISCOVERY_TTL as DEFAULT_ANNOUNCE_TTL
-from chatroom.wellknown import FANOUT_GROUP, FANOUT_PORT, FANOUT_TTL
+from chatroom.wellknown import (
+    DISCOVERY_GROUP,
+    DISCOVERY_PORT,
+    DISCOVERY_TTL,
+    FANOUT_GROUP,
+    FANOUT_PORT,
+    FANOUT_TTL,
+)
 
 if TYPE_CHECKING:
     from chatroom.discovery import HostedRoom, HostProtocol
@@ -58,9 +62,9 @@ class DiscoverySettings:
     """
 
     interface: str
-    group: str = DEFAULT_GROUP
-    port: int = DEFAULT_PORT
-    ttl: int = DEFAULT_ANNOUNCE_TTL
+    group: str = DISCOVERY_GROUP
+    port: int = DISCOVERY_PORT
+    ttl: int = DISCOVERY_TTL
     addresses: tuple[str, ...] = ()
 
 

@@ -11,10 +11,14 @@ from typing import Any
 
 from twisted.python import usage
 
-from chatroom.wellknown import DISCOVERY_GROUP as DEFAULT_GROUP
-from chatroom.wellknown import DISCOVERY_PORT as DEFAULT_PORT
-from chatroom.wellknown import DISCOVERY_TTL as DEFAULT_ANNOUNCE_TTL
-from chatroom.wellknown import FANOUT_GROUP, FANOUT_PORT, FANOUT_TTL
+from chatroom.wellknown import (
+    DISCOVERY_GROUP,
+    DISCOVERY_PORT,
+    DISCOVERY_TTL,
+    FANOUT_GROUP,
+    FANOUT_PORT,
+    FANOUT_TTL,
+)
 from chatroom.errors import ChatroomError, DataDirectoryError
 from chatroom.host import Limits
 
@@ -215,18 +219,18 @@ class Options(usage.Options):
             "keeps announcements on this machine; give the address your "
             "neighbours reach you on to announce to the network.",
         ],
-        ["discovery-group", None, DEFAULT_GROUP, "Multicast group for discovery."],
+        ["discovery-group", None, DISCOVERY_GROUP, "Multicast group for discovery."],
         [
             "discovery-port",
             None,
-            DEFAULT_PORT,
+            DISCOVERY_PORT,
             "UDP port for discovery.",
             _positive_int("--discovery-port"),
         ],
         [
             "ttl",
             None,
-            DEFAULT_ANNOUNCE_TTL,
+            DISCOVERY_TTL,
             "Multicast TTL (router hops) of announcements.",
             _positive_int("--ttl"),
         ],
@@ -349,7 +353,7 @@ class Options(usage.Options):
         except ValueError:
             raise usage.UsageError(
                 "--discovery-group must be an IPv4 multicast "
-                "address such as %s." % (DEFAULT_GROUP,)
+                "address such as %s." % (DISCOVERY_GROUP,)
             ) from None
         for name, value in (
             ("--fanout-interface", self["fanout-interface"]),

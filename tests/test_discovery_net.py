@@ -35,13 +35,13 @@ from chatroom.core.discovery import (
 from chatroom.core.schedule import AnnounceSchedule
 from chatroom.core.search import Ring, SearchState
 from chatroom.discovery import (
-    DEFAULT_ANNOUNCE_TTL,
     IP_MULTICAST_ALL,
     DiscoveryService,
     HostedRoom,
     HostProtocol,
     ListenerProtocol,
 )
+from chatroom.wellknown import DISCOVERY_TTL
 from tests.discovery_fakes import FakeMulticastTransport, FakeNetwork
 from tests.test_discovery_node import forged
 
@@ -167,7 +167,7 @@ class SocketSetupTests(SynchronousTestCase):
         host, transport = make_host(clock)
         self.assertEqual(transport.outgoing_interface, "127.0.0.1")
         self.assertEqual(transport.groups, [(GROUP, "127.0.0.1")])
-        self.assertEqual(transport.ttl, DEFAULT_ANNOUNCE_TTL)
+        self.assertEqual(transport.ttl, DISCOVERY_TTL)
         self.assertTrue(transport.loopback)
         self.assertIn(
             (socket.IPPROTO_IP, IP_MULTICAST_ALL, 0), transport.handle.options

@@ -155,6 +155,15 @@ events = st.lists(
 )
 
 
+class CapabilityNameTests(SynchronousTestCase):
+    def test_one_name(self):
+        """The core's capability name and the one the host's options and
+        command table use without loading fan-out are the same string."""
+        from chatroom.wellknown import FANOUT_CAPABILITY
+
+        self.assertEqual(f.CAPABILITY, FANOUT_CAPABILITY)
+
+
 class RoundTripTests(SynchronousTestCase):
     """Sealing then opening gives back what was sealed."""
 

@@ -15,7 +15,8 @@ from chatroom.core.fanout import (
 )
 from chatroom.core.ircline import parse_line
 from chatroom.core.fanout_sender import REPAIR_WINDOW
-from chatroom.fanout import CAPABILITY, HostFanout
+from chatroom.core.fanout import CAPABILITY
+from chatroom.fanout import HostFanout
 from chatroom.host import Limits
 
 from .fakes import FakeClient, FakeGroupSender, make_host

@@ -177,7 +177,7 @@ class MulticastMemberTests(MemberBehaviourMixin, SynchronousTestCase):
         self.host.fanout = HostFanout(self.host, key, self.q, self.socket)
 
     def make_member(self, nick):
-        from chatroom.fanout import CAPABILITY
+        from chatroom.core.fanout import CAPABILITY
 
         client = FakeClient(self.host).register(
             nick, ("message-tags", "server-time", "echo-message", CAPABILITY)

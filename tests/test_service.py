@@ -307,7 +307,7 @@ class FanoutServiceTests(ListeningMixin, TestCase):
     def test_datagram_reaches_the_group(self):
         from chatroom.core.fanout import Datagram, KeyGrant, RoomIdentity, open_datagram
         from chatroom.core.ircline import parse_line
-        from chatroom.fanout import CAPABILITY
+        from chatroom.wellknown import FANOUT_CAPABILITY
         from chatroom.service import FanoutSettings
 
         from .fakes import FakeClient
@@ -349,7 +349,7 @@ class FanoutServiceTests(ListeningMixin, TestCase):
         member.protocol.makeConnection(member.transport)
         member.protocol.dataReceived(
             b"CAP REQ :message-tags server-time echo-message "
-            + CAPABILITY.encode()
+            + FANOUT_CAPABILITY.encode()
             + b"\r\nNICK a\r\nUSER a 0 * :a\r\nCAP END\r\n"
             b"JOIN #lobby\r\n"
         )

@@ -41,7 +41,7 @@ from chatroom.client.session import (
 from chatroom.client.ui import ChatController, ChatTerminal, format_event
 from chatroom.core.directory import DirectoryChange, DirectoryEntry, Outcome
 from chatroom.core.names import fingerprint, short_fingerprint
-from chatroom.discovery import DEFAULT_GROUP, DEFAULT_PORT
+from chatroom.wellknown import DISCOVERY_GROUP, DISCOVERY_PORT
 from chatroom.errors import ChatroomError
 from chatroom.identity import colon_hex, spki_sha256
 from chatroom.tls import PinnedClientCreator
@@ -67,14 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--discovery-group",
-        default=DEFAULT_GROUP,
+        default=DISCOVERY_GROUP,
         metavar="GROUP",
         help="multicast group (default %(default)s)",
     )
     group.add_argument(
         "--discovery-port",
         type=int,
-        default=DEFAULT_PORT,
+        default=DISCOVERY_PORT,
         metavar="PORT",
         help="discovery UDP port (default %(default)s)",
     )

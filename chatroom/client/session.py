@@ -65,13 +65,11 @@ from chatroom.core.ircline import Message, parse_server_time
 from chatroom.core.names import casefold, parse_msgid, valid_room_name
 from chatroom.core.search import DEFAULT_RINGS, Ring
 from chatroom.discovery import (
-    DEFAULT_ANNOUNCE_TTL,
-    DEFAULT_GROUP,
-    DEFAULT_PORT,
     DiscoveryService,
     ListenerProtocol,
 )
 from chatroom.tls import PinnedClientCreator
+from chatroom.wellknown import DISCOVERY_GROUP, DISCOVERY_PORT, DISCOVERY_TTL
 
 __all__ = [
     "RoomEvent",
@@ -251,8 +249,8 @@ class RoomFinder:
         self,
         reactor: Any,
         interface: str = "127.0.0.1",
-        group: str = DEFAULT_GROUP,
-        port: int = DEFAULT_PORT,
+        group: str = DISCOVERY_GROUP,
+        port: int = DISCOVERY_PORT,
         rings: Sequence[Ring] = DEFAULT_RINGS,
         collect_time: float = COLLECT_TIME,
     ) -> None:
@@ -292,7 +290,7 @@ class RoomFinder:
         self,
         room: str | None = None,
         fingerprint_prefix: bytes = b"",
-        ttl: int = DEFAULT_ANNOUNCE_TTL,
+        ttl: int = DISCOVERY_TTL,
     ) -> None:
         """Ask the network once (any room by default); answers fill the
         directory."""

@@ -10,12 +10,12 @@ from typing import Any
 from chatroom.core.errors import ParseError
 from chatroom.core.ircline import Message
 from chatroom.reply import Reply
-from chatroom.wellknown import FANOUT_CAPABILITY as CAPABILITY
+from chatroom.wellknown import FANOUT_CAPABILITY
 
 
 def fanout(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     """Pass a member's request to the room's fan-out sender."""
-    if host.fanout is None or CAPABILITY not in connection.caps:
+    if host.fanout is None or FANOUT_CAPABILITY not in connection.caps:
         reply.numeric("421", "FANOUT", "Unknown command")
         return
     # Imported here: a host without --fanout never loads fan-out.

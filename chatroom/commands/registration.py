@@ -9,8 +9,7 @@ from typing import Any
 
 from chatroom import __version__
 from chatroom.core.ircline import MAX_IRC_BYTES, Message, server_time
-from chatroom.wellknown import FANOUT_CAPABILITY
-from chatroom.wellknown import FANOUT_REQUIRED_CAPABILITIES as FANOUT_REQUIRES
+from chatroom.wellknown import FANOUT_CAPABILITY, FANOUT_REQUIRED_CAPABILITIES
 from chatroom.core.names import casefold
 from chatroom.core.room import MAX_BANS, MAX_MODE_CHANGES
 from chatroom.reply import Reply
@@ -117,7 +116,7 @@ def cap(host: Any, connection: Any, reply: Reply, message: Message) -> None:
         if (
             wanted
             and all(_cap_name(c) in offered for c in wanted)
-            and (FANOUT_CAPABILITY not in caps or FANOUT_REQUIRES <= caps)
+            and (FANOUT_CAPABILITY not in caps or FANOUT_REQUIRED_CAPABILITIES <= caps)
         ):
             connection.set_caps(caps)
             reply.send("CAP", target, "ACK", params[1])
