@@ -27,6 +27,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
+from chatroom.client.protocol import CLIENT_CAPS
 from chatroom.core.fanout import (
     CAPABILITY,
     MemberRequest,
@@ -56,16 +57,8 @@ EPOCH_1_KEY = bytes(range(32))
 """The documented test key of epoch 1."""
 
 SERVER = "fakehost.chatroom"
-OFFERED_CAPS = (
-    "message-tags",
-    "server-time",
-    "echo-message",
-    "batch",
-    "labeled-response",
-    "draft/chathistory",
-    "draft/event-playback",
-    CAPABILITY,
-)
+#: What the fake host offers: everything the client asks for, and fan-out.
+OFFERED_CAPS = CLIENT_CAPS + (CAPABILITY,)
 
 
 # -- the fan-out group ---------------------------------------------------------
