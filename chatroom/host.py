@@ -465,7 +465,7 @@ class RoomHost:
                 command=command,
                 source=member.source,
                 params=params,
-                client_tags=client_tags or {},
+                client_tags=client_tags,
                 unsequenced_id=self.new_msgid() if message else None,
                 bot=member.bot if message else False,
             ),
