@@ -558,6 +558,7 @@ def _open_session(
     keep_finder: bool,
     multicast: bool = False,
     read_only: bool = False,
+    hide_own_membership: bool = False,
 ):
     finder = None if args.connect else make_finder(reactor, args)
     if finder is not None:
@@ -577,6 +578,7 @@ def _open_session(
             password=getattr(args, "password", None),
             fanout=fanout_options(args) if multicast else None,
             read_only=read_only,
+            hide_own_membership=hide_own_membership,
         )
         yield session.connect()
     except BaseException:
@@ -635,6 +637,9 @@ def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
         # Reading without following need not join: the room is not shown
         # a JOIN and a QUIT each time someone looks at it.
         read_only=not args.follow,
+        # Where it must join (a closed room, or to follow), its own JOIN
+        # and QUIT are not the room's news.
+        hide_own_membership=True,
     )
     try:
         if args.follow:
