@@ -258,6 +258,29 @@ class ConsoleTests(TestCase):
         )
 
     @defer.inlineCallbacks
+    def test_tail_while_the_nick_is_taken(self):
+        """A one-shot tail that comes in as reader_ prints the history and
+        says nothing about getting the nick back."""
+        from chatroom.client.reconnect import RoomTarget
+        from chatroom.client.session import RoomSession
+
+        identity, port = yield self.start_host()
+        holder = RoomSession(
+            reactor,
+            RoomTarget(identity.public_key, "lobby", ("127.0.0.1:%d" % (port,),)),
+            "reader",
+        )
+        yield holder.connect()
+        self.addCleanup(holder.close)
+        status = io.StringIO()  # tail writes what happens to standard error
+        self.patch(sys, "stderr", status)
+        code, events, err = yield self.tail_json(identity, port)
+        self.assertEqual((code, err, status.getvalue()), (0, "", ""))
+        self.assertEqual(
+            [(e["kind"], e["sender"]) for e in events], [("join", "reader")]
+        )
+
+    @defer.inlineCallbacks
     def test_say_while_the_nick_is_taken(self):
         """Issue 12 item 1: with 'tail --follow' holding the default nick in
         one terminal, 'say' in another comes in as nick_ and delivers."""

@@ -123,6 +123,15 @@ class SessionTests(SessionTestsMixin, SynchronousTestCase):
         self.assertEqual(shown, [("join", "reader"), ("quit", "reader")])
         self.assertEqual(reader_seen.events[0].seq, 1)
 
+    def test_read_only_says_nothing_of_a_taken_nick(self):
+        """A one-shot read that came in as C{reader_} does not promise the
+        nick back later: it is gone before that could happen."""
+        self.session("reader")
+        other, other_seen = self.session("reader", read_only=True)
+        self.assertEqual(other.nick, "reader_")
+        self.assertEqual([s for s in other_seen.status if "until it is free" in s], [])
+        self.assertIsNone(other._regain_call)
+
     def test_names_and_topic(self):
         alice, _ = self.session("alice")
         self.session("bob")

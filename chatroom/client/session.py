@@ -812,7 +812,9 @@ class RoomSession:
         for item in self._outbox:
             item.in_doubt = False
         self._flush_outbox()
-        if casefold(self.nick) != casefold(self.wanted_nick):
+        if casefold(self.nick) != casefold(self.wanted_nick) and not self.read_only:
+            # A one-shot read (read_only) is gone before the nick could
+            # come back: promising it would mean nothing.
             self.on_status(
                 "The nick %s is taken on this host; you are %s until it is"
                 " free, then you get it back." % (self.wanted_nick, self.nick)
