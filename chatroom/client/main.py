@@ -703,6 +703,7 @@ def command_join(
     if finder is None:
         controller.list_rooms = None
     saved_tty = None
+    terminal = None
     if os.isatty(stdin_fd):
         import termios
         import tty
@@ -732,7 +733,15 @@ def command_join(
         yield session.close(reason)
         if finder is not None:
             yield finder.stop()
-        stdio.loseConnection()
+        if terminal is not None:
+            # The prompt is on the screen's last line: erase it, and wait
+            # until that has been written, so that "Left" (written another
+            # way) starts the line rather than following the prompt.
+            terminal.finish()
+            stdio.loseConnection()
+            yield terminal.closed
+        else:
+            stdio.loseConnection()
         restore()
         reactor.removeSystemEventTrigger(trigger)
         out.write("Left %s.\n" % (session.channel,))
