@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from twisted.logger import Logger
 
+from chatroom.core.names import casefold
 from chatroom.core.room import Event, Topic
 from chatroom.errors import HistoryStoreError
 from chatroom.interfaces import IHistoryStore
@@ -29,12 +30,51 @@ from chatroom.interfaces import IHistoryStore
 _log = Logger()
 
 #: The schema version this code writes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Commands that are messages, as opposed to membership and topic events.
 MESSAGE_COMMANDS = ("PRIVMSG", "NOTICE")
 
 _COLUMNS = "room, seq, time_ms, command, source, params, tags"
+
+#: Commands whose events change who is in a room (the C{present} table).
+MEMBERSHIP_COMMANDS = frozenset({"JOIN", "PART", "QUIT", "KICK", "NICK"})
+
+_JOINED = "INSERT OR REPLACE INTO present (room, nick, source, seq) VALUES (?, ?, ?, ?)"
+_LEFT = "DELETE FROM present WHERE room = ? AND nick = ?"
+# A nick is the host's, not one room's: the change applies in every room.
+# OR REPLACE: a row already under the new nick cannot make the turn fail.
+_RENAMED = "UPDATE OR REPLACE present SET nick = ?, source = ? WHERE nick = ?"
+
+
+def _nick_of(source: str) -> str:
+    """The folded nick of a C{nick!user@host} source."""
+    return casefold(source.split("!", 1)[0])
+
+
+def _presence_change(event: Event) -> tuple[str, tuple[object, ...]] | None:
+    """The C{present} table statement for a membership event, or C{None}.
+
+    C{JOIN} adds its source; C{PART} and C{QUIT} remove their source,
+    C{KICK} its target (the second parameter); an unsequenced C{NICK}
+    renames the member wherever it is.
+    """
+    command = event.command
+    if command == "JOIN":
+        return _JOINED, (event.room, _nick_of(event.source), event.source, event.seq)
+    if command in ("PART", "QUIT"):
+        return _LEFT, (event.room, _nick_of(event.source))
+    if command == "KICK" and len(event.params) > 1:
+        return _LEFT, (event.room, casefold(event.params[1]))
+    if command == "NICK" and event.params:
+        new = event.params[0]
+        rest = event.source.partition("!")
+        return _RENAMED, (
+            casefold(new),
+            new + rest[1] + rest[2],
+            _nick_of(event.source),
+        )
+    return None
 
 
 def _read_schema(name: str) -> str:
@@ -218,11 +258,20 @@ class HistoryStore:
         """Store C{events} in one transaction: all of them, or none.
 
         Events without a sequence number (nick changes) are not stored.
-        A C{TOPIC} event also records the room's current topic.
+        A C{TOPIC} event also records the room's current topic; C{JOIN},
+        C{PART}, C{QUIT}, C{KICK} and nick changes keep the C{present}
+        table (L{present}) in step with the stored events.
         """
         rows = []
         topics = []
+        presence = []
         for event in events:
+            if event.command in MEMBERSHIP_COMMANDS:
+                change = _presence_change(event)
+                if change is not None and (
+                    event.seq is not None or event.command == "NICK"
+                ):
+                    presence.append(change)
             if event.seq is None:
                 continue
             rows.append(
@@ -240,7 +289,7 @@ class HistoryStore:
                 topics.append(
                     (event.params[1], event.source, event.time_ms, event.room)
                 )
-        if not rows:
+        if not rows and not presence:
             return
         db = self._db
         db.execute("BEGIN")
@@ -255,6 +304,9 @@ class HistoryStore:
                     " topic_time_ms = ? WHERE room = ?",
                     topics,
                 )
+            # In the events' order: a JOIN and a PART of one turn cancel.
+            for statement, parameters in presence:
+                db.execute(statement, parameters)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -310,6 +362,7 @@ class HistoryStore:
                 "DELETE FROM events WHERE room = ? AND seq < ?",
                 (key, self.last_seq(key)),
             )
+            db.execute("DELETE FROM present WHERE room = ?", (key,))
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -367,6 +420,23 @@ class HistoryStore:
             "SELECT COALESCE(MAX(seq), 0) FROM events WHERE room = ?", (room,)
         )
         return seq
+
+    def present(self, room: str) -> list[str]:
+        """The C{nick!user@host} of everyone the stored history of C{room}
+        shows in it (joined, and not yet parted, quit or kicked), in the
+        order they joined.
+
+        Read from the C{present} table, which L{append} keeps in the same
+        transaction as the events: one indexed read, however long the
+        history (and pruning does not change it).  A database upgraded
+        from schema 3 starts with nobody present.
+        """
+        return [
+            source
+            for (source,) in self._db.execute(
+                "SELECT source FROM present WHERE room = ? ORDER BY seq", (room,)
+            )
+        ]
 
     def topic(self, room: str) -> Topic:
         """The stored topic of C{room}."""

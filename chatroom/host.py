@@ -29,6 +29,12 @@ from chatroom.core.room import POST_COMMANDS, Ban, Delivery, Event, Room
 from chatroom.core.tokenbucket import TokenBucket
 
 
+#: The reason of the C{QUIT} recorded, when a room is opened, for members
+#: the history shows present: the host before was killed (C{kill -9}, a
+#: power cut) and never recorded their leaving.
+RESTART_REASON = "Host restarted"
+
+
 @attrs.frozen
 class Limits:
     """Every limit of the IRC side of a host, with LIMITS.md's defaults.
@@ -178,7 +184,18 @@ class RoomHost:
                 bans=[Ban(*ban) for ban in record.bans],
             )
             self.rooms[key] = room
+            self._record_gone(room)
         return room
+
+    def _record_gone(self, room: Room) -> None:
+        """Queue a C{QUIT} (L{RESTART_REASON}) for everyone the stored
+        history still shows in C{room}: the previous host was killed before
+        it could record their leaving.  Queued before anything else can
+        happen in the room, and committed with the turn's other events,
+        which also clears them from the store's present members."""
+        now = self.now_ms()
+        for source in self.store.present(room.key):
+            self.submit(room.gone(source, RESTART_REASON, now))
 
     def open_room(self, name: str) -> Room:
         """A user opens room C{name}: host it, remember it, announce it.

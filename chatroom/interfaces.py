@@ -46,6 +46,10 @@ class IHistoryStore(Interface):
     def last_seq(room):
         """The highest stored sequence number of C{room}, 0 when none."""
 
+    def present(room):
+        """The sources the stored history of C{room} shows in it, in the
+        order they joined (left over after a crash)."""
+
     def between(room, after, before, limit, newest, messages_only):
         """Stored events with C{after < seq < before}, oldest first."""
 

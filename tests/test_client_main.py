@@ -59,6 +59,7 @@ class ConsoleTests(TestCase):
         )
         host.startService()
         self.addCleanup(host.stopService)
+        self.host_service = host
         (port,) = yield host.listening_ports()
         return identity, port.getHost().port
 
@@ -222,6 +223,62 @@ class ConsoleTests(TestCase):
         self.assertEqual(messages, [("scripter", "hello"), ("scripter", "second line")])
         seqs = [e["seq"] for e in events]
         self.assertEqual(seqs, sorted(seqs))
+
+    def tail_json(self, identity, port, *extra):
+        """C{chatroom tail --json lobby --nick reader ...}; (code, events, err)."""
+        d = self.chatroom(
+            "tail",
+            "--json",
+            "--nick",
+            "reader",
+            "--connect",
+            "127.0.0.1:%d" % (port,),
+            "--key",
+            identity.public_key.hex(),
+            "lobby",
+            *extra,
+            *self.common,
+        )
+        return d.addCallback(
+            lambda r: (r[0], [json.loads(line) for line in r[1].splitlines()], r[2])
+        )
+
+    @defer.inlineCallbacks
+    def test_tail_closed_room_without_its_own_join(self):
+        """A closed room is joined to be read; the tail's own JOIN is not
+        printed as the room's latest event."""
+        identity, port = yield self.start_host()
+        self.host_service.host.find_room("#lobby").modes.add("s")
+        yield self.chatroom("say", "lobby", "hello", "--nick", "scripter", *self.common)
+        code, events, err = yield self.tail_json(identity, port)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(
+            [(e["kind"], e["sender"]) for e in events],
+            [("join", "scripter"), ("message", "scripter"), ("quit", "scripter")],
+        )
+
+    @defer.inlineCallbacks
+    def test_tail_while_the_nick_is_taken(self):
+        """A one-shot tail that comes in as reader_ prints the history and
+        says nothing about getting the nick back."""
+        from chatroom.client.reconnect import RoomTarget
+        from chatroom.client.session import RoomSession
+
+        identity, port = yield self.start_host()
+        holder = RoomSession(
+            reactor,
+            RoomTarget(identity.public_key, "lobby", ("127.0.0.1:%d" % (port,),)),
+            "reader",
+        )
+        yield holder.connect()
+        self.addCleanup(holder.close)
+        status = io.StringIO()  # tail writes what happens to standard error
+        self.patch(sys, "stderr", status)
+        code, events, err = yield self.tail_json(identity, port)
+        self.assertEqual((code, err, status.getvalue()), (0, "", ""))
+        self.assertEqual(
+            [(e["kind"], e["sender"]) for e in events], [("join", "reader")]
+        )
 
     @defer.inlineCallbacks
     def test_say_while_the_nick_is_taken(self):

@@ -83,6 +83,55 @@ class SessionTests(SessionTestsMixin, SynchronousTestCase):
         room = self.net.host.find_room("#lobby")
         self.assertIn("reader", [m.nick for m in room.members])
 
+    def test_closed_room_reader_hides_its_own_join(self):
+        """C{chatroom tail} on a closed room joins it to read it, but does
+        not show its own JOIN as the room's latest event; everyone else's
+        comings and goings are shown."""
+        alice, _ = self.session("alice")
+        self.successResultOf(self.say(alice, "hello"))
+        self.net.host.find_room("#lobby").modes.add("s")
+        reader, reader_seen = self.session(
+            "reader", read_only=True, hide_own_membership=True
+        )
+        shown = [(event.kind, event.sender) for event in reader_seen.events]
+        self.assertEqual(shown, [("join", "alice"), ("message", "alice")])
+        self.close(reader)
+        self.assertEqual(len(reader_seen.events), 2)
+
+    def test_hidden_own_join_leaves_as_many_events_as_asked(self):
+        """Hiding its own JOIN does not make the reader show one event
+        fewer than it was asked for."""
+        alice, _ = self.session("alice")
+        self.successResultOf(self.say(alice, "one"))
+        self.successResultOf(self.say(alice, "two"))
+        self.net.host.find_room("#lobby").modes.add("s")
+        reader, reader_seen = self.session(
+            "reader", read_only=True, hide_own_membership=True, recent=2
+        )
+        self.assertEqual(reader_seen.messages(), [("alice", "one"), ("alice", "two")])
+
+    def test_hidden_own_join_is_only_this_sessions(self):
+        """An earlier session's JOIN under the same nick is history like
+        any other; only the reader's own JOIN is left out."""
+        self.net.host.find_room("#lobby").modes.add("s")
+        earlier, _ = self.session("reader")
+        self.close(earlier)
+        reader, reader_seen = self.session(
+            "reader", read_only=True, hide_own_membership=True
+        )
+        shown = [(event.kind, event.sender) for event in reader_seen.events]
+        self.assertEqual(shown, [("join", "reader"), ("quit", "reader")])
+        self.assertEqual(reader_seen.events[0].seq, 1)
+
+    def test_read_only_says_nothing_of_a_taken_nick(self):
+        """A one-shot read that came in as C{reader_} does not promise the
+        nick back later: it is gone before that could happen."""
+        self.session("reader")
+        other, other_seen = self.session("reader", read_only=True)
+        self.assertEqual(other.nick, "reader_")
+        self.assertEqual([s for s in other_seen.status if "until it is free" in s], [])
+        self.assertIsNone(other._regain_call)
+
     def test_names_and_topic(self):
         alice, _ = self.session("alice")
         self.session("bob")

@@ -140,3 +140,95 @@ class StopTests(RunningHostMixin, TestCase):
         )
         self.assertQuiet(err)
         self.assertEqual(code, 130, err)
+
+
+def screen_lines(data):
+    """The lines a terminal shows for C{data}: enough of a VT100 for the
+    client's line editor (CR, LF, erase line, cursor left/right, and
+    other CSI sequences ignored)."""
+    lines = [[]]
+    column = 0
+    i = 0
+    text = data.decode("utf-8", "replace")
+    while i < len(text):
+        char = text[i]
+        if char == "\x1b" and text[i + 1 : i + 2] == "[":
+            j = i + 2
+            while j < len(text) and not text[j].isalpha():
+                j += 1
+            arguments, final = text[i + 2 : j], text[j : j + 1]
+            count = int(arguments) if arguments.isdigit() else 1
+            line = lines[-1]
+            if final == "K":
+                if arguments == "2":
+                    line.clear()
+                else:
+                    del line[column:]
+            elif final == "D":
+                column = max(column - count, 0)
+            elif final == "C":
+                column += count
+            i = j + 1
+            continue
+        if char == "\r":
+            column = 0
+        elif char == "\n":
+            lines.append([])
+            column = 0
+        elif char.isprintable():
+            line = lines[-1]
+            line.extend(" " * (column - len(line)))
+            line[column : column + 1] = [char]
+            column += 1
+        i += 1
+    return ["".join(line).rstrip() for line in lines]
+
+
+class TerminalQuitTests(RunningHostMixin, TestCase):
+    """C{chatroom join} on a terminal (a pseudo-terminal here), left with
+    C{/quit}."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_left_on_its_own_line(self):
+        """ "Left #lobby." starts a line of its own, not the prompt's."""
+        self.make_data_dir()
+        port = yield self.start_host()
+        process = ConsoleProcess()
+        prompt = defer.Deferred()
+
+        def received(data, out=process.outReceived):
+            out(data)
+            if b"[#lobby q] " in process.out and not prompt.called:
+                prompt.callback(None)
+
+        process.outReceived = received
+        argv = [
+            "join",
+            "lobby",
+            "--nick",
+            "q",
+            "--connect",
+            "127.0.0.1:%d" % (port,),
+            "--key",
+            self.identity.fingerprint,
+            "--data-dir",
+            os.path.abspath(self.mktemp()),
+        ]
+        reactor.spawnProcess(
+            process,
+            sys.executable,
+            [sys.executable, "-c", "from chatroom.client.main import main; main()"]
+            + argv,
+            env=dict(os.environ, PYTHONPATH=ROOT, TERM="xterm"),
+            path=ROOT,
+            usePTY=True,
+        )
+        yield prompt
+        process.transport.write(b"/quit\r")
+        code = yield process.ended
+        self.assertEqual(code, 0, process.out)
+        lines = screen_lines(process.out)
+        self.assertIn("Left #lobby.", lines, lines)
+        self.assertNotIn("Traceback", process.out.decode("utf-8", "replace"))

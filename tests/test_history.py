@@ -119,6 +119,120 @@ class HistoryStoreTests(SynchronousTestCase):
         self.assertEqual(self.store.reserve_counter("T", 10), 11)
 
 
+def membership(seq, command, source, *params, room="lobby"):
+    """A stored-form membership event (C{seq} C{None}: unsequenced)."""
+    return Event(
+        room=room if seq is not None else None,
+        seq=seq,
+        time_ms=(seq or 0) * 1000,
+        command=command,
+        source=source,
+        params=params,
+    )
+
+
+class PresentTests(SynchronousTestCase):
+    """The store knows who its history shows in each room, without
+    replaying it: the C{present} table follows every membership event."""
+
+    def setUp(self):
+        self.store = HistoryStore(":memory:")
+        self.store.add_room("lobby", "lobby")
+        self.store.add_room("dev", "dev")
+        self.addCleanup(self.store.close)
+
+    def test_join_part_quit_kick(self):
+        self.store.append(
+            [
+                membership(1, "JOIN", "alice!~a@h", "#lobby"),
+                membership(2, "JOIN", "Bob!~b@h", "#lobby"),
+                membership(3, "JOIN", "carol!~c@h", "#lobby"),
+                membership(4, "JOIN", "dave!~d@h", "#lobby"),
+                message(5),
+            ]
+        )
+        self.assertEqual(
+            self.store.present("lobby"),
+            ["alice!~a@h", "Bob!~b@h", "carol!~c@h", "dave!~d@h"],
+        )
+        self.store.append(
+            [
+                membership(6, "PART", "alice!~a@h", "#lobby", "bye"),
+                # The target of a KICK leaves, whatever its nick's case.
+                membership(7, "KICK", "carol!~c@h", "#lobby", "BOB", "out"),
+                membership(8, "QUIT", "dave!~d@h", "Quit: gone"),
+            ]
+        )
+        self.assertEqual(self.store.present("lobby"), ["carol!~c@h"])
+        self.assertEqual(self.store.present("dev"), [])
+
+    def test_join_and_part_in_one_turn(self):
+        """Changes apply in the events' order within one append."""
+        self.store.append(
+            [
+                membership(1, "JOIN", "alice!~a@h", "#lobby"),
+                membership(2, "PART", "alice!~a@h", "#lobby"),
+                membership(3, "JOIN", "bob!~b@h", "#lobby"),
+                membership(4, "QUIT", "bob!~b@h", "x"),
+                membership(5, "JOIN", "bob!~b@h", "#lobby"),
+            ]
+        )
+        self.assertEqual(self.store.present("lobby"), ["bob!~b@h"])
+
+    def test_nick_change_in_every_room(self):
+        """Nick changes are not stored, but the member keeps its place
+        under its new nick in every room, so its QUIT still finds it."""
+        self.store.append(
+            [
+                membership(1, "JOIN", "alice!~a@h", "#lobby"),
+                membership(1, "JOIN", "alice!~a@h", "#dev", room="dev"),
+                membership(None, "NICK", "alice!~a@h", "Alicia"),
+            ]
+        )
+        self.assertEqual(self.store.last_seq("lobby"), 1)
+        self.assertEqual(self.store.present("lobby"), ["Alicia!~a@h"])
+        self.assertEqual(self.store.present("dev"), ["Alicia!~a@h"])
+        self.store.append([membership(2, "QUIT", "Alicia!~a@h", "bye")])
+        self.assertEqual(self.store.present("lobby"), [])
+        self.assertEqual(self.store.present("dev"), ["Alicia!~a@h"])
+
+    def test_not_stored_not_present(self):
+        """A failed append changes nobody's presence."""
+        self.store.append([membership(1, "JOIN", "alice!~a@h", "#lobby")])
+        self.assertRaises(
+            sqlite3.IntegrityError,
+            self.store.append,
+            [
+                membership(2, "JOIN", "bob!~b@h", "#lobby"),
+                membership(1, "PART", "alice!~a@h", "#lobby"),
+            ],
+        )
+        self.assertEqual(self.store.present("lobby"), ["alice!~a@h"])
+
+    def test_survives_pruning(self):
+        self.store.append(
+            [membership(1, "JOIN", "alice!~a@h", "#lobby")]
+            + [message(n) for n in range(2, 10)]
+        )
+        self.store.prune("lobby", 1, None)
+        self.assertEqual(self.store.present("lobby"), ["alice!~a@h"])
+
+    def test_removed_room_has_nobody(self):
+        self.store.append([membership(1, "JOIN", "alice!~a@h", "#lobby")])
+        self.store.remove_room("lobby")
+        self.assertEqual(self.store.present("lobby"), [])
+
+    def test_persists(self):
+        path = self.mktemp()
+        store = HistoryStore(path)
+        store.add_room("lobby", "lobby")
+        store.append([membership(1, "JOIN", "alice!~a@h", "#lobby")])
+        store.close()
+        store = HistoryStore(path)
+        self.addCleanup(store.close)
+        self.assertEqual(store.present("lobby"), ["alice!~a@h"])
+
+
 class JSONStringsTests(SynchronousTestCase):
     """The fast encoder of stored parameters writes what json.dumps does."""
 
@@ -222,6 +336,44 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual(
             (record.member_limit, record.bans), (3, (("x!*@*", "op!u@h", 9),))
         )
+
+    def test_v3_to_current(self):
+        """A version 3 database gains the present table, empty: a version 3
+        history cannot say reliably who is in a room."""
+        from importlib import resources
+
+        path = self.mktemp()
+        db = sqlite3.connect(path)
+        db.executescript(
+            resources.files("chatroom.schemas")
+            .joinpath("history-v3.sql")
+            .read_text("utf-8")
+        )
+        db.execute("INSERT INTO rooms (room, name) VALUES ('lobby', 'lobby')")
+        db.execute(
+            "INSERT INTO events VALUES ('lobby', 7, 1000, 'JOIN', 'a!u@h', ?, '{}')",
+            ('["#lobby"]',),
+        )
+        db.commit()
+        db.close()
+        store = HistoryStore(path)
+        self.addCleanup(store.close)
+        ((version,),) = store._db.execute("SELECT version FROM version")
+        self.assertEqual(version, SCHEMA_VERSION)
+        self.assertEqual(store.present("lobby"), [])
+        store.append(
+            [
+                Event(
+                    room="lobby",
+                    seq=8,
+                    time_ms=2000,
+                    command="JOIN",
+                    source="b!u@h",
+                    params=("#lobby",),
+                )
+            ]
+        )
+        self.assertEqual(store.present("lobby"), ["b!u@h"])
 
     def test_copy_kept_before_upgrade(self):
         """The version 1 file is copied next to the database, as it was,

@@ -906,6 +906,76 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual(topic.params[2], "kept")
 
 
+class CrashRestartTests(SynchronousTestCase):
+    """A host that died without recording its members' QUITs (C{kill -9})
+    records them when the next host opens the room, before anything else,
+    so the history never shows a member joining twice."""
+
+    HISTORY_CAPS = ("message-tags", "batch", "draft/chathistory")
+
+    def crash(self, store):
+        """Alice and carol in #lobby, alice renamed, then the host dies."""
+        host = make_host(store=store, limits=NO_FLOOD)
+        alice = FakeClient(host).register("alice").join()
+        FakeClient(host).register("carol").join()
+        alice.send("NICK alicia", "PRIVMSG #lobby :last words")
+        # No disconnect: the process is gone, nothing more is stored.
+
+    def history(self, host, caps=HISTORY_CAPS + ("draft/event-playback",)):
+        reader = FakeClient(host).register("reader", caps)
+        reader.send("CHATHISTORY LATEST #lobby * 100")
+        return [
+            m
+            for m in reader.messages()
+            if m.command not in ("BATCH",) and "msgid" in m.tags
+        ]
+
+    def test_quits_recorded(self):
+        store = HistoryStore(":memory:")
+        self.crash(store)
+        self.assertEqual(
+            store.present("lobby"),
+            ["alicia!~alice@127.0.0.1", "carol!~carol@127.0.0.1"],
+        )
+        host = make_host(store=store, limits=NO_FLOOD)
+        bob = FakeClient(host).register("bob", ("message-tags",))
+        bob.send("JOIN #lobby")
+        join = bob.messages()[0]
+        events = [
+            (m.tags["msgid"], m.command, m.prefix.split("!")[0], m.params)
+            for m in self.history(host)
+        ]
+        self.assertEqual(
+            events[-3:],
+            [
+                ("lobby:4", "QUIT", "alicia", ("Host restarted",)),
+                ("lobby:5", "QUIT", "carol", ("Host restarted",)),
+                ("lobby:6", "JOIN", "bob", ("#lobby",)),
+            ],
+        )
+        self.assertEqual((join.command, join.tags["msgid"]), ("JOIN", "lobby:6"))
+        self.assertEqual(store.present("lobby"), ["bob!~bob@127.0.0.1"])
+
+    def test_once(self):
+        """A second restart finds nobody left to record."""
+        store = HistoryStore(":memory:")
+        self.crash(store)
+        make_host(store=store, limits=NO_FLOOD).clock.advance(0)
+        self.assertEqual(store.last_seq("lobby"), 5)
+        make_host(store=store, limits=NO_FLOOD).clock.advance(0)
+        self.assertEqual(store.last_seq("lobby"), 5)
+
+    def test_clean_stop_leaves_nobody(self):
+        """Members who left (the host stopping closes every connection)
+        get no second QUIT."""
+        store = HistoryStore(":memory:")
+        host = make_host(store=store, limits=NO_FLOOD)
+        FakeClient(host).register("alice").join().disconnect()
+        self.assertEqual(store.present("lobby"), [])
+        make_host(store=store, limits=NO_FLOOD).clock.advance(0)
+        self.assertEqual(store.last_seq("lobby"), 2)
+
+
 class MemberInterfaceTests(SynchronousTestCase):
     """The connection provides everything IRoomMember promises the host."""
 

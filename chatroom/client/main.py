@@ -558,6 +558,7 @@ def _open_session(
     keep_finder: bool,
     multicast: bool = False,
     read_only: bool = False,
+    hide_own_membership: bool = False,
 ):
     finder = None if args.connect else make_finder(reactor, args)
     if finder is not None:
@@ -577,6 +578,7 @@ def _open_session(
             password=getattr(args, "password", None),
             fanout=fanout_options(args) if multicast else None,
             read_only=read_only,
+            hide_own_membership=hide_own_membership,
         )
         yield session.connect()
     except BaseException:
@@ -635,6 +637,9 @@ def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
         # Reading without following need not join: the room is not shown
         # a JOIN and a QUIT each time someone looks at it.
         read_only=not args.follow,
+        # Where it must join (a closed room, or to follow), its own JOIN
+        # and QUIT are not the room's news.
+        hide_own_membership=True,
     )
     try:
         if args.follow:
@@ -698,6 +703,7 @@ def command_join(
     if finder is None:
         controller.list_rooms = None
     saved_tty = None
+    terminal = None
     if os.isatty(stdin_fd):
         import termios
         import tty
@@ -727,7 +733,15 @@ def command_join(
         yield session.close(reason)
         if finder is not None:
             yield finder.stop()
-        stdio.loseConnection()
+        if terminal is not None:
+            # The prompt is on the screen's last line: erase it, and wait
+            # until that has been written, so that "Left" (written another
+            # way) starts the line rather than following the prompt.
+            terminal.finish()
+            stdio.loseConnection()
+            yield terminal.closed
+        else:
+            stdio.loseConnection()
         restore()
         reactor.removeSystemEventTrigger(trigger)
         out.write("Left %s.\n" % (session.channel,))

@@ -472,6 +472,10 @@ class RoomSession:
         L{chatroom.identity.ClientIdentity}), presented as the TLS client
         certificate: a host that knows it can hand this session the nick
         and rooms of a connection it still holds from before a drop.
+    @param hide_own_membership: do not show this session's own C{JOIN},
+        C{PART} and C{QUIT} (C{chatroom tail}, which joins only to read:
+        its own coming and going is not the room's news).  Other sessions'
+        events under the same nick are shown as history.
     @param fanout: how to take multicast delivery when the room offers it
         (L{FanoutOptions}: the interface to join the group on, 127.0.0.1
         by default); C{None}: TLS delivery only.
@@ -503,6 +507,7 @@ class RoomSession:
         password: str | None = None,
         fanout: FanoutOptions | None = FanoutOptions(),
         read_only: bool = False,
+        hide_own_membership: bool = False,
     ) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
@@ -518,6 +523,9 @@ class RoomSession:
         #: it (a public room), so that the room sees no JOIN and QUIT; a
         #: closed room is joined to be read (C{chatroom tail}).
         self.read_only = read_only
+        self.hide_own_membership = hide_own_membership
+        #: The sequence numbers of this session's own C{JOIN}s.
+        self._own_joins: set[int] = set()
         self.probe_timeout = probe_timeout
         self._regain_call: Any = None
         self.realname = realname
@@ -804,7 +812,9 @@ class RoomSession:
         for item in self._outbox:
             item.in_doubt = False
         self._flush_outbox()
-        if casefold(self.nick) != casefold(self.wanted_nick):
+        if casefold(self.nick) != casefold(self.wanted_nick) and not self.read_only:
+            # A one-shot read (read_only) is gone before the nick could
+            # come back: promising it would mean nothing.
             self.on_status(
                 "The nick %s is taken on this host; you are %s until it is"
                 " free, then you get it back." % (self.wanted_nick, self.nick)
@@ -958,9 +968,14 @@ class RoomSession:
                 raise errors.RoomRefused(_refusal(self.channel, reply, self.password))
             missed = 0
             if self.last_seq is None:
+                # One more when its own JOIN is hidden, so that as many
+                # events as asked for are shown.
+                extra = 1 if self.hide_own_membership else 0
                 batch = yield proto.history(
-                    self.channel, "LATEST", "*", limit=self.recent
+                    self.channel, "LATEST", "*", limit=self.recent + extra
                 )
+                if not self._note_own_join(batch) and len(batch) > self.recent:
+                    del batch[: len(batch) - self.recent]
                 for message in batch:
                     self._deliver(message)
             else:
@@ -972,6 +987,7 @@ class RoomSession:
                         "msgid=%s:%d" % (self.room_key, self.last_seq),
                         limit=HISTORY_PAGE,
                     )
+                    self._note_own_join(batch)
                     for message in batch:
                         event = self._deliver(message)
                         if (
@@ -992,6 +1008,28 @@ class RoomSession:
             self._buffer = []
         return missed
 
+    def _note_own_join(self, batch: list[Message]) -> bool:
+        """Remember the sequence number of this session's C{JOIN}, just
+        made: the newest C{JOIN} under its nick in the history fetched
+        after it (the nick is the session's alone while it is in the
+        room, so no later C{JOIN} can carry it).  Whether there was one.
+        """
+        for message in reversed(batch):
+            event = event_from_message(message, self.channel, self.room_key, self.nick)
+            if event is not None and event.kind == "join" and event.own:
+                if event.seq is None:
+                    return False
+                self._own_joins.add(event.seq)
+                return True
+        return False
+
+    def _is_own_membership(self, event: RoomEvent) -> bool:
+        """Whether C{event} is this session's own C{JOIN}, C{PART} or
+        C{QUIT}: live ones under its nick, and its own C{JOIN} in history."""
+        if not event.own or event.kind not in ("join", "part", "quit"):
+            return False
+        return not event.replayed or event.seq in self._own_joins
+
     def _deliver(self, message: Message) -> RoomEvent | None:
         event = event_from_message(message, self.channel, self.room_key, self.nick)
         if event is None:
@@ -1000,6 +1038,8 @@ class RoomSession:
             if self.last_seq is not None and event.seq <= self.last_seq:
                 return None  # already shown: history and live overlap
             self.last_seq = event.seq
+        if self.hide_own_membership and self._is_own_membership(event):
+            return event
         if event.kind == "nick" and event.own:
             self.nick = event.text
             if self.protocol is not None:

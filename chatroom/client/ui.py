@@ -224,6 +224,20 @@ class ChatTerminal(HistoricRecvLine):
     def __init__(self, on_quit: Callable[[], None] | None = None) -> None:
         self.on_quit = on_quit
         self._pending_utf8 = b""
+        #: Fires once the terminal's connection is closed, which is after
+        #: everything written to it reached the screen.
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    def finish(self) -> None:
+        """Erase the prompt and input line, leaving the cursor at the start
+        of that (now empty) line: whatever is written after the terminal
+        closes (C{Left #room.}) begins a line of its own."""
+        self.terminal.write(b"\r")
+        self.terminal.eraseLine()
 
     def connectionMade(self) -> None:
         self.ps = (self.prompt.encode("utf-8"),)

@@ -655,6 +655,25 @@ class Room:
             params = (self.channel,)
         return self._event(command, member, params, now_ms, audience=audience)
 
+    def gone(self, source: str, reason: str, now_ms: int) -> Delivery:
+        """A C{QUIT} for C{source}, whom the stored history shows in the
+        room but who is not in it: the host before this one stopped
+        without recording its members' leaving (it was killed).  The event
+        is numbered and stored like any other and goes to nobody (nobody
+        is connected yet when a room is opened).
+        """
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        event = Event(
+            room=self.key,
+            seq=seq,
+            time_ms=now_ms,
+            command="QUIT",
+            source=source,
+            params=(reason,),
+        )
+        return Delivery(event, ())
+
     def post(
         self,
         member: Any,
