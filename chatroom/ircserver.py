@@ -245,6 +245,16 @@ class IRCConnection(protocol.Protocol):
             self.client_key = client_key(self.transport)
             self._arm()
 
+    def replace_transport(self, transport: Any) -> None:
+        """A layer between this connection and its transport stepped out
+        (L{chatroom.handshakes.HandshakeLimitProtocol}, once the TLS
+        handshake completed): write to and pause C{transport}, the layer
+        below it, from now on.  C{address} keeps what was read at
+        C{connectionMade}."""
+        self.transport = transport
+        if self._guard is not None:
+            self._guard.transport = transport
+
     def register(self) -> None:
         """The client registered (called by the command table)."""
         assert self.lifecycle is not None and self._guard is not None
