@@ -22,6 +22,15 @@ C{[::]} socket gives) as the IPv4 address it is, so that every per-address
 count of the host sees one address per IPv4 client rather than one /64 for
 all of them.
 
+Once the handshake completed the wrapper has no more work, so it steps out
+of the chain: the TLS protocol below then delivers straight to the
+protocol above, which writes straight to the TLS protocol (no wrapper kept
+per member, no extra call per read and write).  The protocol above reads
+the peer's address when its connection is made, while the wrapper still
+unmaps it (L{chatroom.ircserver.IRCConnection.address}).  A plain-text
+connection has no handshake: the wrapper stays as a pass-through for its
+life, so that its protocol sees the unmapped address too.
+
 Each cap is logged once when it trips (again only after a minute without
 tripping); every refusal and pause is counted for the operator.
 """
@@ -63,8 +72,9 @@ class HandshakeLimits:
 class HandshakeLimitProtocol(policies.ProtocolWrapper):
     """Counts its connection as a handshake in progress until it completes.
 
-    Over TLS it passes C{handshakeCompleted} on to the wrapped protocol;
-    without TLS it is a plain pass-through and is not counted.
+    Over TLS it passes C{handshakeCompleted} on to the wrapped protocol,
+    after stepping out of the chain (L{_step_out}); without TLS it is a
+    plain pass-through and is not counted.
     """
 
     factory: HandshakeLimitFactory
@@ -100,8 +110,35 @@ class HandshakeLimitProtocol(policies.ProtocolWrapper):
 
     def handshakeCompleted(self) -> None:
         self._finished()
-        if IHandshakeListener.providedBy(self.wrappedProtocol):
-            self.wrappedProtocol.handshakeCompleted()
+        inner = self.wrappedProtocol
+        if not self._refused:
+            self._step_out()
+        if IHandshakeListener.providedBy(inner):
+            inner.handshakeCompleted()
+
+    def _step_out(self) -> None:
+        """Leave the chain: the transport below (a TLS protocol, a
+        L{policies.ProtocolWrapper} whose public C{wrappedProtocol} is this
+        wrapper) is joined to the protocol above directly.
+
+        The protocol above is given its new transport through its
+        C{replace_transport(transport)} method when it has one (an
+        L{chatroom.ircserver.IRCConnection} also moves its line guard),
+        otherwise its C{transport} attribute is set.  The wrapping factory
+        forgets this wrapper.  Below anything but a wrapper of this one
+        (a test's C{StringTransport}), it stays a pass-through.
+        """
+        below = self.transport
+        inner = self.wrappedProtocol
+        if inner is None or getattr(below, "wrappedProtocol", None) is not self:
+            return
+        below.wrappedProtocol = inner
+        replace = getattr(inner, "replace_transport", None)
+        if replace is not None:
+            replace(below)
+        else:
+            inner.transport = below
+        self.factory.unregisterProtocol(self)
 
     def connectionLost(self, reason: Any) -> None:
         self._finished()

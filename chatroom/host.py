@@ -27,6 +27,7 @@ from chatroom.core.ircline import format_line
 from chatroom.core.names import casefold
 from chatroom.core.room import POST_COMMANDS, Ban, Delivery, Event, Room
 from chatroom.core.tokenbucket import TokenBucket
+from chatroom.timerqueue import TimerQueue
 
 
 #: The reason of the C{QUIT} recorded, when a room is opened, for members
@@ -141,6 +142,8 @@ class RoomHost:
         )
         #: Every admitted connection (registered or not).
         self.connections: set[Any] = set()
+        #: The connections' deadlines, one timer for all.
+        self.timers = TimerQueue(clock)
         self._per_address: dict[str, int] = {}
         self._new_connections: dict[str, TokenBucket] = {}
         self._throttled: dict[str, float] = {}

@@ -245,6 +245,16 @@ class IRCConnection(protocol.Protocol):
             self.client_key = client_key(self.transport)
             self._arm()
 
+    def replace_transport(self, transport: Any) -> None:
+        """A layer between this connection and its transport stepped out
+        (L{chatroom.handshakes.HandshakeLimitProtocol}, once the TLS
+        handshake completed): write to and pause C{transport}, the layer
+        below it, from now on.  C{address} keeps what was read at
+        C{connectionMade}."""
+        self.transport = transport
+        if self._guard is not None:
+            self._guard.transport = transport
+
     def register(self) -> None:
         """The client registered (called by the command table)."""
         assert self.lifecycle is not None and self._guard is not None
@@ -253,14 +263,17 @@ class IRCConnection(protocol.Protocol):
         self._arm()
 
     def _arm(self) -> None:
-        """Run what is due and schedule the next deadline of this phase."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        """Run what is due and schedule the next deadline of this phase
+        (in the host's L{chatroom.timerqueue.TimerQueue}: one timer for
+        every connection, not a C{DelayedCall} each)."""
+        if self._timer is not None:
+            self.host.timers.cancel(self._timer)
+            self._timer = None
         assert self.lifecycle is not None
-        action, wait = self.lifecycle.due(self.clock.seconds())
+        now = self.clock.seconds()
+        action, wait = self.lifecycle.due(now)
         if wait is not None:
-            self._timer = self.clock.callLater(wait, self._arm)
+            self._timer = self.host.timers.schedule(self, now + wait)
         if action is Due.ABORT:
             if self.lifecycle.phase == Phase.HANDSHAKING:
                 self.host.count("handshake-timeouts")
@@ -275,10 +288,16 @@ class IRCConnection(protocol.Protocol):
                 "Ping timeout: %d seconds" % (int(self.host.limits.close_after),)
             )
 
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+    def deadline_passed(self) -> None:
+        """The deadline of this phase passed (called by the host's
+        L{chatroom.timerqueue.TimerQueue})."""
         self._timer = None
+        self._arm()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self._timer is not None:
+            self.host.timers.cancel(self._timer)
+            self._timer = None
         waiters, self._lost_waiters = self._lost_waiters or [], None
         if self.lifecycle is not None and self.lifecycle.lost(self.clock.seconds()):
             assert self._guard is not None

@@ -10,7 +10,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import directlyProvides, implementer
 
 from chatroom.core.addresses import address_key, is_loopback
-from chatroom.handshakes import HandshakeLimitFactory, HandshakeLimits
+from chatroom.handshakes import (
+    HandshakeLimitFactory,
+    HandshakeLimitProtocol,
+    HandshakeLimits,
+)
 from chatroom.history import HistoryStore
 from chatroom.identity import HostIdentity
 from chatroom.service import HostService
@@ -311,3 +315,132 @@ class BurstTests(TestCase):
         self.assertNotIn("handshakes-refused-per-address", host.host.counters)
         self.assertEqual(host.factory.in_progress, 0)
         self.assertFalse(host.factory.paused)
+
+
+class StepOutTests(SynchronousTestCase):
+    """Once the TLS handshake completed the wrapper leaves the chain: the
+    TLS protocol and the IRC connection talk to each other directly (in
+    memory: iosim pumps, one fake clock)."""
+
+    def connect(self, peer=IPv4Address("TCP", "192.0.2.7", 4000)):
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+        from twisted.test import iosim
+
+        from chatroom.hosttls import HostTLSFactory
+        from chatroom.ircserver import IRCFactory
+        from chatroom.tls import PinnedClientCreator, server_options
+
+        from .fakes import make_host
+
+        self.host = make_host()
+        clock = self.host.clock
+        identity = HostIdentity.generate()
+        self.factory = HandshakeLimitFactory(
+            IRCFactory(self.host), HandshakeLimits(), clock
+        )
+        server_factory = HostTLSFactory(
+            server_options(identity), False, self.factory, clock=clock
+        )
+        client_factory = TLSMemoryBIOFactory(
+            PinnedClientCreator(identity.public_key),
+            True,
+            protocol.Factory.forProtocol(Received),
+            clock=clock,
+        )
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: server_factory.buildProtocol(None),
+            lambda: client_factory.buildProtocol(None),
+            serverTransportFactory=lambda p: iosim.FakeTransport(
+                p, isServer=True, peerAddress=peer
+            ),
+            clock=clock,
+            greet=False,
+        )
+        return client, server, pump
+
+    def test_steps_out(self):
+        """Before the handshake the wrapper is between the TLS protocol and
+        the connection and counted; after it, it is gone: the TLS
+        protocol's C{wrappedProtocol} is the connection, whose transport
+        (and its line guard's) is the TLS protocol, the factory forgets
+        the wrapper and nothing refers to it any more."""
+        import weakref
+
+        from chatroom.ircserver import IRCConnection
+
+        client, server, pump = self.connect()
+        wrapper = server.wrappedProtocol
+        self.assertIsInstance(wrapper, HandshakeLimitProtocol)
+        connection = wrapper.wrappedProtocol
+        self.assertIs(connection.transport, wrapper)
+        self.assertEqual(self.factory.in_progress, 1)
+        self.assertIn(wrapper, self.factory.protocols)
+        gone = weakref.ref(wrapper)
+        del wrapper
+        pump.flush()
+        self.assertIsInstance(server.wrappedProtocol, IRCConnection)
+        self.assertIs(server.wrappedProtocol, connection)
+        self.assertIs(connection.transport, server)
+        self.assertIs(connection._guard.transport, server)
+        self.assertEqual(self.factory.protocols, {})
+        self.assertEqual(self.factory.in_progress, 0)
+        self.assertIsNone(gone())
+        # The connection knows the handshake completed (registration phase).
+        self.assertEqual(connection.lifecycle.phase.name, "REGISTERING")
+
+    def test_reads_writes_close(self):
+        """After stepping out, lines go both ways, the peer's address is the
+        unmapped IPv4 one wherever the connection shows it (WHOIS, the
+        source of its messages), and the connection's loss reaches it."""
+        client, server, pump = self.connect(
+            IPv6Address("TCP", "::ffff:192.0.2.7", 4000)
+        )
+        pump.flush()
+        connection = server.wrappedProtocol
+        peer = client.wrappedProtocol
+        client.write(b"NICK alice\r\nUSER alice 0 * :Alice\r\nWHOIS alice\r\n")
+        pump.flush()
+        received = peer.received
+        self.assertIn(b" 001 alice ", received)
+        self.assertIn(b" 311 alice alice ~alice 192.0.2.7 * Alice\r\n", received)
+        self.assertEqual(connection.source, "alice!~alice@192.0.2.7")
+        self.assertEqual(self.host.clients, 1)
+        client.loseConnection()
+        pump.flush()
+        self.assertEqual(len(peer.lost), 1)
+        self.assertFalse(connection.lifecycle.open)
+        self.assertEqual(self.host.connections, set())
+        self.assertEqual(self.host.clients, 0)
+        self.assertEqual(self.factory.protocols, {})
+
+    def test_plain_stays(self):
+        """Without TLS there is no handshake: the wrapper stays, so that the
+        connection still sees the unmapped address."""
+        from chatroom.ircserver import IRCFactory
+
+        from .fakes import make_host
+
+        host = make_host()
+        factory = HandshakeLimitFactory(IRCFactory(host), HandshakeLimits(), host.clock)
+        wrapper = factory.buildProtocol(None)
+        wrapper.makeConnection(
+            StringTransport(peerAddress=IPv6Address("TCP", "::ffff:192.0.2.9", 4000))
+        )
+        connection = wrapper.wrappedProtocol
+        self.assertIs(connection.transport, wrapper)
+        self.assertEqual(connection.address, "192.0.2.9")
+        self.assertIn(wrapper, factory.protocols)
+
+
+class Received(protocol.Protocol):
+    """A client protocol that keeps what it receives and its loss."""
+
+    def connectionMade(self):
+        self.received = b""
+        self.lost = []
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason):
+        self.lost.append(reason)
