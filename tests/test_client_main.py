@@ -205,20 +205,8 @@ class ConsoleTests(TestCase):
             "say", "lobby", "hello\nsecond line", "--nick", "scripter", *self.common
         )
         self.assertEqual((code, out, err), (0, "", ""))
-        code, out, err = yield self.chatroom(
-            "tail",
-            "--json",
-            "--nick",
-            "reader",
-            "--connect",
-            "127.0.0.1:%d" % (port,),
-            "--key",
-            identity.public_key.hex(),
-            "lobby",
-            *self.common,
-        )
+        code, events, err = yield self.tail_json(identity, port)
         self.assertEqual(code, 0, err)
-        events = [json.loads(line) for line in out.splitlines()]
         messages = [(e["sender"], e["text"]) for e in events if e["kind"] == "message"]
         self.assertEqual(messages, [("scripter", "hello"), ("scripter", "second line")])
         seqs = [e["seq"] for e in events]

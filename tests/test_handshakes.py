@@ -18,6 +18,7 @@ from chatroom.handshakes import (
 from chatroom.history import HistoryStore
 from chatroom.identity import HostIdentity
 from chatroom.service import HostService
+from tests.test_hosttls import ReceivingProtocol
 
 
 @implementer(IHandshakeListener)
@@ -344,7 +345,7 @@ class StepOutTests(SynchronousTestCase):
         client_factory = TLSMemoryBIOFactory(
             PinnedClientCreator(identity.public_key),
             True,
-            protocol.Factory.forProtocol(Received),
+            protocol.Factory.forProtocol(ReceivingProtocol),
             clock=clock,
         )
         client, server, pump = iosim.connectedServerAndClient(
@@ -430,17 +431,3 @@ class StepOutTests(SynchronousTestCase):
         self.assertIs(connection.transport, wrapper)
         self.assertEqual(connection.address, "192.0.2.9")
         self.assertIn(wrapper, factory.protocols)
-
-
-class Received(protocol.Protocol):
-    """A client protocol that keeps what it receives and its loss."""
-
-    def connectionMade(self):
-        self.received = b""
-        self.lost = []
-
-    def dataReceived(self, data):
-        self.received += data
-
-    def connectionLost(self, reason):
-        self.lost.append(reason)

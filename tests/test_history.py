@@ -297,19 +297,26 @@ class FileTests(SynchronousTestCase):
         self.assertIn("Move it away", str(error))
 
 
+def old_database(path, version):
+    """A new database at C{path} made by the schema file of C{version}
+    (C{chatroom/schemas/history-vN.sql}), open, for an upgrade test."""
+    from importlib import resources
+
+    db = sqlite3.connect(path)
+    db.executescript(
+        resources.files("chatroom.schemas")
+        .joinpath("history-v%d.sql" % (version,))
+        .read_text("utf-8")
+    )
+    return db
+
+
 class UpgradeTests(SynchronousTestCase):
     """A version 1 database is upgraded in place, keeping everything."""
 
     def test_v1_to_current(self):
-        from importlib import resources
-
         path = self.mktemp()
-        db = sqlite3.connect(path)
-        db.executescript(
-            resources.files("chatroom.schemas")
-            .joinpath("history-v1.sql")
-            .read_text("utf-8")
-        )
+        db = old_database(path, 1)
         db.execute(
             "INSERT INTO rooms (room, name, topic) VALUES ('lobby', 'Lobby', 't')"
         )
@@ -340,15 +347,8 @@ class UpgradeTests(SynchronousTestCase):
     def test_v3_to_current(self):
         """A version 3 database gains the present table, empty: a version 3
         history cannot say reliably who is in a room."""
-        from importlib import resources
-
         path = self.mktemp()
-        db = sqlite3.connect(path)
-        db.executescript(
-            resources.files("chatroom.schemas")
-            .joinpath("history-v3.sql")
-            .read_text("utf-8")
-        )
+        db = old_database(path, 3)
         db.execute("INSERT INTO rooms (room, name) VALUES ('lobby', 'lobby')")
         db.execute(
             "INSERT INTO events VALUES ('lobby', 7, 1000, 'JOIN', 'a!u@h', ?, '{}')",
@@ -438,14 +438,7 @@ class UpgradeTests(SynchronousTestCase):
         )
 
     def make_v1(self, path):
-        from importlib import resources
-
-        db = sqlite3.connect(path)
-        db.executescript(
-            resources.files("chatroom.schemas")
-            .joinpath("history-v1.sql")
-            .read_text("utf-8")
-        )
+        db = old_database(path, 1)
         db.execute(
             "INSERT INTO events VALUES ('lobby', 7, 1000, 'PRIVMSG', 'a!u@h', ?, '{}')",
             ('["#Lobby", "hi"]',),
