@@ -574,6 +574,7 @@ def build_service(reactor: Any, options: Options):
             discovery=options.discovery(),
             fanout=options.fanout(),
             private=options.private(),
+            operators=options["operators"],
         )
     except BaseException:
         store.close()

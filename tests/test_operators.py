@@ -7,8 +7,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatroom import tap
-from chatroom.history import HistoryStore
-from chatroom.host import Limits, RoomHost
+from chatroom.host import Limits
 
 from .fakes import FakeClient, make_host
 
@@ -146,12 +145,13 @@ class OperFileTests(SynchronousTestCase):
         return options
 
     def test_read(self):
+        """The file's operators reach the host that C{twistd chatroom}
+        builds (L{tap.build_service}), not only the parsed options."""
         options = self.parse(self.write("# operators\nroot s3cret\n\nanna pw\n"))
         self.assertEqual(options["operators"], {"root": "s3cret", "anna": "pw"})
-        host = RoomHost(
-            HistoryStore(":memory:"), Clock(), "h", (), operators=options["operators"]
-        )
-        self.assertEqual(host.operators["anna"], "pw")
+        service = tap.build_service(Clock(), options)
+        self.addCleanup(service.store.close)
+        self.assertEqual(service.host.operators, {"root": "s3cret", "anna": "pw"})
 
     def test_readable_by_others_refused(self):
         error = self.assertRaises(
