@@ -1,5 +1,6 @@
 """Well-known names and numbers of discovery and fan-out: the default
-multicast groups, UDP ports and TTLs, and the fan-out capability.
+multicast groups, UDP ports and TTLs, the fan-out capability, and the
+capability by which a client resumes its own session.
 
 They live apart from L{chatroom.discovery} and L{chatroom.fanout} so that
 the host's options, settings and command table can name them without
@@ -35,3 +36,17 @@ FANOUT_REQUIRED_CAPABILITIES = frozenset(
 )
 """Capabilities a member must have (or request with it) to take fan-out:
 a datagram carries each event as such a member gets it over TLS."""
+
+TAKEOVER_CAPABILITY = "chatroom.invalid/takeover"
+"""The vendor capability a client requests to take over a connection of
+its own that the host still holds (the same client key, a ghost left by a
+dropped link): the new connection gets that one's nick and rooms at once
+(docs/protocol-room.rst, "Session takeover").  A client that does not
+request it (a second program of the same user, a one-shot C{chatroom
+say}) never displaces a connection."""
+
+TAKEOVER_REASON = "Replaced by a new connection with the same client key"
+"""What a connection taken over by L{TAKEOVER_CAPABILITY} is told, in its
+C{ERROR :Closing link: ADDRESS (REASON)}: a client that reads it knows
+another program of its own holds the session now, and does not take it
+back (docs/protocol-room.rst, "Session takeover")."""

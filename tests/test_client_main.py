@@ -245,21 +245,41 @@ class ConsoleTests(TestCase):
             [("join", "scripter"), ("message", "scripter"), ("quit", "scripter")],
         )
 
-    @defer.inlineCallbacks
-    def test_tail_while_the_nick_is_taken(self):
-        """A one-shot tail that comes in as reader_ prints the history and
-        says nothing about getting the nick back."""
+    def holder_session(self, identity, port, nick, seen, statuses):
+        """A running session (C{chatroom join} or C{tail --follow}) of the
+        same user as the commands: it presents the data directory's client
+        key and resumes its own session (the takeover capability)."""
+        from chatroom.client.keys import load_client_identity
         from chatroom.client.reconnect import RoomTarget
         from chatroom.client.session import RoomSession
 
-        identity, port = yield self.start_host()
         holder = RoomSession(
             reactor,
             RoomTarget(identity.public_key, "lobby", ("127.0.0.1:%d" % (port,),)),
-            "reader",
+            nick,
+            on_event=seen.append,
+            on_status=statuses.append,
+            identity=load_client_identity(self.data_dir),
         )
-        yield holder.connect()
         self.addCleanup(holder.close)
+        return holder.connect()
+
+    def assert_undisturbed(self, holder, nick, statuses):
+        """C{holder} kept its connection and its nick: nothing took it over."""
+        self.assertTrue(holder.joined)
+        self.assertEqual(holder.nick, nick)
+        self.assertEqual(statuses, [])
+        self.assertNotIn("ghosts-taken-over", self.host_service.host.counters, statuses)
+
+    @defer.inlineCallbacks
+    def test_tail_while_the_nick_is_taken(self):
+        """A one-shot tail of the same user (the same client key) while a
+        session of its own holds the nick comes in as reader_, prints the
+        history, says nothing about getting the nick back, and leaves the
+        session alone."""
+        identity, port = yield self.start_host()
+        statuses = []
+        holder = yield self.holder_session(identity, port, "reader", [], statuses)
         status = io.StringIO()  # tail writes what happens to standard error
         self.patch(sys, "stderr", status)
         code, events, err = yield self.tail_json(identity, port)
@@ -267,24 +287,50 @@ class ConsoleTests(TestCase):
         self.assertEqual(
             [(e["kind"], e["sender"]) for e in events], [("join", "reader")]
         )
+        self.assert_undisturbed(holder, "reader", statuses)
 
     @defer.inlineCallbacks
-    def test_say_while_the_nick_is_taken(self):
-        """Issue 12 item 1: with 'tail --follow' holding the default nick in
-        one terminal, 'say' in another comes in as nick_ and delivers."""
+    def test_two_sessions_of_one_key_do_not_take_turns(self):
+        """A second running session of the same user takes the nick over
+        (it asks to resume); the first is told so, reconnects as hank_ and
+        does not take the nick back: one takeover, not one every second."""
+        from chatroom.client.keys import load_client_identity
         from chatroom.client.reconnect import RoomTarget
         from chatroom.client.session import RoomSession
 
         identity, port = yield self.start_host()
-        seen = []
-        holder = RoomSession(
-            reactor,
-            RoomTarget(identity.public_key, "lobby", ("127.0.0.1:%d" % (port,),)),
-            "scripter",
-            on_event=seen.append,
+        target = RoomTarget(identity.public_key, "lobby", ("127.0.0.1:%d" % (port,),))
+        key = load_client_identity(self.data_dir)
+        statuses = []
+        back = defer.Deferred()
+
+        def status(text):
+            statuses.append(text)
+            if text.startswith("Reconnected") and not back.called:
+                back.callback(None)
+
+        first = RoomSession(
+            reactor, target, "hank", on_status=status, identity=key, policy=lambda n: 0
         )
-        yield holder.connect()
-        self.addCleanup(holder.close)
+        self.addCleanup(first.close)
+        yield first.connect()
+        second = RoomSession(reactor, target, "hank", identity=key)
+        self.addCleanup(second.close)
+        yield second.connect()
+        yield back.addTimeout(10, reactor)
+        self.assertEqual((second.nick, first.nick), ("hank", "hank_"))
+        self.assertFalse(first.take_over)
+        self.assertIn("Another chatroom program with your key took over", statuses[0])
+        self.assertEqual(self.host_service.host.counters["ghosts-taken-over"], 1)
+
+    @defer.inlineCallbacks
+    def test_say_while_the_nick_is_taken(self):
+        """Issue 12 item 1: with 'tail --follow' holding the default nick in
+        one terminal, 'say' in another comes in as nick_ and delivers; with
+        the same client key it does not take the nick from the follower."""
+        identity, port = yield self.start_host()
+        seen, statuses = [], []
+        holder = yield self.holder_session(identity, port, "scripter", seen, statuses)
         code, out, err = yield self.chatroom(
             "say",
             "lobby",
@@ -297,6 +343,7 @@ class ConsoleTests(TestCase):
         self.assertIn(
             ("scripter_", "from the other terminal"), [(e.sender, e.text) for e in seen]
         )
+        self.assert_undisturbed(holder, "scripter", statuses)
 
     def test_join_nick_defaults_to_the_user_name(self):
         from chatroom.client.main import build_parser

@@ -10,6 +10,7 @@ from chatroom.core.ircline import MAX_UNTERMINATED_BYTES, parse_line
 from chatroom.history import HistoryStore
 from chatroom.host import Limits
 from chatroom.ircserver import IRCConnection
+from chatroom.wellknown import TAKEOVER_CAPABILITY
 
 from .fakes import FakeClient, make_host
 
@@ -89,6 +90,7 @@ class RegistrationTests(SynchronousTestCase):
                 "multi-prefix",
                 "setname",
                 "userhost-in-names",
+                TAKEOVER_CAPABILITY,
             },
         )
         client.send("NICK alice", "USER alice 0 * :A", "CAP REQ :echo-message batch")
@@ -1006,12 +1008,18 @@ class GhostTakeoverTests(SynchronousTestCase):
         ghost = self.connect(b"k" * 32).register("alice", ("message-tags",)).join()
         self.bob.raw()
         back = self.connect(b"k" * 32)
-        back.send("NICK alice", "USER alice 0 * :Alice")
+        back.send(
+            "CAP LS 302",
+            "CAP REQ :" + TAKEOVER_CAPABILITY,
+            "NICK alice",
+            "USER alice 0 * :Alice",
+            "CAP END",
+        )
         self.assertTrue(back.protocol.registered)
         error = [m for m in ghost.messages() if m.command == "ERROR"]
         self.assertIn("same client key", error[0].params[0])
         commands = back.commands()
-        self.assertEqual(commands[0], "001")
+        self.assertEqual(commands[:3], ["CAP", "CAP", "001"])  # LS, ACK
         self.assertEqual(commands[-3:], ["JOIN", "353", "366"])
         ghost.disconnect()
         self.assertEqual(self.bob.messages(), [])  # no QUIT, no JOIN
@@ -1022,12 +1030,27 @@ class GhostTakeoverTests(SynchronousTestCase):
         self.assertEqual(message.params, ("#lobby", "still here?"))
         self.assertEqual(self.host.counters["ghosts-taken-over"], 1)
 
+    def test_same_key_without_asking_is_refused(self):
+        """A second program of the same user (the same key, no takeover
+        capability: C{chatroom say} while C{chatroom join} runs) gets
+        C{433}; the connection that holds the nick stays, in its rooms."""
+        alice = self.connect(b"k" * 32).register("alice").join()
+        self.bob.raw()
+        second = self.connect(b"k" * 32)
+        second.send("NICK alice", "USER alice 0 * :Alice")
+        self.assertEqual(second.commands(), ["433"])
+        self.assertFalse(second.protocol.registered)
+        self.assertIs(self.host.nick_owner("alice"), alice.protocol)
+        self.assertEqual(alice.messages(), [])
+        self.assertEqual(self.bob.messages(), [])
+        self.assertNotIn("ghosts-taken-over", self.host.counters)
+
     def test_other_key_or_no_key_is_refused(self):
         self.connect(b"k" * 32).register("alice")
         for key in (b"x" * 32, None):
             other = self.connect(key)
-            other.send("NICK alice")
-            self.assertEqual(other.commands(), ["433"])
+            other.send("CAP REQ :" + TAKEOVER_CAPABILITY, "NICK alice")
+            self.assertEqual(other.commands(), ["CAP", "433"])
         stock = FakeClient(self.host).register("carol")
         again = FakeClient(self.host)
         again.send("NICK carol")

@@ -559,6 +559,7 @@ def _open_session(
     multicast: bool = False,
     read_only: bool = False,
     hide_own_membership: bool = False,
+    take_over: bool = True,
 ):
     finder = None if args.connect else make_finder(reactor, args)
     if finder is not None:
@@ -579,6 +580,7 @@ def _open_session(
             fanout=fanout_options(args) if multicast else None,
             read_only=read_only,
             hide_own_membership=hide_own_membership,
+            take_over=take_over,
         )
         yield session.connect()
     except BaseException:
@@ -602,6 +604,8 @@ def command_say(reactor: Any, args: argparse.Namespace, out: TextIO):
         lambda e: None,
         lambda s: None,
         False,
+        # A one-shot message never displaces a session of the same user.
+        take_over=False,
     )
     try:
         for line in args.text.splitlines() or [""]:
@@ -640,6 +644,9 @@ def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
         # Where it must join (a closed room, or to follow), its own JOIN
         # and QUIT are not the room's news.
         hide_own_membership=True,
+        # Only a follower resumes its own session after a drop; a one-shot
+        # read never displaces a session of the same user.
+        take_over=args.follow,
     )
     try:
         if args.follow:

@@ -69,7 +69,13 @@ from chatroom.discovery import (
     ListenerProtocol,
 )
 from chatroom.tls import PinnedClientCreator
-from chatroom.wellknown import DISCOVERY_GROUP, DISCOVERY_PORT, DISCOVERY_TTL
+from chatroom.wellknown import (
+    DISCOVERY_GROUP,
+    DISCOVERY_PORT,
+    DISCOVERY_TTL,
+    TAKEOVER_CAPABILITY,
+    TAKEOVER_REASON,
+)
 
 __all__ = [
     "RoomEvent",
@@ -472,6 +478,14 @@ class RoomSession:
         L{chatroom.identity.ClientIdentity}), presented as the TLS client
         certificate: a host that knows it can hand this session the nick
         and rooms of a connection it still holds from before a drop.
+    @param take_over: ask the host (L{TAKEOVER_CAPABILITY}) to hand this
+        session the nick and rooms of a connection with the same client key
+        that it still holds (this session's own, left by a dropped link).
+        False for a one-shot command, which must not displace a session
+        of the same user that is still running; it registers as C{nick_}
+        instead.  A session that another program of the same key took over
+        stops asking for the rest of its life, so that two programs never
+        take the nick from each other in turn.
     @param hide_own_membership: do not show this session's own C{JOIN},
         C{PART} and C{QUIT} (C{chatroom tail}, which joins only to read:
         its own coming and going is not the room's news).  Other sessions'
@@ -508,6 +522,7 @@ class RoomSession:
         fanout: FanoutOptions | None = FanoutOptions(),
         read_only: bool = False,
         hide_own_membership: bool = False,
+        take_over: bool = True,
     ) -> None:
         if isinstance(target, Announcement):
             target = RoomTarget.from_announcement(target)
@@ -524,6 +539,7 @@ class RoomSession:
         #: closed room is joined to be read (C{chatroom tail}).
         self.read_only = read_only
         self.hide_own_membership = hide_own_membership
+        self.take_over = take_over
         #: The sequence numbers of this session's own C{JOIN}s.
         self._own_joins: set[int] = set()
         self.probe_timeout = probe_timeout
@@ -891,13 +907,17 @@ class RoomSession:
             errors.nick_alternatives(self.wanted_nick) if self.alternative_nicks else []
         )
 
+        caps = CLIENT_CAPS
+        if self.take_over and self.identity is not None:
+            caps += (TAKEOVER_CAPABILITY,)
+
         def build() -> RoomClientProtocol:
             proto = RoomClientProtocol(
                 self.wanted_nick,
                 listener,
-                wanted_caps=self.fanout.wanted_caps(CLIENT_CAPS)
+                wanted_caps=self.fanout.wanted_caps(caps)
                 if self.fanout
-                else CLIENT_CAPS,  # fan-out (issue 10)
+                else caps,  # fan-out (issue 10)
                 realname=self.realname,
                 fallback_nicks=fallbacks,
                 clock=self.clock,
@@ -1099,6 +1119,8 @@ class RoomSession:
     ) -> None:
         if proto is not self.protocol:
             return
+        if message.command == "ERROR" and self.take_over:
+            self._note_taken_over(message)
         taken = (
             self.fanout is not None
             and "batch" not in message.tags
@@ -1113,6 +1135,18 @@ class RoomSession:
         label = message.tags.get("label")
         if label is not None and proto is self.protocol:
             self._labeled(proto, label, message)
+
+    def _note_taken_over(self, message: Message) -> None:
+        """If the host closes this connection because another program of
+        this client key took the session over (L{TAKEOVER_REASON}), stop
+        asking to take it back: reconnect under another nick, and get the
+        wanted one back once it is free."""
+        if message.params and "(%s)" % (TAKEOVER_REASON,) in message.params[-1]:
+            self.take_over = False
+            self.on_status(
+                "Another chatroom program with your key took over %s as %s;"
+                " this one goes on under another nick." % (self.channel, self.nick)
+            )
 
     def _connection_lost(
         self, proto: RoomClientProtocol | None, reason: Failure

@@ -9,12 +9,18 @@ from typing import Any
 
 from chatroom import __version__
 from chatroom.core.ircline import MAX_IRC_BYTES, Message, server_time
-from chatroom.wellknown import FANOUT_CAPABILITY, FANOUT_REQUIRED_CAPABILITIES
+from chatroom.wellknown import (
+    FANOUT_CAPABILITY,
+    FANOUT_REQUIRED_CAPABILITIES,
+    TAKEOVER_CAPABILITY,
+    TAKEOVER_REASON,
+)
 from chatroom.core.names import casefold
 from chatroom.core.room import MAX_BANS, MAX_MODE_CHANGES
 from chatroom.reply import Reply
 
-#: The capabilities this host offers (IRCv3 names).
+#: The capabilities this host offers: IRCv3 names, and chatroom's session
+#: takeover (docs/protocol-room.rst).
 CAPABILITIES = (
     "away-notify",
     "batch",
@@ -32,6 +38,7 @@ CAPABILITIES = (
     "server-time",
     "setname",
     "userhost-in-names",
+    TAKEOVER_CAPABILITY,
 )
 
 NICKLEN = 30
@@ -148,7 +155,10 @@ def nick(host: Any, connection: Any, reply: Reply, message: Message) -> None:
     if (
         owner is not None
         and owner is not connection
-        and not (is_ghost_of(owner, connection) and not connection.registered)
+        # Before registration a nick held under the same client key waits
+        # for try_register, once CAP negotiation has said whether this
+        # connection takes over (clients send NICK before CAP REQ).
+        and not (same_client(owner, connection) and not connection.registered)
     ):
         reply.numeric("433", new, "Nickname is already in use")
         return
@@ -206,11 +216,11 @@ def try_register(host: Any, connection: Any, reply: Reply) -> None:
     owner = host.nick_owner(connection.nick)
     rooms = []
     if owner is not None and owner is not connection:
-        if not is_ghost_of(owner, connection):
+        if not may_take_over(owner, connection):
             reply.numeric("433", connection.nick, "Nickname is already in use")
             connection.nick = None
             return
-        rooms = host.take_over(owner, connection, GHOST_REASON)
+        rooms = host.take_over(owner, connection, TAKEOVER_REASON)
     host.claim_nick(connection, None, connection.nick)
     connection.update_source()
     connection.register()
@@ -227,16 +237,19 @@ def try_register(host: Any, connection: Any, reply: Reply) -> None:
                 host.fanout.member_joined(connection, room, reply)
 
 
-#: What a connection replaced by its own client's new connection is told.
-GHOST_REASON = "Replaced by a new connection with the same client key"
-
-
-def is_ghost_of(old: Any, new: Any) -> bool:
-    """Whether C{old} is an earlier connection of the client on C{new}: both
-    presented the same client key (a TLS client certificate).  Clients
-    without a key (stock IRC clients) never match."""
+def same_client(old: Any, new: Any) -> bool:
+    """Whether C{old} and C{new} presented the same client key (a TLS client
+    certificate).  Clients without a key (stock IRC clients) never match."""
     key = new.client_key
     return key is not None and old.client_key == key
+
+
+def may_take_over(old: Any, new: Any) -> bool:
+    """Whether C{new} takes the place of C{old}: the same client, and C{new}
+    asked to resume its own session (L{TAKEOVER_CAPABILITY}).  A second
+    program of the same user that did not ask gets C{433} and another
+    nick; C{old} is left alone."""
+    return same_client(old, new) and TAKEOVER_CAPABILITY in new.caps
 
 
 def _welcome(host: Any, connection: Any, reply: Reply) -> None:
