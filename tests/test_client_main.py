@@ -191,6 +191,9 @@ class ConsoleTests(TestCase):
         self.addCleanup(finder.stop)
         failure = yield self.assertFailure(finder.find("nowhere"), errors.NoSuchRoom)
         self.assertIn("No room nowhere answered", str(failure))
+        # A room that is not opened yet cannot be heard: say how to name
+        # the host that would open it.
+        self.assertIn("--connect ADDRESS:PORT --key FINGERPRINT", str(failure))
 
     @defer.inlineCallbacks
     def test_bad_spec(self):

@@ -21,7 +21,9 @@ class NoSuchRoom(ClientError):
     def __init__(self, spec: str) -> None:
         super().__init__(
             "No room %s answered on this network; check the name with"
-            " 'chatroom rooms', or check --discovery-interface." % (spec,)
+            " 'chatroom rooms', or check --discovery-interface; to open a"
+            " new room on a host that lets users open rooms, name the host"
+            " with --connect ADDRESS:PORT --key FINGERPRINT." % (spec,)
         )
         self.spec = spec
 
