@@ -328,6 +328,30 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         self["announce-addresses"].append(address)
 
+    #: Set when parsing failed: twistd then prints this object's usage
+    #: before the error, and a hundred lines of help would bury the one
+    #: that says what is wrong.
+    _refused = False
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse, remembering a refusal (see L{getUsage}).
+
+        @raise usage.UsageError: one sentence saying what is wrong.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError:
+            self._refused = True
+            raise
+
+    def getUsage(self, width: int | None = None) -> str:
+        """Every option with its help, or after a refused command line one
+        line that says where that is (twistd prints the usage, then the
+        error)."""
+        if self._refused:
+            return "twistd chatroom --help lists every option.\n"
+        return super().getUsage(width)
+
     def postOptions(self) -> None:
         from chatroom.core.names import valid_room_name
 

@@ -30,6 +30,19 @@ class OptionsTests(SynchronousTestCase):
         default is the empty string would read "[default: ]"."""
         self.assertNotIn("[default: ]", str(tap.Options()))
 
+    def test_refused_command_line_is_not_buried_in_help(self):
+        """twistd prints the usage before a parse error: after a refusal it
+        is one line pointing at --help, not every option."""
+        options = tap.Options()
+        error = self.assertRaises(
+            usage.UsageError, options.parseOptions, ["--port", "nope"]
+        )
+        self.assertIn("--port must be a whole number", str(error))
+        self.assertEqual(
+            options.getUsage(), "twistd chatroom --help lists every option.\n"
+        )
+        self.assertIn("--oper-file", tap.Options().getUsage())
+
     def parse(self, *args):
         options = tap.Options()
         options.parseOptions(["--data-dir", self.data_dir, *args])
