@@ -324,7 +324,14 @@ class RoomTests(SynchronousTestCase):
             (topic.command, topic.params), ("TOPIC", ("#lobby", "Rooftop news"))
         )
         self.bob.send("JOIN #lobby")
-        self.assertEqual(self.bob.commands(), ["JOIN", "332", "333", "353", "366"])
+        messages = self.bob.messages()
+        self.assertEqual(
+            [m.command for m in messages], ["JOIN", "332", "333", "353", "366"]
+        )
+        # RPL_TOPICWHOTIME: the setter's whole nick!user@host, then seconds.
+        self.assertEqual(
+            messages[2].params[1:3], ("#lobby", self.alice.protocol.source)
+        )
         self.assertEqual(self.host.store.topic("lobby").text, "Rooftop news")
 
     def test_nick_change(self):

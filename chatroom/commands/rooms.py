@@ -229,9 +229,9 @@ def send_topic(reply: Reply, room: Room, on_join: bool = False) -> None:
             reply.numeric("331", room.channel, "No topic is set")
         return
     reply.numeric("332", room.channel, topic.text)
-    reply.numeric(
-        "333", room.channel, topic.setter.split("!")[0], str(topic.time_ms // 1000)
-    )
+    # The setter's whole nick!user@host, as InspIRCd sends it: irssi shows
+    # its user@host part in brackets, empty ("[]") for a bare nick.
+    reply.numeric("333", room.channel, topic.setter, str(topic.time_ms // 1000))
 
 
 def topic(host: Any, connection: Any, reply: Reply, message: Message) -> None:
