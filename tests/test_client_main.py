@@ -247,6 +247,8 @@ class ConsoleTests(TestCase):
             [(e["kind"], e["sender"]) for e in events],
             [("join", "scripter"), ("message", "scripter"), ("quit", "scripter")],
         )
+        # What the others read when a one-shot command leaves.
+        self.assertEqual(events[-1]["text"], "Quit: chatroom say")
 
     def holder_session(self, identity, port, nick, seen, statuses):
         """A running session (C{chatroom join} or C{tail --follow}) of the

@@ -612,7 +612,7 @@ def command_say(reactor: Any, args: argparse.Namespace, out: TextIO):
             if line:
                 yield session.say(line)
     finally:
-        yield session.close("Said")
+        yield session.close("chatroom say")
 
 
 @inlineCallbacks
@@ -652,7 +652,7 @@ def command_tail(reactor: Any, args: argparse.Namespace, out: TextIO):
         if args.follow:
             yield args.stop_requested  # SIGTERM or Ctrl-C
     finally:
-        yield session.close("tail done")
+        yield session.close("chatroom tail")
         if finder is not None:
             yield finder.stop()
 
