@@ -180,6 +180,31 @@ class CommandsWhileReconnectingTests(SessionTestsMixin, SynchronousTestCase):
         ):
             self.failureResultOf(call(), errors.NotConnected)
 
+    def test_still_trying_is_said_once_a_minute(self):
+        """While the host stays away, the first failed attempt is reported,
+        then one line a minute for the same reason, not one per attempt."""
+        from chatroom.client.session import RETRY_NOTE_INTERVAL
+
+        session, seen = self.session("alice")
+        attempts = []
+        start_attempt = session.start_attempt
+        session.start_attempt = lambda n, target: (
+            attempts.append(n),
+            start_attempt(n, target),
+        )
+        self.net.refuse()
+        self.net.links[0].drop()
+        self.net.settle()
+
+        def trying():
+            return [s for s in seen.status if s.startswith("Could not reconnect")]
+
+        self.net.advance(RETRY_NOTE_INTERVAL - 1)
+        self.assertGreater(len(attempts), 3)  # several attempts failed
+        self.assertEqual(len(trying()), 1, seen.status)
+        self.net.advance(RETRY_NOTE_INTERVAL)
+        self.assertEqual(len(trying()), 2, seen.status)
+
     def test_chat_screen_keeps_going(self):
         """Typed on the chat screen, they become a line on it."""
         session = self.reconnecting()

@@ -97,6 +97,13 @@ ATTEMPT_TIMEOUT = 20.0
 #: Events of recent history shown when joining for the first time.
 RECENT_HISTORY = 20
 
+#: Seconds between two "Could not reconnect ... still trying" lines that
+#: give the same reason: the first failed attempt is reported at once,
+#: then the user hears again only when the reason changes or a minute
+#: has passed, not on every attempt of the backoff (a newcomer saw five
+#: lines in 21 s while a host restarted).
+RETRY_NOTE_INTERVAL = 60.0
+
 #: CHATHISTORY limit per request (the host's CHATHISTORY=100).
 HISTORY_PAGE = 100
 
@@ -540,6 +547,8 @@ class RoomSession:
         self.read_only = read_only
         self.hide_own_membership = hide_own_membership
         self.take_over = take_over
+        #: The reason and time of the last "still trying" line.
+        self._retry_noted: tuple[str, float] | None = None
         #: The sequence numbers of this session's own C{JOIN}s.
         self._own_joins: set[int] = set()
         self.probe_timeout = probe_timeout
@@ -799,6 +808,7 @@ class RoomSession:
     # Internals
 
     def _attempt_done(self, attempt: int, started: float, missed: int) -> None:
+        self._retry_noted = None
         if self._attempt_d is not None and self._attempt_d.called:
             self._attempt_d = None
         status = None
@@ -861,12 +871,17 @@ class RoomSession:
         if was_first and self._first is not None and not self._first.called:
             self._first.errback(error)
         elif not was_first:
-            # The machine retries by itself: say so, not what to do.
+            # The machine retries by itself: say so, not what to do, and
+            # not on every attempt (RETRY_NOTE_INTERVAL).
             why = getattr(error, "why", None) or str(error)
-            self.on_status(
-                "Could not reconnect to %s yet (%s); still trying."
-                % (self.channel, why)
-            )
+            now = self.clock.seconds()
+            last = self._retry_noted
+            if last is None or last[0] != why or now - last[1] >= RETRY_NOTE_INTERVAL:
+                self._retry_noted = (why, now)
+                self.on_status(
+                    "Could not reconnect to %s yet (%s); still trying."
+                    % (self.channel, why)
+                )
 
     @inlineCallbacks
     def _attempt(self, attempt: int, target: RoomTarget):
