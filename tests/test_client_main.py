@@ -350,6 +350,19 @@ class ConsoleTests(TestCase):
         )
         self.assert_undisturbed(holder, "scripter", statuses)
 
+    def test_every_command_says_where_the_key_is_kept(self):
+        """Each command's --data-dir help names its default (whoami's did
+        not)."""
+        from contextlib import redirect_stdout
+
+        from chatroom.client.main import build_parser
+
+        for command in ("rooms", "find", "pins", "say", "tail", "join", "whoami"):
+            out = io.StringIO()
+            with redirect_stdout(out), self.assertRaises(SystemExit):
+                build_parser().parse_args([command, "--help"])
+            self.assertIn("~/.local/share/chatroom", " ".join(out.getvalue().split()))
+
     def test_join_nick_defaults_to_the_user_name(self):
         from chatroom.client.main import build_parser
 

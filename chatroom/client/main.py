@@ -53,6 +53,13 @@ LISTEN_TIME = 1.5
 PIN_TIMEOUT = 5.0
 
 
+#: The help of every command's C{--data-dir}.
+DATA_DIR_HELP = (
+    "where the client key is kept (default $XDG_DATA_HOME/chatroom"
+    " or ~/.local/share/chatroom)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: common discovery options and one subcommand each."""
     common = argparse.ArgumentParser(add_help=False)
@@ -78,13 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="discovery UDP port (default %(default)s)",
     )
-    common.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        default=None,
-        help="where the client key is kept (default $XDG_DATA_HOME/chatroom"
-        " or ~/.local/share/chatroom)",
-    )
+    common.add_argument("--data-dir", metavar="DIR", default=None, help=DATA_DIR_HELP)
     # fan-out (issue 10): multicast delivery, docs/client.rst.
     multicast = common.add_argument_group("multicast delivery")
     multicast.add_argument(
@@ -197,9 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     whoami = commands.add_parser(
         "whoami", help="print this client's key fingerprint (made on first use)"
     )
-    whoami.add_argument(
-        "--data-dir", metavar="DIR", default=None, help="where the client key is kept"
-    )
+    whoami.add_argument("--data-dir", metavar="DIR", default=None, help=DATA_DIR_HELP)
     return parser
 
 
