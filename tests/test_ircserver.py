@@ -280,6 +280,24 @@ class RoomTests(SynchronousTestCase):
         self.assertEqual((quit.command, quit.params), ("QUIT", ("Quit: bye now",)))
         self.assertIsNone(self.host.nick_owner("bob"))
 
+    def test_quit_after_commands_in_one_write(self):
+        """A script that writes JOIN, PRIVMSG and QUIT at once (C{printf ...
+        | openssl s_client}) gets the JOIN's and the message's replies
+        before the ERROR, not only the ERROR: the QUIT waits for what the
+        commands before it caused to be stored and sent."""
+        self.bob.protocol.dataReceived(
+            b"JOIN #lobby\r\nPRIVMSG #lobby :hello\r\nQUIT :bye\r\n"
+        )
+        self.host.clock.advance(0)
+        self.assertEqual(self.bob.commands(), ["JOIN", "353", "366", "ERROR"])
+        self.assertEqual(
+            [
+                e.command
+                for e in self.host.store.between("lobby", 0, 99, 9, True, False)
+            ],
+            ["JOIN", "PRIVMSG"],
+        )
+
     def test_quit_closes_even_if_peer_lingers(self):
         """After QUIT the host closes; a peer that never goes is aborted."""
         aborted = []

@@ -341,7 +341,15 @@ def pong(host: Any, connection: Any, reply: Reply, message: Message) -> None:
 
 
 def quit(host: Any, connection: Any, reply: Reply, message: Message) -> None:
-    """Leave: every room sees the QUIT with the client's reason."""
+    """Leave: every room sees the QUIT with the client's reason.
+
+    What this turn's earlier commands caused is stored and sent first (the
+    turn's commit, L{chatroom.host.RoomHost.flush}, now rather than at the
+    end of the turn), so a client that writes C{JOIN}, C{PRIVMSG} and
+    C{QUIT} at once gets their replies before the C{ERROR}: once closing,
+    a connection is sent nothing more.
+    """
+    host.flush()
     connection.close(quit_reason(message))
 
 
