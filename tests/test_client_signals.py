@@ -232,3 +232,48 @@ class TerminalQuitTests(RunningHostMixin, TestCase):
         lines = screen_lines(process.out)
         self.assertIn("Left #lobby.", lines, lines)
         self.assertNotIn("Traceback", process.out.decode("utf-8", "replace"))
+
+
+class PipedJoinTests(RunningHostMixin, TestCase):
+    """C{chatroom join} reading lines from a pipe, not a terminal."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_messages_piped_in_are_shown_before_leaving(self):
+        """Input that ends at once still shows the messages it sent (their
+        echoes arrive while the session closes), then "Left"."""
+        self.make_data_dir()
+        port = yield self.start_host()
+        process = ConsoleProcess()
+        argv = [
+            "join",
+            "lobby",
+            "--nick",
+            "piper",
+            "--connect",
+            "127.0.0.1:%d" % (port,),
+            "--key",
+            self.identity.fingerprint,
+            "--data-dir",
+            os.path.abspath(self.mktemp()),
+        ]
+        reactor.spawnProcess(
+            process,
+            sys.executable,
+            [sys.executable, "-c", "from chatroom.client.main import main; main()"]
+            + argv,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            path=ROOT,
+        )
+        process.transport.write(b"piped one\npiped two\n")
+        process.transport.closeStdin()
+        code = yield process.ended
+        out = process.out.decode("utf-8", "replace")
+        self.assertEqual(code, 0, out + process.err.decode("utf-8", "replace"))
+        lines = out.splitlines()
+        shown = [line for line in lines if "piped" in line and "piper>" in line]
+        self.assertEqual(len(shown), 2, lines)
+        self.assertIn("piped one", shown[0])
+        self.assertIn("piped two", shown[1])
+        self.assertEqual(lines[-1], "Left #lobby.")

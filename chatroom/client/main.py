@@ -735,7 +735,11 @@ def command_join(
     try:
         reason = yield done
     finally:
-        write[0] = lambda text: None
+        if terminal is not None:
+            # The chat screen is going: nothing more is drawn on it.  Lines
+            # from a pipe keep being printed while the session closes, so
+            # that the echoes of the last messages piped in are shown.
+            write[0] = lambda text: None
         yield session.close(reason)
         if finder is not None:
             yield finder.stop()
