@@ -505,3 +505,45 @@ class PrivateRoomSessionTests(SessionTestsMixin, SynchronousTestCase):
         alice, seen = self.session("alice", password="sesame")
         self.say(alice, "inside")
         self.assertEqual(seen.messages(), [("alice", "inside")])
+
+
+class OwnMembershipShownTests(SessionTestsMixin, SynchronousTestCase):
+    """Which of a session's own comings and goings its user is shown."""
+
+    def deliver(self, session, line):
+        from chatroom.core.ircline import parse_line
+
+        session._deliver(parse_line(line.encode("utf-8")))
+
+    def test_takeover_join_is_not_news(self):
+        """The JOIN a host replays when it hands a session a connection of
+        its own back (no number: the room saw nothing) is not shown."""
+        alice, seen = self.session("alice")
+        before = list(seen.events)
+        self.deliver(alice, ":alice!~alice@127.0.0.1 JOIN #lobby")
+        self.assertEqual(seen.events, before)
+        self.deliver(alice, "@msgid=lobby:90 :bob!~bob@127.0.0.1 JOIN #lobby")
+        self.assertEqual(
+            [(e.kind, e.sender) for e in seen.events[len(before) :]], [("join", "bob")]
+        )
+
+    def test_tail_hides_its_own_earlier_connection_leaving(self):
+        """For tail (hide_own_membership), the QUIT a restarted host
+        recorded for the session's previous connection is its own going,
+        not the room's news; a QUIT under its nick before its first JOIN
+        (someone else's earlier visit) is shown."""
+        tail, seen = self.session("tailer", hide_own_membership=True)
+        first = min(tail._own_joins)
+        before = len(seen.events)
+        self.deliver(
+            tail,
+            "@batch=b;msgid=lobby:%d :tailer!~t@h QUIT :Quit: Host restarted"
+            % (first + 5,),
+        )
+        self.assertEqual(len(seen.events), before)
+        tail.last_seq = None  # older history, as a fresh fetch would give
+        self.deliver(
+            tail,
+            "@batch=b;msgid=lobby:%d :tailer!~t@h QUIT :Quit: earlier" % (first - 1,),
+        )
+        self.assertEqual([e.text for e in seen.events[before:]], ["Quit: earlier"])

@@ -1060,10 +1060,21 @@ class RoomSession:
 
     def _is_own_membership(self, event: RoomEvent) -> bool:
         """Whether C{event} is this session's own C{JOIN}, C{PART} or
-        C{QUIT}: live ones under its nick, and its own C{JOIN} in history."""
+        C{QUIT}: live ones under its nick, its own C{JOIN}s in history, and
+        in history the C{PART}s and C{QUIT}s under its nick after its first
+        C{JOIN} (the nick is the session's alone while it is in the room,
+        so such a leave is one of its own connections going: the C{QUIT}
+        a restarted host records for it)."""
         if not event.own or event.kind not in ("join", "part", "quit"):
             return False
-        return not event.replayed or event.seq in self._own_joins
+        if not event.replayed or event.seq in self._own_joins:
+            return True
+        return (
+            event.kind != "join"
+            and event.seq is not None
+            and bool(self._own_joins)
+            and event.seq > min(self._own_joins)
+        )
 
     def _deliver(self, message: Message) -> RoomEvent | None:
         event = event_from_message(message, self.channel, self.room_key, self.nick)
@@ -1074,6 +1085,11 @@ class RoomSession:
                 return None  # already shown: history and live overlap
             self.last_seq = event.seq
         if self.hide_own_membership and self._is_own_membership(event):
+            return event
+        if event.kind == "join" and event.own and event.seq is None:
+            # A host handing this session a connection of its own back
+            # (session takeover) replays the JOIN without a number; the
+            # room saw nothing, and neither does the user.
             return event
         if event.kind == "nick" and event.own:
             self.nick = event.text
