@@ -547,3 +547,33 @@ class OwnMembershipShownTests(SessionTestsMixin, SynchronousTestCase):
             "@batch=b;msgid=lobby:%d :tailer!~t@h QUIT :Quit: earlier" % (first - 1,),
         )
         self.assertEqual([e.text for e in seen.events[before:]], ["Quit: earlier"])
+
+
+class ReasonTextTests(SynchronousTestCase):
+    """Status lines say what happened to the connection in plain words."""
+
+    def test_twisted_errors_in_plain_words(self):
+        from twisted.internet import error
+
+        from chatroom.client.session import _reason_text
+
+        self.assertEqual(
+            [
+                _reason_text(e)
+                for e in (
+                    error.ConnectionDone(),
+                    error.ConnectionLost(),
+                    error.TCPTimedOutError(),
+                    error.ConnectionRefusedError(),
+                )
+            ],
+            [
+                "the host closed the connection",
+                "the connection broke",
+                "the connection timed out",
+                "connection refused",
+            ],
+        )
+        self.assertEqual(
+            _reason_text(OSError(113, "No route to host")), "No route to host"
+        )

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 from twisted.internet import defer, endpoints, interfaces, protocol
+from twisted.internet import error as twisted_errors
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -1375,9 +1376,25 @@ def _quote(text: str, limit: int = 80) -> str:
     return first
 
 
-def _reason_text(error: BaseException) -> str:
+#: Twisted's connection errors in the words a status line uses, most
+#: specific first (their own texts, such as "Connection to the other side
+#: was lost in a non-clean fashion", are for programmers).
+_PLAIN_REASONS = (
+    (twisted_errors.ConnectionDone, "the host closed the connection"),
+    (twisted_errors.TCPTimedOutError, "the connection timed out"),
+    (twisted_errors.ConnectionLost, "the connection broke"),
+    (twisted_errors.ConnectionRefusedError, "connection refused"),
+    (twisted_errors.NoRouteError, "no route to the host"),
+    (twisted_errors.TimeoutError, "no answer from the host"),
+)
+
+
+def _reason_text(reason: BaseException) -> str:
     """A short human text for a connection error."""
-    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    for kind, text in _PLAIN_REASONS:
+        if isinstance(reason, kind):
+            return text
+    text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
     return text.strip().rstrip(".")
 
 
