@@ -433,9 +433,26 @@ class HostService(service.MultiService):
             )
 
     def maintain(self) -> None:
-        """Remove idle rooms users opened, then apply the retention options."""
-        self.host.remove_idle_rooms()
-        self.prune()
+        """Remove idle rooms users opened, then apply the retention options.
+
+        Runs hourly (L{MAINTENANCE_INTERVAL}) from a C{TimerService}, whose
+        C{LoopingCall} would stop for good on an exception: a step that
+        fails is logged in one line and counted (C{upkeep-failures}), the
+        other step still runs, and so does the next hour's upkeep.
+        """
+        for what, step in (
+            ("removing idle opened rooms", self.host.remove_idle_rooms),
+            ("pruning the history", self.prune),
+        ):
+            try:
+                step()
+            except Exception as e:
+                self.host.count("upkeep-failures")
+                self.log.error(
+                    "Upkeep failed while {what}: {error}; it runs again in an hour.",
+                    what=what,
+                    error="%s: %s" % (type(e).__name__, e),
+                )
 
     def announced_as(self, room) -> HostedRoom:
         """How C{room} is announced: its name, and whether it offers

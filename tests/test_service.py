@@ -375,3 +375,53 @@ class FanoutServiceTests(ListeningMixin, TestCase):
             if texts:
                 break
         self.assertEqual(texts, ["over the air"])
+
+
+class UpkeepFailureTests(SynchronousTestCase):
+    """A failing upkeep is one log line and a counter, and runs again."""
+
+    def test_failure_logged_counted_and_run_again(self):
+        from twisted.internet.task import Clock
+        from twisted.logger import globalLogPublisher
+
+        from chatroom.host import Limits
+        from chatroom.service import MAINTENANCE_INTERVAL
+
+        clock = Clock()
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        store = HistoryStore(":memory:")
+        self.addCleanup(store.close)
+        # What "--room-idle-days inf" used to reach: int(inf) raises.
+        service = HostService(
+            clock,
+            HostIdentity.generate(),
+            store,
+            ["lobby"],
+            tls_port=None,
+            limits=Limits(open_rooms=True, room_idle_seconds=float("inf")),
+            history_keep=1,
+        )
+        pruned = []
+        service.prune = lambda: pruned.append(clock.seconds())
+        service.startService()
+        self.addCleanup(service.stopService)
+
+        def failures():
+            return [
+                e
+                for e in events
+                if e.get("log_namespace", "").startswith("chatroom.service")
+                and "Upkeep failed" in e.get("log_format", "")
+            ]
+
+        self.assertEqual(len(failures()), 1)
+        self.assertIn("OverflowError", failures()[0]["error"])
+        self.assertNotIn("log_failure", failures()[0])
+        self.assertEqual(service.host.counters["upkeep-failures"], 1)
+        # The other step still ran, and the next hour runs again.
+        self.assertEqual(pruned, [0])
+        clock.advance(MAINTENANCE_INTERVAL)
+        self.assertEqual(service.host.counters["upkeep-failures"], 2)
+        self.assertEqual(pruned, [0, MAINTENANCE_INTERVAL])
