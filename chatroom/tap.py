@@ -236,7 +236,8 @@ class Options(usage.Options):
             "open-rooms",
             None,
             "Let users open rooms: joining an unknown room creates it, and its "
-            "creator becomes its operator.",
+            "creator becomes its operator. With no --room, the host then has "
+            "no fixed room (no #lobby) until a user opens one.",
         ],
     ]
 
@@ -332,7 +333,7 @@ class Options(usage.Options):
         self["announce-addresses"] = []
 
     def opt_room(self, name: str) -> None:
-        """Host the room NAME (channel #NAME); repeat for more [default: lobby]."""
+        """Host the room NAME (channel #NAME); repeat for more [default: lobby; none with --open-rooms]."""
         self["rooms"].append(name)
 
     def opt_allow_key(self, fingerprint: str) -> None:
@@ -663,6 +664,12 @@ def makeService(options: Options):
                 name,
                 ", private" if options["private"] else "",
             )
+        )
+    if options["open-rooms"]:
+        # Without --room nothing above says what is hosted.
+        out.write(
+            "  users may open rooms (JOIN #NAME)%s\n"
+            % ("" if options["rooms"] else "; no fixed room",)
         )
     if options["private"]:
         # The operator edits the allow-list and sends SIGHUP (a signal

@@ -510,3 +510,48 @@ class NumberLimitTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--data-dir", self.mktemp(), "--history-keep", "9" * 400])
         self.assertEqual(options["history-keep"], int("9" * 400))
+
+
+class OpenRoomsDefaultRoomTests(SynchronousTestCase):
+    """--open-rooms without --room hosts no fixed room, and says so."""
+
+    def parse(self, *args):
+        options = tap.Options()
+        options.parseOptions(
+            ["--data-dir", self.mktemp(), "--port", "0", "--no-discovery", *args]
+        )
+        return options
+
+    def test_help_says_so(self):
+        """--help tells the operator that --open-rooms drops the lobby."""
+        # twistd wraps the help, at spaces and after hyphens.
+        text = " ".join(str(tap.Options()).split()).replace("- ", "-")
+        self.assertIn("[default: lobby; none with --open-rooms]", text)
+        self.assertIn("With no --room, the host then has no fixed room", text)
+
+    def test_rooms(self):
+        self.assertEqual(self.parse()["rooms"], ["lobby"])
+        self.assertEqual(self.parse("--open-rooms")["rooms"], [])
+        self.assertEqual(
+            self.parse("--open-rooms", "--room", "lobby")["rooms"], ["lobby"]
+        )
+
+    def start_output(self, *args):
+        import io
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        service = tap.makeService(self.parse(*args))
+        self.addCleanup(service.store.close)
+        return out.getvalue()
+
+    def test_start_output(self):
+        """At start, the printed summary says users open the rooms, and
+        that there is no fixed one."""
+        output = self.start_output("--open-rooms")
+        self.assertNotIn("hosting #", output)
+        self.assertIn("users may open rooms (JOIN #NAME); no fixed room\n", output)
+        output = self.start_output("--open-rooms", "--room", "dev")
+        self.assertIn("hosting #dev", output)
+        self.assertIn("users may open rooms (JOIN #NAME)\n", output)
+        self.assertNotIn("users may open", self.start_output())
