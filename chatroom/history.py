@@ -99,11 +99,26 @@ def _configure(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA cache_size=-%d" % (PAGE_CACHE_KIB,))
 
 
+def _new_private_file(path: str) -> None:
+    """Create C{path} empty with mode 0600 (replacing a leftover).
+
+    SQLite would create a missing database file 0666 less the umask
+    (usually 0644), readable by everyone when the directory is; an empty
+    file is a valid new database, so chatroom creates it first.  SQLite
+    gives the C{-wal}, C{-shm} and C{-journal} files it makes the mode of
+    the database file, so they are 0600 too.  Same rule as the key files
+    (O_EXCL, 0600: LIMITS.md).
+    """
+    if os.path.lexists(path):
+        os.remove(path)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _create(path: str) -> None:
-    """Create a new database at C{path} atomically (create, then rename)."""
+    """Create a new database at C{path} atomically (create, then rename),
+    readable and writable by its owner only (mode 0600)."""
     temporary = path + ".new"
-    if os.path.exists(temporary):
-        os.remove(temporary)
+    _new_private_file(temporary)
     db = sqlite3.connect(temporary, isolation_level=None)
     try:
         db.executescript(
@@ -112,6 +127,21 @@ def _create(path: str) -> None:
     finally:
         db.close()
     os.replace(temporary, path)
+
+
+def _warn_if_readable(path: str) -> None:
+    """Log one warning when others may read or write the database at
+    C{path}: chatroom creates it 0600, so a looser mode was set by hand or
+    by an older chatroom, and it is the operator's to change."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        _log.warn(
+            "The history database {path} can be read by other users (mode "
+            "{mode}); it holds every room's messages. To keep them private: "
+            "chmod 600 {path} (and its -wal and -shm files).",
+            path=path,
+            mode="%04o" % (mode,),
+        )
 
 
 def backup_path(path: str, version: int) -> str:
@@ -130,6 +160,7 @@ def _backup(db: sqlite3.Connection, path: str, version: int) -> str:
     """
     target = backup_path(path, version)
     temporary = target + ".new"
+    _new_private_file(temporary)
     copy = sqlite3.connect(temporary)
     try:
         db.backup(copy)
@@ -207,6 +238,8 @@ class HistoryStore:
                     _read_schema("history-v%d.sql" % (SCHEMA_VERSION,))
                 )
             ((version,),) = self._db.execute("SELECT version FROM version")
+            if path != ":memory:":
+                _warn_if_readable(path)
         except sqlite3.Error as e:
             raise HistoryStoreError(
                 "The history database %s cannot be used (%s). Move it away "

@@ -42,6 +42,7 @@ from chatroom.wellknown import (
 
 if TYPE_CHECKING:
     from chatroom.discovery import HostedRoom, HostProtocol
+    from chatroom.core.room import Room
     from chatroom.fanout import FanoutSocket
 
 #: How often old history is pruned and idle opened rooms removed, in seconds.
@@ -433,9 +434,26 @@ class HostService(service.MultiService):
             )
 
     def maintain(self) -> None:
-        """Remove idle rooms users opened, then apply the retention options."""
-        self.host.remove_idle_rooms()
-        self.prune()
+        """Remove idle rooms users opened, then apply the retention options.
+
+        Runs hourly (L{MAINTENANCE_INTERVAL}) from a C{TimerService}, whose
+        C{LoopingCall} would stop for good on an exception: a step that
+        fails is logged in one line and counted (C{upkeep-failures}), the
+        other step still runs, and so does the next hour's upkeep.
+        """
+        for what, step in (
+            ("removing idle opened rooms", self.remove_idle_rooms),
+            ("pruning the history", self.prune),
+        ):
+            try:
+                step()
+            except Exception as e:
+                self.host.count("upkeep-failures")
+                self.log.error(
+                    "Upkeep failed while {what}: {error}; it runs again in an hour.",
+                    what=what,
+                    error="%s: %s" % (type(e).__name__, e),
+                )
 
     def announced_as(self, room) -> HostedRoom:
         """How C{room} is announced: its name, and whether it offers
@@ -483,16 +501,68 @@ class HostService(service.MultiService):
         if self.announcer is not None:
             self.announcer.remove_room(room.channel[1:])
 
+    def _add(self, counter: str, amount: int) -> None:
+        self.host.counters[counter] = self.host.counters.get(counter, 0) + amount
+
+    def remove_idle_rooms(self) -> list[Room]:
+        """Remove the opened rooms idle past C{--room-idle-days}; log them.
+
+        One line per run that removed any, naming each room and how long
+        it was idle (days since its newest event, or since it was opened
+        when it has none); counter C{rooms-removed} counts the rooms.  A
+        removed room's history is deleted but for its newest event, which
+        keeps its numbering (docs/decisions.rst).
+
+        @return: the removed L{Room}s.
+        """
+        removed = self.host.remove_idle_rooms()
+        if removed:
+            now_ms = self.host.now_ms()
+            idle = [
+                "%s (idle %.1f days)"
+                % (
+                    room.channel,
+                    (now_ms - max(self.store.last_event_ms(room.key), room.created_ms))
+                    / 86400000,
+                )
+                for room in removed
+            ]
+            self._add("rooms-removed", len(removed))
+            self.log.info(
+                "Removed {count} idle opened room(s), their history deleted but "
+                "for the newest event: {rooms}",
+                count=len(removed),
+                rooms=", ".join(idle),
+            )
+        return removed
+
     def prune(self) -> int:
-        """Apply the retention options to every room; return events deleted."""
+        """Apply the retention options to every room; return events deleted.
+
+        One log line per run that deleted any (how many events, in how many
+        rooms); counter C{history-pruned} counts the events.
+        """
         if self.history_keep is None and self.history_days is None:
             return 0
         before_ms = None
         if self.history_days is not None:
             before_ms = self.host.now_ms() - int(self.history_days * 86400000)
         deleted = 0
+        rooms = 0
         for key in self.host.rooms:
-            deleted += self.store.prune(key, self.history_keep, before_ms)
+            pruned = self.store.prune(key, self.history_keep, before_ms)
+            deleted += pruned
+            rooms += pruned > 0
+        if deleted:
+            self._add("history-pruned", deleted)
+            self.log.info(
+                "Pruned {events} event(s) in {rooms} room(s) "
+                "(--history-keep {keep}, --history-days {days}).",
+                events=deleted,
+                rooms=rooms,
+                keep=self.history_keep or 0,
+                days=self.history_days or 0,
+            )
         return deleted
 
     def privilegedStartService(self) -> None:

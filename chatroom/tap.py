@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import signal
 import sys
@@ -31,29 +32,57 @@ def default_data_dir() -> str:
     return os.path.join(base, "chatroom")
 
 
-def _at_least_zero(kind: type, name: str):
-    """An option converter: a number of C{kind} (int or float), 0 or more."""
-    noun = "a whole number" if kind is int else "a number"
+def _number(kind: type, name: str, least: int = 0, most: float | None = None):
+    """An option converter: a number of C{kind} (int or float) from C{least}
+    to C{most} (no upper bound when C{None}).
+
+    A float must be finite: C{inf} and C{1e400} (which Python reads as
+    infinity) are refused here rather than crash the hourly upkeep that
+    turns days into milliseconds.
+    """
+    noun = "a whole number" if kind is int else "a finite number"
+    if most is None:
+        allowed = ", %d or more" % (least,)
+    else:
+        allowed = " from %d to %d" % (least, most)
 
     def convert(value: str):
         try:
             number = kind(value)
         except ValueError:
-            number = -1
-        if not number >= 0:  # also refuses float("nan")
-            raise ValueError("%s must be %s, 0 or more" % (name, noun))
+            number = least - 1
+        # "not least <= number" also refuses float("nan").
+        if (
+            not least <= number
+            or (most is not None and number > most)
+            or (kind is float and not math.isfinite(number))
+        ):
+            raise ValueError("%s must be %s%s" % (name, noun, allowed))
         return number
 
-    convert.coerceDoc = noun.capitalize() + ", 0 or more."  # type: ignore[attr-defined]
+    convert.coerceDoc = "%s%s." % (noun.capitalize(), allowed)  # type: ignore[attr-defined]
     return convert
 
 
-def _positive_int(name: str):
-    return _at_least_zero(int, name)
+def _positive_int(name: str, least: int = 0, most: int | None = None):
+    return _number(int, name, least, most)
 
 
-def _positive_float(name: str):
-    return _at_least_zero(float, name)
+def _positive_float(name: str, most: float | None = None):
+    return _number(float, name, 0, most)
+
+
+#: The most days C{--history-days} and C{--room-idle-days} accept (about
+#: 2,700 years: "never" for a host).  A bound, not only finiteness: days
+#: become milliseconds before the epoch that SQLite compares as a signed
+#: 64-bit integer, and 1e300 days would not fit.
+MAX_DAYS = 1000000
+
+#: The longest C{--max-room-name-length}: a signed announcement carries a
+#: room name of at most 64 bytes (C{MAX_ROOM_NAME_BYTES} of
+#: L{chatroom.core.discovery}, not imported here so that C{twistd --help}
+#: stays light; a test checks they agree), and room names are ASCII.
+MAX_ROOM_NAME_LENGTH = 64
 
 
 class Options(usage.Options):
@@ -114,7 +143,7 @@ class Options(usage.Options):
             None,
             0,
             "Delete events older than this many days (0: keep forever).",
-            _positive_float("--history-days"),
+            _positive_float("--history-days", MAX_DAYS),
         ],
         [
             "max-clients",
@@ -155,8 +184,9 @@ class Options(usage.Options):
             "max-room-name-length",
             None,
             32,
-            "Longest room name, without the '#'.",
-            _positive_int("--max-room-name-length"),
+            "Longest room name, without the '#' (at most 64: the longest "
+            "name an announcement carries).",
+            _positive_int("--max-room-name-length", 1, MAX_ROOM_NAME_LENGTH),
         ],
         [
             "room-idle-days",
@@ -164,7 +194,7 @@ class Options(usage.Options):
             30.0,
             "Remove a room users opened after this many days without an event "
             "(while nobody is in it).",
-            _positive_float("--room-idle-days"),
+            _positive_float("--room-idle-days", MAX_DAYS),
         ],
         [
             "max-handshakes",
@@ -206,7 +236,8 @@ class Options(usage.Options):
             "open-rooms",
             None,
             "Let users open rooms: joining an unknown room creates it, and its "
-            "creator becomes its operator.",
+            "creator becomes its operator. With no --room, the host then has "
+            "no fixed room (no #lobby) until a user opens one.",
         ],
     ]
 
@@ -302,7 +333,7 @@ class Options(usage.Options):
         self["announce-addresses"] = []
 
     def opt_room(self, name: str) -> None:
-        """Host the room NAME (channel #NAME); repeat for more [default: lobby]."""
+        """Host the room NAME (channel #NAME); repeat for more [default: lobby; none with --open-rooms]."""
         self["rooms"].append(name)
 
     def opt_allow_key(self, fingerprint: str) -> None:
@@ -633,6 +664,12 @@ def makeService(options: Options):
                 name,
                 ", private" if options["private"] else "",
             )
+        )
+    if options["open-rooms"]:
+        # Without --room nothing above says what is hosted.
+        out.write(
+            "  users may open rooms (JOIN #NAME)%s\n"
+            % ("" if options["rooms"] else "; no fixed room",)
         )
     if options["private"]:
         # The operator edits the allow-list and sends SIGHUP (a signal

@@ -488,3 +488,59 @@ class InterfaceTests(SynchronousTestCase):
         store = HistoryStore(":memory:")
         self.addCleanup(store.close)
         self.assertTrue(verifyObject(IHistoryStore, store))
+
+
+class FileModeTests(SynchronousTestCase):
+    """The history is readable by its owner only, like the key file."""
+
+    def setUp(self):
+        # What a login shell usually has: new files 0644 unless asked.
+        self.addCleanup(os.umask, os.umask(0o022))
+        self.data_dir = self.mktemp()
+        os.mkdir(self.data_dir, 0o755)
+        os.chmod(self.data_dir, 0o755)
+        self.path = os.path.join(self.data_dir, "history.sqlite3")
+
+    def mode(self, path):
+        return os.stat(path).st_mode & 0o777
+
+    def test_new_database_and_wal_are_0600(self):
+        """In a 0755 directory, the database chatroom creates is 0600, and
+        so are the -wal and -shm files SQLite makes with its mode."""
+        store = HistoryStore(self.path)
+        self.addCleanup(store.close)
+        store.append([message(1)])
+        self.assertEqual(self.mode(self.path), 0o600)
+        self.assertEqual(self.mode(self.path + "-wal"), 0o600)
+        self.assertEqual(self.mode(self.path + "-shm"), 0o600)
+
+    def test_upgrade_backup_is_0600(self):
+        """The copy kept before a schema upgrade holds the same history."""
+        from chatroom.history import _backup
+
+        store = HistoryStore(self.path)
+        self.addCleanup(store.close)
+        copy = _backup(store._db, self.path, SCHEMA_VERSION)
+        self.assertEqual(self.mode(copy), 0o600)
+
+    def test_loose_existing_database_warned_not_changed(self):
+        """An existing database others may read: one warning at start
+        with the fix; the mode is the operator's to change."""
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        HistoryStore(self.path).close()
+        os.chmod(self.path, 0o644)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        HistoryStore(self.path).close()
+        warnings = [e for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["path"], self.path)
+        self.assertIn("chmod 600", warnings[0]["log_format"])
+        self.assertEqual(self.mode(self.path), 0o644)
+        # A 0600 database is opened without a word.
+        os.chmod(self.path, 0o600)
+        del events[:]
+        HistoryStore(self.path).close()
+        self.assertEqual([e for e in events if e.get("log_level") == LogLevel.warn], [])

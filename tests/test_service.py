@@ -375,3 +375,136 @@ class FanoutServiceTests(ListeningMixin, TestCase):
             if texts:
                 break
         self.assertEqual(texts, ["over the air"])
+
+
+class UpkeepFailureTests(SynchronousTestCase):
+    """A failing upkeep is one log line and a counter, and runs again."""
+
+    def test_failure_logged_counted_and_run_again(self):
+        from twisted.internet.task import Clock
+        from twisted.logger import globalLogPublisher
+
+        from chatroom.host import Limits
+        from chatroom.service import MAINTENANCE_INTERVAL
+
+        clock = Clock()
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        store = HistoryStore(":memory:")
+        self.addCleanup(store.close)
+        # What "--room-idle-days inf" used to reach: int(inf) raises.
+        service = HostService(
+            clock,
+            HostIdentity.generate(),
+            store,
+            ["lobby"],
+            tls_port=None,
+            limits=Limits(open_rooms=True, room_idle_seconds=float("inf")),
+            history_keep=1,
+        )
+        pruned = []
+        service.prune = lambda: pruned.append(clock.seconds())
+        service.startService()
+        self.addCleanup(service.stopService)
+
+        def failures():
+            return [
+                e
+                for e in events
+                if e.get("log_namespace", "").startswith("chatroom.service")
+                and "Upkeep failed" in e.get("log_format", "")
+            ]
+
+        self.assertEqual(len(failures()), 1)
+        self.assertIn("OverflowError", failures()[0]["error"])
+        self.assertNotIn("log_failure", failures()[0])
+        self.assertEqual(service.host.counters["upkeep-failures"], 1)
+        # The other step still ran, and the next hour runs again.
+        self.assertEqual(pruned, [0])
+        clock.advance(MAINTENANCE_INTERVAL)
+        self.assertEqual(service.host.counters["upkeep-failures"], 2)
+        self.assertEqual(pruned, [0, MAINTENANCE_INTERVAL])
+
+
+class UpkeepLogTests(SynchronousTestCase):
+    """Pruning and removing idle opened rooms are logged and counted."""
+
+    def setUp(self):
+        from twisted.internet.task import Clock
+        from twisted.logger import globalLogPublisher
+
+        self.clock = Clock()
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.store = HistoryStore(":memory:")
+        self.addCleanup(self.store.close)
+
+    def lines(self, word):
+        return [
+            e
+            for e in self.events
+            if e.get("log_namespace", "").startswith("chatroom.service")
+            and e.get("log_format", "").startswith(word)
+        ]
+
+    def test_pruning(self):
+        from chatroom.core.room import Event
+
+        service = HostService(
+            self.clock,
+            HostIdentity.generate(),
+            self.store,
+            ["lobby", "dev", "quiet"],
+            tls_port=None,
+            history_keep=2,
+        )
+        self.store.append(
+            [
+                Event(
+                    room=room,
+                    seq=n,
+                    time_ms=n,
+                    command="PRIVMSG",
+                    source="a!u@h",
+                    params=("#" + room, str(n)),
+                )
+                for room, count in (("lobby", 5), ("dev", 3), ("quiet", 1))
+                for n in range(1, count + 1)
+            ]
+        )
+        service.maintain()
+        (line,) = self.lines("Pruned")
+        self.assertEqual((line["events"], line["rooms"], line["keep"]), (4, 2, 2))
+        self.assertEqual(service.host.counters["history-pruned"], 4)
+        # A run that deletes nothing says nothing.
+        service.maintain()
+        self.assertEqual(len(self.lines("Pruned")), 1)
+        self.assertEqual(service.host.counters["history-pruned"], 4)
+
+    def test_idle_rooms_removed(self):
+        from chatroom.host import Limits
+
+        service = HostService(
+            self.clock,
+            HostIdentity.generate(),
+            self.store,
+            ["lobby"],
+            tls_port=None,
+            limits=Limits(open_rooms=True, room_idle_seconds=86400),
+        )
+        service.host.open_room("old")
+        service.host.open_room("older")
+        self.clock.advance(86400 / 2)
+        service.host.open_room("fresh")
+        service.maintain()
+        self.assertEqual(self.lines("Removed"), [])
+        self.clock.advance(86400)
+        service.maintain()
+        (line,) = self.lines("Removed")
+        self.assertEqual(line["count"], 2)
+        self.assertEqual(line["rooms"], "#old (idle 1.5 days), #older (idle 1.5 days)")
+        self.assertEqual(service.host.counters["rooms-removed"], 2)
+        self.assertEqual(sorted(service.host.rooms), ["fresh", "lobby"])
+        self.assertEqual(self.lines("Pruned"), [])

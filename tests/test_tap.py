@@ -444,3 +444,114 @@ class SSLListenerTests(SynchronousTestCase):
         client.close()
         with open(host.log_path) as f:
             self.assertNotIn("Traceback", f.read())
+
+
+class NumberLimitTests(SynchronousTestCase):
+    """Numeric options refuse what the host cannot use, in one sentence."""
+
+    def refusal(self, *args):
+        error = self.assertRaises(
+            usage.UsageError,
+            tap.Options().parseOptions,
+            ["--data-dir", self.mktemp(), *args],
+        )
+        return str(error)
+
+    def test_every_float_option_refuses_non_finite(self):
+        """inf and 1e400 (read as infinity) are refused like nan and -1,
+        for every option whose value is a float: the upkeep turns days
+        into whole milliseconds, which infinity is not."""
+        floats = [
+            o[0]
+            for o in tap.Options.optParameters
+            if len(o) > 4
+            and "number" in o[4].coerceDoc
+            and "whole" not in o[4].coerceDoc
+        ]
+        self.assertEqual(
+            sorted(floats), ["flood-rate", "history-days", "room-idle-days"]
+        )
+        for name in floats:
+            for value in ("inf", "1e400", "-inf", "nan", "-1"):
+                message = self.refusal("--" + name, value)
+                self.assertIn("--%s must be a finite number" % (name,), message)
+
+    def test_days_have_an_upper_bound(self):
+        """A finite but huge number of days would not fit SQLite's 64-bit
+        integers once made milliseconds; a million days is the most."""
+        for name in ("--history-days", "--room-idle-days"):
+            self.assertIn(
+                "%s must be a finite number from 0 to 1000000" % (name,),
+                self.refusal(name, "1e300"),
+            )
+            options = tap.Options()
+            options.parseOptions(["--data-dir", self.mktemp(), name, "1000000"])
+            self.assertEqual(options[name[2:]], 1000000.0)
+
+    def test_room_name_length_from_1_to_64(self):
+        """0 would refuse every name ("use up to 0 letters"); past 64 a
+        room could not be announced."""
+        from chatroom.core.discovery import MAX_ROOM_NAME_BYTES
+
+        self.assertEqual(tap.MAX_ROOM_NAME_LENGTH, MAX_ROOM_NAME_BYTES)
+        for value in ("0", "-1", "65"):
+            self.assertIn(
+                "--max-room-name-length must be a whole number from 1 to 64",
+                self.refusal("--max-room-name-length", value),
+            )
+        options = tap.Options()
+        options.parseOptions(
+            ["--data-dir", self.mktemp(), "--max-room-name-length", "64"]
+        )
+        self.assertEqual(options.limits().room_name_length, 64)
+
+    def test_huge_whole_number(self):
+        """A whole number too big for a float is no traceback."""
+        options = tap.Options()
+        options.parseOptions(["--data-dir", self.mktemp(), "--history-keep", "9" * 400])
+        self.assertEqual(options["history-keep"], int("9" * 400))
+
+
+class OpenRoomsDefaultRoomTests(SynchronousTestCase):
+    """--open-rooms without --room hosts no fixed room, and says so."""
+
+    def parse(self, *args):
+        options = tap.Options()
+        options.parseOptions(
+            ["--data-dir", self.mktemp(), "--port", "0", "--no-discovery", *args]
+        )
+        return options
+
+    def test_help_says_so(self):
+        """--help tells the operator that --open-rooms drops the lobby."""
+        # twistd wraps the help, at spaces and after hyphens.
+        text = " ".join(str(tap.Options()).split()).replace("- ", "-")
+        self.assertIn("[default: lobby; none with --open-rooms]", text)
+        self.assertIn("With no --room, the host then has no fixed room", text)
+
+    def test_rooms(self):
+        self.assertEqual(self.parse()["rooms"], ["lobby"])
+        self.assertEqual(self.parse("--open-rooms")["rooms"], [])
+        self.assertEqual(
+            self.parse("--open-rooms", "--room", "lobby")["rooms"], ["lobby"]
+        )
+
+    def start_output(self, *args):
+        import io
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        service = tap.makeService(self.parse(*args))
+        self.addCleanup(service.store.close)
+        return out.getvalue()
+
+    def test_start_output(self):
+        """At start, the printed summary says users open the rooms, and
+        that there is no fixed one."""
+        output = self.start_output("--open-rooms")
+        self.assertNotIn("hosting #", output)
+        self.assertIn("users may open rooms (JOIN #NAME); no fixed room\n", output)
+        output = self.start_output("--open-rooms", "--room", "dev")
+        self.assertIn("hosting #dev", output)
+        self.assertIn("users may open rooms (JOIN #NAME)\n", output)
+        self.assertNotIn("users may open", self.start_output())
