@@ -40,11 +40,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import attrs
+from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols import policies
+from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from chatroom.core.addresses import address_key, unmapped
@@ -141,6 +143,11 @@ class HandshakeLimitProtocol(policies.ProtocolWrapper):
         self.factory.unregisterProtocol(self)
 
     def connectionLost(self, reason: Any) -> None:
+        if self._counted and isinstance(reason, Failure) and reason.check(SSL.Error):
+            # The TLS handshake failed: a client that does not speak TLS
+            # (plain IRC on the TLS port), no common version or suite, a
+            # malformed hello.  Counted so that the operator sees it.
+            self.factory.count("handshake-failures")
         self._finished()
         if not self._refused:
             super().connectionLost(reason)
@@ -152,8 +159,9 @@ class HandshakeLimitFactory(policies.WrappingFactory):
     @param wrappedFactory: the factory of the real protocol (the IRC one).
     @param limits: the L{HandshakeLimits}.
     @param clock: an C{IReactorTime}, for spacing the log lines.
-    @param count: called with a counter name for each refusal and pause
-        (C{"handshakes-refused-per-address"}, C{"handshakes-paused"}).
+    @param count: called with a counter name for each refusal, pause and
+        failed handshake (C{"handshakes-refused-per-address"},
+        C{"handshakes-paused"}, C{"handshake-failures"}).
     @ivar in_progress: handshakes now in progress.
     """
 

@@ -125,6 +125,23 @@ class HandshakeLimitTests(SynchronousTestCase):
         _, transport = self.connect("192.0.2.1")
         self.assertFalse(transport.disconnecting)
 
+    def test_failed_tls_is_counted(self):
+        """A connection lost to a TLS error before its handshake completed
+        (a plain-text client on the TLS port) is counted; a clean close
+        before it, or a TLS error after it, is not."""
+        from OpenSSL import SSL
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        bad, _ = self.connect("192.0.2.1")
+        bad.connectionLost(Failure(SSL.Error([("SSL", "", "wrong version number")])))
+        gone, _ = self.connect("192.0.2.2")
+        gone.connectionLost(Failure(ConnectionDone()))
+        done, _ = self.connect("192.0.2.3")
+        done.handshakeCompleted()
+        done.connectionLost(Failure(SSL.Error([])))
+        self.assertEqual(self.counts, ["handshake-failures"])
+
     def test_ipv6_grouped_per_64(self):
         self.connect("2001:db8::1")
         self.connect("2001:db8::2")
@@ -251,6 +268,47 @@ class RealHandshakeTests(TestCase):
         yield finished
         self.assertEqual(host.factory.in_progress, 0)
         self.assertFalse(host.factory.paused)
+
+
+class PlainOnTLSPortTests(TestCase):
+    """Over real sockets on 127.0.0.1: a failed handshake is counted."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_plain_text_on_the_tls_port_is_counted(self):
+        """IRC in plain text sent to the TLS port fails the handshake; the
+        operator sees it in the counters (C{handshake-failures})."""
+        store = HistoryStore(":memory:")
+        host = HostService(
+            reactor,
+            HostIdentity.generate(),
+            store,
+            ["lobby"],
+            tls_port=0,
+            tls_interface="127.0.0.1",
+        )
+        host.startService()
+        self.addCleanup(host.stopService)
+        (port,) = yield host.listening_ports()
+        finished = defer.Deferred()
+        _fire_after(host.factory, "handshake_finished", finished)
+        lost = defer.Deferred()
+
+        class Plain(protocol.Protocol):
+            def connectionMade(self):
+                self.transport.write(b"NICK plain\r\nUSER plain 0 * :P\r\n")
+
+            def connectionLost(self, reason):
+                lost.callback(None)
+
+        endpoint = endpoints.TCP4ClientEndpoint(
+            reactor, "127.0.0.1", port.getHost().port
+        )
+        yield endpoint.connect(protocol.Factory.forProtocol(Plain))
+        yield finished
+        yield lost
+        self.assertEqual(host.host.counters.get("handshake-failures"), 1)
 
 
 def _fire_after(factory, name, deferred):
