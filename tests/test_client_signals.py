@@ -184,17 +184,47 @@ def screen_lines(data):
     return ["".join(line).rstrip() for line in lines]
 
 
-class TerminalQuitTests(RunningHostMixin, TestCase):
-    """C{chatroom join} on a terminal (a pseudo-terminal here), left with
-    C{/quit}."""
+class JoinProcessTests(RunningHostMixin, TestCase):
+    """C{chatroom join} as a child process against a running host: on a
+    terminal (a pseudo-terminal here), or reading lines from a pipe."""
 
     timeout = 60
 
     @defer.inlineCallbacks
-    def test_left_on_its_own_line(self):
-        """ "Left #lobby." starts a line of its own, not the prompt's."""
+    def join(self, nick, process, terminal):
+        """Start a host, then C{chatroom join lobby --nick NICK} into it,
+        reporting to C{process}; on a pseudo-terminal when C{terminal}."""
         self.make_data_dir()
         port = yield self.start_host()
+        argv = [
+            "join",
+            "lobby",
+            "--nick",
+            nick,
+            "--connect",
+            "127.0.0.1:%d" % (port,),
+            "--key",
+            self.identity.fingerprint,
+            "--data-dir",
+            os.path.abspath(self.mktemp()),
+        ]
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        if terminal:
+            env["TERM"] = "xterm"
+        reactor.spawnProcess(
+            process,
+            sys.executable,
+            [sys.executable, "-c", "from chatroom.client.main import main; main()"]
+            + argv,
+            env=env,
+            path=ROOT,
+            usePTY=terminal,
+        )
+
+    @defer.inlineCallbacks
+    def test_left_on_its_own_line(self):
+        """ "Left #lobby." starts a line of its own, not the prompt's
+        (left with C{/quit} on a terminal)."""
         process = ConsoleProcess()
         prompt = defer.Deferred()
 
@@ -204,27 +234,7 @@ class TerminalQuitTests(RunningHostMixin, TestCase):
                 prompt.callback(None)
 
         process.outReceived = received
-        argv = [
-            "join",
-            "lobby",
-            "--nick",
-            "q",
-            "--connect",
-            "127.0.0.1:%d" % (port,),
-            "--key",
-            self.identity.fingerprint,
-            "--data-dir",
-            os.path.abspath(self.mktemp()),
-        ]
-        reactor.spawnProcess(
-            process,
-            sys.executable,
-            [sys.executable, "-c", "from chatroom.client.main import main; main()"]
-            + argv,
-            env=dict(os.environ, PYTHONPATH=ROOT, TERM="xterm"),
-            path=ROOT,
-            usePTY=True,
-        )
+        yield self.join("q", process, terminal=True)
         yield prompt
         process.transport.write(b"/quit\r")
         code = yield process.ended
@@ -233,39 +243,12 @@ class TerminalQuitTests(RunningHostMixin, TestCase):
         self.assertIn("Left #lobby.", lines, lines)
         self.assertNotIn("Traceback", process.out.decode("utf-8", "replace"))
 
-
-class PipedJoinTests(RunningHostMixin, TestCase):
-    """C{chatroom join} reading lines from a pipe, not a terminal."""
-
-    timeout = 60
-
     @defer.inlineCallbacks
     def test_messages_piped_in_are_shown_before_leaving(self):
-        """Input that ends at once still shows the messages it sent (their
-        echoes arrive while the session closes), then "Left"."""
-        self.make_data_dir()
-        port = yield self.start_host()
+        """Input from a pipe that ends at once still shows the messages it
+        sent (their echoes arrive while the session closes), then "Left"."""
         process = ConsoleProcess()
-        argv = [
-            "join",
-            "lobby",
-            "--nick",
-            "piper",
-            "--connect",
-            "127.0.0.1:%d" % (port,),
-            "--key",
-            self.identity.fingerprint,
-            "--data-dir",
-            os.path.abspath(self.mktemp()),
-        ]
-        reactor.spawnProcess(
-            process,
-            sys.executable,
-            [sys.executable, "-c", "from chatroom.client.main import main; main()"]
-            + argv,
-            env=dict(os.environ, PYTHONPATH=ROOT),
-            path=ROOT,
-        )
+        yield self.join("piper", process, terminal=False)
         process.transport.write(b"piped one\npiped two\n")
         process.transport.closeStdin()
         code = yield process.ended

@@ -221,6 +221,25 @@ def _Address(host):
     return IPv4Address("TCP", host, 1234)
 
 
+@defer.inlineCallbacks
+def start_tls_host(case, handshakes):
+    """A host with a TLS listener on 127.0.0.1 (any port), started, and
+    stopped when C{case} ends; fires with (service, listening port)."""
+    host = HostService(
+        reactor,
+        HostIdentity.generate(),
+        HistoryStore(":memory:"),
+        ["lobby"],
+        tls_port=0,
+        tls_interface="127.0.0.1",
+        handshakes=handshakes,
+    )
+    host.startService()
+    case.addCleanup(host.stopService)
+    (port,) = yield host.listening_ports()
+    return host, port
+
+
 class RealHandshakeTests(TestCase):
     """Over real TLS on 127.0.0.1: a half-open handshake holds a slot, a
     completed one gives it back, and the IRC side still sees completion."""
@@ -229,19 +248,7 @@ class RealHandshakeTests(TestCase):
 
     @defer.inlineCallbacks
     def test_half_open_holds_slot(self):
-        store = HistoryStore(":memory:")
-        host = HostService(
-            reactor,
-            HostIdentity.generate(),
-            store,
-            ["lobby"],
-            tls_port=0,
-            tls_interface="127.0.0.1",
-            handshakes=HandshakeLimits(in_progress=1),
-        )
-        host.startService()
-        self.addCleanup(host.stopService)
-        (port,) = yield host.listening_ports()
+        host, port = yield start_tls_host(self, HandshakeLimits(in_progress=1))
         started, finished = defer.Deferred(), defer.Deferred()
         _fire_after(host.factory, "handshake_started", started)
         _fire_after(host.factory, "handshake_finished", finished)
@@ -279,18 +286,7 @@ class PlainOnTLSPortTests(TestCase):
     def test_plain_text_on_the_tls_port_is_counted(self):
         """IRC in plain text sent to the TLS port fails the handshake; the
         operator sees it in the counters (C{handshake-failures})."""
-        store = HistoryStore(":memory:")
-        host = HostService(
-            reactor,
-            HostIdentity.generate(),
-            store,
-            ["lobby"],
-            tls_port=0,
-            tls_interface="127.0.0.1",
-        )
-        host.startService()
-        self.addCleanup(host.stopService)
-        (port,) = yield host.listening_ports()
+        host, port = yield start_tls_host(self, HandshakeLimits())
         finished = defer.Deferred()
         _fire_after(host.factory, "handshake_finished", finished)
         lost = defer.Deferred()
