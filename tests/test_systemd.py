@@ -39,6 +39,8 @@ class UnitFileTests(SynchronousTestCase):
             "StateDirectory=chatroom",
             "Restart=on-failure",
             "Requires=chatroom.socket",
+            # SIGHUP reloads, never stops the host (tests/test_hangup.py).
+            "ExecReload=/bin/kill -HUP $MAINPID",
         ):
             self.assertIn("\n" + setting + "\n", service)
         # The service asks for the socket by the name the socket unit gives it.
