@@ -36,3 +36,18 @@ class CountersListedTests(SynchronousTestCase):
         with open(os.path.join(REPO, "docs", "operations.rst"), encoding="utf-8") as f:
             listed = set(re.findall(r"^\* ``([a-z0-9-]+)``: \S", f.read(), re.M))
         self.assertEqual(sorted(names - listed), [])
+
+
+class Kill9LoopUsageTests(SynchronousTestCase):
+    """scripts/kill9_loop.py is run with the venv's Python, from the
+    repository root: its usage and docs/operations.rst say so (the system
+    python3 has no Twisted)."""
+
+    def test_run_with_the_venv_python(self):
+        command = ".venv-test/bin/python scripts/kill9_loop.py"
+        for path in ("scripts/kill9_loop.py", "docs/operations.rst"):
+            with open(os.path.join(REPO, path), encoding="utf-8") as f:
+                text = f.read()
+            self.assertIn(command, text, path)
+            self.assertIn("repository root", text, path)
+            self.assertNotRegex(text, r"(?m)^\s*python3? scripts/kill9_loop\.py", path)
