@@ -169,24 +169,37 @@ class MemoryDenyWriteExecuteTests(SynchronousTestCase):
         self.assertIn("write+execute memory for ffi.callback()", result.stdout)
 
 
+#: Puts fd C{argv[1]} on fd 3 (SD_LISTEN_FDS_START), closes the original,
+#: sets LISTEN_PID to its own PID and execs C{argv[2:]}, which keeps that
+#: PID.  In Python, not sh: dash's redirections take one-digit fds only,
+#: and a busy test process (trial -j2) hands out fds above 9.
+_AS_SYSTEMD = """
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.set_inheritable(3, True)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 def _inherit(listener, args, data_dir, log_path):
     """Start the host with C{listener} as fd 3, LISTEN_FDS=1, LISTEN_PID of
     the host process and LISTEN_FDNAMES=tls, as systemd passes a socket."""
     fd = listener.fileno()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
     env.update(LISTEN_FDS="1", LISTEN_FDNAMES="tls")
-    # sh execs the host, so $$ is the host's PID; "3<&N" puts the socket on
-    # fd 3 (SD_LISTEN_FDS_START).
-    script = 'LISTEN_PID=$$ exec "$@" 3<&%d %d<&-' % (fd, fd)
     host = HostProcess.__new__(HostProcess)
     host.log = open(log_path, "ab")
     host.log_path = log_path
     host.process = subprocess.Popen(
         [
-            "sh",
+            sys.executable,
             "-c",
-            script,
-            "sh",
+            _AS_SYSTEMD,
+            str(fd),
             *TWISTD,
             "-n",
             "--pidfile=",
