@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from chatroom.wellknown import (
@@ -637,6 +638,47 @@ def build_service(reactor: Any, options: Options):
     return host_service
 
 
+_log = Logger()
+
+
+def reload_on_hangup(host_service: Any, oper_file: str | None) -> None:
+    """What C{SIGHUP} does: read again what can be read again, and log it.
+
+    The allow-list file of the private rooms (when C{host_service} has
+    private rooms, L{HostService.reload_access}) and the operator file
+    C{oper_file} (C{--oper-file}, when given; the next C{OPER} checks
+    against it, users already operators stay so).  A file that cannot be
+    used is logged in one sentence and the old list kept.  With nothing to
+    reload, one line says so.  Never raises.
+    """
+    reloaded = False
+    if host_service.private is not None:
+        host_service.reload_access()
+        reloaded = True
+    if oper_file:
+        reloaded = True
+        try:
+            operators = read_operators(oper_file)
+        except usage.UsageError as e:
+            _log.error(
+                "The operator file was not read again, the operators are "
+                "unchanged: {error}",
+                error=str(e),
+            )
+        else:
+            host_service.host.operators = operators
+            _log.info(
+                "Operator file {path} read again: {count} server operator(s).",
+                path=oper_file,
+                count=len(operators),
+            )
+    if not reloaded:
+        _log.info(
+            "SIGHUP: nothing to reload (no private rooms, no --oper-file); "
+            "the host goes on."
+        )
+
+
 def makeService(options: Options):
     """Build the host service from parsed options (this touches the reactor).
 
@@ -671,12 +713,15 @@ def makeService(options: Options):
             "  users may open rooms (JOIN #NAME)%s\n"
             % ("" if options["rooms"] else "; no fixed room",)
         )
-    if options["private"]:
-        # The operator edits the allow-list and sends SIGHUP (a signal
-        # handler must not touch the reactor, so it only schedules).
-        signal.signal(
-            signal.SIGHUP, lambda *_: reactor.callFromThread(host_service.reload_access)
-        )
+    # Always handled: SIGHUP's default action ends the process at once,
+    # with no goodbye and no log line (and systemd's Restart=on-failure
+    # does not restart it).  A signal handler must not touch the reactor,
+    # so it only schedules.
+    oper_file = options["oper-file"] and os.path.abspath(options["oper-file"])
+    signal.signal(
+        signal.SIGHUP,
+        lambda *_: reactor.callFromThread(reload_on_hangup, host_service, oper_file),
+    )
     if options["tls-endpoint"]:
         out.write("  TLS on %s\n" % (options["tls-endpoint"],))
     elif options["port"]:

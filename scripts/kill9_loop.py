@@ -15,9 +15,14 @@ end it reads the whole history back and checks:
    stored reservation never decreases.
 
 Not a CI test: it takes minutes.  Every loop is bounded in count and time.
-Usage, from the repository root::
+Usage, from the repository root, with the Python of a venv that has
+chatroom's dependencies (the tests' venv of README.rst, "Run the tests";
+the system python3 has no Twisted and stops at the first import)::
 
-    python scripts/kill9_loop.py [--kills 100] [--members 3] [--seed N]
+    .venv-test/bin/python scripts/kill9_loop.py [--kills 100] [--members 3] [--seed N]
+
+The host it starts is this checkout's code (the repository root is put
+first on the path), run by that same Python.
 
 Exit status 0 when every check holds; the summary is printed either way.
 """

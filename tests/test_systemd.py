@@ -39,12 +39,49 @@ class UnitFileTests(SynchronousTestCase):
             "StateDirectory=chatroom",
             "Restart=on-failure",
             "Requires=chatroom.socket",
+            # SIGHUP reloads, never stops the host (tests/test_hangup.py).
+            "ExecReload=/bin/kill -HUP $MAINPID",
         ):
             self.assertIn("\n" + setting + "\n", service)
         # The service asks for the socket by the name the socket unit gives it.
         name = re.search(r"^FileDescriptorName=(\S+)$", socket_unit, re.M).group(1)
         self.assertIn("--tls-endpoint systemd:domain=INET6:name=%s" % (name,), service)
         self.assertIn("--data-dir /var/lib/chatroom", service)
+
+    def test_hardening_the_host_survives(self):
+        """The unit hardens the service, but not with
+        MemoryDenyWriteExecute=yes: the host's TLS context cannot be built
+        under it (L{MemoryDenyWriteExecuteTests})."""
+        service = _unit("chatroom.service")
+        for setting in (
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "PrivateDevices=yes",
+            "ProtectKernelTunables=yes",
+            "ProtectKernelModules=yes",
+            "ProtectControlGroups=yes",
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+            "RestrictNamespaces=yes",
+            "LockPersonality=yes",
+            "SystemCallArchitectures=native",
+        ):
+            self.assertIn("\n" + setting + "\n", service)
+        self.assertNotRegex(
+            service, r"(?m)^\s*MemoryDenyWriteExecute\s*=\s*(yes|true|on|1)\b"
+        )
+
+    def test_install_comment_and_documentation(self):
+        """The unit's install comment says what docs/operations.rst says (a
+        checkout is installed with C{pip install .}; no C{chatroom} is on
+        PyPI), and no placeholder URL is left in it."""
+        service = _unit("chatroom.service")
+        self.assertIn("/opt/chatroom/bin/pip install .\n", service)
+        self.assertNotIn("pip install chatroom", service)
+        self.assertNotIn("example.invalid", service)
+        with open(os.path.join(REPO, "docs", "operations.rst")) as f:
+            self.assertIn("/opt/chatroom/bin/pip install .\n", f.read())
 
     def test_systemd_analyze_verify(self):
         analyze = shutil.which("systemd-analyze")
@@ -78,24 +115,91 @@ class UnitFileTests(SynchronousTestCase):
         )
 
 
+#: prctl(2) option and flag of the kernel's memory-deny-write-execute
+#: (Linux 6.3, include/uapi/linux/prctl.h): what systemd's
+#: MemoryDenyWriteExecute=yes sets (with seccomp where the kernel is older).
+PR_SET_MDWE = 65
+PR_MDWE_REFUSE_EXEC_GAIN = 1
+
+_UNDER_MDWE = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(%d, %d, 0, 0, 0) != 0:
+    print("refused", ctypes.get_errno())
+    sys.exit(0)
+from chatroom.identity import HostIdentity
+from chatroom.tls import server_options
+try:
+    server_options(HostIdentity.generate())
+except MemoryError as e:
+    print("MemoryError:", e)
+else:
+    print("built")
+""" % (PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN)
+
+
+class MemoryDenyWriteExecuteTests(SynchronousTestCase):
+    """Why the unit leaves out MemoryDenyWriteExecute=yes: under it the host
+    cannot build its TLS context, so it stops at start."""
+
+    def test_tls_context_needs_write_execute_memory(self):
+        if not sys.platform.startswith("linux"):
+            raise self.skipTest("prctl(PR_SET_MDWE) is Linux only")
+        result = subprocess.run(
+            [sys.executable, "-c", _UNDER_MDWE],
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=REPO),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        if result.stdout.startswith("refused"):
+            raise self.skipTest(
+                "this kernel refuses prctl(PR_SET_MDWE) (Linux 6.3 or later "
+                "needed; errno %s)" % (result.stdout.split()[1],)
+            )
+        # The verify callback that takes any client certificate
+        # (chatroom.tls.server_options) is a cffi callback, which needs
+        # write+execute memory.  If this ever builds, the unit may turn
+        # MemoryDenyWriteExecute=yes back on.
+        self.assertEqual(
+            result.stdout.strip().split(":")[0], "MemoryError", result.stdout
+        )
+        self.assertIn("write+execute memory for ffi.callback()", result.stdout)
+
+
+#: Puts fd C{argv[1]} on fd 3 (SD_LISTEN_FDS_START), closes the original,
+#: sets LISTEN_PID to its own PID and execs C{argv[2:]}, which keeps that
+#: PID.  In Python, not sh: dash's redirections take one-digit fds only,
+#: and a busy test process (trial -j2) hands out fds above 9.
+_AS_SYSTEMD = """
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.set_inheritable(3, True)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 def _inherit(listener, args, data_dir, log_path):
     """Start the host with C{listener} as fd 3, LISTEN_FDS=1, LISTEN_PID of
     the host process and LISTEN_FDNAMES=tls, as systemd passes a socket."""
     fd = listener.fileno()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
     env.update(LISTEN_FDS="1", LISTEN_FDNAMES="tls")
-    # sh execs the host, so $$ is the host's PID; "3<&N" puts the socket on
-    # fd 3 (SD_LISTEN_FDS_START).
-    script = 'LISTEN_PID=$$ exec "$@" 3<&%d %d<&-' % (fd, fd)
     host = HostProcess.__new__(HostProcess)
     host.log = open(log_path, "ab")
     host.log_path = log_path
     host.process = subprocess.Popen(
         [
-            "sh",
+            sys.executable,
             "-c",
-            script,
-            "sh",
+            _AS_SYSTEMD,
+            str(fd),
             *TWISTD,
             "-n",
             "--pidfile=",

@@ -1,6 +1,7 @@
 """Tests for chatroom.tap and the twistd plugin."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -237,6 +238,8 @@ class OptionsTests(SynchronousTestCase):
 
     def test_make_service(self):
         options = self.parse("--port", "0", "--room", "dev", "--max-handshakes", "9")
+        # makeService handles SIGHUP: give this process its handler back.
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
         self.patch(sys, "stdout", open(os.devnull, "w"))
         self.addCleanup(sys.stdout.close)
         service = tap.makeService(options)
