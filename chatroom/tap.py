@@ -130,7 +130,7 @@ class Options(usage.Options):
             None,
             None,
             "Server operators for OPER: a file of 'name password' lines, "
-            "readable by its owner only (mode 0600).",
+            "readable by its owner only (mode 0600); read again on SIGHUP.",
         ],
         [
             "history-keep",
