@@ -12,7 +12,7 @@ from typing import Any
 from chatroom.commands.registration import TARGMAX
 from chatroom.core.ircline import Message
 from chatroom.core.names import casefold
-from chatroom.core.room import Delivery, Event
+from chatroom.core.room import Delivery
 from chatroom.reply import Reply
 
 
@@ -200,24 +200,32 @@ def _post_to_user(
     params = (other.nick,) if text is None else (other.nick, text)
     # Private messages are relayed, not numbered and not stored; they
     # carry a msgid all the same (IRCv3 message-ids).
-    event = Event(
-        room=None,
-        seq=None,
-        time_ms=host.now_ms(),
-        command=command,
-        source=connection.source,
-        params=params,
-        client_tags=client_tags,
-        unsequenced_id=host.new_msgid(),
-        bot=connection.bot,
-    )
     if other is connection:
         # A message to oneself is delivered, and echoed too with
-        # echo-message (as Ergo).
-        host.submit(Delivery(event, (connection,)), reply)
+        # echo-message (as Ergo): the same event, twice.
+        delivery = host.relay(
+            connection,
+            command,
+            params,
+            (connection,),
+            reply,
+            client_tags=client_tags,
+            message=True,
+        )
         if connection.echo:
-            host.submit(Delivery(event, (connection,), origin=connection), reply)
+            host.submit(
+                Delivery(delivery.event, (connection,), origin=connection), reply
+            )
     else:
-        host.submit(Delivery(event, (other, connection), origin=connection), reply)
+        host.relay(
+            connection,
+            command,
+            params,
+            (other, connection),
+            reply,
+            origin=connection,
+            client_tags=client_tags,
+            message=True,
+        )
     if command == "PRIVMSG" and other.away is not None:
         reply.numeric("301", other.nick, other.away)
