@@ -474,7 +474,10 @@ class Room:
         audience: tuple[Any, ...] | None = None,
         realname: str | None = None,
         bot: bool = False,
+        source: str | None = None,
     ) -> Delivery:
+        """The next numbered event: C{member}'s (its source, its origin),
+        or, with C{member} C{None}, from C{source} alone."""
         seq = self.next_seq
         self.next_seq = seq + 1
         event = Event(
@@ -482,7 +485,7 @@ class Room:
             seq=seq,
             time_ms=now_ms,
             command=command,
-            source=member.source,
+            source=member.source if source is None else source,
             params=params,
             client_tags=client_tags,
             realname=realname,
@@ -662,17 +665,7 @@ class Room:
         is numbered and stored like any other and goes to nobody (nobody
         is connected yet when a room is opened).
         """
-        seq = self.next_seq
-        self.next_seq = seq + 1
-        event = Event(
-            room=self.key,
-            seq=seq,
-            time_ms=now_ms,
-            command="QUIT",
-            source=source,
-            params=(reason,),
-        )
-        return Delivery(event, ())
+        return self._event("QUIT", None, (reason,), now_ms, audience=(), source=source)
 
     def post(
         self,
