@@ -85,10 +85,7 @@ class TimerQueue:
             return
         entry[2] = None
         self._cancelled += 1
-        heap = self._heap
-        while heap and heap[0][2] is None:
-            heapq.heappop(heap)
-            self._cancelled -= 1
+        heap = self._drop_cancelled_head()
         if not heap:
             self._stop()
         elif self._cancelled > COMPACT_AFTER and self._cancelled > len(heap) >> 1:
@@ -103,6 +100,15 @@ class TimerQueue:
         self._heap = []
         self._cancelled = 0
         self._stop()
+
+    def _drop_cancelled_head(self) -> list[list[Any]]:
+        """Pop cancelled entries off the top of the heap, so that its first
+        entry is a live deadline (or it is empty); returns the heap."""
+        heap = self._heap
+        while heap and heap[0][2] is None:
+            heapq.heappop(heap)
+            self._cancelled -= 1
+        return heap
 
     def _stop(self) -> None:
         if self._call is not None:
@@ -130,9 +136,7 @@ class TimerQueue:
                 self.log.failure("Deadline of {owner!r} failed", owner=owner)
             # An owner may have scheduled (and started the timer) meanwhile.
             heap = self._heap
-        while heap and heap[0][2] is None:
-            heapq.heappop(heap)
-            self._cancelled -= 1
+        heap = self._drop_cancelled_head()
         if not heap:
             self._stop()
             return
